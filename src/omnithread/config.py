@@ -1,0 +1,69 @@
+"""Settings, passed down explicitly from the edges; nothing here is global.
+
+Every setting can come from the environment (``OMNITHREAD_*``) or be given by the
+caller; the CLI's ``--data-dir`` wins over ``OMNITHREAD_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+
+from omnithread.errors import ConfigError
+
+__all__ = ["Settings", "DEFAULT_DATA_DIR"]
+
+DEFAULT_DATA_DIR = Path("omnithread-data")
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "a number") from None
+    if value <= 0:
+        raise ConfigError(name, raw, "a number above 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where data lives and how input is judged.
+
+    ``engine`` names the engine (``duckdb``); ``phone_region`` is the region used
+    to read phone numbers written without a country code; ``max_future`` is how
+    far ahead of its receipt an event may claim to have happened.
+    """
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    engine: str = "duckdb"
+    phone_region: str = "GB"
+    max_future: timedelta = timedelta(days=1)
+    chunk_rows: int = 50_000
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+    @classmethod
+    def from_env(cls, data_dir: Path | str | None = None, **overrides) -> "Settings":
+        env = os.environ
+        values: dict = {"data_dir": Path(data_dir or env.get("OMNITHREAD_DATA_DIR") or DEFAULT_DATA_DIR)}
+        if "OMNITHREAD_ENGINE" in env:
+            values["engine"] = env["OMNITHREAD_ENGINE"]
+        if "OMNITHREAD_PHONE_REGION" in env:
+            values["phone_region"] = env["OMNITHREAD_PHONE_REGION"].upper()
+        if "OMNITHREAD_MAX_FUTURE_HOURS" in env:
+            hours = _positive_float("OMNITHREAD_MAX_FUTURE_HOURS", env["OMNITHREAD_MAX_FUTURE_HOURS"])
+            values["max_future"] = timedelta(hours=hours)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "omnithread.duckdb"

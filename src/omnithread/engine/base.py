@@ -1,0 +1,68 @@
+"""The narrow interface every stage uses to reach its tables.
+
+An engine holds named tables and runs set-based SQL over them. Stages never
+import a concrete engine: the edges open one with :func:`omnithread.engine.open_engine`
+from the settings, so choosing another engine is configuration, not a rewrite.
+A new engine implements the four hooks below; the rest is shared.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from omnithread.engine.tables import TABLES
+
+__all__ = ["Engine"]
+
+
+class Engine(ABC):
+    """Tables and SQL in one place. Use as a context manager to close it."""
+
+    name = "abstract"
+
+    # -- hooks each engine provides -------------------------------------------------
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a statement that returns nothing."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        """Run a query and return its result as an Arrow table."""
+
+    @abstractmethod
+    def append_new(self, table: str, rows: pa.Table, key: str) -> int:
+        """Append the rows whose ``key`` is not yet in ``table``; return how many."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the engine's resources."""
+
+    @abstractmethod
+    def _column_type(self, logical: str) -> str:
+        """The engine's SQL type for a logical column type."""
+
+    # -- shared template methods ----------------------------------------------------
+    def ensure_tables(self) -> None:
+        """Create every table omnithread needs, if it is missing."""
+        for table, columns in TABLES.items():
+            body = ", ".join(
+                f"{name} {self._column_type(kind)}{'' if nullable else ' NOT NULL'}" for name, kind, nullable in columns
+            )
+            self.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run a query and return its rows as dicts."""
+        return self.query(sql, params).to_pylist()
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        result = self.query(sql, params)
+        return result.column(0)[0].as_py() if result.num_rows else None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

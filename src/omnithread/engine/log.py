@@ -1,0 +1,129 @@
+"""The append-only event log and the rejected-events table, over any engine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+
+from omnithread.engine.base import Engine
+from omnithread.engine.tables import EVENT_COLUMNS, REJECTED_COLUMNS
+
+__all__ = ["EventLog", "EVENT_ARROW_SCHEMA", "REJECTED_ARROW_SCHEMA"]
+
+_ARROW = {
+    "string": pa.string(),
+    "string[]": pa.list_(pa.string()),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "int": pa.int32(),
+    "json": pa.string(),
+    "bytes": pa.binary(),
+}
+
+
+def _schema(columns) -> pa.Schema:
+    return pa.schema([pa.field(name, _ARROW[kind], nullable) for name, kind, nullable in columns])
+
+
+EVENT_ARROW_SCHEMA = _schema(EVENT_COLUMNS)
+REJECTED_ARROW_SCHEMA = _schema(REJECTED_COLUMNS)
+
+
+def _table_from_rows(rows: Sequence[tuple], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows)) if rows else [[] for _ in schema]
+    return pa.Table.from_arrays(
+        [pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema
+    )
+
+
+class EventLog:
+    """Events in, deduplicated on ``message_id``; rejected events kept with their reasons.
+
+    Rows are tuples in the column order of :data:`EVENT_COLUMNS` and
+    :data:`REJECTED_COLUMNS`. Nothing here updates or deletes an event.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def append(self, rows: Sequence[tuple]) -> int:
+        """Append events whose message id is new; return how many were stored."""
+        return self.engine.append_new("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA), "message_id")
+
+    def add_rejected(self, rows: Sequence[tuple]) -> int:
+        """Keep rejected payloads; one already kept (same id) is not stored twice."""
+        return self.engine.append_new(
+            "rejected_events", _table_from_rows(rows, REJECTED_ARROW_SCHEMA), "rejected_id"
+        )
+
+    def count(self) -> int:
+        return self.engine.scalar("SELECT count(*) FROM events")
+
+    def rejected(
+        self, status: str | None = "open", reason: str | None = None, limit: int | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rejected events, newest first, filtered by status, reason code or ids."""
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if reason:
+            where.append("list_contains(reason_codes, ?)")
+            params.append(reason)
+        if ids is not None:
+            ids = list(ids)
+            where.append(f"rejected_id IN ({', '.join('?' for _ in ids) or 'NULL'})")
+            params.extend(ids)
+        sql = "SELECT * FROM rejected_events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY rejected_at DESC, source"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self.engine.rows(sql, params)
+
+    def mark_replayed(self, rejected_ids: Sequence[str], at: datetime) -> None:
+        if rejected_ids:
+            marks = ", ".join("?" for _ in rejected_ids)
+            self.engine.execute(
+                f"UPDATE rejected_events SET status = 'replayed', replayed_at = ?, attempts = attempts + 1 "
+                f"WHERE rejected_id IN ({marks})",
+                [at, *rejected_ids],
+            )
+
+    def mark_still_failing(self, rejected_id: str, reason_codes: list[str], reasons_json: str) -> None:
+        self.engine.execute(
+            "UPDATE rejected_events SET attempts = attempts + 1, reason_codes = ?, reasons = ? WHERE rejected_id = ?",
+            [reason_codes, reasons_json, rejected_id],
+        )
+
+    def rejected_summary(self) -> list[dict[str, Any]]:
+        """Open rejected events counted by reason code."""
+        return self.engine.rows(
+            "SELECT code AS reason, count(*) AS events FROM "
+            "(SELECT unnest(reason_codes) AS code FROM rejected_events WHERE status = 'open') "
+            "GROUP BY code ORDER BY events DESC, reason"
+        )
+
+    def stats(self) -> dict[str, list[dict[str, Any]]]:
+        """The log by channel, by event and by day."""
+        label = "coalesce(event, call)"
+        return {
+            "by_channel": self.engine.rows(
+                "SELECT coalesce(channel, 'unspecified') AS channel, count(*) AS events, "
+                "count(DISTINCT coalesce(user_id, anonymous_id)) AS senders "
+                "FROM events GROUP BY 1 ORDER BY events DESC"
+            ),
+            "by_event": self.engine.rows(
+                f"SELECT {label} AS event, call, count(*) AS events FROM events GROUP BY 1, 2 ORDER BY events DESC, event"
+            ),
+            "by_day": self.engine.rows(
+                "SELECT CAST(date_trunc('day', event_at) AS DATE) AS day, count(*) AS events, "
+                "count(*) FILTER (WHERE channel IN ('web', 'app')) AS online, "
+                "count(*) FILTER (WHERE channel = 'store') AS store, "
+                "count(*) FILTER (WHERE channel = 'voice') AS voice "
+                "FROM events GROUP BY 1 ORDER BY 1"
+            ),
+        }

@@ -1,0 +1,86 @@
+"""One root error and its families; each names the offending field and value.
+
+Every error knows the HTTP status an API edge should answer with, so the edges
+never map exception types by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "OmnithreadError",
+    "Problem",
+    "InvalidEventError",
+    "ConfigError",
+    "NotFoundError",
+    "ConsentError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason an input was refused.
+
+    ``code`` is a stable machine name (``invalid_type``, ``missing_identity``...),
+    ``field`` the dotted path of the offending field (empty for whole-input
+    problems), ``value`` a display-safe rendering of the offending value (direct
+    identifiers are masked) and ``message`` the sentence a person reads.
+    """
+
+    code: str
+    field: str
+    value: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "field": self.field, "value": self.value, "message": self.message}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class OmnithreadError(Exception):
+    """Root of every error omnithread raises on purpose."""
+
+    http_status = 500
+
+
+class InvalidEventError(OmnithreadError):
+    """An input failed validation; ``problems`` lists every reason at once."""
+
+    http_status = 400
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("; ".join(p.message for p in self.problems))
+
+
+class ConfigError(OmnithreadError):
+    """A setting has a value omnithread cannot use."""
+
+    http_status = 500
+
+    def __init__(self, setting: str, value: object, expected: str):
+        self.setting, self.value, self.expected = setting, value, expected
+        super().__init__(f"setting {setting}={value!r} is not valid: expected {expected}")
+
+
+class NotFoundError(OmnithreadError):
+    """A thing asked for by id does not exist."""
+
+    http_status = 404
+
+    def __init__(self, kind: str, key: object):
+        self.kind, self.key = kind, key
+        super().__init__(f"no {kind} with id {key!r}")
+
+
+class ConsentError(OmnithreadError):
+    """The person's consent does not allow the requested purpose."""
+
+    http_status = 403
+
+    def __init__(self, purpose: str, person: str):
+        self.purpose, self.person = purpose, person
+        super().__init__(f"person {person!r} has not consented to {purpose!r}")

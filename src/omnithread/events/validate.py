@@ -1,0 +1,315 @@
+"""Validation of one Segment-style payload against the schema.
+
+``validate_event`` checks the shape of a call (type, ids, timestamps, channel) and,
+for events omnithread knows, their properties; it reports every problem at once.
+It never touches identifier values: pseudonymising them is the privacy stage's
+job, done on the same dict before anything is stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from omnithread.errors import Problem
+from omnithread.events.schema import (
+    CALLS,
+    CHANNEL_ALIASES,
+    CHANNELS,
+    EVENT_SCHEMAS,
+    PRODUCT_FIELDS,
+    FieldSpec,
+)
+
+__all__ = ["EventTimes", "validate_event", "parse_timestamp", "TimePolicy", "show"]
+
+UTC = timezone.utc
+_MAX_ID_CHARS = 256
+_MAX_EVENT_NAME_CHARS = 200
+
+
+def show(value: object, limit: int = 60) -> str:
+    """A short, quoted rendering of a value for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class TimePolicy:
+    """Which event times are plausible: not before ``earliest``, not past ``max_ahead``."""
+
+    def __init__(self, earliest: datetime = datetime(2000, 1, 1, tzinfo=UTC), max_ahead: timedelta = timedelta(days=1)):
+        self.earliest = earliest
+        self.max_ahead = max_ahead
+
+
+_DEFAULT_POLICY = TimePolicy()
+
+
+def parse_timestamp(value: object, field: str, problems: list[Problem]) -> datetime | None:
+    """Parse an ISO 8601 timestamp (naive means UTC); record a problem if it is not one."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    problems.append(
+        Problem("invalid_timestamp", field, show(value), f"{field}: {show(value)} is not an ISO 8601 timestamp")
+    )
+    return None
+
+
+class EventTimes:
+    """The times of one event: when it happened (skew-corrected) and when it arrived."""
+
+    __slots__ = ("event_at", "original_at", "sent_at", "received_at")
+
+    def __init__(self, event_at, original_at, sent_at, received_at):
+        self.event_at, self.original_at, self.sent_at, self.received_at = event_at, original_at, sent_at, received_at
+
+
+def _resolve_times(
+    payload: dict, received_at: datetime | None, now: datetime, policy: TimePolicy, problems: list[Problem]
+) -> EventTimes:
+    original = parse_timestamp(payload.get("originalTimestamp"), "originalTimestamp", problems)
+    stamped = parse_timestamp(payload.get("timestamp"), "timestamp", problems)
+    sent = parse_timestamp(payload.get("sentAt"), "sentAt", problems)
+    received = parse_timestamp(payload.get("receivedAt"), "receivedAt", problems) or received_at
+    device_time = original or stamped
+    if device_time is not None and sent is not None and received is not None:
+        # Segment's clock-skew correction: the device's offset is sentAt minus the
+        # time the server received the message; the event moves by the same amount.
+        event_at = received - (sent - device_time)
+    else:
+        event_at = device_time or received or now
+    reference = received or now
+    if event_at > reference + policy.max_ahead:
+        field = "originalTimestamp" if original is not None else "timestamp"
+        problems.append(
+            Problem(
+                "future_timestamp", field, event_at.isoformat(),
+                f"{field}: event time {event_at.isoformat()} is more than {policy.max_ahead} after "
+                f"it was received ({reference.isoformat()})",
+            )
+        )
+    elif event_at < policy.earliest:
+        field = "originalTimestamp" if original is not None else "timestamp"
+        problems.append(
+            Problem(
+                "implausible_timestamp", field, event_at.isoformat(),
+                f"{field}: event time {event_at.isoformat()} is before {policy.earliest.date().isoformat()}",
+            )
+        )
+    return EventTimes(event_at, device_time, sent, received or now)
+
+
+def _check_id(payload: dict, key: str, problems: list[Problem]) -> str | None:
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # as Segment's libraries do with numeric ids
+        payload[key] = value
+    if not isinstance(value, str):
+        problems.append(
+            Problem("invalid_type", key, show(value), f"{key}: {show(value)} must be a string, not {type(value).__name__}")
+        )
+        return None
+    if len(value) > _MAX_ID_CHARS:
+        problems.append(
+            Problem("too_long", key, show(value), f"{key}: {len(value)} characters, at most {_MAX_ID_CHARS} allowed")
+        )
+        return None
+    return value
+
+
+def _check_object(payload: dict, key: str, problems: list[Problem]) -> dict:
+    value = payload.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(
+            Problem("invalid_type", key, show(value), f"{key}: {show(value)} must be an object, not {type(value).__name__}")
+        )
+        return {}
+    return value
+
+
+_TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool)
+    or (isinstance(v, float) and v.is_integer()),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "products": lambda v: isinstance(v, list),
+    "identifier": lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+}
+_TYPE_WORDS = {"products": "an array of products", "object": "an object", "integer": "an integer",
+               "identifier": "a string", "boolean": "a boolean", "number": "a number", "string": "a string"}
+
+
+def _check_fields(values: dict, specs: dict[str, FieldSpec], prefix: str, problems: list[Problem]) -> None:
+    for name, spec in specs.items():
+        value = values.get(name)
+        field = f"{prefix}.{name}"
+        if value is None:
+            if spec.required:
+                problems.append(Problem("missing_field", field, "", f"{field} is required"))
+            continue
+        if not _TYPE_CHECKS[spec.type](value):
+            problems.append(
+                Problem(
+                    "invalid_type", field, show(value),
+                    f"{field}: {show(value)} must be {_TYPE_WORDS[spec.type]}, not {type(value).__name__}",
+                )
+            )
+            continue
+        if spec.minimum is not None and spec.type in ("number", "integer") and value < spec.minimum:
+            problems.append(
+                Problem("out_of_range", field, show(value), f"{field}: {show(value)} is below the minimum {spec.minimum:g}")
+            )
+        elif spec.maximum is not None and spec.type in ("number", "integer") and value > spec.maximum:
+            problems.append(
+                Problem("out_of_range", field, show(value), f"{field}: {show(value)} is above the maximum {spec.maximum:g}")
+            )
+        elif spec.choices is not None and value not in spec.choices:
+            problems.append(
+                Problem(
+                    "invalid_choice", field, show(value),
+                    f"{field}: {show(value)} is not one of {', '.join(spec.choices)}",
+                )
+            )
+        elif spec.type == "products":
+            for i, item in enumerate(value):
+                item_field = f"{field}[{i}]"
+                if not isinstance(item, dict):
+                    problems.append(
+                        Problem("invalid_type", item_field, show(item), f"{item_field}: {show(item)} must be an object")
+                    )
+                else:
+                    _check_fields(item, PRODUCT_FIELDS, item_field, problems)
+
+
+def _check_named_event(name: str, properties: dict, context: dict, problems: list[Problem]) -> int | None:
+    schema = EVENT_SCHEMAS.get(name)
+    if schema is None:
+        return None
+    if schema.requires_store and "store_id" not in properties and context.get("store_id"):
+        properties["store_id"] = context["store_id"]
+    _check_fields(properties, schema.properties, "properties", problems)
+    if name == "Store Entered":
+        method, token = properties.get("entry_method"), properties.get("entry_token")
+        if method not in (None, "none") and token in (None, ""):
+            problems.append(
+                Problem("missing_field", "properties.entry_token", "",
+                        f"properties.entry_token is required when entry_method is {method!r}")
+            )
+    elif name == "Consent Updated" and isinstance(properties.get("purposes"), dict):
+        for purpose, given in properties["purposes"].items():
+            if not isinstance(given, bool):
+                field = f"properties.purposes.{purpose}"
+                problems.append(Problem("invalid_type", field, show(given), f"{field}: {show(given)} must be a boolean"))
+    return schema.version
+
+
+class CheckedEvent:
+    """What validation learnt about a payload, ready for the log."""
+
+    __slots__ = ("call", "name", "user_id", "anonymous_id", "channel", "store_id", "times", "schema_version")
+
+    def __init__(self, call, name, user_id, anonymous_id, channel, store_id, times, schema_version):
+        self.call, self.name, self.user_id, self.anonymous_id = call, name, user_id, anonymous_id
+        self.channel, self.store_id, self.times, self.schema_version = channel, store_id, times, schema_version
+
+
+def validate_event(
+    payload: dict,
+    now: datetime,
+    received_at: datetime | None = None,
+    policy: TimePolicy = _DEFAULT_POLICY,
+) -> tuple[CheckedEvent | None, list[Problem]]:
+    """Check one call; return what it says and every problem found.
+
+    ``received_at`` is the time a live collector received the payload; a file
+    import passes ``None`` and the payload's own ``receivedAt`` (if any) is used.
+
+    >>> from datetime import datetime, timezone
+    >>> now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    >>> checked, problems = validate_event({"type": "track", "event": "Signed Up", "userId": "u1"}, now)
+    >>> checked.name, problems
+    ('Signed Up', [])
+    >>> validate_event({"type": "track", "event": "x"}, now)[1][0].code
+    'missing_identity'
+    """
+    problems: list[Problem] = []
+    call = payload.get("type")
+    if call not in CALLS:
+        code = "missing_field" if call is None else "unknown_call"
+        problems.append(
+            Problem(code, "type", show(call), f"type: {show(call)} is not a call type ({', '.join(CALLS)})")
+        )
+    user_id = _check_id(payload, "userId", problems)
+    anonymous_id = _check_id(payload, "anonymousId", problems)
+    if user_id is None and anonymous_id is None and not any(p.field in ("userId", "anonymousId") for p in problems):
+        problems.append(Problem("missing_identity", "userId", "", "userId or anonymousId is required"))
+    message_id = payload.get("messageId")
+    if message_id is not None and (not isinstance(message_id, str) or not message_id or len(message_id) > _MAX_ID_CHARS):
+        problems.append(
+            Problem("invalid_type", "messageId", show(message_id),
+                    f"messageId: {show(message_id)} must be a non-empty string of at most {_MAX_ID_CHARS} characters")
+        )
+    context = _check_object(payload, "context", problems)
+    properties = _check_object(payload, "properties", problems)
+    _check_object(payload, "traits", problems)
+    name = None
+    schema_version = None
+    if call == "track":
+        name = payload.get("event")
+        if not isinstance(name, str) or not name.strip() or len(name) > _MAX_EVENT_NAME_CHARS:
+            problems.append(
+                Problem("invalid_event_name", "event", show(name),
+                        f"event: {show(name)} must be a non-empty string of at most {_MAX_EVENT_NAME_CHARS} characters")
+            )
+            name = None
+        else:
+            schema_version = _check_named_event(name, properties, context, problems)
+    elif call in ("page", "screen"):
+        name = payload.get("name")
+        if name is not None and not isinstance(name, str):
+            problems.append(Problem("invalid_type", "name", show(name), f"name: {show(name)} must be a string"))
+            name = None
+    elif call == "alias":
+        if _check_id(payload, "previousId", problems) is None and not any(p.field == "previousId" for p in problems):
+            problems.append(Problem("missing_field", "previousId", "", "previousId is required for alias"))
+        if user_id is None:
+            problems.append(Problem("missing_field", "userId", "", "userId is required for alias"))
+    elif call == "group":
+        if _check_id(payload, "groupId", problems) is None and not any(p.field == "groupId" for p in problems):
+            problems.append(Problem("missing_field", "groupId", "", "groupId is required for group"))
+    channel = context.get("channel")
+    if channel is not None:
+        channel = CHANNEL_ALIASES.get(channel, channel) if isinstance(channel, str) else channel
+        if channel not in CHANNELS:
+            problems.append(
+                Problem("invalid_choice", "context.channel", show(channel),
+                        f"context.channel: {show(channel)} is not one of {', '.join(CHANNELS)}")
+            )
+            channel = None
+    schema = EVENT_SCHEMAS.get(name) if call == "track" else None
+    if channel is None and schema is not None and schema.requires_store:
+        channel = "store"
+    store_id = context.get("store_id") or properties.get("store_id")
+    if store_id is not None and not isinstance(store_id, str):
+        problems.append(Problem("invalid_type", "context.store_id", show(store_id),
+                                f"context.store_id: {show(store_id)} must be a string"))
+        store_id = None
+    if channel == "store" and not store_id:
+        problems.append(Problem("missing_field", "context.store_id", "",
+                                "context.store_id is required when context.channel is 'store'"))
+    times = _resolve_times(payload, received_at, now, policy, problems)
+    if problems:
+        return None, problems
+    return CheckedEvent(call, name, user_id, anonymous_id, channel, store_id, times, schema_version), problems

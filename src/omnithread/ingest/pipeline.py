@@ -1,0 +1,435 @@
+"""Import: every source goes through one path into the log.
+
+A payload is pseudonymised first (so nothing raw is ever kept, accepted or
+not), then validated; a valid event becomes a row of the log, an invalid one a
+row of ``rejected_events`` with every reason. Rows are written in chunks, each
+deduplicated against the log on ``messageId``, so memory stays flat and
+importing the same input twice stores nothing new.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import orjson
+
+from omnithread.config import Settings
+from omnithread.engine.log import EventLog
+from omnithread.errors import Problem
+from omnithread.events.schema import MAX_BATCH_BYTES, MAX_EVENT_BYTES
+from omnithread.events.validate import TimePolicy, validate_event
+from omnithread.ingest.till import TILL_COLUMNS, TillOrders, check_till_row, missing_columns, order_event
+from omnithread.privacy import PayloadCipher, Pseudonymiser, pseudonymise_payload, reveal_encrypted_values
+
+__all__ = ["Ingestor", "IngestReport", "FileReport"]
+
+UTC = timezone.utc
+_TOP_LEVEL = frozenset(
+    {"type", "messageId", "userId", "anonymousId", "event", "name", "previousId", "groupId", "properties",
+     "traits", "context", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "writeKey"}
+)
+_NOT_CONTENT = ("messageId", "sentAt", "receivedAt")
+Progress = Callable[[int], None]
+
+
+@dataclass
+class FileReport:
+    """What became of one source."""
+
+    source: str
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+@dataclass
+class IngestReport:
+    """Counts of an import: stored, duplicates of what the log had, rejected by reason."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejected_stored: int = 0
+    by_reason: Counter = field(default_factory=Counter)
+    files: list[FileReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.duplicates + self.rejected
+
+    def as_dict(self) -> dict:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "rejected_stored": self.rejected_stored,
+            "rejected_by_reason": dict(self.by_reason.most_common()),
+            "files": [f.as_dict() for f in self.files],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _dumps(value) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
+class Ingestor:
+    """Validates, pseudonymises and stores payloads from any source.
+
+    One ingestor serves one import (a CLI call, an HTTP request, a replay);
+    ``received_at`` is set by a live collector to its receive time, and left
+    ``None`` for files, whose own ``receivedAt`` fields are used when present.
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        pseudonymiser: Pseudonymiser,
+        cipher: PayloadCipher,
+        settings: Settings,
+        received_at: datetime | None = None,
+    ):
+        self.log = log
+        self.pseudonymiser = pseudonymiser
+        self.cipher = cipher
+        self.settings = settings
+        self.received_at = received_at
+        self.policy = TimePolicy(max_ahead=settings.max_future)
+        self.now = datetime.now(UTC)
+        self.report = IngestReport()
+        self._file = FileReport("")
+        self._pending: dict[str, tuple] = {}
+        self._pending_duplicates = 0
+        self._rejected: dict[str, tuple] = {}
+        self.last_rejected_id: str | None = None
+
+    # -- sources ------------------------------------------------------------------
+    def ingest_paths(self, paths: Iterable[Path | str], progress: Progress | None = None) -> IngestReport:
+        """Import every path (JSONL, JSON, till CSV, Parquet); one report for all."""
+        started = datetime.now(UTC)
+        for path in paths:
+            self.ingest_file(Path(path), progress)
+        self.report.seconds = (datetime.now(UTC) - started).total_seconds()
+        return self.report
+
+    def ingest_file(self, path: Path, progress: Progress | None = None) -> FileReport:
+        self._begin(str(path))
+        if not path.is_file():
+            self._reject_file(path, Problem("not_found", "path", str(path), f"{path}: no such file"))
+        elif path.stat().st_size == 0:
+            self._reject_file(path, Problem("empty_file", "path", str(path), f"{path}: the file is empty"))
+        else:
+            suffix = path.suffix.lower()
+            reader = {".csv": self._read_till_csv, ".parquet": self._read_parquet, ".json": self._read_json}.get(
+                suffix, self._read_jsonl
+            )
+            reader(path, progress or (lambda n: None))
+        return self._end()
+
+    def ingest_payloads(self, payloads: Iterable[dict], source: str) -> FileReport:
+        """Import already parsed payloads (an HTTP batch, a replay)."""
+        self._begin(source)
+        for index, payload in enumerate(payloads):
+            self.submit_payload(payload, f"{source}#{index}")
+        return self._end()
+
+    def _begin(self, source: str) -> None:
+        self._file = FileReport(source)
+        self.report.files.append(self._file)
+
+    def _end(self) -> FileReport:
+        self.flush()
+        return self._file
+
+    def _read_jsonl(self, path: Path, progress: Progress) -> None:
+        source = str(path)
+        done = 0
+        with open(path, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                done += len(line)
+                if not line.strip():
+                    continue
+                self.submit_line(line, f"{source}:{number}")
+                if number % 20_000 == 0:
+                    progress(done)
+        progress(done)
+
+    def _read_json(self, path: Path, progress: Progress) -> None:
+        raw = path.read_bytes()
+        source = str(path)
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # Not one JSON document: perhaps JSON Lines under a .json name.
+            self._read_jsonl(path, progress)
+            return
+        if isinstance(document, list):
+            for index, item in enumerate(document):
+                self._submit_parsed(item, None, f"{source}#{index}")
+        else:
+            self._submit_parsed(document, raw, source)
+        progress(len(raw))
+
+    def _read_parquet(self, path: Path, progress: Progress) -> None:
+        import pyarrow.parquet as pq
+
+        source = str(path)
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        till = not missing_columns(names)
+        orders = TillOrders() if till else None
+        row_number = 0
+        for batch in parquet.iter_batches(batch_size=self.settings.chunk_rows):
+            for row in batch.to_pylist():
+                row_number += 1
+                if till:
+                    row = {k: ("" if v is None else (v.isoformat() if isinstance(v, datetime) else str(v))) for k, v in row.items()}
+                    for order in orders.add(row, row_number):
+                        self._submit_till_order(order, source)
+                else:
+                    self.submit_payload(_event_from_row(row), f"{source}:{row_number}")
+            progress(row_number)
+        if till:
+            for order in orders.close():
+                self._submit_till_order(order, source)
+
+    def _read_till_csv(self, path: Path, progress: Progress) -> None:
+        source = str(path)
+        with open(path, "rb") as raw_handle:
+            handle = io.TextIOWrapper(raw_handle, encoding="utf-8", errors="surrogateescape", newline="")
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            reader.fieldnames = header
+            missing = missing_columns(header)
+            orders = TillOrders()
+            for row in reader:
+                line = reader.line_num
+                row = {k: v for k, v in row.items() if k is not None}
+                if missing:
+                    problems = [
+                        Problem("missing_column", column, "", f"{path.name}: column {column!r} is missing from the header")
+                        for column in missing
+                    ]
+                    self._reject_till([(line, row)], source, problems)
+                    continue
+                for order in orders.add(row, line):
+                    self._submit_till_order(order, source)
+                if line % 20_000 == 0:
+                    progress(raw_handle.tell())
+            for order in orders.close():
+                self._submit_till_order(order, source)
+            progress(path.stat().st_size)
+
+    # -- payloads -----------------------------------------------------------------
+    def submit_line(self, line: bytes, source: str) -> None:
+        """One line of JSON Lines: an event or a Segment batch."""
+        try:
+            payload = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                problem = Problem(
+                    "invalid_utf8", "", f"byte {bad.start}",
+                    f"{source}: byte {bad.start} is not UTF-8 ({line[bad.start:bad.start + 1]!r})",
+                )
+            else:
+                problem = Problem("invalid_json", "", f"char {error.pos}", f"{source}: not JSON ({error.msg} at char {error.pos})")
+            self._reject_raw(line, source, [problem])
+            return
+        self._submit_parsed(payload, line, source)
+
+    def _submit_parsed(self, payload: object, raw: bytes | None, source: str) -> None:
+        if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
+            self.submit_batch(payload, len(raw) if raw is not None else len(orjson.dumps(payload)), source)
+        elif isinstance(payload, dict):
+            self.submit_payload(payload, source, len(raw) if raw is not None else None)
+        else:
+            shown = type(payload).__name__
+            self._reject_raw(
+                raw if raw is not None else orjson.dumps(payload), source,
+                [Problem("not_an_object", "", shown, f"{source}: expected a JSON object, got {shown}")],
+            )
+
+    def submit_batch(self, batch: dict, size: int, source: str) -> None:
+        """A Segment batch: refused whole past 500 KB, otherwise each call on its own."""
+        if size > MAX_BATCH_BYTES:
+            problems = pseudonymise_payload_deep(batch, self.pseudonymiser, self.cipher)
+            problems.insert(0, Problem(
+                "batch_too_large", "batch", f"{size} bytes",
+                f"{source}: the batch is {size} bytes, more than the limit of {MAX_BATCH_BYTES} bytes",
+            ))
+            self._reject(batch, "segment_batch", source, problems)
+            return
+        shared_context = batch.get("context") if isinstance(batch.get("context"), dict) else None
+        for index, item in enumerate(batch["batch"]):
+            item_source = f"{source}#{index}"
+            if not isinstance(item, dict):
+                shown = type(item).__name__
+                self._reject_raw(orjson.dumps(item), item_source,
+                                 [Problem("not_an_object", "", shown, f"{item_source}: expected a JSON object, got {shown}")])
+                continue
+            if "sentAt" in batch and "sentAt" not in item:
+                item["sentAt"] = batch["sentAt"]
+            if shared_context and isinstance(item.get("context", {}), dict):
+                item["context"] = {**shared_context, **item.get("context", {})}
+            self.submit_payload(item, item_source)
+
+    def submit_payload(self, payload: dict, source: str, size: int | None = None) -> None:
+        """Validate, pseudonymise and stage one call."""
+        problems = pseudonymise_payload(payload, self.pseudonymiser, self.cipher)
+        if size is None and len(payload) > 0:
+            size = len(orjson.dumps(payload))
+        if size is not None and size > MAX_EVENT_BYTES:
+            problems.append(Problem(
+                "event_too_large", "", f"{size} bytes",
+                f"{source}: the event is {size} bytes, more than the limit of {MAX_EVENT_BYTES} bytes",
+            ))
+        checked, found = validate_event(payload, self.now, self.received_at, self.policy)
+        problems.extend(found)
+        if problems or checked is None:
+            self._reject(payload, "segment", source, problems)
+            return
+        message_id = payload.get("messageId") or "derived-" + hashlib.sha256(
+            orjson.dumps({k: v for k, v in payload.items() if k not in _NOT_CONTENT}, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()[:32]
+        if message_id in self._pending:
+            self._pending_duplicates += 1
+            return
+        context = payload.get("context")
+        consent = context.pop("consent", None) if context else None
+        if context and checked.channel is not None:
+            context["channel"] = checked.channel
+        extra = {k: v for k, v in payload.items() if k not in _TOP_LEVEL} if len(payload) > 6 else None
+        times = checked.times
+        self._pending[message_id] = (
+            message_id, checked.call, checked.name, checked.user_id, checked.anonymous_id,
+            payload.get("previousId"), payload.get("groupId"), checked.channel, checked.store_id,
+            times.event_at, times.original_at, times.sent_at, times.received_at, self.now,
+            checked.schema_version, _dumps(payload.get("properties")), _dumps(payload.get("traits")),
+            _dumps(context), _dumps(consent), _dumps(extra), source,
+        )
+        if len(self._pending) >= self.settings.chunk_rows:
+            self.flush()
+
+    def _submit_till_order(self, lines: list[tuple[int, dict]], source: str) -> None:
+        problems = [p for line, row in lines for p in check_till_row(row, line)]
+        problems.extend(
+            Problem("invalid_utf8", "", f"line {line}", f"{source}:{line}: the row holds bytes that are not UTF-8")
+            for line, row in lines if _undecodable(row)
+        )
+        first_line = lines[0][0]
+        if problems:
+            self._reject_till(lines, source, problems)
+            return
+        self.submit_payload(order_event([row for _, row in lines]), f"{source}:{first_line}")
+
+    # -- rejection ----------------------------------------------------------------
+    def _reject_till(self, lines: list[tuple[int, dict]], source: str, problems: list[Problem]) -> None:
+        rows = []
+        for _, row in lines:
+            if _undecodable(row):
+                # Bytes that are not UTF-8 cannot be pseudonymised field by field: encrypt the row.
+                as_bytes = {k: v.encode("utf-8", "surrogateescape").hex() for k, v in row.items() if isinstance(v, str)}
+                rows.append({"encrypted_row": self.cipher.encrypt_value(as_bytes)})
+            else:
+                row = dict(row)
+                problems.extend(pseudonymise_payload({"properties": row}, self.pseudonymiser, self.cipher))
+                rows.append(row)
+        self._reject({"rows": rows, "lines": [line for line, _ in lines]}, "till_csv", f"{source}:{lines[0][0]}", problems)
+
+    def _reject_file(self, path: Path, problem: Problem) -> None:
+        self._reject({"path": str(path)}, "file", str(path), [problem])
+
+    def _reject_raw(self, raw: bytes, source: str, problems: list[Problem]) -> None:
+        rejected_id = self.pseudonymiser.fingerprint(b"raw:" + raw.rstrip(b"\r\n"))
+        self._stage_rejected(rejected_id, source, "raw", problems, None, self.cipher.encrypt(raw.rstrip(b"\r\n")))
+
+    def _reject(self, payload: dict, fmt: str, source: str, problems: list[Problem]) -> None:
+        body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+        # Encrypted values differ on every encryption; the id is taken over the plain
+        # content so the same bad payload is recognised when it comes again.
+        plain = reveal_encrypted_values(orjson.loads(body), self.cipher) if b'"enc1:' in body else None
+        fingerprinted = body if plain is None else orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
+        rejected_id = self.pseudonymiser.fingerprint(fmt.encode() + b":" + fingerprinted)
+        self._stage_rejected(rejected_id, source, fmt, problems, body.decode(), None)
+
+    def _stage_rejected(self, rejected_id, source, fmt, problems, payload_json, encrypted) -> None:
+        codes = sorted({p.code for p in problems}) or ["unknown"]
+        self.report.rejected += 1
+        self._file.rejected += 1
+        self.report.by_reason.update(codes)
+        self.last_rejected_id = rejected_id
+        self._rejected[rejected_id] = (
+            rejected_id, self.now, source, fmt, codes, orjson.dumps([p.as_dict() for p in problems]).decode(),
+            payload_json, encrypted, "open", 0, None,
+        )
+        if len(self._rejected) >= 5_000:
+            self._flush_rejected()
+
+    # -- writing ------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write what is staged: events (deduplicated) and rejected payloads."""
+        if self._pending:
+            rows = list(self._pending.values())
+            stored = self.log.append(rows)
+            duplicates = len(rows) - stored + self._pending_duplicates
+            self._pending.clear()
+        else:
+            stored, duplicates = 0, self._pending_duplicates
+        self._pending_duplicates = 0
+        self.report.accepted += stored
+        self.report.duplicates += duplicates
+        self._file.accepted += stored
+        self._file.duplicates += duplicates
+        self._flush_rejected()
+
+    def _flush_rejected(self) -> None:
+        if self._rejected:
+            self.report.rejected_stored += self.log.add_rejected(list(self._rejected.values()))
+            self._rejected.clear()
+
+
+def pseudonymise_payload_deep(batch: dict, pseudonymiser: Pseudonymiser, cipher: PayloadCipher) -> list[Problem]:
+    """Pseudonymise a batch and every call in it (for keeping a refused batch)."""
+    problems = pseudonymise_payload(batch, pseudonymiser, cipher)
+    for item in batch.get("batch", []):
+        if isinstance(item, dict):
+            problems.extend(pseudonymise_payload(item, pseudonymiser, cipher))
+    return [p for p in problems if p.code != "invalid_identifier"]
+
+
+def _undecodable(row: dict) -> bool:
+    """True when a CSV row decoded with surrogateescape held bytes that are not UTF-8."""
+    return any(
+        "\udc80" <= ch <= "\udcff" for value in row.values() if isinstance(value, str) for ch in value
+    )
+
+
+def _event_from_row(row: dict) -> dict:
+    """A Parquet row as a Segment payload: nested JSON text parsed, times as ISO strings."""
+    payload = {}
+    for key, value in row.items():
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            value = (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        elif isinstance(value, str) and key in ("properties", "traits", "context") and value.startswith("{"):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                pass
+        payload[key] = value
+    return payload

@@ -1,0 +1,46 @@
+"""A data directory opened for work: its engine, event log and privacy keys.
+
+The edges (CLI, API) open one from the settings and pass its parts to the stages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from omnithread.config import Settings
+from omnithread.engine import EventLog, open_engine
+from omnithread.ingest import Ingestor
+from omnithread.privacy import PayloadCipher, Pseudonymiser, load_secret
+
+__all__ = ["Workspace"]
+
+
+class Workspace:
+    """Everything a command needs over one data directory.
+
+    >>> import tempfile
+    >>> with Workspace(Settings(data_dir=tempfile.mkdtemp())) as ws:
+    ...     ws.log.count()
+    0
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = load_secret(settings.data_dir)
+        self.pseudonymiser = Pseudonymiser(secret, settings.phone_region)
+        self.cipher = PayloadCipher(secret)
+        self.engine = open_engine(settings)
+        self.log = EventLog(self.engine)
+
+    def ingestor(self, received_at: datetime | None = None) -> Ingestor:
+        return Ingestor(self.log, self.pseudonymiser, self.cipher, self.settings, received_at)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
