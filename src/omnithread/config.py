@@ -42,6 +42,7 @@ class Settings:
     phone_region: str = "GB"
     max_future: timedelta = timedelta(days=1)
     chunk_rows: int = 50_000
+    fast_path: bool = True
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

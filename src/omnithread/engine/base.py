@@ -36,6 +36,23 @@ class Engine(ABC):
     def append_new(self, table: str, rows: pa.Table, key: str) -> int:
         """Append the rows whose ``key`` is not yet in ``table``; return how many."""
 
+    def append_events_fast(
+        self, chunk: pa.Table, select_sql: str, params: dict, functions: dict | None = None
+    ) -> tuple[int, int, list[int]]:
+        """Run a fast-path statement over ``chunk`` and store the rows it vouches for.
+
+        ``functions`` maps names of scalar string functions the statement calls to
+        the Python callables behind them.
+
+        Returns (events stored, rows vouched for, line numbers left to the caller).
+        An engine without a fast path leaves every line to the caller.
+        """
+        return 0, 0, chunk.column("line_no").to_pylist()
+
+    @property
+    def has_fast_path(self) -> bool:
+        return False
+
     @abstractmethod
     def close(self) -> None:
         """Release the engine's resources."""

@@ -161,6 +161,11 @@ class Pseudonymiser:
         self.phone_region = phone_region
         self._cache: dict[tuple[IdentifierType, object], str] = {}
 
+    @property
+    def hash_key(self) -> bytes:
+        """The HMAC key itself, for engines that hash set-based with the same key."""
+        return self._key
+
     def fingerprint(self, data: bytes) -> str:
         """A keyed digest of arbitrary bytes, safe to store even when they hold personal data."""
         return hmac.digest(self._fingerprint_key, data, "sha256")[:16].hex()

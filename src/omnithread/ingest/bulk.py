@@ -1,0 +1,499 @@
+"""The set-based fast path for JSON Lines: the engine validates and stores the plain cases.
+
+Python validating one event at a time tops out far below what a retailer's
+exports need, so a JSON Lines file is read in chunks of lines that go to the
+engine whole, as an Arrow column. One generated SQL statement parses every line,
+checks it against the same schema the Python validator uses, pseudonymises every
+direct identifier with the same keyed hash (HMAC-SHA256 written out in SQL; phone
+numbers go through the same E.164 normaliser as a vectorised function), corrects
+clock skew, and stores the lines it can vouch for.
+
+The fast path is deliberately conservative: a line it cannot vouch for (bad
+JSON, a problem of any kind, an id derived from content, a batch, an unusual but
+perhaps valid form) goes to the Python path, which is the one source of every
+verdict and every message. So the fast path only ever decides "valid, and stored
+exactly so"; a conformance test holds it to the Python path's answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Iterator
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from omnithread.engine.tables import EVENT_COLUMNS
+from omnithread.events.schema import (
+    BIOMETRIC_KEYS,
+    CHANNEL_ALIASES,
+    CHANNELS,
+    ENTRY_TOKEN_TYPES,
+    EVENT_SCHEMAS,
+    IDENTIFIER_KEYS,
+    MAX_EVENT_BYTES,
+    PRODUCT_FIELDS,
+    FieldSpec,
+)
+
+__all__ = ["FastPathSQL", "line_chunks", "chunk_table", "PHONE_FUNCTION"]
+
+PHONE_FUNCTION = "omnithread_e164"
+_CALLS = ("track", "identify", "page", "screen")
+_TOP_LEVEL = ("type", "messageId", "userId", "anonymousId", "event", "name", "properties", "traits", "context",
+              "timestamp", "originalTimestamp", "sentAt", "receivedAt", "writeKey")
+_TIMES = ("originalTimestamp", "timestamp", "sentAt", "receivedAt")
+# sections whose identifier keys are hashed, with their JSON path and position in ``keys``
+_SECTIONS = {"traits": ("$.traits", 2), "properties": ("$.properties", 3), "context": ("$.context", 4),
+             "context.traits": ("$.context.traits", 5)}
+_CODES = {"email": "em", "phone": "ph", "loyalty_card": "lc", "payment_token": "pt", "palm_token": "pa",
+          "app_code": "ac"}
+_ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6})?(Z|[+-]\d{2}:\d{2})?"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_list(values) -> str:
+    return "(" + ", ".join(_quote(v) for v in values) + ")"
+
+
+def _sql_array(values) -> str:
+    return "[" + ", ".join(_quote(v) for v in values) + "]::VARCHAR[]"
+
+
+def _none_if_empty(json: str) -> str:
+    """NULL for an empty object, as the Python path stores nothing for one."""
+    return f"CASE WHEN ({json})::VARCHAR = '{{}}' THEN NULL ELSE {json} END"
+
+
+def _type_sql(f: str) -> str:
+    """The JSON type of a JSON text, read from its first character (NULL for null or absent)."""
+    return (f"CASE WHEN {f} IS NULL THEN NULL ELSE CASE left({f}, 1) WHEN '\"' THEN 'VARCHAR' WHEN '{{' "
+            f"THEN 'OBJECT' WHEN '[' THEN 'ARRAY' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' WHEN 'n' THEN NULL "
+            f"ELSE 'NUMBER' END END")
+
+
+def _value_sql(f: str) -> str:
+    """The text of a JSON value: strings unquoted (unescaped only where they hold a backslash)."""
+    return (f"CASE WHEN left({f}, 1) <> '\"' THEN {f}::VARCHAR WHEN contains({f}, '\\') "
+            f"THEN json_extract_string({f}, '$') ELSE ({f}::VARCHAR)[2:-2] END")
+
+
+class _Fields:
+    """The JSON paths one ``json_transform`` reads in a single parse.
+
+    Path i's JSON text is column ``f_i``, its type ``t_i`` and its text ``v_i``.
+    """
+
+    def __init__(self):
+        self.paths: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, path: str) -> int:
+        if path not in self._index:
+            self.paths.append(path)
+            self._index[path] = len(self.paths)
+        return self._index[path]
+
+    def f(self, path: str) -> str:
+        return f"f_{self(path)}"
+
+    def s(self, path: str) -> str:
+        return f"v_{self(path)}"
+
+    def t(self, path: str) -> str:
+        return f"t_{self(path)}"
+
+    def spec(self, arrays: dict[str, list[str]]) -> str:
+        """The ``json_transform`` structure: every path as JSON text, ``arrays`` as lists of records."""
+        tree: dict = {}
+        leaves = [(path, "JSON") for path in self.paths]
+        leaves += [(path, [{name: "JSON" for name in fields}]) for path, fields in arrays.items()]
+        for path, kind in leaves:
+            node = tree
+            *parents, leaf = path[2:].split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = kind
+        return orjson.dumps(tree).decode().replace("'", "''")
+
+    @staticmethod
+    def access(path: str) -> str:
+        return "j" + "".join(f"[{_quote(k)}]" for k in path[2:].split("."))
+
+    def raw_columns(self) -> str:
+        return ", ".join(f"{self.access(p)} AS f_{i}" for i, p in enumerate(self.paths, 1))
+
+    def typed_columns(self) -> str:
+        return ", ".join(
+            f"f_{i}, {_type_sql(f'f_{i}')} AS t_{i}, {_value_sql(f'f_{i}')} AS v_{i}"
+            for i in range(1, len(self.paths) + 1)
+        )
+
+
+_TYPE_SQL = {
+    "string": "= 'VARCHAR'", "number": "= 'NUMBER'", "integer": "= 'NUMBER'", "boolean": "= 'BOOLEAN'",
+    "object": "= 'OBJECT'", "products": "= 'ARRAY'", "identifier": "= 'VARCHAR'",
+}
+
+
+def _field_ok(spec: FieldSpec, t: str, s: str, f: str) -> str:
+    """SQL that is true when one property satisfies its spec (type ``t``, text ``s``, JSON ``f``)."""
+    present = f"({t} IS NOT NULL)"
+    checks = [f"{t} {_TYPE_SQL[spec.type]}"]
+    if spec.type == "integer":
+        checks.append(f"NOT regexp_matches({f}::VARCHAR, '[.eE]')")
+    if spec.minimum is not None and spec.type in ("number", "integer"):
+        checks.append(f"TRY_CAST({s} AS DOUBLE) >= {spec.minimum!r}")
+    if spec.maximum is not None and spec.type in ("number", "integer"):
+        checks.append(f"TRY_CAST({s} AS DOUBLE) <= {spec.maximum!r}")
+    if spec.choices is not None:
+        checks.append(f"{s} IN {_sql_list(spec.choices)}")
+    valid = " AND ".join(checks)
+    return f"({present} AND {valid})" if spec.required else f"(NOT {present} OR ({valid}))"
+
+
+_PRODUCTS = "$.properties.products"
+
+
+def _products_ok(required: bool) -> str:
+    """The products array is present (if required) and each line satisfies the product spec.
+
+    ``products`` is the array read as a list of records, one JSON text per field;
+    an element that is not an object reads as a record of nulls and so fails the
+    required ``product_id``.
+    """
+    fields = []
+    for name, spec in PRODUCT_FIELDS.items():
+        f = f"x[{_quote(name)}]"
+        fields.append(_field_ok(spec, _type_sql(f), _value_sql(f), f))
+    lines_ok = f"coalesce(list_bool_and(list_transform(products, lambda x: {' AND '.join(fields)})), true)"
+    present = "(products IS NOT NULL OR contains(sections[1]::VARCHAR, '\"products\"'))"
+    absent_ok = "false" if required else "true"
+    return f"CASE WHEN NOT {present} THEN {absent_ok} WHEN products IS NULL THEN false ELSE {lines_ok} END"
+
+
+def _hmac_sql(key: bytes, kind: str, normal: str) -> str:
+    """HMAC-SHA256(key, kind:normal), first 16 bytes in hex, written as the Python pseudonymiser writes it."""
+    block = key.ljust(64, b"\0")
+    inner = bytes(b ^ 0x36 for b in block).hex()
+    outer = bytes(b ^ 0x5C for b in block).hex()
+    digest = f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode('{kind}:' || {normal}))))"
+    return f"'{_CODES[kind]}_' || left({digest}, 32)"
+
+
+@dataclass(frozen=True)
+class _Identifier:
+    section: str
+    key: str
+    kind: str  # identifier type; "entry_token" when it follows Store Entered's entry method
+
+    @property
+    def path(self) -> str:
+        return f"{_SECTIONS[self.section][0]}.{self.key}"
+
+
+class FastPathSQL:
+    """Generates the fast path's statement from the schema and the installation key.
+
+    ``sql`` selects the rows of ``_chunk(line_no, raw)`` it vouches for, as rows of
+    the event log (plus ``line_no``); it reads the parameters ``$now`` and
+    ``$source_prefix``; it needs the scalar function :data:`PHONE_FUNCTION`
+    (``phone_normaliser``) registered in the engine.
+    """
+
+    def __init__(self, hash_key: bytes, max_future_seconds: float, earliest: datetime,
+                 phone_normaliser: Callable[[str], str | None]):
+        self.hash_key = hash_key
+        self.max_future_seconds = max_future_seconds
+        self.earliest = earliest
+        self.phone_normaliser = phone_normaliser
+        self.p = _Fields()
+        self.identifiers = [
+            _Identifier(section, key, kind) for section in _SECTIONS for key, kind in IDENTIFIER_KEYS.items()
+        ] + [_Identifier("properties", "entry_token", "entry_token")]
+        self.checks: list[str] = []
+        self.sql = self._build()
+
+    # -- identifiers ------------------------------------------------------------------
+    def _normal(self, kind: str, s: str) -> tuple[str, str]:
+        """(SQL of the normal form, condition that SQL normalises it exactly as Python does)."""
+        if kind == "email":
+            normal = f"lower(trim({s}))"
+            return normal, (f"regexp_full_match({s}, ' *[!-~]+ *') AND "
+                            f"regexp_full_match({normal}, '[^@\\s]+@[^@\\s]+\\.[^@\\s.]+')")
+        if kind == "phone":
+            normal = f"{PHONE_FUNCTION}({s})"
+            return normal, f"{normal} IS NOT NULL"
+        if kind == "loyalty_card":
+            normal = f"upper(replace(replace({s}, ' ', ''), '-', ''))"
+            return normal, f"regexp_full_match({s}, '[A-Za-z0-9 -]+') AND regexp_full_match({normal}, '[A-Z0-9]{{6,32}}')"
+        return s, f"regexp_full_match({s}, '[!-~]{{4,128}}')"
+
+    def _hash_of(self, kind: str, s: str) -> tuple[str, str]:
+        """(condition the value can be hashed here, SQL of its hash) for a non-empty string."""
+        normal, fast = self._normal(kind, s)
+        hashed = f"regexp_full_match({s}, '{_CODES[kind]}_[0-9a-f]{{32}}')"
+        any_hash = f"regexp_full_match({s}, '[a-z]{{2}}_[0-9a-f]{{32}}')"
+        ok = f"({hashed} OR (NOT {any_hash} AND {fast}))"
+        return ok, f"CASE WHEN {hashed} THEN {s} ELSE {_hmac_sql(self.hash_key, kind, normal)} END"
+
+    def _identifier(self, ident: _Identifier) -> tuple[str, str]:
+        """(condition the identifier is absent or hashable here, SQL of its hash)."""
+        t, s = self.p.t(ident.path), self.p.s(ident.path)
+        absent = f"({t} IS NULL OR {s} = '')"
+        if ident.kind != "entry_token":
+            ok, value = self._hash_of(ident.kind, s)
+            # CASE, not OR: the regular expressions run only on rows that hold the identifier
+            return f"CASE WHEN {absent} THEN true ELSE ({t} = 'VARCHAR' AND {ok}) END", value
+        method = self.p.s("$.properties.entry_method")
+        oks, values = [], []
+        for entry_method, kind in ENTRY_TOKEN_TYPES.items():
+            ok, value = self._hash_of(kind, s)
+            oks.append(f"WHEN {_quote(entry_method)} THEN {ok}")
+            values.append(f"WHEN {_quote(entry_method)} THEN {value}")
+        # Only Store Entered types its token; elsewhere an entry_token is an ordinary property.
+        store_entered = f"(call = 'track' AND event_name = 'Store Entered')"
+        ok = (f"CASE WHEN {absent} OR NOT {store_entered} THEN true "
+              f"ELSE ({t} = 'VARCHAR' AND CASE {method} {' '.join(oks)} ELSE false END) END")
+        return ok, f"CASE {method} {' '.join(values)} END"
+
+    def _section_sql(self, section: str, base: str) -> str:
+        """The section's JSON with its identifiers replaced by their hashes.
+
+        ``context.traits`` identifiers are patched through the context section;
+        the context also loses its consent (stored apart) and gets the channel's
+        canonical name.
+        """
+        patches = []
+        for ident in self.identifiers:
+            nested = section == "context" and ident.section == "context.traits"
+            if ident.section != section and not nested:
+                continue
+            t, s = self.p.t(ident.path), self.p.s(ident.path)
+            _, value = self._identifier(ident)
+            patch = f"json_object({_quote(ident.key)}, {value})"
+            if nested:
+                patch = f"json_object('traits', {patch})"
+            when = f"{t} = 'VARCHAR' AND {s} <> ''"
+            if ident.kind == "entry_token":
+                when += " AND call = 'track' AND event_name = 'Store Entered'"
+            patches.append(f"CASE WHEN {when} THEN {patch} ELSE '{{}}'::JSON END")
+        expr = base
+        for patch in patches:
+            expr = f"json_merge_patch({expr}, {patch})"
+        # Most sections hold no identifier: patch only those that do (each patch re-parses).
+        holds = " OR ".join(
+            f"{self.p.t(i.path)} IS NOT NULL" for i in self.identifiers
+            if i.section == section or (section == "context" and i.section == "context.traits")
+        )
+        expr = f"CASE WHEN {holds} THEN {expr} ELSE {base} END"
+        if section == "context":
+            renamed = f"CASE WHEN channel IS NULL THEN json_object('consent', NULL) " \
+                      f"ELSE json_object('consent', NULL, 'channel', channel) END"
+            needs = f"(consent_json IS NOT NULL OR channel IS DISTINCT FROM {self.p.s('$.context.channel')})"
+            expr = f"CASE WHEN {needs} THEN json_merge_patch({expr}, {renamed}) ELSE {expr} END"
+        return f"CASE WHEN {base} IS NULL THEN NULL ELSE {expr} END"
+
+    # -- checks -----------------------------------------------------------------------
+    def _schema_ok(self) -> str:
+        cases = []
+        for name, schema in EVENT_SCHEMAS.items():
+            checks = []
+            for field, spec in schema.properties.items():
+                path = f"$.properties.{field}"
+                if spec.type == "products":
+                    checks.append(_products_ok(spec.required))
+                else:
+                    checks.append(_field_ok(spec, self.p.t(path), self.p.s(path), self.p.f(path)))
+            if schema.requires_store:
+                # Python copies a missing properties.store_id from the context: leave that to it.
+                checks.append(f"{self.p.t('$.properties.store_id')} = 'VARCHAR'")
+            if name == "Store Entered":
+                token = self.p.s("$.properties.entry_token")
+                checks.append(f"({self.p.s('$.properties.entry_method')} <> 'none' AND coalesce({token}, '') <> '')")
+            if name == "Consent Updated":
+                checks.append(
+                    "coalesce(list_bool_and(list_transform(json_extract(raw, '$.properties.purposes.*'), "
+                    "lambda x: x::VARCHAR IN ('true', 'false'))), true)"
+                )
+            cases.append(f"WHEN {_quote(name)} THEN ({' AND '.join(checks) or 'true'})")
+        return f"(call <> 'track' OR CASE event_name {' '.join(cases)} ELSE true END)"
+
+    def _checks(self) -> list[str]:
+        p, s, t = self.p, self.p.s, self.p.t
+        checks = []
+        for key in ("userId", "anonymousId"):  # strings; numbers, emails and "" are left to Python
+            checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 'VARCHAR' AND strlen({s('$.' + key)}) "
+                          f"BETWEEN 1 AND 256 AND NOT contains({s('$.' + key)}, '@')))")
+        checks.append(f"({t('$.userId')} = 'VARCHAR' OR {t('$.anonymousId')} = 'VARCHAR')")
+        checks.append(f"({t('$.messageId')} = 'VARCHAR' AND strlen({s('$.messageId')}) BETWEEN 1 AND 256)")
+        for i in range(1, 5):  # properties, traits, context, context.consent: absent or objects
+            checks.append(f"(section_types[{i}] IS NULL OR section_types[{i}] = 'OBJECT')")
+        checks.append(f"call IN {_sql_list(_CALLS)}")
+        checks.append(f"(call <> 'track' OR ({t('$.event')} = 'VARCHAR' AND strlen(event_name) <= 200 "
+                      f"AND regexp_matches(event_name, '[!-~]')))")
+        checks.append(f"(call NOT IN ('page', 'screen') OR {t('$.name')} IS NULL OR {t('$.name')} = 'VARCHAR')")
+        checks.append(f"list_has_all({_sql_array(_TOP_LEVEL)}, top_keys)")
+        channels = sorted(set(CHANNELS) | set(CHANNEL_ALIASES))
+        checks.append(f"({t('$.context.channel')} IS NULL OR ({t('$.context.channel')} = 'VARCHAR' "
+                      f"AND {s('$.context.channel')} IN {_sql_list(channels)}))")
+        for key in ("$.context.store_id", "$.properties.store_id"):
+            checks.append(f"({t(key)} IS NULL OR ({t(key)} = 'VARCHAR' AND {s(key)} <> ''))")
+        checks.append("(channel IS DISTINCT FROM 'store' OR store_id IS NOT NULL)")
+        for key in _TIMES:
+            checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 'VARCHAR' "
+                          f"AND regexp_full_match({s('$.' + key)}, '{_ISO}')))")
+        checks.append(f"strlen(raw) <= {MAX_EVENT_BYTES}")
+        checks.append(f"event_at <= coalesce(received, now) + to_microseconds({int(self.max_future_seconds * 1e6)})")
+        checks.append(f"event_at >= TIMESTAMPTZ '{self.earliest.isoformat()}'")
+        # Raw biometric data anywhere in a section: Python removes it and refuses the event.
+        # (A string that merely contains such a key also goes to Python, which is harmless.)
+        biometric = "|".join(sorted(BIOMETRIC_KEYS))
+        checks.extend(f"NOT coalesce(regexp_matches(sections[{i}]::VARCHAR, '\"({biometric})\"'), false)"
+                      for i in (1, 2, 3))
+        checks.extend(self._identifier(i)[0] for i in self.identifiers)
+        checks.append(self._schema_ok())
+        return checks
+
+    # -- the statement ----------------------------------------------------------------
+    def _columns(self) -> str:
+        s = self.p.s
+        versions = " ".join(f"WHEN {_quote(n)} THEN {sc.version}" for n, sc in EVENT_SCHEMAS.items())
+        column_sql = {
+            "message_id": s("$.messageId"),
+            "call": "call",
+            "event": f"CASE WHEN call = 'track' THEN event_name ELSE {s('$.name')} END",
+            "user_id": s("$.userId"),
+            "anonymous_id": s("$.anonymousId"),
+            "previous_id": "NULL",
+            "group_id": "NULL",
+            "channel": "channel",
+            "store_id": "store_id",
+            "event_at": "event_at",
+            "original_at": "device_at",
+            "sent_at": "sent",
+            "received_at": "coalesce(received, now)",
+            "loaded_at": "now",
+            "schema_version": f"CASE WHEN call = 'track' THEN CASE event_name {versions} ELSE NULL END END",
+            "properties": _none_if_empty(self._section_sql("properties", "sections[1]")),
+            "traits": _none_if_empty(self._section_sql("traits", "sections[2]")),
+            "context": _none_if_empty(self._section_sql("context", "sections[3]")),
+            "consent": _none_if_empty("consent_json"),
+            "extra": "NULL",
+            "source": "source_prefix || line_no::VARCHAR",
+        }
+        return ", ".join(f"{column_sql[name]} AS {name}" for name, _, _ in EVENT_COLUMNS)
+
+    def _build(self) -> str:
+        p, s = self.p, self.p.s
+        for key in _TOP_LEVEL:
+            if key not in ("properties", "traits", "context"):  # sections are read whole
+                p(f"$.{key}")
+        for path in ("$.context.channel", "$.context.store_id", "$.properties.store_id"):
+            p(path)
+        self.checks = self._checks()
+        columns = self._columns()
+        # A filter, not a column: the engine evaluates each check only on rows that passed the others.
+        fast_ok = "\n      AND ".join(f"coalesce({c}, false)" for c in self.checks)
+        channel_map = " ".join(f"WHEN {_quote(a)} THEN {_quote(c)}" for a, c in CHANNEL_ALIASES.items())
+        store_events = _sql_list(sorted(n for n, sc in EVENT_SCHEMAS.items() if sc.requires_store))
+        section_paths = "['$.properties', '$.traits', '$.context', '$.context.consent']"
+        return f"""
+WITH parsed AS (
+    SELECT line_no, raw, json_keys(raw) AS top_keys,
+           json_transform(raw, '{p.spec({_PRODUCTS: list(PRODUCT_FIELDS)})}') AS j,
+           json_extract(raw, {section_paths}) AS sections
+    FROM _chunk
+    WHERE raw IS NOT NULL AND left(ltrim(raw, ' ' || chr(9) || chr(10) || chr(13)), 1) = '{{' AND json_valid(raw)
+), raw_fields AS (
+    SELECT line_no, raw, top_keys, sections, sections[4] AS consent_json,
+           [{_type_sql('sections[1]')}, {_type_sql('sections[2]')}, {_type_sql('sections[3]')},
+            {_type_sql('sections[4]')}] AS section_types,
+           {p.access(_PRODUCTS)} AS products, {p.raw_columns()}
+    FROM parsed
+), spread AS (
+    SELECT line_no, raw, top_keys, sections, consent_json, section_types, products, {p.typed_columns()}
+    FROM raw_fields
+), named AS (
+    SELECT *, {s('$.type')} AS call, {s('$.event')} AS event_name,
+           CASE {s('$.context.channel')} {channel_map} ELSE {s('$.context.channel')} END AS channel0,
+           coalesce(nullif({s('$.context.store_id')}, ''), nullif({s('$.properties.store_id')}, '')) AS store_id
+    FROM spread
+), timed AS (
+    SELECT *,
+           CASE WHEN channel0 IS NULL AND call = 'track' AND event_name IN {store_events} THEN 'store'
+                ELSE channel0 END AS channel,
+           TRY_CAST(coalesce({s('$.originalTimestamp')}, {s('$.timestamp')}) AS TIMESTAMPTZ) AS device_at,
+           TRY_CAST({s('$.sentAt')} AS TIMESTAMPTZ) AS sent,
+           TRY_CAST({s('$.receivedAt')} AS TIMESTAMPTZ) AS received,
+           $now::TIMESTAMPTZ AS now, $source_prefix::VARCHAR AS source_prefix
+    FROM named
+), corrected AS (
+    SELECT *,
+           CASE WHEN device_at IS NOT NULL AND sent IS NOT NULL AND received IS NOT NULL
+                THEN received - (sent - device_at)
+                ELSE coalesce(device_at, received, now) END AS event_at
+    FROM timed
+)
+SELECT line_no, {columns} FROM corrected
+WHERE {fast_ok}
+"""
+
+
+def line_chunks(handle, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, bytes]]:
+    """Yield (first line number, bytes of whole lines) from a binary file, chunk by chunk."""
+    carry = b""
+    line = 1
+    while True:
+        block = handle.read(chunk_bytes)
+        if not block:
+            if carry:
+                yield line, carry if carry.endswith(b"\n") else carry + b"\n"
+            return
+        block = carry + block
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            carry = block
+            continue
+        carry = block[cut + 1:]
+        data = block[: cut + 1]
+        yield line, data
+        line += data.count(b"\n")
+
+
+def _mark_undecodable(data: bytes, offsets: np.ndarray, lo: int, hi: int, valid: np.ndarray) -> None:
+    """Mark lines lo..hi that are not UTF-8, halving the range until the culprits are found."""
+    try:
+        data[offsets[lo]:offsets[hi]].decode("utf-8")
+    except UnicodeDecodeError:
+        if hi - lo == 1:
+            valid[lo] = False
+            return
+        mid = (lo + hi) // 2
+        _mark_undecodable(data, offsets, lo, mid, valid)
+        _mark_undecodable(data, offsets, mid, hi, valid)
+
+
+def chunk_table(first_line: int, data: bytes, batch_rows: int = 4096) -> tuple[pa.Table, np.ndarray]:
+    """An Arrow table (line_no, raw) over ``data`` without copying; lines not UTF-8 are null.
+
+    It comes in batches of ``batch_rows`` so the engine can scan it on every core.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    offsets = np.r_[0, newlines + 1].astype(np.int64)
+    valid = np.ones(len(newlines), dtype=bool)
+    _mark_undecodable(data, offsets, 0, len(newlines), valid)
+    bitmap = pa.array(valid).buffers()[1] if not valid.all() else None
+    raw = pa.Array.from_buffers(
+        pa.large_string(), len(newlines), [bitmap, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)],
+        null_count=int((~valid).sum()),
+    )
+    line_no = pa.array(np.arange(first_line, first_line + len(newlines), dtype=np.int64))
+    table = pa.table({"line_no": line_no, "raw": raw})
+    return pa.Table.from_batches(table.to_batches(max_chunksize=batch_rows)), offsets
