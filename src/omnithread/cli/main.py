@@ -1,0 +1,260 @@
+"""``omnithread``: the command line over every stage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Optional
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from omnithread.config import Settings
+from omnithread.errors import OmnithreadError
+from omnithread.ingest import IngestReport, replay_rejected
+from omnithread.sim import WorldConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="omnithread: one thread from sensing to service for retailers with shops and stores.")
+rejected_app = typer.Typer(no_args_is_help=True, help="List and replay events that failed validation.")
+app.add_typer(rejected_app, name="rejected")
+console = Console()
+err = Console(stderr=True)
+
+DataDir = typer.Option(None, "--data-dir", envvar="OMNITHREAD_DATA_DIR",
+                       help="Data directory (default ./omnithread-data).")
+JsonFlag = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+
+
+def _settings(data_dir: Optional[Path]) -> Settings:
+    return Settings.from_env(data_dir)
+
+
+def _print_json(value) -> None:
+    sys.stdout.write(orjson.dumps(value, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _table(title: str, rows: list[dict], columns: list[str] | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    columns = columns or (list(rows[0]) if rows else [])
+    for column in columns:
+        table.add_column(column, justify="right" if rows and isinstance(rows[0].get(column), (int, float)) else "left")
+    for row in rows:
+        table.add_row(*[f"{row.get(c):,}" if isinstance(row.get(c), int) else str(row.get(c)) for c in columns])
+    return table
+
+
+def _report_tables(report: IngestReport) -> list[Table]:
+    files = _table("Sources", [dict(f.as_dict(), source=Path(f.source).name) for f in report.files],
+                   ["source", "accepted", "duplicates", "rejected"])
+    totals = _table("Import", [{"received": report.received, "accepted": report.accepted,
+                                "duplicates": report.duplicates, "rejected": report.rejected,
+                                "seconds": round(report.seconds, 2)}])
+    reasons = _table("Rejected by reason", [{"reason": k, "events": v} for k, v in report.by_reason.most_common()],
+                     ["reason", "events"])
+    return [files, totals, reasons]
+
+
+def _fail(error: OmnithreadError) -> None:
+    err.print(f"[red]error:[/red] {error}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="JSON Lines, Segment batch JSON, till CSV or Parquet files."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Import files into the event log: accepted, duplicates and rejected by reason."""
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            total = sum(p.stat().st_size for p in paths if p.is_file())
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                          TimeElapsedColumn(), console=err, transient=True, disable=as_json) as bar:
+                task = bar.add_task("importing", total=total)
+                done = {"before": 0}
+
+                def progress(n: int, _task=task) -> None:
+                    bar.update(_task, completed=done["before"] + n)
+
+                ingestor = ws.ingestor()
+                for path in paths:
+                    ingestor.ingest_file(path, progress)
+                    done["before"] += path.stat().st_size if path.is_file() else 0
+                report = ingestor.report
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        for table in _report_tables(report):
+            console.print(table)
+
+
+@app.command()
+def stats(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """The event log by channel, by event and by day."""
+    from omnithread.workspace import Workspace
+
+    with Workspace(_settings(data_dir)) as ws:
+        result = ws.log.stats()
+        result["rejected_by_reason"] = ws.log.rejected_summary()
+    if as_json:
+        _print_json(result)
+        return
+    console.print(_table("Events by channel", result["by_channel"]))
+    console.print(_table("Events by name", result["by_event"]))
+    console.print(_table("Events by day", result["by_day"]))
+    console.print(_table("Open rejected events by reason", result["rejected_by_reason"], ["reason", "events"]))
+
+
+@rejected_app.command("list")
+def rejected_list(
+    reason: Optional[str] = typer.Option(None, help="Only this reason code, e.g. invalid_json."),
+    status: str = typer.Option("open", help="open, replayed, or all."),
+    limit: int = typer.Option(50, help="At most this many."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Rejected events with every reason, newest first."""
+    from omnithread.workspace import Workspace
+
+    with Workspace(_settings(data_dir)) as ws:
+        rows = ws.log.rejected(status=None if status == "all" else status, reason=reason, limit=limit)
+    items = [{"rejected_id": r["rejected_id"], "source": r["source"], "format": r["format"], "status": r["status"],
+              "attempts": r["attempts"], "reasons": [x["message"] for x in json.loads(r["reasons"])]} for r in rows]
+    if as_json:
+        _print_json(items)
+        return
+    table = Table(title=f"Rejected events ({status})", title_justify="left")
+    for column in ("rejected_id", "source", "format", "reasons"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(item["rejected_id"], item["source"], item["format"], "\n".join(item["reasons"]))
+    console.print(table)
+
+
+@rejected_app.command("show")
+def rejected_show(rejected_id: str, data_dir: Optional[Path] = DataDir) -> None:
+    """One rejected event: its reasons and its payload (identifiers pseudonymised)."""
+    from omnithread.workspace import Workspace
+
+    with Workspace(_settings(data_dir)) as ws:
+        rows = ws.log.rejected(status=None, ids=[rejected_id])
+    if not rows:
+        err.print(f"[red]error:[/red] no rejected event with id {rejected_id!r}")
+        raise typer.Exit(2)
+    row = rows[0]
+    _print_json({
+        "rejected_id": row["rejected_id"], "source": row["source"], "format": row["format"],
+        "status": row["status"], "attempts": row["attempts"], "reasons": json.loads(row["reasons"]),
+        "payload": json.loads(row["payload"]) if row["payload"] else "<encrypted: the input did not parse>",
+    })
+
+
+@rejected_app.command("replay")
+def rejected_replay(
+    ids: Optional[list[str]] = typer.Option(None, "--id", help="Replay only these ids (repeatable)."),
+    reason: Optional[str] = typer.Option(None, help="Replay only events rejected for this reason code."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Send open rejected events through import again, after a fix."""
+    from omnithread.workspace import Workspace
+
+    with Workspace(_settings(data_dir)) as ws:
+        report, replayed, failing = replay_rejected(ws.ingestor(), ids=ids or None, reason=reason)
+    result = {"replayed": len(replayed), "still_failing": len(failing), "accepted": report.accepted,
+              "duplicates": report.duplicates, "new_rejected": report.rejected,
+              "still_failing_ids": failing}
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(_table("Replay", [{k: v for k, v in result.items() if k != "still_failing_ids"}]))
+
+
+def _world(people: int, days: int, seed: int, products: int, till_stores: int, checkout_free_stores: int,
+           hard: bool) -> WorldConfig:
+    base = WorldConfig.hard() if hard else WorldConfig.demo()
+    return base.with_(people=people, days=days, seed=seed, products=products, till_stores=till_stores,
+                      checkout_free_stores=checkout_free_stores)
+
+
+@app.command()
+def simulate(
+    out: Path = typer.Argument(..., help="Folder for sources/, truth/ and manifest.json."),
+    people: int = typer.Option(3_000), days: int = typer.Option(60), seed: int = typer.Option(7),
+    products: int = typer.Option(600), till_stores: int = typer.Option(3),
+    checkout_free_stores: int = typer.Option(1),
+    hard: bool = typer.Option(False, help="More noise: typos, forgotten cards, shared devices, skewed clocks."),
+    as_json: bool = JsonFlag,
+) -> None:
+    """Write a simulated retailer's raw sources and, apart, its ground truth."""
+    from omnithread.sim import simulate as run
+
+    try:
+        config = _world(people, days, seed, products, till_stores, checkout_free_stores, hard)
+    except OmnithreadError as error:
+        _fail(error)
+    with Progress(SpinnerColumn(), TextColumn("simulating {task.description}"), TimeElapsedColumn(),
+                  console=err, transient=True, disable=as_json) as bar:
+        bar.add_task(f"{people:,} people over {days} days")
+        manifest = run(config, out)
+    if as_json:
+        _print_json(manifest)
+    else:
+        console.print(f"wrote {len(manifest['sources'])} source files to {out / 'sources'} "
+                      f"({sum(manifest['lines'].values()):,} JSON lines) and the truth to {out / 'truth'}")
+
+
+@app.command()
+def demo(
+    people: int = typer.Option(3_000), days: int = typer.Option(60), seed: int = typer.Option(7),
+    sources: Optional[Path] = typer.Option(None, help="Keep the simulated sources and truth here."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Simulate a small retailer and run the whole thread over it on the embedded default."""
+    from omnithread.demo import run_demo
+
+    settings = _settings(data_dir)
+    config = WorldConfig.demo(people=people, days=days, seed=seed)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=as_json) as bar:
+        task = bar.add_task("starting")
+        run = run_demo(settings, config, sources, progress=lambda step: bar.update(task, description=step))
+    if as_json:
+        _print_json(run.as_dict())
+        return
+    _print_demo(run)
+
+
+def _print_demo(run) -> None:
+    world = run.as_dict()["world"]
+    console.rule("[bold]omnithread demo")
+    console.print(f"A simulated retailer: {world['people']:,} people over {world['days']} days, stores "
+                  f"{', '.join(world['stores'])} ({', '.join(world['checkout_free_stores'])} checkout-free). "
+                  f"Data directory: {run.settings.data_dir}")
+    for table in _report_tables(run.ingest):
+        console.print(table)
+    console.print(_table("Events by channel", run.stats["by_channel"]))
+    console.print(_table("Events by name", run.stats["by_event"]))
+    seconds = ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items())
+    console.print(f"Took {seconds}. Explore with: omnithread stats, omnithread rejected list "
+                  f"(--data-dir {run.settings.data_dir})")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
