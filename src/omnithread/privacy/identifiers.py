@@ -181,18 +181,23 @@ class Pseudonymiser:
 
     def hash(self, kind: IdentifierType, value: object, field: str | None = None) -> str:
         """The keyed hash of ``value``; a value already hashed is returned as it is."""
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            return self._hash_uncached(kind, value, field)  # lists, dicts...: refused below, never cached
         cache_key = (kind, value)
         hashed = self._cache.get(cache_key)
         if hashed is not None:
             return hashed
+        hashed = self._hash_uncached(kind, value, field)
+        if len(self._cache) >= self._CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[cache_key] = hashed
+        return hashed
+
+    def _hash_uncached(self, kind: IdentifierType, value: object, field: str | None) -> str:
         if is_hashed(value):
             if not value.startswith(kind.code + "_"):
                 raise _fail(kind, field or kind.value, value, "is a hash of another identifier type")
             return value
         normal = self.normalise(kind, value, field)
         digest = hmac.digest(self._key, f"{kind.value}:{normal}".encode(), "sha256")
-        hashed = f"{kind.code}_{digest[:16].hex()}"
-        if len(self._cache) >= self._CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[cache_key] = hashed
-        return hashed
+        return f"{kind.code}_{digest[:16].hex()}"

@@ -73,19 +73,22 @@ class LineSink:
             self._delay(line, 1 + int(self.draw() * 500))
         if self.draw() < self.malformed_rate:
             kind = MALFORMED_KINDS[int(self.draw() * len(MALFORMED_KINDS))]
-            self._emit(_corrupt(payload, line, kind))
-            self.malformed.append({"file": self.path.name, "line": self.lines, "kind": kind})
+            number = self._emit(_corrupt(payload, line, kind))
+            self.malformed.append({"file": self.path.name, "line": number, "kind": kind})
 
     def _delay(self, line: bytes, after: int) -> None:
         self._sequence += 1
         heapq.heappush(self._delayed, (self.lines + after, self._sequence, line))
 
-    def _emit(self, line: bytes) -> None:
+    def _emit(self, line: bytes) -> int:
+        """Write a line, then any delayed lines now due; return the line's number."""
         self._handle.write(line + b"\n")
         self.lines += 1
+        number = self.lines
         while self._delayed and self._delayed[0][0] <= self.lines:
             self._handle.write(heapq.heappop(self._delayed)[2] + b"\n")
             self.lines += 1
+        return number
 
     def close(self) -> None:
         while self._delayed:

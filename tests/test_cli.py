@@ -1,0 +1,82 @@
+"""The command line, end to end on the embedded default."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from omnithread.cli.main import app
+from tests.conftest import write_lines
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def run_json(*args: str):
+    return json.loads(run(*args, "--json").stdout)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> str:
+    monkeypatch.delenv("OMNITHREAD_SECRET", raising=False)
+    return str(tmp_path / "data")
+
+
+def test_demo_runs_every_step_and_reports(tmp_path, data_dir):
+    report = run_json("demo", "--people", "300", "--days", "10", "--data-dir", data_dir,
+                      "--sources", str(tmp_path / "sources"))
+    ingest = report["ingest"]
+    assert ingest["accepted"] > 1_000 and ingest["duplicates"] > 0 and ingest["rejected"] > 0
+    assert {row["channel"] for row in report["stats"]["by_channel"]} >= {"web", "app", "store"}
+    assert (tmp_path / "sources" / "truth" / "orders.parquet").exists()
+    text = run("demo", "--people", "300", "--days", "10", "--data-dir", data_dir).stdout
+    assert "Rejected by reason" in text and "Events by channel" in text
+
+
+def test_ingest_stats_and_rejected(tmp_path, data_dir):
+    path = write_lines(tmp_path / "e.jsonl", [
+        {"type": "page", "anonymousId": "a", "messageId": "m1", "context": {"channel": "web"}},
+        {"type": "trak", "anonymousId": "a", "messageId": "m2"},
+    ])
+    report = run_json("ingest", str(path), "--data-dir", data_dir)
+    assert (report["accepted"], report["rejected"], report["rejected_by_reason"]) == (1, 1, {"unknown_call": 1})
+    assert run_json("ingest", str(path), "--data-dir", data_dir)["accepted"] == 0
+    stats = run_json("stats", "--data-dir", data_dir)
+    assert stats["by_channel"][0]["channel"] == "web" and stats["rejected_by_reason"][0]["reason"] == "unknown_call"
+    listed = run_json("rejected", "list", "--data-dir", data_dir)
+    assert listed[0]["reasons"][0].startswith("type: 'trak' is not a call type")
+    shown = json.loads(run("rejected", "show", listed[0]["rejected_id"], "--data-dir", data_dir).stdout)
+    assert shown["payload"]["type"] == "trak"
+    replay = run_json("rejected", "replay", "--data-dir", data_dir)
+    assert replay["still_failing"] == 1 and replay["replayed"] == 0
+    assert "Events by day" in run("stats", "--data-dir", data_dir).stdout
+
+
+def test_rejected_show_of_an_unknown_id_fails_clearly(data_dir):
+    result = runner.invoke(app, ["rejected", "show", "nope", "--data-dir", data_dir])
+    assert result.exit_code == 2 and "no rejected event with id 'nope'" in result.output
+
+
+def test_simulate_writes_sources_and_truth(tmp_path):
+    manifest = run_json("simulate", str(tmp_path / "w"), "--people", "100", "--days", "5")
+    assert manifest["people"] == 100 and all(Path(p).exists() for p in manifest["sources"])
+    assert (tmp_path / "w" / "truth" / "identifiers.parquet").exists()
+
+
+def test_a_bad_option_names_the_setting(tmp_path):
+    result = runner.invoke(app, ["simulate", str(tmp_path / "w"), "--people", "0"])
+    assert result.exit_code == 2 and "people" in result.output
+
+
+def test_the_readme_documents_every_command():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert readme.index("make demo") < readme.index("make test") < 600
+    for command in ("omnithread demo", "omnithread ingest", "omnithread stats", "omnithread rejected list",
+                    "omnithread rejected show", "omnithread rejected replay", "omnithread simulate"):
+        assert command in readme, command
