@@ -71,10 +71,13 @@ def _none_if_empty(json: str) -> str:
 
 
 def _type_sql(f: str) -> str:
-    """The JSON type of a JSON text, read from its first character (NULL for null or absent)."""
-    return (f"CASE WHEN {f} IS NULL THEN NULL ELSE CASE left({f}, 1) WHEN '\"' THEN 'VARCHAR' WHEN '{{' "
-            f"THEN 'OBJECT' WHEN '[' THEN 'ARRAY' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' WHEN 'n' THEN NULL "
-            f"ELSE 'NUMBER' END END")
+    """The JSON type of a JSON text, read from its first character (NULL for null or absent).
+
+    Types are small integers, cheap to compare: 1 string, 2 object, 3 array, 4 boolean, 5 number.
+    """
+    return (f"(CASE WHEN {f} IS NULL THEN NULL ELSE CASE left({f}, 1) WHEN '\"' THEN 1 WHEN '{{' "
+            f"THEN 2 WHEN '[' THEN 3 WHEN 't' THEN 4 WHEN 'f' THEN 4 WHEN 'n' THEN NULL "
+            f"ELSE 5 END END)::UTINYINT")
 
 
 def _value_sql(f: str) -> str:
@@ -92,6 +95,7 @@ class _Fields:
     def __init__(self):
         self.paths: list[str] = []
         self._index: dict[str, int] = {}
+        self._valued: set[int] = set()  # paths whose text (not only type) some check reads
 
     def __call__(self, path: str) -> int:
         if path not in self._index:
@@ -103,7 +107,9 @@ class _Fields:
         return f"f_{self(path)}"
 
     def s(self, path: str) -> str:
-        return f"v_{self(path)}"
+        index = self(path)
+        self._valued.add(index)
+        return f"v_{index}"
 
     def t(self, path: str) -> str:
         return f"t_{self(path)}"
@@ -130,14 +136,14 @@ class _Fields:
 
     def typed_columns(self) -> str:
         return ", ".join(
-            f"f_{i}, {_type_sql(f'f_{i}')} AS t_{i}, {_value_sql(f'f_{i}')} AS v_{i}"
+            f"f_{i}, {_type_sql(f'f_{i}')} AS t_{i}" + (f", {_value_sql(f'f_{i}')} AS v_{i}" if i in self._valued else "")
             for i in range(1, len(self.paths) + 1)
         )
 
 
 _TYPE_SQL = {
-    "string": "= 'VARCHAR'", "number": "= 'NUMBER'", "integer": "= 'NUMBER'", "boolean": "= 'BOOLEAN'",
-    "object": "= 'OBJECT'", "products": "= 'ARRAY'", "identifier": "= 'VARCHAR'",
+    "string": "= 1", "number": "= 5", "integer": "= 5", "boolean": "= 4",
+    "object": "= 2", "products": "= 3", "identifier": "= 1",
 }
 
 
@@ -160,21 +166,28 @@ def _field_ok(spec: FieldSpec, t: str, s: str, f: str) -> str:
 _PRODUCTS = "$.properties.products"
 
 
-def _products_ok(required: bool) -> str:
-    """The products array is present (if required) and each line satisfies the product spec.
+def _product_line_ok() -> str:
+    """One line of a products array (record ``x``, one JSON text per field) satisfies the product spec.
 
-    ``products`` is the array read as a list of records, one JSON text per field;
-    an element that is not an object reads as a record of nulls and so fails the
+    An element that is not an object reads as a record of nulls and so fails the
     required ``product_id``.
     """
     fields = []
     for name, spec in PRODUCT_FIELDS.items():
         f = f"x[{_quote(name)}]"
         fields.append(_field_ok(spec, _type_sql(f), _value_sql(f), f))
-    lines_ok = f"coalesce(list_bool_and(list_transform(products, lambda x: {' AND '.join(fields)})), true)"
+    return " AND ".join(f"coalesce({c}, false)" for c in fields)
+
+
+def _products_ok(required: bool) -> str:
+    """The products array is present (if required), an array, and none of its lines is bad.
+
+    Lines are judged apart, unnested in the ``bad_lines`` step, which is far cheaper
+    than a lambda over each list.
+    """
     present = "(products IS NOT NULL OR contains(sections[1]::VARCHAR, '\"products\"'))"
     absent_ok = "false" if required else "true"
-    return f"CASE WHEN NOT {present} THEN {absent_ok} WHEN products IS NULL THEN false ELSE {lines_ok} END"
+    return f"CASE WHEN NOT {present} THEN {absent_ok} WHEN products IS NULL THEN false ELSE NOT has_bad_line END"
 
 
 def _hmac_sql(key: bytes, kind: str, normal: str) -> str:
@@ -249,7 +262,7 @@ class FastPathSQL:
         if ident.kind != "entry_token":
             ok, value = self._hash_of(ident.kind, s)
             # CASE, not OR: the regular expressions run only on rows that hold the identifier
-            return f"CASE WHEN {absent} THEN true ELSE ({t} = 'VARCHAR' AND {ok}) END", value
+            return f"CASE WHEN {absent} THEN true ELSE ({t} = 1 AND {ok}) END", value
         method = self.p.s("$.properties.entry_method")
         oks, values = [], []
         for entry_method, kind in ENTRY_TOKEN_TYPES.items():
@@ -259,7 +272,7 @@ class FastPathSQL:
         # Only Store Entered types its token; elsewhere an entry_token is an ordinary property.
         store_entered = f"(call = 'track' AND event_name = 'Store Entered')"
         ok = (f"CASE WHEN {absent} OR NOT {store_entered} THEN true "
-              f"ELSE ({t} = 'VARCHAR' AND CASE {method} {' '.join(oks)} ELSE false END) END")
+              f"ELSE ({t} = 1 AND CASE {method} {' '.join(oks)} ELSE false END) END")
         return ok, f"CASE {method} {' '.join(values)} END"
 
     def _section_sql(self, section: str, base: str) -> str:
@@ -279,7 +292,7 @@ class FastPathSQL:
             patch = f"json_object({_quote(ident.key)}, {value})"
             if nested:
                 patch = f"json_object('traits', {patch})"
-            when = f"{t} = 'VARCHAR' AND {s} <> ''"
+            when = f"{t} = 1 AND {s} <> ''"
             if ident.kind == "entry_token":
                 when += " AND call = 'track' AND event_name = 'Store Entered'"
             patches.append(f"CASE WHEN {when} THEN {patch} ELSE '{{}}'::JSON END")
@@ -312,7 +325,7 @@ class FastPathSQL:
                     checks.append(_field_ok(spec, self.p.t(path), self.p.s(path), self.p.f(path)))
             if schema.requires_store:
                 # Python copies a missing properties.store_id from the context: leave that to it.
-                checks.append(f"{self.p.t('$.properties.store_id')} = 'VARCHAR'")
+                checks.append(f"{self.p.t('$.properties.store_id')} = 1")
             if name == "Store Entered":
                 token = self.p.s("$.properties.entry_token")
                 checks.append(f"({self.p.s('$.properties.entry_method')} <> 'none' AND coalesce({token}, '') <> '')")
@@ -328,25 +341,25 @@ class FastPathSQL:
         p, s, t = self.p, self.p.s, self.p.t
         checks = []
         for key in ("userId", "anonymousId"):  # strings; numbers, emails and "" are left to Python
-            checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 'VARCHAR' AND strlen({s('$.' + key)}) "
+            checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 1 AND strlen({s('$.' + key)}) "
                           f"BETWEEN 1 AND 256 AND NOT contains({s('$.' + key)}, '@')))")
-        checks.append(f"({t('$.userId')} = 'VARCHAR' OR {t('$.anonymousId')} = 'VARCHAR')")
-        checks.append(f"({t('$.messageId')} = 'VARCHAR' AND strlen({s('$.messageId')}) BETWEEN 1 AND 256)")
+        checks.append(f"({t('$.userId')} = 1 OR {t('$.anonymousId')} = 1)")
+        checks.append(f"({t('$.messageId')} = 1 AND strlen({s('$.messageId')}) BETWEEN 1 AND 256)")
         for i in range(1, 5):  # properties, traits, context, context.consent: absent or objects
-            checks.append(f"(section_types[{i}] IS NULL OR section_types[{i}] = 'OBJECT')")
+            checks.append(f"(section_types[{i}] IS NULL OR section_types[{i}] = 2)")
         checks.append(f"call IN {_sql_list(_CALLS)}")
-        checks.append(f"(call <> 'track' OR ({t('$.event')} = 'VARCHAR' AND strlen(event_name) <= 200 "
+        checks.append(f"(call <> 'track' OR ({t('$.event')} = 1 AND strlen(event_name) <= 200 "
                       f"AND regexp_matches(event_name, '[!-~]')))")
-        checks.append(f"(call NOT IN ('page', 'screen') OR {t('$.name')} IS NULL OR {t('$.name')} = 'VARCHAR')")
+        checks.append(f"(call NOT IN ('page', 'screen') OR {t('$.name')} IS NULL OR {t('$.name')} = 1)")
         checks.append(f"list_has_all({_sql_array(_TOP_LEVEL)}, top_keys)")
         channels = sorted(set(CHANNELS) | set(CHANNEL_ALIASES))
-        checks.append(f"({t('$.context.channel')} IS NULL OR ({t('$.context.channel')} = 'VARCHAR' "
+        checks.append(f"({t('$.context.channel')} IS NULL OR ({t('$.context.channel')} = 1 "
                       f"AND {s('$.context.channel')} IN {_sql_list(channels)}))")
         for key in ("$.context.store_id", "$.properties.store_id"):
-            checks.append(f"({t(key)} IS NULL OR ({t(key)} = 'VARCHAR' AND {s(key)} <> ''))")
+            checks.append(f"({t(key)} IS NULL OR ({t(key)} = 1 AND {s(key)} <> ''))")
         checks.append("(channel IS DISTINCT FROM 'store' OR store_id IS NOT NULL)")
         for key in _TIMES:
-            checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 'VARCHAR' "
+            checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 1 "
                           f"AND regexp_full_match({s('$.' + key)}, '{_ISO}')))")
         checks.append(f"strlen(raw) <= {MAX_EVENT_BYTES}")
         checks.append(f"event_at <= coalesce(received, now) + to_microseconds({int(self.max_future_seconds * 1e6)})")
@@ -394,8 +407,9 @@ class FastPathSQL:
         for key in _TOP_LEVEL:
             if key not in ("properties", "traits", "context"):  # sections are read whole
                 p(f"$.{key}")
-        for path in ("$.context.channel", "$.context.store_id", "$.properties.store_id"):
-            p(path)
+        for path in ("$.context.channel", "$.context.store_id", "$.properties.store_id", "$.type", "$.event",
+                     "$.originalTimestamp", "$.timestamp", "$.sentAt", "$.receivedAt"):
+            s(path)  # read as text by the statement below, so their text columns must exist
         self.checks = self._checks()
         columns = self._columns()
         # A filter, not a column: the engine evaluates each check only on rows that passed the others.
@@ -416,8 +430,12 @@ WITH parsed AS (
             {_type_sql('sections[4]')}] AS section_types,
            {p.access(_PRODUCTS)} AS products, {p.raw_columns()}
     FROM parsed
+), bad_lines AS (
+    SELECT DISTINCT line_no FROM (SELECT line_no, unnest(products) AS x FROM raw_fields WHERE products IS NOT NULL)
+    WHERE NOT ({_product_line_ok()})
 ), spread AS (
-    SELECT line_no, raw, top_keys, sections, consent_json, section_types, products, {p.typed_columns()}
+    SELECT line_no, raw, top_keys, sections, consent_json, section_types, products,
+           line_no IN (SELECT line_no FROM bad_lines) AS has_bad_line, {p.typed_columns()}
     FROM raw_fields
 ), named AS (
     SELECT *, {s('$.type')} AS call, {s('$.event')} AS event_name,
@@ -488,7 +506,8 @@ def chunk_table(first_line: int, data: bytes, batch_rows: int = 4096) -> tuple[p
     newlines = np.flatnonzero(buf == 10)
     offsets = np.r_[0, newlines + 1].astype(np.int64)
     valid = np.ones(len(newlines), dtype=bool)
-    _mark_undecodable(data, offsets, 0, len(newlines), valid)
+    for lo in range(0, len(newlines), 1024):  # windows of lines: one pass, bisecting only bad windows
+        _mark_undecodable(data, offsets, lo, min(lo + 1024, len(newlines)), valid)
     bitmap = pa.array(valid).buffers()[1] if not valid.all() else None
     raw = pa.Array.from_buffers(
         pa.large_string(), len(newlines), [bitmap, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)],
