@@ -7,7 +7,7 @@ caller; the CLI's ``--data-dir`` wins over ``OMNITHREAD_DATA_DIR``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,7 +43,6 @@ class Settings:
     max_future: timedelta = timedelta(days=1)
     chunk_rows: int = 50_000
     fast_path: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -135,7 +135,7 @@ class Ingestor:
         return self.report
 
     def ingest_file(self, path: Path, progress: Progress | None = None) -> FileReport:
-        self._begin(str(path))
+        self.begin(str(path))
         if not path.is_file():
             self._reject_file(path, Problem("not_found", "path", str(path), f"{path}: no such file"))
         elif path.stat().st_size == 0:
@@ -150,12 +150,13 @@ class Ingestor:
 
     def ingest_payloads(self, payloads: Iterable[dict], source: str) -> FileReport:
         """Import already parsed payloads (an HTTP batch, a replay)."""
-        self._begin(source)
+        self.begin(source)
         for index, payload in enumerate(payloads):
             self.submit_payload(payload, f"{source}#{index}")
         return self._end()
 
-    def _begin(self, source: str) -> None:
+    def begin(self, source: str) -> None:
+        """Start counting a new source in the report."""
         self._file = FileReport(source)
         self.report.files.append(self._file)
 
@@ -198,10 +199,7 @@ class Ingestor:
                 table, offsets = chunk_table(first_line, data)
                 stored, vouched, rest = self.log.engine.append_events_fast(
                     table, fast.sql, params, {PHONE_FUNCTION: self._phone_or_none})
-                self.report.accepted += stored
-                self._file.accepted += stored
-                self.report.duplicates += vouched - stored
-                self._file.duplicates += vouched - stored
+                self._count(stored, vouched - stored)
                 for line_no in rest:
                     i = line_no - first_line
                     line = data[offsets[i]:offsets[i + 1]]
@@ -255,13 +253,13 @@ class Ingestor:
                 if till:
                     row = {k: ("" if v is None else (v.isoformat() if isinstance(v, datetime) else str(v))) for k, v in row.items()}
                     for order in orders.add(row, row_number):
-                        self._submit_till_order(order, source)
+                        self.submit_till_order(order, source)
                 else:
                     self.submit_payload(_event_from_row(row), f"{source}:{row_number}")
             progress(row_number)
         if till:
             for order in orders.close():
-                self._submit_till_order(order, source)
+                self.submit_till_order(order, source)
 
     def _read_till_csv(self, path: Path, progress: Progress) -> None:
         source = str(path)
@@ -283,11 +281,11 @@ class Ingestor:
                     self._reject_till([(line, row)], source, problems)
                     continue
                 for order in orders.add(row, line):
-                    self._submit_till_order(order, source)
+                    self.submit_till_order(order, source)
                 if line % 20_000 == 0:
                     progress(raw_handle.tell())
             for order in orders.close():
-                self._submit_till_order(order, source)
+                self.submit_till_order(order, source)
             progress(path.stat().st_size)
 
     # -- payloads -----------------------------------------------------------------
@@ -383,7 +381,7 @@ class Ingestor:
         if len(self._pending) >= self.settings.chunk_rows:
             self.flush()
 
-    def _submit_till_order(self, lines: list[tuple[int, dict]], source: str) -> None:
+    def submit_till_order(self, lines: list[tuple[int, dict]], source: str) -> None:
         problems = [p for line, row in lines for p in check_till_row(row, line)]
         problems.extend(
             Problem("invalid_utf8", "", f"line {line}", f"{source}:{line}: the row holds bytes that are not UTF-8")
@@ -394,6 +392,15 @@ class Ingestor:
             self._reject_till(lines, source, problems)
             return
         self.submit_payload(order_event([row for _, row in lines]), f"{source}:{first_line}")
+
+    def take_last_rejected(self) -> tuple:
+        """Withdraw the rejection staged last (a replay keeps the original record instead)."""
+        row = self._rejected.pop(self.last_rejected_id)
+        for counts in (self.report, self._file):
+            counts.rejected -= 1
+        self.report.by_reason.subtract(row[4])
+        self.report.by_reason = +self.report.by_reason  # drop reasons counted down to zero
+        return row
 
     # -- rejection ----------------------------------------------------------------
     def _reject_till(self, lines: list[tuple[int, dict]], source: str, problems: list[Problem]) -> None:
@@ -449,11 +456,13 @@ class Ingestor:
         else:
             stored, duplicates = 0, self._pending_duplicates
         self._pending_duplicates = 0
-        self.report.accepted += stored
-        self.report.duplicates += duplicates
-        self._file.accepted += stored
-        self._file.duplicates += duplicates
+        self._count(stored, duplicates)
         self._flush_rejected()
+
+    def _count(self, stored: int, duplicates: int) -> None:
+        for counts in (self.report, self._file):
+            counts.accepted += stored
+            counts.duplicates += duplicates
 
     def _flush_rejected(self) -> None:
         if self._rejected:

@@ -40,7 +40,7 @@ def _resubmit(ingestor: Ingestor, record: dict) -> bool:
         ingestor.submit_payload(payload, source)
         return True
     if fmt == "till_csv":
-        ingestor._submit_till_order(_till_lines(ingestor, payload), source.rsplit(":", 1)[0])
+        ingestor.submit_till_order(_till_lines(ingestor, payload), source.rsplit(":", 1)[0])
         return True
     if fmt == "segment_batch":
         ingestor.submit_batch(payload, len(orjson.dumps(payload)), source)
@@ -58,16 +58,14 @@ def replay_rejected(
     """
     log = ingestor.log
     records = log.rejected(status="open", reason=reason, ids=ids)
-    ingestor._begin("replay")
+    ingestor.begin("replay")
     replayed, failing = [], []
     for record in records:
         before = ingestor.report.rejected
         single = _resubmit(ingestor, record)
         if single and ingestor.report.rejected > before:
             # Still failing: keep the original row, with this attempt's reasons.
-            staged = ingestor._rejected.pop(ingestor.last_rejected_id)
-            ingestor.report.rejected -= 1
-            ingestor._file.rejected -= 1
+            staged = ingestor.take_last_rejected()
             log.mark_still_failing(record["rejected_id"], staged[4], staged[5])
             failing.append(record["rejected_id"])
         else:
