@@ -4,7 +4,11 @@ Prints events per second next to the time DuckDB alone takes to read the same
 file with ``read_json`` (into a table, so both ends store what they read), both
 measured in this one run, as medians of ``--repeat`` runs, and their ratio.
 
-    python benchmarks/ingest.py [--events 1000000] [--repeat 3] [--python-path] [--json]
+    python benchmarks/ingest.py [--events 1000000] [--repeat 3] [--python-path] [--memory] [--json]
+
+``--memory`` also imports a quarter of the file and the whole file, each in a
+fresh process, and prints each one's peak resident memory: a streaming import
+holds the same amount whatever the file's length.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -70,11 +75,36 @@ def omnithread_ingest(path: Path, fast_path: bool) -> tuple[float, dict]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def peak_memory_mb(path: Path) -> float:
+    """Peak resident memory of a fresh process that imports ``path`` (fast path)."""
+    code = (
+        "import resource, sys, tempfile; from pathlib import Path; "
+        "from omnithread.config import Settings; from omnithread.workspace import Workspace; "
+        f"ws = Workspace(Settings(data_dir=tempfile.mkdtemp(dir={str(WORK)!r}))); "
+        f"ws.ingestor().ingest_paths([Path({str(path)!r})]); ws.close(); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[-1]) / 1024
+
+
+def quarter_of(path: Path, count: int) -> Path:
+    target = WORK / f"events-{count // 4}.jsonl"
+    if not target.exists():
+        with open(path, "rb") as source, open(target, "wb") as out:
+            for number, line in enumerate(source):
+                if number == count // 4:
+                    break
+                out.write(line)
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--python-path", action="store_true", help="also time the event-by-event Python path")
+    parser.add_argument("--memory", action="store_true", help="peak memory for a quarter and the whole file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
@@ -96,6 +126,9 @@ def main() -> None:
         seconds, _ = omnithread_ingest(path, fast_path=False)
         result["python_path_s"] = round(seconds, 3)
         result["python_path_events_per_s"] = round(args.events / seconds)
+    if args.memory:
+        result["peak_mb_quarter_file"] = round(peak_memory_mb(quarter_of(path, args.events)), 1)
+        result["peak_mb_whole_file"] = round(peak_memory_mb(path), 1)
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
@@ -110,6 +143,9 @@ def main() -> None:
     print(f"ratio omnithread / DuckDB read: {ours / read:.2f} (goal at most 3.0); "
           f"events/s goal at least 100,000")
     print(f"accepted {report['accepted']:,}, duplicates {report['duplicates']:,}, rejected {report['rejected']:,}")
+    if args.memory:
+        print(f"peak memory: {result['peak_mb_quarter_file']:,.0f} MB for {args.events // 4:,} events, "
+              f"{result['peak_mb_whole_file']:,.0f} MB for {args.events:,}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from omnithread.events.schema import (
     FieldSpec,
 )
 
-__all__ = ["EventTimes", "validate_event", "parse_timestamp", "TimePolicy", "show"]
+__all__ = ["EventTimes", "validate_event", "parse_timestamp", "resolve_times", "TimePolicy", "show"]
 
 UTC = timezone.utc
 _MAX_ID_CHARS = 256
@@ -48,6 +48,13 @@ def parse_timestamp(value: object, field: str, problems: list[Problem]) -> datet
     """Parse an ISO 8601 timestamp (naive means UTC); record a problem if it is not one."""
     if value is None:
         return None
+    if type(value) is str and value[-1:] == "Z":  # the common case, without the general conversion
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -70,13 +77,15 @@ class EventTimes:
         self.event_at, self.original_at, self.sent_at, self.received_at = event_at, original_at, sent_at, received_at
 
 
-def _resolve_times(
-    payload: dict, received_at: datetime | None, now: datetime, policy: TimePolicy, problems: list[Problem]
+def resolve_times(
+    original_raw: object, stamped_raw: object, sent_raw: object, received_raw: object,
+    received_at: datetime | None, now: datetime, policy: TimePolicy, problems: list[Problem],
 ) -> EventTimes:
-    original = parse_timestamp(payload.get("originalTimestamp"), "originalTimestamp", problems)
-    stamped = parse_timestamp(payload.get("timestamp"), "timestamp", problems)
-    sent = parse_timestamp(payload.get("sentAt"), "sentAt", problems)
-    received = parse_timestamp(payload.get("receivedAt"), "receivedAt", problems) or received_at
+    """The event's times from its four timestamp fields, skew-corrected; problems appended."""
+    original = parse_timestamp(original_raw, "originalTimestamp", problems)
+    stamped = parse_timestamp(stamped_raw, "timestamp", problems)
+    sent = parse_timestamp(sent_raw, "sentAt", problems)
+    received = parse_timestamp(received_raw, "receivedAt", problems) or received_at
     device_time = original or stamped
     if device_time is not None and sent is not None and received is not None:
         # Segment's clock-skew correction: the device's offset is sentAt minus the
@@ -309,7 +318,8 @@ def validate_event(
     if channel == "store" and not store_id:
         problems.append(Problem("missing_field", "context.store_id", "",
                                 "context.store_id is required when context.channel is 'store'"))
-    times = _resolve_times(payload, received_at, now, policy, problems)
+    times = resolve_times(payload.get("originalTimestamp"), payload.get("timestamp"), payload.get("sentAt"),
+                          payload.get("receivedAt"), received_at, now, policy, problems)
     if problems:
         return None, problems
     return CheckedEvent(call, name, user_id, anonymous_id, channel, store_id, times, schema_version), problems
