@@ -124,3 +124,15 @@ def test_build_world_is_vectorised_and_deterministic():
 def test_one_hundred_thousand_people_over_ninety_days(tmp_path):
     manifest = simulate(WorldConfig(people=100_000, days=90, products=2_000), tmp_path)
     assert manifest["lines"]["events.jsonl"] > 1_000_000
+
+
+def test_membership_is_visible_as_a_plan_trait(small_world, workspace):
+    out, manifest = small_world
+    workspace.ingestor().ingest_paths([manifest["sources"][0]])
+    persons = {p["person_id"]: p["member"] for p in pq.read_table(out / "truth" / "persons.parquet").to_pylist()}
+    accounts = {r["value"]: persons[r["person_id"]]
+                for r in pq.read_table(out / "truth" / "identifiers.parquet").to_pylist() if r["type"] == "account"}
+    rows = workspace.engine.rows("SELECT user_id, traits->>'plan' AS plan FROM events "
+                                 "WHERE call = 'identify' AND traits->>'plan' IS NOT NULL")
+    assert rows and all((r["plan"] == "member") == accounts[r["user_id"]] for r in rows)
+    assert {r["plan"] for r in rows} == {"member", "standard"}

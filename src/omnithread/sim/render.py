@@ -339,6 +339,7 @@ class _Renderer:
                                    "postalCode": str(w.postcode[p])},
                           birthday=str(w.birth_date[p]))
             traits["phone"] = str(w.phone[p])
+            traits["plan"] = "member" if w.member[p] else "standard"  # membership, as Segment's `plan` trait
         payload = dict(base, type="identify", traits=traits)
         payload["context"] = dict(base["context"], consent={"categoryPreferences": {
             "analytics": True, "personalisation": bool(self.consented[p])}})
