@@ -54,6 +54,14 @@ class Engine(ABC):
         return False
 
     @abstractmethod
+    def register(self, name: str, table: pa.Table) -> None:
+        """Make an Arrow table readable by name in SQL until unregistered."""
+
+    @abstractmethod
+    def unregister(self, name: str) -> None:
+        """Forget a registered table."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the engine's resources."""
 

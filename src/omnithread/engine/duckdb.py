@@ -130,5 +130,11 @@ class DuckDBEngine(Engine):
             self._con.unregister("_chunk")
             self._con.execute("DROP TABLE IF EXISTS _staged").fetchall()
 
+    def register(self, name: str, table: pa.Table) -> None:
+        self._con.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self._con.unregister(name)
+
     def close(self) -> None:
         self._con.close()

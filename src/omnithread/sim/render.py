@@ -340,6 +340,8 @@ class _Renderer:
                           birthday=str(w.birth_date[p]))
             traits["phone"] = str(w.phone[p])
             traits["plan"] = "member" if w.member[p] else "standard"  # membership, as Segment's `plan` trait
+        if base["context"]["channel"] == "app" and w.app_code[p]:
+            traits["app_code"] = str(w.app_code[p])  # the app shows this code at a checkout-free store's gate
         payload = dict(base, type="identify", traits=traits)
         payload["context"] = dict(base["context"], consent={"categoryPreferences": {
             "analytics": True, "personalisation": bool(self.consented[p])}})

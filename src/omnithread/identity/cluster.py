@@ -1,0 +1,115 @@
+"""Persons as connected components of the kept links, with the per-person limits enforced.
+
+Components are computed set-based in the engine by label propagation (each node
+takes the smallest label among itself and its neighbours until nothing changes).
+Only components that break a limit (two accounts, say) are taken apart here, by
+a union-find that adds their links strongest first and refuses any that would
+break a limit; the refused links are returned with their reason. Links are sorted
+on their own content, so the result does not depend on the order of the input.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from omnithread.engine.base import Engine
+from omnithread.identity.config import IdentityConfig
+
+__all__ = ["connected_components", "split_over_limit"]
+
+
+def connected_components(engine: Engine, edges: str, labels: str, max_rounds: int = 200) -> int:
+    """Write ``labels(node, label)`` for the nodes of table ``edges(a, b)``; return the rounds taken."""
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {labels} AS
+        SELECT node, min(node) AS label FROM (SELECT a AS node FROM {edges} UNION ALL SELECT b FROM {edges})
+        GROUP BY node""")
+    for round_number in range(1, max_rounds + 1):
+        changed = engine.scalar(f"""
+            WITH proposals AS (
+                SELECT e.a AS node, l.label FROM {edges} e JOIN {labels} l ON l.node = e.b
+                UNION ALL
+                SELECT e.b AS node, l.label FROM {edges} e JOIN {labels} l ON l.node = e.a
+            ), best AS (SELECT node, min(label) AS label FROM proposals GROUP BY node)
+            SELECT count(*) FROM best JOIN {labels} l USING (node) WHERE best.label < l.label""")
+        if not changed:
+            return round_number
+        engine.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {labels} AS
+            WITH proposals AS (
+                SELECT node, label FROM {labels}
+                UNION ALL
+                SELECT e.a, l.label FROM {edges} e JOIN {labels} l ON l.node = e.b
+                UNION ALL
+                SELECT e.b, l.label FROM {edges} e JOIN {labels} l ON l.node = e.a
+            )
+            SELECT node, min(label) AS label FROM proposals GROUP BY node""")
+    return max_rounds
+
+
+def _kind(node: str) -> str:
+    return node.split(":", 1)[0]
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+        self.counts: dict[str, Counter] = {}
+
+    def add(self, node: str) -> None:
+        if node not in self.parent:
+            self.parent[node] = node
+            self.counts[node] = Counter({_kind(node): 1})
+
+    def find(self, node: str) -> str:
+        root = node
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[node] != root:
+            self.parent[node], node = root, self.parent[node]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        keep, gone = (ra, rb) if ra < rb else (rb, ra)
+        self.parent[gone] = keep
+        self.counts[keep] += self.counts.pop(gone)
+
+
+def split_over_limit(edges: list[dict], config: IdentityConfig) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """Cluster one component's links strongest first, refusing merges that break a limit.
+
+    ``edges`` are dicts with ``a``, ``b``, ``events`` and ``first_seen_at``. Returns a map
+    from node to its cluster's label (the smallest node in it) and the refused links
+    as (a, b, reason).
+    """
+    def strength(edge: dict) -> tuple:
+        weaker = max(config.rank(_kind(edge["a"])), config.rank(_kind(edge["b"])))
+        return weaker, -edge["events"], edge["first_seen_at"], edge["a"], edge["b"]
+
+    found = _UnionFind()
+    refused = []
+    for edge in sorted(edges, key=strength):
+        a, b = edge["a"], edge["b"]
+        found.add(a)
+        found.add(b)
+        ra, rb = found.find(a), found.find(b)
+        if ra == rb:
+            continue
+        merged = found.counts[ra] + found.counts[rb]
+        broken = [k for k, n in merged.items() if n > config.limits.get(k, n)]
+        if broken:
+            kind = broken[0]
+            refused.append((a, b, f"limit: at most {config.limits[kind]} {kind} per person"))
+            continue
+        found.union(a, b)
+    labels: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
+    for node in found.parent:
+        members.setdefault(found.find(node), []).append(node)
+    for nodes in members.values():
+        label = min(nodes)
+        labels.update({node: label for node in nodes})
+    return labels, refused

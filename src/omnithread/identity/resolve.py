@@ -1,0 +1,144 @@
+"""Resolve identities: from the event log to persons, guarded against over-merging.
+
+``resolve_identities`` rebuilds three tables from the log: ``identity_edges`` (every
+link with its evidence, kept or dropped with the reason), ``identity_map`` (every
+identifier and the person it belongs to, or why it is blocked) and ``persons``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from omnithread.engine.base import Engine
+from omnithread.identity.cluster import connected_components, split_over_limit
+from omnithread.identity.config import NODE_TYPES, IdentityConfig
+from omnithread.identity.graph import HASH_TYPES, edges_sql, nodes_sql
+from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
+
+__all__ = ["resolve_identities", "ResolveReport", "blocked_hashes"]
+
+
+@dataclass
+class ResolveReport:
+    identifiers: dict[str, int] = field(default_factory=dict)
+    persons: int = 0
+    persons_with_account: int = 0
+    links_kept: int = 0
+    links_dropped: dict[str, int] = field(default_factory=dict)
+    blocked_identifiers: int = 0
+    rounds: int = 0
+    split_components: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__, seconds=round(self.seconds, 3))
+
+
+def blocked_hashes(config: IdentityConfig, pseudonymiser: Pseudonymiser) -> list[str]:
+    """Node ids of the configured raw values (test emails, dummy phones) under this installation's key."""
+    nodes = []
+    for kind, values in config.blocked_raw.items():
+        for value in values:
+            try:
+                nodes.append(f"{kind}:{pseudonymiser.hash(IdentifierType(kind), value)}")
+            except IdentifierError:
+                continue
+    return nodes
+
+
+def _quote_list(values) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]::VARCHAR[]"
+
+
+def _limits_sql(mapping: dict[str, int]) -> str:
+    return "(VALUES " + ", ".join(f"('{k}', {v})" for k, v in mapping.items()) + ") AS limits(kind, most)"
+
+
+def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> None:
+    engine.execute(f"CREATE OR REPLACE TABLE identity_nodes AS {nodes_sql()}")
+    engine.execute(f"""
+        CREATE OR REPLACE TABLE identity_edges AS
+        SELECT *, split_part(a, ':', 1) AS a_type, split_part(b, ':', 1) AS b_type,
+               'kept' AS status, NULL::VARCHAR AS reason
+        FROM ({edges_sql()})""")
+    # values that never identify anyone
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE blocked_nodes AS
+        SELECT node, 'blocked value' AS reason FROM identity_nodes
+        WHERE list_contains({_quote_list(config.blocked_values)}, lower(split_part(node, ':', 2)))
+           OR regexp_full_match(split_part(node, ':', 2), '0+')
+           OR list_contains({_quote_list(blocked) if blocked else '[]::VARCHAR[]'}, node)""")
+    # identifiers linked to implausibly many accounts
+    engine.execute(f"""
+        INSERT INTO blocked_nodes
+        SELECT node, 'linked to ' || accounts || ' accounts, more than ' || most || ' allowed for a ' || kind
+        FROM (
+            SELECT node, split_part(node, ':', 1) AS kind, count(DISTINCT account) AS accounts
+            FROM (SELECT b AS node, a AS account FROM identity_edges WHERE a_type = 'account'
+                  UNION ALL SELECT a, b FROM identity_edges WHERE b_type = 'account')
+            GROUP BY node
+        ) JOIN {_limits_sql(config.max_accounts)} USING (kind)
+        WHERE accounts > most AND node NOT IN (SELECT node FROM blocked_nodes)""")
+    engine.execute("""
+        UPDATE identity_edges SET status = 'dropped', reason = 'identifier blocked: ' || bn.reason
+        FROM blocked_nodes bn WHERE bn.node IN (identity_edges.a, identity_edges.b)""")
+
+
+def _split_components(engine: Engine, config: IdentityConfig) -> int:
+    over = engine.rows(f"""
+        SELECT DISTINCT label FROM (
+            SELECT label, split_part(node, ':', 1) AS kind, count(*) AS n FROM identity_labels GROUP BY 1, 2
+        ) JOIN {_limits_sql(config.limits)} USING (kind) WHERE n > most""")
+    for row in over:
+        edges = engine.rows("""
+            SELECT a, b, events, first_seen_at FROM identity_edges
+            WHERE status = 'kept' AND a IN (SELECT node FROM identity_labels WHERE label = ?)""", [row["label"]])
+        labels, refused = split_over_limit(edges, config)
+        for a, b, reason in refused:
+            engine.execute("UPDATE identity_edges SET status = 'dropped', reason = ? WHERE a = ? AND b = ?",
+                           [reason, a, b])
+        engine.execute("CREATE OR REPLACE TEMP TABLE relabel (node VARCHAR, label VARCHAR)")
+        engine.execute("INSERT INTO relabel SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
+                       [list(labels), list(labels.values())])
+        engine.execute("UPDATE identity_labels SET label = r.label FROM relabel r WHERE r.node = identity_labels.node")
+    return len(over)
+
+
+def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
+                       config: IdentityConfig | None = None) -> ResolveReport:
+    """Rebuild the identity graph and the persons from the whole event log."""
+    config = config or IdentityConfig()
+    started = time.perf_counter()
+    report = ResolveReport()
+    _build_links(engine, config, blocked_hashes(config, pseudonymiser))
+    engine.execute("CREATE OR REPLACE TEMP TABLE kept_edges AS SELECT a, b FROM identity_edges WHERE status = 'kept'")
+    report.rounds = connected_components(engine, "kept_edges", "identity_labels")
+    # identifiers that no kept link touches are persons of their own
+    engine.execute("""
+        INSERT INTO identity_labels
+        SELECT node, node FROM identity_nodes
+        WHERE node NOT IN (SELECT node FROM identity_labels) AND node NOT IN (SELECT node FROM blocked_nodes)""")
+    report.split_components = _split_components(engine, config)
+    engine.execute("""
+        CREATE OR REPLACE TABLE identity_map AS
+        SELECT n.node AS identifier, split_part(n.node, ':', 1) AS identifier_type,
+               CASE WHEN l.label IS NOT NULL THEN 'p_' || left(md5(l.label), 16) END AS person_id,
+               b.reason AS blocked_reason, n.events, n.first_seen_at, n.last_seen_at
+        FROM identity_nodes n LEFT JOIN identity_labels l USING (node) LEFT JOIN blocked_nodes b USING (node)""")
+    kinds = ", ".join(f"count(*) FILTER (WHERE identifier_type = '{k}') AS {k}" for k in NODE_TYPES)
+    engine.execute(f"""
+        CREATE OR REPLACE TABLE persons AS
+        SELECT person_id, count(*) AS identifiers, {kinds},
+               min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
+        FROM identity_map WHERE person_id IS NOT NULL GROUP BY person_id""")
+    report.identifiers = {r["identifier_type"]: r["n"] for r in engine.rows(
+        "SELECT identifier_type, count(*) AS n FROM identity_map GROUP BY 1 ORDER BY 2 DESC")}
+    report.persons = engine.scalar("SELECT count(*) FROM persons")
+    report.persons_with_account = engine.scalar("SELECT count(*) FROM persons WHERE account > 0")
+    report.blocked_identifiers = engine.scalar("SELECT count(*) FROM identity_map WHERE blocked_reason IS NOT NULL")
+    report.links_kept = engine.scalar("SELECT count(*) FROM identity_edges WHERE status = 'kept'")
+    report.links_dropped = {r["reason"]: r["n"] for r in engine.rows(
+        "SELECT reason, count(*) AS n FROM identity_edges WHERE status = 'dropped' GROUP BY 1 ORDER BY 2 DESC, 1")}
+    report.seconds = time.perf_counter() - started
+    return report
