@@ -35,6 +35,7 @@ def test_demo_runs_every_step_and_reports(tmp_path, data_dir):
     assert ingest["accepted"] > 1_000 and ingest["duplicates"] > 0 and ingest["rejected"] > 0
     assert {row["channel"] for row in report["stats"]["by_channel"]} >= {"web", "app", "store"}
     assert (tmp_path / "sources" / "truth" / "orders.parquet").exists()
+    assert report["identity"]["persons"] > 0 and 0 < report["identity_accuracy"]["pairwise"]["f1"] <= 1
     text = run("demo", "--people", "300", "--days", "10", "--data-dir", data_dir).stdout
     assert "Rejected by reason" in text and "Events by channel" in text
 
@@ -78,5 +79,29 @@ def test_the_readme_documents_every_command():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert readme.index("make demo") < readme.index("make test") < 600
     for command in ("omnithread demo", "omnithread ingest", "omnithread stats", "omnithread rejected list",
-                    "omnithread rejected show", "omnithread rejected replay", "omnithread simulate"):
+                    "omnithread rejected show", "omnithread rejected replay", "omnithread simulate",
+                    "omnithread resolve", "omnithread person"):
         assert command in readme, command
+
+
+def test_resolve_and_person(tmp_path, data_dir):
+    path = write_lines(tmp_path / "e.jsonl", [
+        {"type": "identify", "userId": "alice", "anonymousId": "d1", "messageId": "m1",
+         "traits": {"email": "Alice@Example.com"}, "context": {"channel": "web"}},
+        {"type": "track", "event": "Order Completed", "anonymousId": "till:S1:1", "messageId": "m2",
+         "context": {"channel": "store", "store_id": "S1"},
+         "properties": {"order_id": "1", "products": [{"product_id": "P"}], "total": 5.0, "payment_token": "tok_a1"}},
+        {"type": "track", "event": "Order Completed", "userId": "alice", "anonymousId": "d1", "messageId": "m3",
+         "context": {"channel": "web"},
+         "properties": {"order_id": "2", "products": [{"product_id": "P"}], "total": 7.0, "payment_token": "tok_a1"}},
+    ])
+    run("ingest", str(path), "--data-dir", data_dir)
+    result = runner.invoke(app, ["person", "alice", "--data-dir", data_dir])
+    assert result.exit_code == 2 and "run `omnithread resolve` first" in result.output
+    report = run_json("resolve", "--data-dir", data_dir)
+    assert report["persons"] == 1 and report["connection"]["store_revenue_known_online_customer_share"] == 1.0
+    found = run_json("person", "alice@example.com", "--data-dir", data_dir)
+    assert {i["identifier_type"] for i in found["identifiers"]} >= {"account", "email", "store_session"}
+    assert "Evidence" in run("person", "alice", "--data-dir", data_dir).stdout
+    missing = runner.invoke(app, ["person", "nobody", "--data-dir", data_dir])
+    assert missing.exit_code == 2 and "no person with id 'nobody'" in missing.output

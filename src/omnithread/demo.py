@@ -32,6 +32,9 @@ class DemoRun:
     ingest: IngestReport | None = None
     stats: dict = field(default_factory=dict)
     rejected: list = field(default_factory=list)
+    identity: dict = field(default_factory=dict)
+    connection: dict = field(default_factory=dict)
+    accuracy: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -44,6 +47,9 @@ class DemoRun:
             "ingest": self.ingest.as_dict() if self.ingest else None,
             "stats": self.stats,
             "rejected_by_reason": self.rejected,
+            "identity": self.identity,
+            "connection": self.connection,
+            "identity_accuracy": self.accuracy,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
@@ -64,7 +70,18 @@ def _summarise(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> 
     run.rejected = ws.log.rejected_summary()
 
 
-STEPS: list[tuple[str, Callable]] = [("simulate", _simulate), ("ingest", _ingest), ("summarise", _summarise)]
+def _resolve(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
+    from omnithread.identity import connection_summary, evaluate_against_truth, resolve_identities
+
+    progress("connecting identities into persons")
+    run.identity = resolve_identities(ws.engine, ws.pseudonymiser).as_dict()
+    run.connection = connection_summary(ws.engine)
+    run.accuracy = evaluate_against_truth(ws.engine, ws.pseudonymiser, run.sources_dir / "truth")
+
+
+STEPS: list[tuple[str, Callable]] = [
+    ("simulate", _simulate), ("ingest", _ingest), ("summarise", _summarise), ("resolve", _resolve),
+]
 
 
 def run_demo(

@@ -153,3 +153,9 @@ def test_store_entered_token_is_typed_by_its_method():
     payload = {"event": "Store Entered", "properties": {"entry_method": "palm", "entry_token": "palm_abc123"}}
     assert pseudonymise_payload(payload, P, C) == []
     assert payload["properties"]["entry_token"] == P.hash(IdentifierType.PALM_TOKEN, "palm_abc123")
+
+
+def test_a_store_entry_with_a_malformed_method_keeps_its_token_encrypted():
+    payload = {"event": "Store Entered", "properties": {"entry_method": ["palm"], "entry_token": "palm_abc123"}}
+    pseudonymise_payload(payload, P, C)
+    assert C.is_encrypted(payload["properties"]["entry_token"])

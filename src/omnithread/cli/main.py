@@ -45,8 +45,18 @@ def _table(title: str, rows: list[dict], columns: list[str] | None = None) -> Ta
     for column in columns:
         table.add_column(column, justify="right" if rows and isinstance(rows[0].get(column), (int, float)) else "left")
     for row in rows:
-        table.add_row(*[f"{row.get(c):,}" if isinstance(row.get(c), int) else str(row.get(c)) for c in columns])
+        table.add_row(*[_cell(row.get(c)) for c in columns])
     return table
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if hasattr(value, "isoformat") and hasattr(value, "hour"):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return str(value)
 
 
 def _report_tables(report: IngestReport) -> list[Table]:
@@ -181,6 +191,66 @@ def rejected_replay(
         console.print(_table("Replay", [{k: v for k, v in result.items() if k != "still_failing_ids"}]))
 
 
+@app.command()
+def resolve(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """Connect identifiers into persons (a full rebuild from the log) and report the connection."""
+    from omnithread.identity import connection_summary, resolve_identities
+    from omnithread.workspace import Workspace
+
+    with Workspace(_settings(data_dir)) as ws:
+        report = resolve_identities(ws.engine, ws.pseudonymiser)
+        summary = connection_summary(ws.engine)
+    result = {**report.as_dict(), "connection": summary}
+    if as_json:
+        _print_json(result)
+        return
+    _print_resolve(result)
+
+
+def _print_resolve(result: dict) -> None:
+    console.print(_table("Identifiers by type", [{"type": k, "identifiers": v}
+                                                  for k, v in result["identifiers"].items()]))
+    dropped = [{"reason": k, "links": v} for k, v in result["links_dropped"].items()]
+    console.print(_table("Links", [{"kept": result["links_kept"], "dropped": sum(result["links_dropped"].values()),
+                                     "blocked identifiers": result["blocked_identifiers"],
+                                     "split components": result["split_components"]}]))
+    if dropped:
+        console.print(_table("Dropped links by reason", dropped))
+    c = result["connection"]
+    console.print(f"{c['online_identities']:,} online and {c['store_identities']:,} store identities became "
+                  f"{result['persons']:,} persons ({result['persons_with_account']:,} with an online account); "
+                  f"{c['store_revenue_known_online_customer_share']:.1%} of store revenue is now attached to a "
+                  f"known online customer.")
+
+
+@app.command()
+def person(
+    key: str = typer.Argument(..., help="A person id (p_...), an account or device id, an email or a phone."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """One person: identifiers, the evidence that joined them, and activity by channel."""
+    from omnithread.identity import describe_person, find_person
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            if not ws.engine.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'identity_map'"):
+                err.print("[red]error:[/red] no persons yet: run `omnithread resolve` first")
+                raise typer.Exit(2)
+            found = describe_person(ws.engine, find_person(ws.engine, key, ws.pseudonymiser))
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(found)
+        return
+    console.print(f"[bold]{found['person_id']}[/bold]")
+    console.print(_table("Identifiers", found["identifiers"]))
+    console.print(_table("Evidence", [{**link, "rules": ", ".join(link["rules"])} for link in found["links"]],
+                         ["a", "b", "events", "rules", "first_message_id", "status", "reason"]))
+    console.print(_table("Activity by channel", found["activity"]))
+
+
 def _world(people: int, days: int, seed: int, products: int, till_stores: int, checkout_free_stores: int,
            hard: bool) -> WorldConfig:
     base = WorldConfig.hard() if hard else WorldConfig.demo()
@@ -247,6 +317,12 @@ def _print_demo(run) -> None:
         console.print(table)
     console.print(_table("Events by channel", run.stats["by_channel"]))
     console.print(_table("Events by name", run.stats["by_event"]))
+    _print_resolve({**run.identity, "connection": run.connection})
+    accuracy = run.accuracy
+    console.print(f"Against the simulator's truth: pairwise precision {accuracy['pairwise']['precision']:.3f}, "
+                  f"recall {accuracy['pairwise']['recall']:.3f}, F1 {accuracy['pairwise']['f1']:.3f}; "
+                  f"over-merged persons {accuracy['over_merge_rate']:.1%}, "
+                  f"under-merged true persons {accuracy['under_merge_rate']:.1%}.")
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items())
     console.print(f"Took {seconds}. Explore with: omnithread stats, omnithread rejected list "
                   f"(--data-dir {run.settings.data_dir})")

@@ -36,18 +36,21 @@ class Engine(ABC):
     def append_new(self, table: str, rows: pa.Table, key: str) -> int:
         """Append the rows whose ``key`` is not yet in ``table``; return how many."""
 
-    def append_events_fast(
+    def stage_events_fast(
         self, chunk: pa.Table, select_sql: str, params: dict, functions: dict | None = None
-    ) -> tuple[int, int, list[int]]:
-        """Run a fast-path statement over ``chunk`` and store the rows it vouches for.
+    ) -> list[int]:
+        """Run a fast-path statement over ``chunk``, holding the rows it vouches for.
 
-        ``functions`` maps names of scalar string functions the statement calls to
-        the Python callables behind them.
-
-        Returns (events stored, rows vouched for, line numbers left to the caller).
-        An engine without a fast path leaves every line to the caller.
+        Returns the line numbers it leaves to the caller, who then calls
+        :meth:`commit_staged_events` with the rows it made of them. ``functions``
+        maps names of scalar string functions the statement calls to Python callables.
         """
-        return 0, 0, chunk.column("line_no").to_pylist()
+        raise NotImplementedError(f"the {self.name} engine has no fast path")
+
+    def commit_staged_events(self, others: pa.Table) -> tuple[int, int]:
+        """Store the held rows and ``others`` (both with ``line_no``): per message id the row of the
+        earliest line, and only ids the log lacks. Returns (stored, offered)."""
+        raise NotImplementedError(f"the {self.name} engine has no fast path")
 
     @property
     def has_fast_path(self) -> bool:

@@ -97,12 +97,12 @@ class DuckDBEngine(Engine):
                 continue
 
             self._con.create_function(name, _vectorised(function), [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"),
-                                      type="arrow", side_effects=False)
+                                      type="arrow", null_handling="special", side_effects=False)
             self._functions.add(name)
 
-    def append_events_fast(
+    def stage_events_fast(
         self, chunk: pa.Table, select_sql: str, params: dict, functions: dict | None = None
-    ) -> tuple[int, int, list[int]]:
+    ) -> list[int]:
         self._register_functions(functions or {})
         self._con.register("_chunk", chunk)
         try:
@@ -110,24 +110,29 @@ class DuckDBEngine(Engine):
                 self._con.execute(f"CREATE OR REPLACE TEMP TABLE _staged AS {select_sql}", params).fetchall()
             except duckdb.Error as error:
                 raise EngineError(select_sql, error) from error
-            columns = ", ".join(
-                name for (name,) in self._con.execute(
-                    "SELECT column_name FROM duckdb_columns() WHERE table_name = '_staged' ORDER BY column_index"
-                ).fetchall() if name != "line_no"
-            )
-            inserted = self.query(
-                f"INSERT INTO events ({columns}) SELECT {columns} FROM ("
-                f"SELECT * FROM _staged QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY line_no) = 1) AS i "
-                f"WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.message_id = i.message_id)"
-            )
-            stored = int(inserted.column(0)[0].as_py()) if inserted.num_rows else 0
-            vouched = self._con.execute("SELECT count(*) FROM _staged").fetchone()[0]
             rest = self._con.execute(
                 "SELECT line_no FROM _chunk WHERE line_no NOT IN (SELECT line_no FROM _staged) ORDER BY line_no"
             ).fetchall()
-            return stored, vouched, [r[0] for r in rest]
+            return [r[0] for r in rest]
         finally:
             self._con.unregister("_chunk")
+
+    def commit_staged_events(self, others: pa.Table) -> tuple[int, int]:
+        self._con.register("_others", others)
+        try:
+            columns = ", ".join(others.column_names)
+            inserted = self.query(
+                f"INSERT INTO events ({columns.replace('line_no, ', '')}) "
+                f"SELECT {columns.replace('line_no, ', '')} FROM ("
+                f"SELECT * FROM (SELECT {columns} FROM _staged UNION ALL BY NAME SELECT {columns} FROM _others) "
+                f"QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY line_no) = 1) AS i "
+                f"WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.message_id = i.message_id)"
+            )
+            stored = int(inserted.column(0)[0].as_py()) if inserted.num_rows else 0
+            offered = self._con.execute("SELECT count(*) FROM _staged").fetchall()[0][0] + others.num_rows
+            return stored, offered
+        finally:
+            self._con.unregister("_others")
             self._con.execute("DROP TABLE IF EXISTS _staged").fetchall()
 
     def register(self, name: str, table: pa.Table) -> None:

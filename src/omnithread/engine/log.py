@@ -51,6 +51,14 @@ class EventLog:
         """Append events whose message id is new; return how many were stored."""
         return self.engine.append_new("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA), "message_id")
 
+    def append_with_staged(self, rows: Sequence[tuple], line_numbers: Sequence[int]) -> tuple[int, int]:
+        """Store these rows together with the rows the engine's fast path holds, earliest line first.
+
+        Returns (stored, offered)."""
+        table = _table_from_rows(rows, EVENT_ARROW_SCHEMA)
+        table = table.add_column(0, "line_no", pa.array(list(line_numbers), pa.int64()))
+        return self.engine.commit_staged_events(table)
+
     def add_rejected(self, rows: Sequence[tuple]) -> int:
         """Keep rejected payloads; one already kept (same id) is not stored twice."""
         return self.engine.append_new(

@@ -1,6 +1,17 @@
 """Connect: identifiers into persons, guarded against over-merging."""
 
 from omnithread.identity.config import NODE_TYPES, IdentityConfig
+from omnithread.identity.evaluate import connection_summary, evaluate_against_truth
+from omnithread.identity.lookup import describe_person, find_person
 from omnithread.identity.resolve import ResolveReport, resolve_identities
 
-__all__ = ["IdentityConfig", "NODE_TYPES", "ResolveReport", "resolve_identities"]
+__all__ = [
+    "IdentityConfig",
+    "NODE_TYPES",
+    "ResolveReport",
+    "connection_summary",
+    "describe_person",
+    "evaluate_against_truth",
+    "find_person",
+    "resolve_identities",
+]

@@ -66,8 +66,8 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE blocked_nodes AS
         SELECT node, 'blocked value' AS reason FROM identity_nodes
-        WHERE list_contains({_quote_list(config.blocked_values)}, lower(split_part(node, ':', 2)))
-           OR regexp_full_match(split_part(node, ':', 2), '0+')
+        WHERE list_contains({_quote_list(config.blocked_values)}, lower(node[strpos(node, ':') + 1:]))
+           OR regexp_full_match(node[strpos(node, ':') + 1:], '0+')
            OR list_contains({_quote_list(blocked) if blocked else '[]::VARCHAR[]'}, node)""")
     # identifiers linked to implausibly many accounts
     engine.execute(f"""

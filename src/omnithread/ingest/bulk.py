@@ -380,7 +380,7 @@ class FastPathSQL:
         column_sql = {
             "message_id": s("$.messageId"),
             "call": "call",
-            "event": f"CASE WHEN call = 'track' THEN event_name ELSE {s('$.name')} END",
+            "event": f"CASE WHEN call = 'track' THEN event_name WHEN call IN ('page', 'screen') THEN {s('$.name')} END",
             "user_id": s("$.userId"),
             "anonymous_id": s("$.anonymousId"),
             "previous_id": "NULL",

@@ -197,15 +197,22 @@ class Ingestor:
         with open(path, "rb") as handle:
             for first_line, data in line_chunks(handle):
                 table, offsets = chunk_table(first_line, data)
-                stored, vouched, rest = self.log.engine.append_events_fast(
+                self.flush()
+                rest = self.log.engine.stage_events_fast(
                     table, fast.sql, params, {PHONE_FUNCTION: self._phone_or_none})
-                self._count(stored, vouched - stored)
                 for line_no in rest:
                     i = line_no - first_line
                     line = data[offsets[i]:offsets[i + 1]]
                     if line.strip():
-                        self.submit_line(line, f"{source}:{line_no}")
-                self.flush()
+                        self.submit_line(line, f"{source}:{line_no}", flush=False)
+                # Both paths' rows go in together so the earliest line wins a shared message id.
+                rows = list(self._pending.values())
+                lines = [int(r[-1].rsplit(":", 1)[1].split("#")[0]) for r in rows]  # source is path:line[#item]
+                stored, offered = self.log.append_with_staged(rows, lines)
+                self._count(stored, offered - stored + self._pending_duplicates)
+                self._pending.clear()
+                self._pending_duplicates = 0
+                self._flush_rejected()
                 done += len(data)
                 progress(done)
 
@@ -289,7 +296,7 @@ class Ingestor:
             progress(path.stat().st_size)
 
     # -- payloads -----------------------------------------------------------------
-    def submit_line(self, line: bytes, source: str) -> None:
+    def submit_line(self, line: bytes, source: str, flush: bool = True) -> None:
         """One line of JSON Lines: an event or a Segment batch."""
         try:
             payload = orjson.loads(line)
@@ -305,13 +312,13 @@ class Ingestor:
                 problem = Problem("invalid_json", "", f"char {error.pos}", f"{source}: not JSON ({error.msg} at char {error.pos})")
             self._reject_raw(line, source, [problem])
             return
-        self._submit_parsed(payload, line, source)
+        self._submit_parsed(payload, line, source, flush)
 
-    def _submit_parsed(self, payload: object, raw: bytes | None, source: str) -> None:
+    def _submit_parsed(self, payload: object, raw: bytes | None, source: str, flush: bool = True) -> None:
         if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
             self.submit_batch(payload, len(raw.rstrip(b"\r\n")) if raw is not None else len(orjson.dumps(payload)), source)
         elif isinstance(payload, dict):
-            self.submit_payload(payload, source, len(raw.rstrip(b"\r\n")) if raw is not None else None)
+            self.submit_payload(payload, source, len(raw.rstrip(b"\r\n")) if raw is not None else None, flush)
         else:
             shown = type(payload).__name__
             self._reject_raw(
@@ -343,7 +350,7 @@ class Ingestor:
                 item["context"] = {**shared_context, **item.get("context", {})}
             self.submit_payload(item, item_source)
 
-    def submit_payload(self, payload: dict, source: str, size: int | None = None) -> None:
+    def submit_payload(self, payload: dict, source: str, size: int | None = None, flush: bool = True) -> None:
         """Validate, pseudonymise and stage one call."""
         problems = pseudonymise_payload(payload, self.pseudonymiser, self.cipher)
         if size is None and len(payload) > 0:
@@ -378,7 +385,7 @@ class Ingestor:
             checked.schema_version, _dumps(payload.get("properties")), _dumps(payload.get("traits")),
             _dumps(context), _dumps(consent), _dumps(extra), source,
         )
-        if len(self._pending) >= self.settings.chunk_rows:
+        if flush and len(self._pending) >= self.settings.chunk_rows:
             self.flush()
 
     def submit_till_order(self, lines: list[tuple[int, dict]], source: str) -> None:

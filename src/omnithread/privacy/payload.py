@@ -84,7 +84,8 @@ def pseudonymise_payload(payload: dict, pseudonymiser: Pseudonymiser, cipher: Pa
             _scan(context["traits"], "context.traits", pseudonymiser, cipher, problems)
     properties = payload.get("properties")
     if payload.get("event") == "Store Entered" and isinstance(properties, dict) and properties.get("entry_token"):
-        kind = ENTRY_TOKEN_TYPES.get(properties.get("entry_method"))
+        method = properties.get("entry_method")
+        kind = ENTRY_TOKEN_TYPES.get(method) if isinstance(method, str) else None
         if kind is None:
             # No method to type the token by: keep it only encrypted, never in the clear.
             if not PayloadCipher.is_encrypted(properties["entry_token"]):

@@ -1,0 +1,64 @@
+"""One person: their identifiers, the evidence that joined them, and what they did."""
+
+from __future__ import annotations
+
+from omnithread.engine.base import Engine
+from omnithread.errors import NotFoundError
+from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
+
+__all__ = ["find_person", "describe_person"]
+
+
+def _candidates(key: str, pseudonymiser: Pseudonymiser) -> list[str]:
+    """Node ids a user's key may mean: a node id, an account or device id, or a raw email or phone."""
+    if ":" in key and key.split(":", 1)[0] in ("account", "device", "voice_device", "store_session", "email",
+                                               "phone", "loyalty_card", "payment_token", "palm_token", "app_code"):
+        return [key]
+    nodes = [f"account:{key}", f"device:{key}", f"voice_device:{key}", f"store_session:{key}"]
+    for kind in (IdentifierType.EMAIL, IdentifierType.PHONE, IdentifierType.LOYALTY_CARD):
+        try:
+            nodes.append(f"{kind.value}:{pseudonymiser.hash(kind, key)}")
+        except IdentifierError:
+            continue
+    return nodes
+
+
+def find_person(engine: Engine, key: str, pseudonymiser: Pseudonymiser) -> str:
+    """The person_id for a person id or any identifier of theirs; raises NotFoundError."""
+    if key.startswith("p_") and engine.scalar("SELECT count(*) FROM persons WHERE person_id = ?", [key]):
+        return key
+    nodes = _candidates(key, pseudonymiser)
+    marks = ", ".join("?" for _ in nodes)
+    found = engine.rows(f"SELECT person_id, blocked_reason FROM identity_map WHERE identifier IN ({marks})", nodes)
+    for row in found:
+        if row["person_id"]:
+            return row["person_id"]
+    if found:
+        raise NotFoundError("person", f"{key} (blocked: {found[0]['blocked_reason']})")
+    raise NotFoundError("person", key)
+
+
+def describe_person(engine: Engine, person_id: str) -> dict:
+    """Identifiers, evidence links and a summary of activity by channel for one person."""
+    identifiers = engine.rows("""
+        SELECT identifier_type, identifier[strpos(identifier, ':') + 1:] AS value, events, first_seen_at, last_seen_at
+        FROM identity_map WHERE person_id = ? ORDER BY identifier_type, value""", [person_id])
+    if not identifiers:
+        raise NotFoundError("person", person_id)
+    links = engine.rows("""
+        SELECT a, b, events, first_seen_at, first_message_id, rules, status, reason FROM identity_edges
+        WHERE a IN (SELECT identifier FROM identity_map WHERE person_id = ?)
+           OR b IN (SELECT identifier FROM identity_map WHERE person_id = ?)
+        ORDER BY status DESC, events DESC, a, b""", [person_id, person_id])
+    activity = engine.rows("""
+        WITH mine AS (SELECT identifier FROM identity_map WHERE person_id = ?)
+        SELECT coalesce(channel, 'unspecified') AS channel, count(*) AS events,
+               count(*) FILTER (WHERE event = 'Order Completed') AS orders,
+               round(sum(CAST(properties->>'total' AS DOUBLE)) FILTER (WHERE event = 'Order Completed'), 2) AS revenue,
+               min(event_at) AS first_seen_at, max(event_at) AS last_seen_at
+        FROM events
+        WHERE 'account:' || user_id IN (SELECT identifier FROM mine)
+           OR (CASE channel WHEN 'store' THEN 'store_session:' WHEN 'voice' THEN 'voice_device:' ELSE 'device:' END
+               || anonymous_id) IN (SELECT identifier FROM mine)
+        GROUP BY 1 ORDER BY events DESC""", [person_id])
+    return {"person_id": person_id, "identifiers": identifiers, "links": links, "activity": activity}

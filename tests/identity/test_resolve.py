@@ -1,0 +1,171 @@
+"""Identity resolution on hand-made logs whose right answer is known exactly, and on the simulator."""
+
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from omnithread.errors import ConfigError, NotFoundError
+from omnithread.identity import IdentityConfig, describe_person, evaluate_against_truth, find_person, resolve_identities
+from omnithread.identity.cluster import split_over_limit
+from omnithread.workspace import Workspace
+from tests.conftest import write_lines
+
+T = "2026-09-01T10:00:00Z"
+
+
+def identify(n, user, device, **traits):
+    return {"type": "identify", "messageId": f"i{n}", "userId": user, "anonymousId": device, "traits": traits,
+            "timestamp": T, "context": {"channel": "web"}}
+
+
+def web_order(n, user, device, token):
+    return {"type": "track", "event": "Order Completed", "messageId": f"o{n}", "userId": user, "anonymousId": device,
+            "timestamp": T, "context": {"channel": "web"},
+            "properties": {"order_id": f"W{n}", "products": [{"product_id": "P1"}], "payment_token": token}}
+
+
+def till_order(n, session, card=None, token=None):
+    props = {"order_id": f"T{n}", "products": [{"product_id": "P2"}], "total": 10.0}
+    props.update({k: v for k, v in (("loyalty_card", card), ("payment_token", token)) if v})
+    return {"type": "track", "event": "Order Completed", "messageId": f"t{n}", "anonymousId": session,
+            "timestamp": T, "context": {"channel": "store", "store_id": "S1"}, "properties": props}
+
+
+def resolved(tmp_path, settings, events, config=None):
+    path = write_lines(tmp_path / "events.jsonl", events)
+    ws = Workspace(settings)
+    ws.ingestor().ingest_paths([path])
+    report = resolve_identities(ws.engine, ws.pseudonymiser, config)
+    return ws, report
+
+
+def person_of(ws, key):
+    return find_person(ws.engine, key, ws.pseudonymiser)
+
+
+def test_a_card_used_online_and_at_a_till_joins_the_store_visit_to_the_account(tmp_path, settings):
+    ws, report = resolved(tmp_path, settings, [
+        identify(1, "alice", "d1", email="Alice@Example.com"),
+        web_order(2, "alice", "d1", "tok_alice_card"),
+        till_order(3, "till:S1:T3", card="LC11112222", token="tok_alice_card"),
+        till_order(4, "till:S1:T4", card="LC11112222"),
+        identify(5, "bob", "d2", email="bob@example.com"),
+    ])
+    with ws:
+        alice = person_of(ws, "alice")
+        assert person_of(ws, "alice@example.com") == person_of(ws, "till:S1:T3") == person_of(ws, "till:S1:T4") == alice
+        assert person_of(ws, "bob") != alice
+        assert report.persons == 2 and report.links_dropped == {}
+        described = describe_person(ws.engine, alice)
+        assert {i["identifier_type"] for i in described["identifiers"]} == {
+            "account", "device", "email", "payment_token", "loyalty_card", "store_session"}
+        assert {a["channel"] for a in described["activity"]} == {"web", "store"}
+        link = next(l for l in described["links"] if l["b"].startswith("store_session:till:S1:T3")
+                    or l["a"].startswith("store_session:till:S1:T3"))
+        assert link["first_message_id"] == "t3" and link["rules"] == ["Order Completed"]
+
+
+def test_a_family_card_does_not_merge_two_accounts(tmp_path, settings):
+    ws, report = resolved(tmp_path, settings, [
+        web_order(1, "alice", "d1", "tok_family"), web_order(2, "alice", "d1", "tok_family"),
+        web_order(3, "bob", "d2", "tok_family"),
+    ])
+    with ws:
+        assert person_of(ws, "alice") != person_of(ws, "bob")
+        assert report.links_dropped == {"limit: at most 1 account per person": 1}
+        # the stronger evidence (two orders) keeps the card with alice
+        card = ws.engine.scalar("SELECT person_id FROM identity_map WHERE identifier_type = 'payment_token'")
+        assert card == person_of(ws, "alice")
+
+
+@pytest.mark.parametrize("value", ["anonymous", "null", "0000000", "-1", "undefined"])
+def test_blocked_values_link_nobody(tmp_path, settings, value):
+    ws, report = resolved(tmp_path, settings, [identify(1, "alice", value), identify(2, "bob", value)])
+    with ws:
+        assert person_of(ws, "alice") != person_of(ws, "bob")
+        assert report.blocked_identifiers == 1
+        assert set(report.links_dropped) == {"identifier blocked: blocked value"}
+
+
+def test_test_email_addresses_are_blocked_by_their_hash(tmp_path, settings):
+    ws, report = resolved(tmp_path, settings, [identify(1, "alice", "d1", email="Test@Example.com"),
+                                               identify(2, "bob", "d2", email="test@example.com")])
+    with ws:
+        assert person_of(ws, "alice") != person_of(ws, "bob") and report.blocked_identifiers == 1
+
+
+def test_a_demo_tablet_used_by_many_accounts_is_blocked_automatically(tmp_path, settings):
+    events = [identify(n, f"user{n}", "store-demo-tablet") for n in range(10)]
+    ws, report = resolved(tmp_path, settings, events)
+    with ws:
+        assert report.persons == 10 and report.blocked_identifiers == 1
+        reason = ws.engine.scalar("SELECT blocked_reason FROM identity_map WHERE identifier_type = 'device'")
+        assert reason == "linked to 10 accounts, more than 6 allowed for a device"
+        with pytest.raises(NotFoundError, match="blocked"):
+            person_of(ws, "store-demo-tablet")
+
+
+def test_limits_are_configurable(tmp_path, settings):
+    config = IdentityConfig(limits={**IdentityConfig().limits, "email": 1})
+    ws, report = resolved(tmp_path, settings, [identify(1, "alice", "d1", email="a@example.com"),
+                                               identify(2, "alice", "d1", email="a2@example.com")], config)
+    with ws:
+        assert report.links_dropped == {"limit: at most 1 email per person": 1}
+    with pytest.raises(ConfigError, match="limits.email"):
+        IdentityConfig(limits={"email": 0})
+
+
+def test_clustering_does_not_depend_on_input_order(tmp_path, settings, small_world, monkeypatch):
+    monkeypatch.setenv("OMNITHREAD_SECRET", "one-secret-for-both-runs-0123")
+    out, manifest = small_world
+    lines = open(manifest["sources"][0], "rb").read().splitlines()
+    random.Random(5).shuffle(lines)
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_bytes(b"\n".join(lines) + b"\n")
+    maps = []
+    for name, source in (("a", manifest["sources"][0]), ("b", shuffled)):
+        with Workspace(settings.with_(data_dir=tmp_path / name)) as ws:
+            ws.ingestor().ingest_paths([source])
+            resolve_identities(ws.engine, ws.pseudonymiser)
+            maps.append(ws.engine.rows("SELECT identifier, person_id FROM identity_map ORDER BY 1"))
+    assert maps[0] == maps[1]
+
+
+def test_split_over_limit_keeps_the_strongest_links():
+    edges = [
+        {"a": "account:a", "b": "payment_token:pt_x", "events": 1, "first_seen_at": 1},
+        {"a": "account:b", "b": "payment_token:pt_x", "events": 3, "first_seen_at": 2},
+        {"a": "account:a", "b": "email:em_a", "events": 1, "first_seen_at": 3},
+    ]
+    labels, refused = split_over_limit(edges, IdentityConfig())
+    assert labels["payment_token:pt_x"] == labels["account:b"] != labels["account:a"] == labels["email:em_a"]
+    assert refused == [("account:a", "payment_token:pt_x", "limit: at most 1 account per person")]
+    assert split_over_limit(list(reversed(edges)), IdentityConfig()) == (labels, refused)
+
+
+def test_evaluation_counts_pairs_and_clusters_exactly(tmp_path, settings):
+    # alice: account + device; bob: account + device, but bob's device is wrongly joined to alice
+    ws, _ = resolved(tmp_path, settings, [identify(1, "alice", "d1"), identify(2, "bob", "d2"),
+                                          identify(3, "alice", "d2")])
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    pq.write_table(pa.table({"person_id": ["A", "A", "B", "B"], "type": ["account", "device", "account", "device"],
+                             "value": ["alice", "d1", "bob", "d2"]}), truth / "identifiers.parquet")
+    with ws:
+        result = evaluate_against_truth(ws.engine, ws.pseudonymiser, truth)
+    # resolved: {alice, d1, d2} and {bob}; true pairs: (alice,d1), (bob,d2); predicted pairs: 3, correct 1
+    assert result["pairwise"] == {"precision": round(1 / 3, 4), "recall": 0.5, "f1": 0.4}
+    assert result["over_merge_rate"] == 0.5 and result["under_merge_rate"] == 0.5
+    assert result["cluster"]["precision"] == 0.0
+
+
+def test_the_simulated_retailer_resolves_with_few_over_merges(small_world, workspace):
+    out, manifest = small_world
+    workspace.ingestor().ingest_paths(manifest["sources"])
+    report = resolve_identities(workspace.engine, workspace.pseudonymiser)
+    result = evaluate_against_truth(workspace.engine, workspace.pseudonymiser, out / "truth")
+    assert report.persons_with_account == workspace.engine.scalar(
+        "SELECT count(*) FROM identity_map WHERE identifier_type = 'account'")
+    assert result["pairwise"]["precision"] > 0.85 and result["over_merge_rate"] < 0.08
