@@ -35,6 +35,7 @@ class DemoRun:
     identity: dict = field(default_factory=dict)
     connection: dict = field(default_factory=dict)
     accuracy: dict = field(default_factory=dict)
+    profiles: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -50,6 +51,7 @@ class DemoRun:
             "identity": self.identity,
             "connection": self.connection,
             "identity_accuracy": self.accuracy,
+            "profiles": self.profiles,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
@@ -79,8 +81,16 @@ def _resolve(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> No
     run.accuracy = evaluate_against_truth(ws.engine, ws.pseudonymiser, run.sources_dir / "truth")
 
 
+def _profile(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
+    from omnithread.profile import build_profiles
+
+    progress("building unified profiles")
+    run.profiles = build_profiles(ws.engine)
+
+
 STEPS: list[tuple[str, Callable]] = [
     ("simulate", _simulate), ("ingest", _ingest), ("summarise", _summarise), ("resolve", _resolve),
+    ("profile", _profile),
 ]
 
 

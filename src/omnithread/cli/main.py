@@ -197,10 +197,13 @@ def resolve(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> Non
     from omnithread.identity import connection_summary, resolve_identities
     from omnithread.workspace import Workspace
 
+    from omnithread.profile import build_profiles
+
     with Workspace(_settings(data_dir)) as ws:
         report = resolve_identities(ws.engine, ws.pseudonymiser)
         summary = connection_summary(ws.engine)
-    result = {**report.as_dict(), "connection": summary}
+        profiles = build_profiles(ws.engine)
+    result = {**report.as_dict(), "connection": summary, "profiles": profiles}
     if as_json:
         _print_json(result)
         return
@@ -231,6 +234,7 @@ def person(
 ) -> None:
     """One person: identifiers, the evidence that joined them, and activity by channel."""
     from omnithread.identity import describe_person, find_person
+    from omnithread.profile import get_profile
     from omnithread.workspace import Workspace
 
     try:
@@ -239,6 +243,7 @@ def person(
                 err.print("[red]error:[/red] no persons yet: run `omnithread resolve` first")
                 raise typer.Exit(2)
             found = describe_person(ws.engine, find_person(ws.engine, key, ws.pseudonymiser))
+            found["profile"] = get_profile(ws.engine, found["person_id"])
     except OmnithreadError as error:
         _fail(error)
     if as_json:
@@ -249,6 +254,10 @@ def person(
     console.print(_table("Evidence", [{**link, "rules": ", ".join(link["rules"])} for link in found["links"]],
                          ["a", "b", "events", "rules", "first_message_id", "status", "reason"]))
     console.print(_table("Activity by channel", found["activity"]))
+    if found["profile"]:
+        profile = found["profile"]
+        shown = {k: v for k, v in profile.items() if k not in ("by_channel", "revenue_by_store")}
+        console.print(_table("Profile", [{"field": k, "value": _cell(v)} for k, v in shown.items()]))
 
 
 def _world(people: int, days: int, seed: int, products: int, till_stores: int, checkout_free_stores: int,

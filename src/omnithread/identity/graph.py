@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from omnithread.events.schema import IDENTIFIER_KEYS
 
-__all__ = ["node_sql", "edges_sql", "nodes_sql", "HASH_TYPES"]
+__all__ = ["node_sql", "edges_sql", "nodes_sql", "HASH_TYPES", "EVENT_PERSONS_SQL"]
 
 # keyed-hash prefix -> node type (see omnithread.privacy.IdentifierType)
 HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
@@ -80,4 +80,16 @@ SELECT least(primary_node, other_node) AS a, greatest(primary_node, other_node) 
 FROM pairs
 WHERE other_node IS NOT NULL AND other_node <> primary_node
 GROUP BY 1, 2
+"""
+
+
+# Each event belongs to the person of its account when it names one, otherwise to the
+# person of its device, voice device or store session.
+EVENT_PERSONS_SQL = """
+SELECT e.*, coalesce(a.person_id, s.person_id) AS person_id
+FROM events e
+LEFT JOIN identity_map a ON a.identifier = 'account:' || e.user_id
+LEFT JOIN identity_map s ON s.identifier =
+    (CASE e.channel WHEN 'store' THEN 'store_session:' WHEN 'voice' THEN 'voice_device:' ELSE 'device:' END)
+    || e.anonymous_id
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omnithread.engine.base import Engine
 from omnithread.errors import NotFoundError
+from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
 
 __all__ = ["find_person", "describe_person"]
@@ -50,15 +51,11 @@ def describe_person(engine: Engine, person_id: str) -> dict:
         WHERE a IN (SELECT identifier FROM identity_map WHERE person_id = ?)
            OR b IN (SELECT identifier FROM identity_map WHERE person_id = ?)
         ORDER BY status DESC, events DESC, a, b""", [person_id, person_id])
-    activity = engine.rows("""
-        WITH mine AS (SELECT identifier FROM identity_map WHERE person_id = ?)
+    activity = engine.rows(f"""
         SELECT coalesce(channel, 'unspecified') AS channel, count(*) AS events,
                count(*) FILTER (WHERE event = 'Order Completed') AS orders,
                round(sum(CAST(properties->>'total' AS DOUBLE)) FILTER (WHERE event = 'Order Completed'), 2) AS revenue,
                min(event_at) AS first_seen_at, max(event_at) AS last_seen_at
-        FROM events
-        WHERE 'account:' || user_id IN (SELECT identifier FROM mine)
-           OR (CASE channel WHEN 'store' THEN 'store_session:' WHEN 'voice' THEN 'voice_device:' ELSE 'device:' END
-               || anonymous_id) IN (SELECT identifier FROM mine)
+        FROM ({EVENT_PERSONS_SQL}) WHERE person_id = ?
         GROUP BY 1 ORDER BY events DESC""", [person_id])
     return {"person_id": person_id, "identifiers": identifiers, "links": links, "activity": activity}

@@ -1,0 +1,5 @@
+"""Understand: the unified profile of each person."""
+
+from omnithread.profile.build import build_profiles, get_profile
+
+__all__ = ["build_profiles", "get_profile"]
