@@ -192,22 +192,35 @@ def rejected_replay(
 
 
 @app.command()
-def resolve(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
-    """Connect identifiers into persons (a full rebuild from the log) and report the connection."""
-    from omnithread.identity import connection_summary, resolve_identities
+def resolve(
+    incremental: bool = typer.Option(False, "--incremental", help="Fold in only events loaded since the last resolve."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Connect identifiers into persons and rebuild their profiles; report the connection."""
+    from omnithread.identity import connection_summary, resolve_identities, update_identities
+    from omnithread.profile import build_profiles
     from omnithread.workspace import Workspace
 
-    from omnithread.profile import build_profiles
-
-    with Workspace(_settings(data_dir)) as ws:
-        report = resolve_identities(ws.engine, ws.pseudonymiser)
-        summary = connection_summary(ws.engine)
-        profiles = build_profiles(ws.engine)
-    result = {**report.as_dict(), "connection": summary, "profiles": profiles}
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            if incremental:
+                update = update_identities(ws.engine, ws.pseudonymiser)
+                build_profiles(ws.engine)
+                result = update.as_dict()
+            else:
+                report = resolve_identities(ws.engine, ws.pseudonymiser)
+                summary = connection_summary(ws.engine)
+                profiles = build_profiles(ws.engine)
+                result = {**report.as_dict(), "connection": summary, "profiles": profiles}
+    except OmnithreadError as error:
+        _fail(error)
     if as_json:
         _print_json(result)
-        return
-    _print_resolve(result)
+    elif incremental:
+        console.print(_table("Incremental update", [{k: v for k, v in result.items() if k != "refused"}]))
+    else:
+        _print_resolve(result)
 
 
 def _print_resolve(result: dict) -> None:

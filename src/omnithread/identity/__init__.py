@@ -2,6 +2,7 @@
 
 from omnithread.identity.config import NODE_TYPES, IdentityConfig
 from omnithread.identity.evaluate import connection_summary, evaluate_against_truth
+from omnithread.identity.incremental import UpdateReport, remove_identifier, remove_link, update_identities
 from omnithread.identity.lookup import describe_person, find_person
 from omnithread.identity.resolve import ResolveReport, resolve_identities
 
@@ -13,5 +14,9 @@ __all__ = [
     "describe_person",
     "evaluate_against_truth",
     "find_person",
+    "remove_identifier",
+    "remove_link",
     "resolve_identities",
+    "update_identities",
+    "UpdateReport",
 ]

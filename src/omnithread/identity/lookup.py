@@ -26,8 +26,12 @@ def _candidates(key: str, pseudonymiser: Pseudonymiser) -> list[str]:
 
 def find_person(engine: Engine, key: str, pseudonymiser: Pseudonymiser) -> str:
     """The person_id for a person id or any identifier of theirs; raises NotFoundError."""
-    if key.startswith("p_") and engine.scalar("SELECT count(*) FROM persons WHERE person_id = ?", [key]):
-        return key
+    if key.startswith("p_"):
+        if engine.scalar("SELECT count(*) FROM persons WHERE person_id = ?", [key]):
+            return key
+        redirected = engine.scalar("SELECT person_id FROM person_redirects WHERE old_person_id = ?", [key])
+        if redirected:
+            return redirected
     nodes = _candidates(key, pseudonymiser)
     marks = ", ".join("?" for _ in nodes)
     found = engine.rows(f"SELECT person_id, blocked_reason FROM identity_map WHERE identifier IN ({marks})", nodes)

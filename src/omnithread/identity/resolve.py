@@ -16,7 +16,7 @@ from omnithread.identity.config import NODE_TYPES, IdentityConfig
 from omnithread.identity.graph import HASH_TYPES, edges_sql, nodes_sql
 from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
 
-__all__ = ["resolve_identities", "ResolveReport", "blocked_hashes"]
+__all__ = ["resolve_identities", "ResolveReport", "blocked_hashes", "persons_sql"]
 
 
 @dataclass
@@ -45,6 +45,16 @@ def blocked_hashes(config: IdentityConfig, pseudonymiser: Pseudonymiser) -> list
             except IdentifierError:
                 continue
     return nodes
+
+
+def persons_sql(where: str = "") -> str:
+    """One row per person from ``identity_map`` (optionally only those matching ``where``)."""
+    kinds = ", ".join(f"count(*) FILTER (WHERE identifier_type = '{k}') AS {k}" for k in NODE_TYPES)
+    condition = f" AND ({where})" if where else ""
+    return f"""
+        SELECT person_id, count(*) AS identifiers, {kinds},
+               min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
+        FROM identity_map WHERE person_id IS NOT NULL{condition} GROUP BY person_id"""
 
 
 def _quote_list(values) -> str:
@@ -126,12 +136,12 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
                CASE WHEN l.label IS NOT NULL THEN 'p_' || left(md5(l.label), 16) END AS person_id,
                b.reason AS blocked_reason, n.events, n.first_seen_at, n.last_seen_at
         FROM identity_nodes n LEFT JOIN identity_labels l USING (node) LEFT JOIN blocked_nodes b USING (node)""")
-    kinds = ", ".join(f"count(*) FILTER (WHERE identifier_type = '{k}') AS {k}" for k in NODE_TYPES)
-    engine.execute(f"""
-        CREATE OR REPLACE TABLE persons AS
-        SELECT person_id, count(*) AS identifiers, {kinds},
-               min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at
-        FROM identity_map WHERE person_id IS NOT NULL GROUP BY person_id""")
+    engine.execute(f"CREATE OR REPLACE TABLE persons AS {persons_sql()}")
+    engine.execute("CREATE OR REPLACE TABLE person_redirects (old_person_id VARCHAR, person_id VARCHAR, "
+                   "redirected_at TIMESTAMPTZ, reason VARCHAR)")
+    engine.execute("CREATE OR REPLACE TABLE identity_changes (changed_at TIMESTAMPTZ, change VARCHAR, person_id VARCHAR, "
+                   "other_person_id VARCHAR, a VARCHAR, b VARCHAR, reason VARCHAR)")
+    engine.execute("CREATE OR REPLACE TABLE identity_state AS SELECT max(loaded_at) AS resolved_through FROM events")
     report.identifiers = {r["identifier_type"]: r["n"] for r in engine.rows(
         "SELECT identifier_type, count(*) AS n FROM identity_map GROUP BY 1 ORDER BY 2 DESC")}
     report.persons = engine.scalar("SELECT count(*) FROM persons")

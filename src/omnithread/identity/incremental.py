@@ -1,0 +1,256 @@
+"""Incremental updates: new events change the graph without a rebuild; removals split persons again.
+
+After a full :func:`~omnithread.identity.resolve.resolve_identities`, ``update_identities``
+reads only the events loaded since, adds their identifiers and links under the same
+guards, and merges persons where a new link joins two: the person with more
+identifiers survives with its id and the other id redirects to it. Removing an
+identifier (erasure) or a link (a correction) splits its person into the
+components that remain: the largest keeps the id. Every merge, refusal and split is
+logged in ``identity_changes``, so a merge can be traced and undone by removing the
+link that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from omnithread.engine.base import Engine
+from omnithread.errors import NotFoundError
+from omnithread.identity.cluster import _UnionFind, _kind
+from omnithread.identity.config import IdentityConfig
+from omnithread.identity.graph import edges_sql, nodes_sql
+from omnithread.identity.resolve import blocked_hashes, persons_sql
+from omnithread.privacy import Pseudonymiser
+
+__all__ = ["update_identities", "remove_identifier", "remove_link", "UpdateReport", "person_id_for"]
+
+UTC = timezone.utc
+
+
+def person_id_for(label: str) -> str:
+    """The person id a cluster labelled by its smallest identifier gets (as the full rebuild names it)."""
+    return "p_" + hashlib.md5(label.encode()).hexdigest()[:16]
+
+
+@dataclass
+class UpdateReport:
+    events: int = 0
+    new_identifiers: int = 0
+    new_links: int = 0
+    merges: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    blocked: int = 0
+    splits: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__, seconds=round(self.seconds, 4))
+
+
+class _Graph:
+    """The identity tables, changed one identifier or link at a time."""
+
+    def __init__(self, engine: Engine, config: IdentityConfig, blocked: set[str], report: UpdateReport):
+        self.engine, self.config, self.blocked, self.report = engine, config, blocked, report
+        self.now = datetime.now(UTC)
+
+    def person_of(self, node: str) -> str | None:
+        return self.engine.scalar("SELECT person_id FROM identity_map WHERE identifier = ?", [node])
+
+    def log(self, change: str, person: str | None, other: str | None, a: str | None, b: str | None, reason: str):
+        self.engine.execute("INSERT INTO identity_changes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [self.now, change, person, other, a, b, reason])
+
+    def refresh(self, persons: list[str]) -> None:
+        persons = [p for p in dict.fromkeys(persons) if p]
+        if not persons:
+            return
+        marks = ", ".join("?" for _ in persons)
+        self.engine.execute(f"DELETE FROM persons WHERE person_id IN ({marks})", persons)
+        self.engine.execute(f"INSERT INTO persons {persons_sql(f'person_id IN ({marks})')}", persons)
+
+    # -- identifiers ----------------------------------------------------------------------
+    def blocked_reason(self, node: str) -> str | None:
+        value = node.split(":", 1)[1]
+        if value.lower() in self.config.blocked_values or re.fullmatch("0+", value) or node in self.blocked:
+            return "blocked value"
+        return None
+
+    def add_node(self, row: dict) -> None:
+        node = row["node"]
+        if self.engine.scalar("SELECT count(*) FROM identity_map WHERE identifier = ?", [node]):
+            self.engine.execute(
+                "UPDATE identity_map SET events = events + ?, first_seen_at = least(first_seen_at, ?), "
+                "last_seen_at = greatest(last_seen_at, ?) WHERE identifier = ?",
+                [row["events"], row["first_seen_at"], row["last_seen_at"], node])
+            return
+        reason = self.blocked_reason(node)
+        person = None if reason else person_id_for(node)
+        self.engine.execute("INSERT INTO identity_map VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [node, _kind(node), person, reason, row["events"], row["first_seen_at"],
+                             row["last_seen_at"]])
+        self.report.new_identifiers += 1
+        self.refresh([person])
+
+    # -- links ----------------------------------------------------------------------------
+    def add_link(self, edge: dict) -> None:
+        a, b = edge["a"], edge["b"]
+        status = self.engine.scalar("SELECT status FROM identity_edges WHERE a = ? AND b = ?", [a, b])
+        if status is not None:
+            self.engine.execute(
+                "UPDATE identity_edges SET events = events + ?, last_seen_at = greatest(last_seen_at, ?), "
+                "rules = list_sort(list_distinct(list_concat(rules, ?)))[:8] WHERE a = ? AND b = ?",
+                [edge["events"], edge["last_seen_at"], edge["rules"], a, b])
+            return
+        self.engine.execute(
+            "INSERT INTO identity_edges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'kept', NULL)",
+            [a, b, edge["events"], edge["first_seen_at"], edge["last_seen_at"], edge["first_message_id"],
+             edge["rules"], _kind(a), _kind(b)])
+        self.report.new_links += 1
+        self.join(a, b)
+
+    def drop(self, a: str, b: str, reason: str) -> None:
+        self.engine.execute("UPDATE identity_edges SET status = 'dropped', reason = ? WHERE a = ? AND b = ?",
+                            [reason, a, b])
+
+    def join(self, a: str, b: str) -> None:
+        pa, pb = self.person_of(a), self.person_of(b)
+        if pa is None or pb is None:
+            blocked = a if pa is None else b
+            reason = self.engine.scalar("SELECT blocked_reason FROM identity_map WHERE identifier = ?", [blocked])
+            self.drop(a, b, f"identifier blocked: {reason}")
+            return
+        for node, other in ((a, b), (b, a)):
+            if _kind(other) == "account" and _kind(node) != "account" and self.too_many_accounts(node):
+                return
+        if pa == pb:
+            return
+        counts = self.engine.rows("SELECT * FROM persons WHERE person_id IN (?, ?)", [pa, pb])
+        for kind, most in self.config.limits.items():
+            if sum(row[kind] for row in counts) > most:
+                reason = f"limit: at most {most} {kind} per person"
+                self.drop(a, b, reason)
+                self.report.refused[reason] = self.report.refused.get(reason, 0) + 1
+                self.log("refused", pa, pb, a, b, reason)
+                return
+        self.merge(pa, pb, a, b, counts)
+
+    def too_many_accounts(self, node: str) -> bool:
+        most = self.config.max_accounts.get(_kind(node))
+        if most is None:
+            return False
+        accounts = self.engine.scalar(
+            "SELECT count(DISTINCT CASE WHEN a = ? THEN b ELSE a END) FROM identity_edges "
+            "WHERE (a = ? AND b_type = 'account') OR (b = ? AND a_type = 'account')", [node, node, node])
+        if accounts <= most:
+            return False
+        reason = f"linked to {accounts} accounts, more than {most} allowed for a {_kind(node)}"
+        block_identifier(self, node, reason)
+        self.report.blocked += 1
+        return True
+
+    def merge(self, pa: str, pb: str, a: str, b: str, counts: list[dict]) -> None:
+        sizes = {row["person_id"]: row["identifiers"] for row in counts}
+        survivor, absorbed = sorted((pa, pb), key=lambda p: (-sizes.get(p, 0), p))
+        self.engine.execute("UPDATE identity_map SET person_id = ? WHERE person_id = ?", [survivor, absorbed])
+        self.engine.execute("UPDATE person_redirects SET person_id = ? WHERE person_id = ?", [survivor, absorbed])
+        self.engine.execute("INSERT INTO person_redirects VALUES (?, ?, ?, 'merged')", [absorbed, survivor, self.now])
+        self.log("merge", survivor, absorbed, a, b, "new link")
+        self.report.merges += 1
+        self.refresh([survivor, absorbed])
+
+    # -- splits ---------------------------------------------------------------------------
+    def split(self, person: str, reason: str) -> list[str]:
+        """Split ``person`` into the components its kept links still hold; the largest keeps the id."""
+        nodes = [r["identifier"] for r in self.engine.rows(
+            "SELECT identifier FROM identity_map WHERE person_id = ?", [person])]
+        if not nodes:
+            self.refresh([person])
+            return []
+        found = _UnionFind()
+        for node in nodes:
+            found.add(node)
+        for edge in self.engine.rows(
+                "SELECT a, b FROM identity_edges WHERE status = 'kept' AND a IN "
+                "(SELECT identifier FROM identity_map WHERE person_id = ?) AND b IN "
+                "(SELECT identifier FROM identity_map WHERE person_id = ?)", [person, person]):
+            found.union(edge["a"], edge["b"])
+        parts: dict[str, list[str]] = {}
+        for node in nodes:
+            parts.setdefault(found.find(node), []).append(node)
+        ordered = sorted(parts.values(), key=lambda part: (-len(part), min(part)))
+        ids = [person]
+        for part in ordered[1:]:
+            new_id = person_id_for(min(part))
+            marks = ", ".join("?" for _ in part)
+            self.engine.execute(f"UPDATE identity_map SET person_id = ? WHERE identifier IN ({marks})", [new_id, *part])
+            self.log("split", person, new_id, None, None, reason)
+            ids.append(new_id)
+        if len(ordered) > 1:
+            self.report.splits += 1
+        self.refresh(ids)
+        return ids
+
+
+def block_identifier(graph: _Graph, node: str, reason: str) -> list[str]:
+    person = graph.person_of(node)
+    graph.engine.execute("UPDATE identity_map SET person_id = NULL, blocked_reason = ? WHERE identifier = ?",
+                         [reason, node])
+    graph.engine.execute(
+        "UPDATE identity_edges SET status = 'dropped', reason = ? WHERE (a = ? OR b = ?) AND status = 'kept'",
+        [f"identifier blocked: {reason}", node, node])
+    graph.log("block", person, None, node, None, reason)
+    return graph.split(person, reason) if person else []
+
+
+def _graph(engine: Engine, pseudonymiser: Pseudonymiser, config: IdentityConfig | None, report: UpdateReport):
+    if not engine.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'identity_state'"):
+        raise NotFoundError("identity graph", "run a full `omnithread resolve` first")
+    config = config or IdentityConfig()
+    return _Graph(engine, config, set(blocked_hashes(config, pseudonymiser)), report)
+
+
+def update_identities(engine: Engine, pseudonymiser: Pseudonymiser,
+                      config: IdentityConfig | None = None) -> UpdateReport:
+    """Fold the events loaded since the last resolve into the graph and the persons."""
+    started = time.perf_counter()
+    report = UpdateReport()
+    graph = _graph(engine, pseudonymiser, config, report)
+    through = engine.scalar("SELECT resolved_through FROM identity_state")
+    engine.execute("CREATE OR REPLACE TEMP TABLE new_events AS SELECT * FROM events WHERE loaded_at > "
+                   "coalesce(?::TIMESTAMPTZ, TIMESTAMPTZ '1970-01-01')", [through])
+    report.events = engine.scalar("SELECT count(*) FROM new_events")
+    if report.events:
+        for row in engine.rows(nodes_sql("new_events") + " ORDER BY node"):
+            graph.add_node(row)
+        for edge in engine.rows(edges_sql("new_events") + " ORDER BY first_seen_at, a, b"):
+            graph.add_link(edge)
+        engine.execute("UPDATE identity_state SET resolved_through = (SELECT max(loaded_at) FROM new_events)")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def remove_identifier(engine: Engine, pseudonymiser: Pseudonymiser, node: str, reason: str = "removed",
+                      config: IdentityConfig | None = None) -> list[str]:
+    """Take an identifier out of its person (erasure, correction); return the persons it leaves."""
+    graph = _graph(engine, pseudonymiser, config, UpdateReport())
+    if graph.engine.scalar("SELECT count(*) FROM identity_map WHERE identifier = ?", [node]) == 0:
+        raise NotFoundError("identifier", node)
+    return block_identifier(graph, node, reason)
+
+
+def remove_link(engine: Engine, pseudonymiser: Pseudonymiser, a: str, b: str, reason: str = "removed",
+                config: IdentityConfig | None = None) -> list[str]:
+    """Drop the link between two identifiers and split their person if nothing else holds it together."""
+    a, b = min(a, b), max(a, b)
+    graph = _graph(engine, pseudonymiser, config, UpdateReport())
+    if graph.engine.scalar("SELECT count(*) FROM identity_edges WHERE a = ? AND b = ?", [a, b]) == 0:
+        raise NotFoundError("link", f"{a} - {b}")
+    graph.drop(a, b, reason)
+    person = graph.person_of(a)
+    graph.log("unlink", person, None, a, b, reason)
+    return graph.split(person, reason) if person else []
