@@ -169,3 +169,44 @@ def test_the_simulated_retailer_resolves_with_few_over_merges(small_world, works
     assert report.persons_with_account == workspace.engine.scalar(
         "SELECT count(*) FROM identity_map WHERE identifier_type = 'account'")
     assert result["pairwise"]["precision"] > 0.85 and result["over_merge_rate"] < 0.08
+
+
+def test_a_person_with_hundreds_of_devices_keeps_the_first_twenty(tmp_path, settings):
+    events = [identify(n, "alice", f"device-{n:03d}") for n in range(300)]
+    ws, report = resolved(tmp_path, settings, events)
+    with ws:
+        alice = person_of(ws, "alice")
+        assert ws.engine.scalar("SELECT device FROM persons WHERE person_id = ?", [alice]) == 20
+        assert report.links_dropped == {"limit: at most 20 device per person": 280}
+        assert report.persons == 281  # the other devices stay persons of their own, nothing is lost
+
+
+def test_an_identify_that_would_join_two_accounts_is_refused(tmp_path, settings):
+    ws, report = resolved(tmp_path, settings, [identify(1, "alice", "d1"), identify(2, "alice", "d1"),
+                                               identify(3, "bob", "d1")])
+    with ws:
+        assert person_of(ws, "alice") == person_of(ws, "d1") != person_of(ws, "bob")
+        assert report.links_dropped == {"limit: at most 1 account per person": 1}
+
+
+def test_events_with_bad_or_missing_identifiers_are_kept_apart(tmp_path, settings):
+    ws, report = resolved(tmp_path, settings, [
+        identify(1, "alice", "d1", email="not-an-email", phone="12"),  # rejected at import, with reasons
+        identify(2, "bob", "d2", firstName="Bob"),
+        {"type": "page", "anonymousId": "d3", "messageId": "p3", "timestamp": T},
+    ])
+    with ws:
+        assert ws.log.rejected()[0]["reason_codes"] == ["invalid_identifier"]
+        assert report.persons == 2 and person_of(ws, "d3") != person_of(ws, "bob")
+
+
+def test_no_giant_cluster_at_the_hard_noise_setting(tmp_path, settings):
+    from omnithread.sim import WorldConfig, simulate
+
+    manifest = simulate(WorldConfig.hard(people=400, days=20, products=200, seed=5), tmp_path / "world")
+    with Workspace(settings) as ws:
+        ws.ingestor().ingest_paths(manifest["sources"])
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        largest = ws.engine.scalar("SELECT max(identifiers - store_session) FROM persons")
+        accounts = ws.engine.scalar("SELECT max(account) FROM persons")
+        assert accounts == 1 and largest < 40
