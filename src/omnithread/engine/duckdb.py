@@ -79,13 +79,17 @@ class DuckDBEngine(Engine):
         self._con.register("_incoming", rows)
         try:
             columns = ", ".join(rows.column_names)
-            inserted = self.query(
+            return self._insert(
                 f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming AS i "
                 f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = i.{key})"
             )
-            return int(inserted.column(0)[0].as_py()) if inserted.num_rows else 0
         finally:
             self._con.unregister("_incoming")
+
+    def _insert(self, sql: str) -> int:
+        """Run an INSERT and return how many rows it stored."""
+        inserted = self.query(sql)
+        return int(inserted.column(0)[0].as_py()) if inserted.num_rows else 0
 
     @property
     def has_fast_path(self) -> bool:
@@ -121,14 +125,13 @@ class DuckDBEngine(Engine):
         self._con.register("_others", others)
         try:
             columns = ", ".join(others.column_names)
-            inserted = self.query(
-                f"INSERT INTO events ({columns.replace('line_no, ', '')}) "
-                f"SELECT {columns.replace('line_no, ', '')} FROM ("
+            event_columns = ", ".join(c for c in others.column_names if c != "line_no")
+            stored = self._insert(
+                f"INSERT INTO events ({event_columns}) SELECT {event_columns} FROM ("
                 f"SELECT * FROM (SELECT {columns} FROM _staged UNION ALL BY NAME SELECT {columns} FROM _others) "
                 f"QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY line_no) = 1) AS i "
                 f"WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.message_id = i.message_id)"
             )
-            stored = int(inserted.column(0)[0].as_py()) if inserted.num_rows else 0
             offered = self._con.execute("SELECT count(*) FROM _staged").fetchall()[0][0] + others.num_rows
             return stored, offered
         finally:
