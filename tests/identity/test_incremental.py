@@ -4,7 +4,7 @@ import pytest
 
 from omnithread.errors import NotFoundError
 from omnithread.identity import (
-    find_person, remove_identifier, remove_link, resolve_identities, update_identities,
+    IdentityConfig, find_person, remove_identifier, remove_link, resolve_identities, update_identities,
 )
 from omnithread.workspace import Workspace
 from tests.conftest import write_lines
@@ -80,6 +80,10 @@ def test_erasing_an_identifier_splits_the_persons_it_held_together(tmp_path, set
         assert ws.engine.scalar("SELECT blocked_reason FROM identity_map WHERE identifier = ?", [token]) == "erasure"
 
 
+# Incremental updates add deterministic links only; the probabilistic matcher runs on a full rebuild.
+DETERMINISTIC = IdentityConfig(match_threshold=None)
+
+
 def test_incremental_updates_reach_the_same_persons_as_a_full_rebuild(tmp_path, settings, small_world, monkeypatch):
     monkeypatch.setenv("OMNITHREAD_SECRET", "one-secret-for-both-runs-0123")
     out, manifest = small_world
@@ -96,7 +100,7 @@ def test_incremental_updates_reach_the_same_persons_as_a_full_rebuild(tmp_path, 
 
     with Workspace(settings.with_(data_dir=tmp_path / "incremental")) as ws:
         ws.ingestor().ingest_paths([tmp_path / "a.jsonl"])
-        resolve_identities(ws.engine, ws.pseudonymiser)
+        resolve_identities(ws.engine, ws.pseudonymiser, DETERMINISTIC)
         ws.ingestor().ingest_paths([tmp_path / "b.jsonl"])
         report = update_identities(ws.engine, ws.pseudonymiser)
         assert report.events > 1_000 and report.merges > 0
@@ -104,7 +108,7 @@ def test_incremental_updates_reach_the_same_persons_as_a_full_rebuild(tmp_path, 
         refused = report.refused
     with Workspace(settings.with_(data_dir=tmp_path / "full")) as ws:
         ws.ingestor().ingest_paths([tmp_path / "a.jsonl", tmp_path / "b.jsonl"])
-        full_report = resolve_identities(ws.engine, ws.pseudonymiser)
+        full_report = resolve_identities(ws.engine, ws.pseudonymiser, DETERMINISTIC)
         full = partition(ws)
     if not refused and not full_report.links_dropped:
         assert incremental == full

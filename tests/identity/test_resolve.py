@@ -210,3 +210,38 @@ def test_no_giant_cluster_at_the_hard_noise_setting(tmp_path, settings):
         largest = ws.engine.scalar("SELECT max(identifiers - store_session) FROM persons")
         accounts = ws.engine.scalar("SELECT max(account) FROM persons")
         assert accounts == 1 and largest < 40
+
+
+@pytest.fixture(scope="module")
+def medium_world(tmp_path_factory):
+    from omnithread.sim import WorldConfig, simulate
+
+    out = tmp_path_factory.mktemp("medium")
+    return out, simulate(WorldConfig.demo(people=1_500, days=30, seed=21), out)
+
+
+def test_too_few_records_to_learn_from_skip_matching_with_a_reason(small_world, workspace):
+    out, manifest = small_world
+    workspace.ingestor().ingest_paths(manifest["sources"])
+    report = resolve_identities(workspace.engine, workspace.pseudonymiser)
+    assert report.probabilistic_links == 0 and "fewer than the 500 needed" in report.probabilistic_skipped
+
+
+def test_probabilistic_matching_links_sign_ups_to_accounts_correctly(medium_world, settings):
+    out, manifest = medium_world
+    owners = {}
+    for row in pq.read_table(out / "truth" / "identifiers.parquet").to_pylist():
+        if row["type"] in ("account", "signup"):
+            owners[("account:" if row["type"] == "account" else "store_session:") + row["value"]] = row["person_id"]
+    with Workspace(settings) as ws:
+        ws.ingestor().ingest_paths(manifest["sources"])
+        report = resolve_identities(ws.engine, ws.pseudonymiser)
+        links = ws.engine.rows("SELECT a, b, score FROM identity_edges WHERE list_contains(rules, 'probabilistic match')")
+        assert report.probabilistic_links == len(links) > 10
+        assert all(link["score"] >= 0.999 for link in links)
+        right = sum(owners.get(link["a"]) == owners.get(link["b"]) for link in links)
+        assert right / len(links) > 0.9
+        # names and addresses sit in their own table, which erasure can wipe
+        assert ws.engine.scalar("SELECT count(*) FROM person_attributes") > 0
+        off = resolve_identities(ws.engine, ws.pseudonymiser, IdentityConfig(match_threshold=None))
+        assert off.probabilistic_links == 0

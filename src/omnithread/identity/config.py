@@ -24,6 +24,8 @@ class IdentityConfig:
     card, a store's demo tablet). ``blocked_values``: values that never identify anyone,
     matched after the type prefix (raw ids) or as keyed hashes (hashed types, see
     :func:`omnithread.identity.resolve.blocked_hashes`). ``priority``: node types, strongest first.
+    ``match_threshold``: the match probability above which records with no shared key (store
+    sign-ups, account profiles) are linked by the probabilistic matcher; None turns it off.
     """
 
     limits: dict[str, int] = field(default_factory=lambda: {
@@ -43,6 +45,7 @@ class IdentityConfig:
         "loyalty_card": ("000000", "0000000000", "1234567890"),
     })
     priority: tuple[str, ...] = NODE_TYPES
+    match_threshold: float | None = 0.999  # chosen on the simulated retailer: see docs/identity.md
 
     def __post_init__(self) -> None:
         for name in ("limits", "max_accounts"):
@@ -51,6 +54,8 @@ class IdentityConfig:
                     raise ConfigError(f"{name}.{kind}", kind, f"one of {', '.join(NODE_TYPES)}")
                 if not isinstance(value, int) or value < 1:
                     raise ConfigError(f"{name}.{kind}", value, "an integer of at least 1")
+        if self.match_threshold is not None and not 0 < self.match_threshold < 1:
+            raise ConfigError("match_threshold", self.match_threshold, "a probability between 0 and 1, or None")
         if sorted(self.priority) != sorted(NODE_TYPES):
             raise ConfigError("priority", self.priority, f"an ordering of {', '.join(NODE_TYPES)}")
 

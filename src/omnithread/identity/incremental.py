@@ -107,7 +107,7 @@ class _Graph:
                 [edge["events"], edge["last_seen_at"], edge["rules"], a, b])
             return
         self.engine.execute(
-            "INSERT INTO identity_edges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'kept', NULL)",
+            "INSERT INTO identity_edges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'kept', NULL, NULL)",
             [a, b, edge["events"], edge["first_seen_at"], edge["last_seen_at"], edge["first_message_id"],
              edge["rules"], _kind(a), _kind(b)])
         self.report.new_links += 1

@@ -29,6 +29,8 @@ class ResolveReport:
     blocked_identifiers: int = 0
     rounds: int = 0
     split_components: int = 0
+    probabilistic_links: int = 0
+    probabilistic_skipped: str | None = None
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -70,7 +72,7 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
     engine.execute(f"""
         CREATE OR REPLACE TABLE identity_edges AS
         SELECT *, split_part(a, ':', 1) AS a_type, split_part(b, ':', 1) AS b_type,
-               'kept' AS status, NULL::VARCHAR AS reason
+               'kept' AS status, NULL::VARCHAR AS reason, NULL::DOUBLE AS score
         FROM ({edges_sql()})""")
     # values that never identify anyone
     engine.execute(f"""
@@ -93,6 +95,36 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
     engine.execute("""
         UPDATE identity_edges SET status = 'dropped', reason = 'identifier blocked: ' || bn.reason
         FROM blocked_nodes bn WHERE bn.node IN (identity_edges.a, identity_edges.b)""")
+
+
+def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
+    """Link store sign-ups and online accounts that share no key but are probably one person."""
+    from omnithread.identity.matching import build_attributes, match_records
+
+    build_attributes(engine)
+    matches = match_records(engine.query("SELECT * FROM person_attributes"), config.match_threshold)
+    if not matches:
+        return 0
+    import pyarrow as pa
+
+    engine.register("_matches", pa.table({
+        "a": [min(m["record_id_l"], m["record_id_r"]) for m in matches],
+        "b": [max(m["record_id_l"], m["record_id_r"]) for m in matches],
+        "score": [float(m["match_probability"]) for m in matches],
+    }))
+    try:
+        engine.execute("""
+            INSERT INTO identity_edges
+            SELECT m.a, m.b, 0, NULL, NULL, NULL, ['probabilistic match'], split_part(m.a, ':', 1),
+                   split_part(m.b, ':', 1),
+                   CASE WHEN bn.node IS NULL THEN 'kept' ELSE 'dropped' END,
+                   CASE WHEN bn.node IS NULL THEN NULL ELSE 'identifier blocked: ' || bn.reason END, m.score
+            FROM _matches m
+            LEFT JOIN blocked_nodes bn ON bn.node IN (m.a, m.b)
+            WHERE NOT EXISTS (SELECT 1 FROM identity_edges e WHERE e.a = m.a AND e.b = m.b)""")
+    finally:
+        engine.unregister("_matches")
+    return len(matches)
 
 
 def _split_components(engine: Engine, config: IdentityConfig) -> int:
@@ -122,6 +154,13 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
     started = time.perf_counter()
     report = ResolveReport()
     _build_links(engine, config, blocked_hashes(config, pseudonymiser))
+    if config.match_threshold is not None:
+        from omnithread.identity.matching import MatchingSkipped
+
+        try:
+            report.probabilistic_links = _add_probabilistic_links(engine, config)
+        except MatchingSkipped as skipped:
+            report.probabilistic_skipped = str(skipped)
     engine.execute("CREATE OR REPLACE TEMP TABLE kept_edges AS SELECT a, b FROM identity_edges WHERE status = 'kept'")
     report.rounds = connected_components(engine, "kept_edges", "identity_labels")
     # identifiers that no kept link touches are persons of their own
