@@ -228,8 +228,11 @@ def _print_resolve(result: dict) -> None:
                                                   for k, v in result["identifiers"].items()]))
     dropped = [{"reason": k, "links": v} for k, v in result["links_dropped"].items()]
     console.print(_table("Links", [{"kept": result["links_kept"], "dropped": sum(result["links_dropped"].values()),
+                                     "probabilistic": result["probabilistic_links"],
                                      "blocked identifiers": result["blocked_identifiers"],
                                      "split components": result["split_components"]}]))
+    if result.get("probabilistic_skipped"):
+        console.print(f"Probabilistic matching skipped: {result['probabilistic_skipped']}")
     if dropped:
         console.print(_table("Dropped links by reason", dropped))
     c = result["connection"]
