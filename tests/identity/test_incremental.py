@@ -115,3 +115,19 @@ def test_incremental_updates_reach_the_same_persons_as_a_full_rebuild(tmp_path, 
     else:  # where a limit refused a link, the order links arrive in may decide which side keeps it
         same = len(set(map(tuple, incremental)) & set(map(tuple, full)))
         assert same / len(full) > 0.97
+
+
+def test_a_full_rebuild_keeps_person_ids_and_redirects_merged_ones(tmp_path, settings):
+    with Workspace(settings) as ws:
+        ingest(ws, tmp_path, "first", [identify(1, "alice", "d1", email="alice@example.com"),
+                                        web_order(2, "alice", "d1", "tok_alice"),
+                                        till_order(3, "till:S1:T3", card="LC55556666"),
+                                        till_order(4, "till:S1:T4", card="LC55556666")])
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        alice, shopper = person(ws, "alice"), person(ws, "till:S1:T3")
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        assert (person(ws, "alice"), person(ws, "till:S1:T3")) == (alice, shopper)
+        ingest(ws, tmp_path, "second", [till_order(5, "till:S1:T5", card="LC55556666", token="tok_alice")])
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        assert person(ws, "till:S1:T3") == person(ws, "alice") == alice  # the bigger cluster keeps its id
+        assert person(ws, shopper) == alice  # and the merged one redirects

@@ -147,6 +147,47 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
     return len(over)
 
 
+def _name_persons(engine: Engine) -> None:
+    """Give each cluster a person id, keeping the ids of the previous graph where the clusters match.
+
+    A previous person's id goes to the new cluster holding most of its identifiers (ties to the
+    smaller label); a cluster takes the previous id it shares most identifiers with, and otherwise
+    a new id derived from its smallest identifier.
+    """
+    previous = engine.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'identity_map'")
+    engine.execute("CREATE OR REPLACE TEMP TABLE previous_map AS " + (
+        "SELECT identifier AS node, person_id AS old_person_id FROM identity_map WHERE person_id IS NOT NULL"
+        if previous else "SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS old_person_id WHERE false"))
+    engine.execute("""
+        CREATE OR REPLACE TEMP TABLE person_names AS
+        WITH overlap AS (
+            SELECT l.label, p.old_person_id, count(*) AS shared
+            FROM identity_labels l JOIN previous_map p USING (node) GROUP BY 1, 2
+        ), claimed AS (
+            SELECT * FROM overlap
+            QUALIFY row_number() OVER (PARTITION BY old_person_id ORDER BY shared DESC, label) = 1
+        ), kept AS (
+            SELECT * FROM claimed QUALIFY row_number() OVER (PARTITION BY label ORDER BY shared DESC, old_person_id) = 1
+        )
+        SELECT DISTINCT l.label, coalesce(k.old_person_id, 'p_' || left(md5(l.label), 16)) AS person_id
+        FROM identity_labels l LEFT JOIN kept k USING (label)""")
+
+
+def _redirect_retired(engine: Engine) -> None:
+    """Previous ids no cluster kept redirect to where most of their identifiers went."""
+    engine.execute("""
+        INSERT INTO person_redirects
+        SELECT old_person_id, person_id, now(), 'merged on rebuild' FROM (
+            SELECT p.old_person_id, m.person_id, count(*) AS shared FROM previous_map p
+            JOIN identity_map m ON m.identifier = p.node AND m.person_id IS NOT NULL
+            WHERE p.old_person_id NOT IN (SELECT person_id FROM persons)
+            GROUP BY 1, 2
+            QUALIFY row_number() OVER (PARTITION BY p.old_person_id ORDER BY count(*) DESC, m.person_id) = 1)""")
+    engine.execute("""
+        UPDATE person_redirects SET person_id = r.person_id FROM person_redirects r
+        WHERE person_redirects.person_id = r.old_person_id AND r.reason = 'merged on rebuild'""")
+
+
 def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
                        config: IdentityConfig | None = None) -> ResolveReport:
     """Rebuild the identity graph and the persons from the whole event log."""
@@ -169,17 +210,19 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
         SELECT node, node FROM identity_nodes
         WHERE node NOT IN (SELECT node FROM identity_labels) AND node NOT IN (SELECT node FROM blocked_nodes)""")
     report.split_components = _split_components(engine, config)
+    engine.execute("CREATE TABLE IF NOT EXISTS person_redirects (old_person_id VARCHAR, person_id VARCHAR, "
+                   "redirected_at TIMESTAMPTZ, reason VARCHAR)")
+    engine.execute("CREATE TABLE IF NOT EXISTS identity_changes (changed_at TIMESTAMPTZ, change VARCHAR, "
+                   "person_id VARCHAR, other_person_id VARCHAR, a VARCHAR, b VARCHAR, reason VARCHAR)")
+    _name_persons(engine)
     engine.execute("""
         CREATE OR REPLACE TABLE identity_map AS
-        SELECT n.node AS identifier, split_part(n.node, ':', 1) AS identifier_type,
-               CASE WHEN l.label IS NOT NULL THEN 'p_' || left(md5(l.label), 16) END AS person_id,
+        SELECT n.node AS identifier, split_part(n.node, ':', 1) AS identifier_type, ids.person_id,
                b.reason AS blocked_reason, n.events, n.first_seen_at, n.last_seen_at
-        FROM identity_nodes n LEFT JOIN identity_labels l USING (node) LEFT JOIN blocked_nodes b USING (node)""")
+        FROM identity_nodes n LEFT JOIN identity_labels l USING (node) LEFT JOIN person_names ids USING (label)
+        LEFT JOIN blocked_nodes b USING (node)""")
     engine.execute(f"CREATE OR REPLACE TABLE persons AS {persons_sql()}")
-    engine.execute("CREATE OR REPLACE TABLE person_redirects (old_person_id VARCHAR, person_id VARCHAR, "
-                   "redirected_at TIMESTAMPTZ, reason VARCHAR)")
-    engine.execute("CREATE OR REPLACE TABLE identity_changes (changed_at TIMESTAMPTZ, change VARCHAR, person_id VARCHAR, "
-                   "other_person_id VARCHAR, a VARCHAR, b VARCHAR, reason VARCHAR)")
+    _redirect_retired(engine)
     engine.execute("CREATE OR REPLACE TABLE identity_state AS SELECT max(loaded_at) AS resolved_through FROM events")
     report.identifiers = {r["identifier_type"]: r["n"] for r in engine.rows(
         "SELECT identifier_type, count(*) AS n FROM identity_map GROUP BY 1 ORDER BY 2 DESC")}
