@@ -245,3 +245,15 @@ def test_probabilistic_matching_links_sign_ups_to_accounts_correctly(medium_worl
         assert ws.engine.scalar("SELECT count(*) FROM person_attributes") > 0
         off = resolve_identities(ws.engine, ws.pseudonymiser, IdentityConfig(match_threshold=None))
         assert off.probabilistic_links == 0
+
+
+def test_one_to_one_keeps_each_records_best_match_and_clusters_close_pairs():
+    from omnithread.identity.matching import cluster_pairs, one_to_one
+
+    pairs = [{"id_l": "a1", "id_r": "b1", "match_probability": 0.9},
+             {"id_l": "a1", "id_r": "b2", "match_probability": 0.95},
+             {"id_l": "a2", "id_r": "b2", "match_probability": 0.5},
+             {"id_l": "a2", "id_r": "b1", "match_probability": 0.4}]
+    assert [(p["id_l"], p["id_r"]) for p in one_to_one(pairs)] == [("a1", "b2"), ("a2", "b1")]
+    assert cluster_pairs(pairs[:1] + [{"id_l": "b1", "id_r": "c1", "match_probability": 1}]) == {
+        ("a1", "b1"), ("b1", "c1"), ("a1", "c1")}

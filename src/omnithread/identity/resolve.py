@@ -108,8 +108,8 @@ def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
     import pyarrow as pa
 
     engine.register("_matches", pa.table({
-        "a": [min(m["record_id_l"], m["record_id_r"]) for m in matches],
-        "b": [max(m["record_id_l"], m["record_id_r"]) for m in matches],
+        "a": [min(m["id_l"], m["id_r"]) for m in matches],
+        "b": [max(m["id_l"], m["id_r"]) for m in matches],
         "score": [float(m["match_probability"]) for m in matches],
     }))
     try:
