@@ -128,23 +128,44 @@ def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
 
 
 def _split_components(engine: Engine, config: IdentityConfig) -> int:
-    over = engine.rows(f"""
+    """Take apart every component that breaks a limit; all at once, so the cost is one pass."""
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE over_limit AS
         SELECT DISTINCT label FROM (
             SELECT label, split_part(node, ':', 1) AS kind, count(*) AS n FROM identity_labels GROUP BY 1, 2
         ) JOIN {_limits_sql(config.limits)} USING (kind) WHERE n > most""")
-    for row in over:
-        edges = engine.rows("""
-            SELECT a, b, events, first_seen_at FROM identity_edges
-            WHERE status = 'kept' AND a IN (SELECT node FROM identity_labels WHERE label = ?)""", [row["label"]])
-        labels, refused = split_over_limit(edges, config)
+    edges = engine.rows("""
+        SELECT l.label, e.a, e.b, e.events, e.first_seen_at FROM identity_edges e
+        JOIN identity_labels l ON l.node = e.a
+        WHERE e.status = 'kept' AND l.label IN (SELECT label FROM over_limit)
+        ORDER BY l.label""")
+    by_component: dict[str, list[dict]] = {}
+    for edge in edges:
+        by_component.setdefault(edge.pop("label"), []).append(edge)
+    nodes, labels, refused_a, refused_b, reasons = [], [], [], [], []
+    for component in by_component.values():
+        new_labels, refused = split_over_limit(component, config)
+        nodes.extend(new_labels)
+        labels.extend(new_labels.values())
         for a, b, reason in refused:
-            engine.execute("UPDATE identity_edges SET status = 'dropped', reason = ? WHERE a = ? AND b = ?",
-                           [reason, a, b])
-        engine.execute("CREATE OR REPLACE TEMP TABLE relabel (node VARCHAR, label VARCHAR)")
-        engine.execute("INSERT INTO relabel SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
-                       [list(labels), list(labels.values())])
-        engine.execute("UPDATE identity_labels SET label = r.label FROM relabel r WHERE r.node = identity_labels.node")
-    return len(over)
+            refused_a.append(a)
+            refused_b.append(b)
+            reasons.append(reason)
+    import pyarrow as pa
+
+    engine.register("_refused", pa.table({"a": refused_a, "b": refused_b, "reason": reasons}, schema=pa.schema(
+        [("a", pa.string()), ("b", pa.string()), ("reason", pa.string())])))
+    engine.register("_relabel", pa.table({"node": nodes, "label": labels}, schema=pa.schema(
+        [("node", pa.string()), ("label", pa.string())])))
+    try:
+        engine.execute("""
+            UPDATE identity_edges SET status = 'dropped', reason = r.reason FROM _refused r
+            WHERE r.a = identity_edges.a AND r.b = identity_edges.b""")
+        engine.execute("UPDATE identity_labels SET label = r.label FROM _relabel r WHERE r.node = identity_labels.node")
+    finally:
+        engine.unregister("_refused")
+        engine.unregister("_relabel")
+    return len(by_component)
 
 
 def _name_persons(engine: Engine) -> None:
