@@ -15,7 +15,7 @@ from collections import Counter
 from omnithread.engine.base import Engine
 from omnithread.identity.config import IdentityConfig
 
-__all__ = ["connected_components", "split_over_limit"]
+__all__ = ["connected_components", "split_over_limit", "UnionFind", "node_kind"]
 
 
 def connected_components(engine: Engine, edges: str, labels: str, max_rounds: int = 200) -> int:
@@ -47,11 +47,11 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
     return max_rounds
 
 
-def _kind(node: str) -> str:
+def node_kind(node: str) -> str:
     return node.split(":", 1)[0]
 
 
-class _UnionFind:
+class UnionFind:
     def __init__(self):
         self.parent: dict[str, str] = {}
         self.counts: dict[str, Counter] = {}
@@ -59,7 +59,7 @@ class _UnionFind:
     def add(self, node: str) -> None:
         if node not in self.parent:
             self.parent[node] = node
-            self.counts[node] = Counter({_kind(node): 1})
+            self.counts[node] = Counter({node_kind(node): 1})
 
     def find(self, node: str) -> str:
         root = node
@@ -86,10 +86,10 @@ def split_over_limit(edges: list[dict], config: IdentityConfig) -> tuple[dict[st
     as (a, b, reason).
     """
     def strength(edge: dict) -> tuple:
-        weaker = max(config.rank(_kind(edge["a"])), config.rank(_kind(edge["b"])))
+        weaker = max(config.rank(node_kind(edge["a"])), config.rank(node_kind(edge["b"])))
         return weaker, -edge["events"], edge["first_seen_at"], edge["a"], edge["b"]
 
-    found = _UnionFind()
+    found = UnionFind()
     refused = []
     for edge in sorted(edges, key=strength):
         a, b = edge["a"], edge["b"]

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from omnithread.engine.base import Engine
 from omnithread.errors import NotFoundError
-from omnithread.identity.cluster import _UnionFind, _kind
+from omnithread.identity.cluster import UnionFind, node_kind
 from omnithread.identity.config import IdentityConfig
 from omnithread.identity.graph import edges_sql, nodes_sql
 from omnithread.identity.resolve import blocked_hashes, persons_sql
@@ -91,7 +91,7 @@ class _Graph:
         reason = self.blocked_reason(node)
         person = None if reason else person_id_for(node)
         self.engine.execute("INSERT INTO identity_map VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [node, _kind(node), person, reason, row["events"], row["first_seen_at"],
+                            [node, node_kind(node), person, reason, row["events"], row["first_seen_at"],
                              row["last_seen_at"]])
         self.report.new_identifiers += 1
         self.refresh([person])
@@ -109,7 +109,7 @@ class _Graph:
         self.engine.execute(
             "INSERT INTO identity_edges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'kept', NULL, NULL)",
             [a, b, edge["events"], edge["first_seen_at"], edge["last_seen_at"], edge["first_message_id"],
-             edge["rules"], _kind(a), _kind(b)])
+             edge["rules"], node_kind(a), node_kind(b)])
         self.report.new_links += 1
         self.join(a, b)
 
@@ -125,7 +125,7 @@ class _Graph:
             self.drop(a, b, f"identifier blocked: {reason}")
             return
         for node, other in ((a, b), (b, a)):
-            if _kind(other) == "account" and _kind(node) != "account" and self.too_many_accounts(node):
+            if node_kind(other) == "account" and node_kind(node) != "account" and self.too_many_accounts(node):
                 return
         if pa == pb:
             return
@@ -140,7 +140,7 @@ class _Graph:
         self.merge(pa, pb, a, b, counts)
 
     def too_many_accounts(self, node: str) -> bool:
-        most = self.config.max_accounts.get(_kind(node))
+        most = self.config.max_accounts.get(node_kind(node))
         if most is None:
             return False
         accounts = self.engine.scalar(
@@ -148,7 +148,7 @@ class _Graph:
             "WHERE (a = ? AND b_type = 'account') OR (b = ? AND a_type = 'account')", [node, node, node])
         if accounts <= most:
             return False
-        reason = f"linked to {accounts} accounts, more than {most} allowed for a {_kind(node)}"
+        reason = f"linked to {accounts} accounts, more than {most} allowed for a {node_kind(node)}"
         block_identifier(self, node, reason)
         self.report.blocked += 1
         return True
@@ -171,7 +171,7 @@ class _Graph:
         if not nodes:
             self.refresh([person])
             return []
-        found = _UnionFind()
+        found = UnionFind()
         for node in nodes:
             found.add(node)
         for edge in self.engine.rows(

@@ -135,9 +135,9 @@ def cluster_pairs(pairs: list[dict]) -> set[tuple[str, str]]:
     """Every pair within the clusters the matched pairs form (matches are transitive, as persons are)."""
     from itertools import combinations
 
-    from omnithread.identity.cluster import _UnionFind
+    from omnithread.identity.cluster import UnionFind
 
-    found = _UnionFind()
+    found = UnionFind()
     for pair in pairs:
         found.add(pair["id_l"])
         found.add(pair["id_r"])
