@@ -105,3 +105,10 @@ def test_resolve_and_person(tmp_path, data_dir):
     assert "Evidence" in run("person", "alice", "--data-dir", data_dir).stdout
     missing = runner.invoke(app, ["person", "nobody", "--data-dir", data_dir])
     assert missing.exit_code == 2 and "no person with id 'nobody'" in missing.output
+
+
+def test_resolve_on_an_empty_log_reports_nothing_rather_than_a_share(data_dir):
+    report = run_json("resolve", "--data-dir", data_dir)
+    assert report["persons"] == 0 and report["connection"]["store_revenue_known_online_customer_share"] is None
+    assert "there is no store revenue yet" in run("resolve", "--data-dir", data_dir).stdout
+    assert "fewer than the 500 needed" in report["probabilistic_skipped"]

@@ -236,10 +236,12 @@ def _print_resolve(result: dict) -> None:
     if dropped:
         console.print(_table("Dropped links by reason", dropped))
     c = result["connection"]
+    share = c["store_revenue_known_online_customer_share"]
+    attached = (f"{share:.1%} of store revenue is now attached to a known online customer" if share is not None
+                else "there is no store revenue yet")
     console.print(f"{c['online_identities']:,} online and {c['store_identities']:,} store identities became "
                   f"{result['persons']:,} persons ({result['persons_with_account']:,} with an online account); "
-                  f"{c['store_revenue_known_online_customer_share']:.1%} of store revenue is now attached to a "
-                  f"known online customer.")
+                  f"{attached}.")
 
 
 @app.command()

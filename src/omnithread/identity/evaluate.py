@@ -115,6 +115,7 @@ def connection_summary(engine: Engine) -> dict:
         JOIN identity_map m ON m.identifier = 'store_session:' || e.anonymous_id
         LEFT JOIN persons p USING (person_id)
         WHERE e.event = 'Order Completed' AND e.channel = 'store'""")[0]
-    share = _ratio(revenue["known_revenue"] or 0, revenue["store_revenue"] or 0)
+    # No store revenue yet: no share to speak of (not 100%).
+    share = _ratio(revenue["known_revenue"] or 0, revenue["store_revenue"]) if revenue["store_revenue"] else None
     return {**counts, "store_revenue": round(revenue["store_revenue"] or 0, 2),
             "store_revenue_known_online_customer_share": share}
