@@ -131,3 +131,15 @@ def test_a_full_rebuild_keeps_person_ids_and_redirects_merged_ones(tmp_path, set
         resolve_identities(ws.engine, ws.pseudonymiser)
         assert person(ws, "till:S1:T3") == person(ws, "alice") == alice  # the bigger cluster keeps its id
         assert person(ws, shopper) == alice  # and the merged one redirects
+
+
+def test_incremental_and_full_rebuilds_name_new_persons_alike(tmp_path, settings):
+    from omnithread.identity.incremental import person_id_for
+
+    with Workspace(settings) as ws:
+        ingest(ws, tmp_path, "log", [identify(1, "alice", "d1")])
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        assert person(ws, "alice") == person_id_for("account:alice")  # the smallest identifier names it
+        ingest(ws, tmp_path, "more", [identify(2, "bob", "d2")])
+        update_identities(ws.engine, ws.pseudonymiser)
+        assert person(ws, "bob") == person_id_for("account:bob")

@@ -9,7 +9,6 @@ import pytest
 
 from omnithread.errors import ConfigError
 from omnithread.sim import WorldConfig, build_world, simulate
-from omnithread.workspace import Workspace
 
 TINY = WorldConfig(people=150, days=10, holdout_days=4, products=80, seed=3)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from omnithread.engine.base import Engine
 from omnithread.identity.cluster import connected_components, split_over_limit
 from omnithread.identity.config import NODE_TYPES, IdentityConfig
-from omnithread.identity.graph import HASH_TYPES, edges_sql, nodes_sql
+from omnithread.identity.graph import edges_sql, nodes_sql
 from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
 
 __all__ = ["resolve_identities", "ResolveReport", "blocked_hashes", "persons_sql"]
@@ -105,8 +107,6 @@ def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
     matches = match_records(engine.query("SELECT * FROM person_attributes"), config.match_threshold)
     if not matches:
         return 0
-    import pyarrow as pa
-
     engine.register("_matches", pa.table({
         "a": [min(m["id_l"], m["id_r"]) for m in matches],
         "b": [max(m["id_l"], m["id_r"]) for m in matches],
@@ -151,8 +151,6 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
             refused_a.append(a)
             refused_b.append(b)
             reasons.append(reason)
-    import pyarrow as pa
-
     engine.register("_refused", pa.table({"a": refused_a, "b": refused_b, "reason": reasons}, schema=pa.schema(
         [("a", pa.string()), ("b", pa.string()), ("reason", pa.string())])))
     engine.register("_relabel", pa.table({"node": nodes, "label": labels}, schema=pa.schema(

@@ -270,7 +270,7 @@ class FastPathSQL:
             oks.append(f"WHEN {_quote(entry_method)} THEN {ok}")
             values.append(f"WHEN {_quote(entry_method)} THEN {value}")
         # Only Store Entered types its token; elsewhere an entry_token is an ordinary property.
-        store_entered = f"(call = 'track' AND event_name = 'Store Entered')"
+        store_entered = "(call = 'track' AND event_name = 'Store Entered')"
         ok = (f"CASE WHEN {absent} OR NOT {store_entered} THEN true "
               f"ELSE ({t} = 1 AND CASE {method} {' '.join(oks)} ELSE false END) END")
         return ok, f"CASE {method} {' '.join(values)} END"
@@ -306,8 +306,8 @@ class FastPathSQL:
         )
         expr = f"CASE WHEN {holds} THEN {expr} ELSE {base} END"
         if section == "context":
-            renamed = f"CASE WHEN channel IS NULL THEN json_object('consent', NULL) " \
-                      f"ELSE json_object('consent', NULL, 'channel', channel) END"
+            renamed = "CASE WHEN channel IS NULL THEN json_object('consent', NULL) " \
+                      "ELSE json_object('consent', NULL, 'channel', channel) END"
             needs = f"(consent_json IS NOT NULL OR channel IS DISTINCT FROM {self.p.s('$.context.channel')})"
             expr = f"CASE WHEN {needs} THEN json_merge_patch({expr}, {renamed}) ELSE {expr} END"
         return f"CASE WHEN {base} IS NULL THEN NULL ELSE {expr} END"
@@ -338,7 +338,7 @@ class FastPathSQL:
         return f"(call <> 'track' OR CASE event_name {' '.join(cases)} ELSE true END)"
 
     def _checks(self) -> list[str]:
-        p, s, t = self.p, self.p.s, self.p.t
+        s, t = self.p.s, self.p.t
         checks = []
         for key in ("userId", "anonymousId"):  # strings; numbers, emails and "" are left to Python
             checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 1 AND strlen({s('$.' + key)}) "

@@ -26,7 +26,7 @@ from omnithread.errors import Problem
 from omnithread.events.schema import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from omnithread.events.validate import TimePolicy, validate_event
 from omnithread.ingest.bulk import PHONE_FUNCTION, FastPathSQL, chunk_table, line_chunks
-from omnithread.ingest.till import TILL_COLUMNS, TillOrders, check_till_row, missing_columns, order_event
+from omnithread.ingest.till import TillOrders, check_till_row, missing_columns, order_event
 from omnithread.privacy import (
     IdentifierError,
     PayloadCipher,
@@ -146,13 +146,6 @@ class Ingestor:
                 suffix, self._read_jsonl
             )
             reader(path, progress or (lambda n: None))
-        return self._end()
-
-    def ingest_payloads(self, payloads: Iterable[dict], source: str) -> FileReport:
-        """Import already parsed payloads (an HTTP batch, a replay)."""
-        self.begin(source)
-        for index, payload in enumerate(payloads):
-            self.submit_payload(payload, f"{source}#{index}")
         return self._end()
 
     def begin(self, source: str) -> None:

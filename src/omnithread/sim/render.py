@@ -250,7 +250,6 @@ class _Renderer:
     # -- online -----------------------------------------------------------------------
     def online(self, sink: LineSink) -> None:
         s, v = self.a.sessions, self.a.views
-        w = self.w
         order = np.argsort(s["at"], kind="stable")
         starts = np.searchsorted(v["session"], np.arange(len(s["person"])))
         ends = np.searchsorted(v["session"], np.arange(len(s["person"])), side="right")
