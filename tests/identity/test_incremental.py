@@ -140,6 +140,7 @@ def test_incremental_and_full_rebuilds_name_new_persons_alike(tmp_path, settings
         ingest(ws, tmp_path, "log", [identify(1, "alice", "d1")])
         resolve_identities(ws.engine, ws.pseudonymiser)
         assert person(ws, "alice") == person_id_for("account:alice")  # the smallest identifier names it
-        ingest(ws, tmp_path, "more", [identify(2, "bob", "d2")])
+        ingest(ws, tmp_path, "more", [{"type": "page", "anonymousId": "d3", "messageId": "p3",
+                                       "timestamp": "2026-09-01T10:00:00Z", "context": {"channel": "web"}}])
         update_identities(ws.engine, ws.pseudonymiser)
-        assert person(ws, "bob") == person_id_for("account:bob")
+        assert person(ws, "d3") == person_id_for("device:d3")
