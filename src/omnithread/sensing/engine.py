@@ -73,6 +73,7 @@ class SensingConfig:
     min_weight: float = -200.0
     clock_tolerance: float = 1.0
     appearance_window: int = 6
+    extra_unit_odds: float = 0.3  # prior odds of each unit beyond the first in one grab
     currency: str = "GBP"
 
 
@@ -197,6 +198,9 @@ class SensingEngine:
         self._hist_t = np.zeros(0)
         self._hist_s = np.zeros(0, np.int64)
         self._hist_hands = np.zeros((0, 2, 3))
+        self._hist_label = np.zeros(0, np.int64)
+        self._hist_look = np.zeros((0, 16))
+        self._label_ids: dict[str, int] = {}
         self.receipts: list[Receipt] = []
         self._out: list[Receipt] = []
         self.weight_events: list[WeightEvent] = []
@@ -417,7 +421,7 @@ class SensingEngine:
 
     def _observe(self, frames: list) -> None:
         cfg = self.config
-        ts, ss, hs = [], [], []
+        ts, ss, hs, ls, lk = [], [], [], [], []
         present = [i for i, s in enumerate(self.shoppers) if s.exited is None]
         refs = [(i, self.shoppers[i].ref) for i in present if self.shoppers[i].ref is not None]
         ref_ids = np.array([i for i, _ in refs], np.int64)
@@ -455,11 +459,15 @@ class SensingEngine:
                 ts.append(t)
                 ss.append(sid)
                 hs.append(hands)
+                ls.append(self._label_ids.setdefault(label, len(self._label_ids)))
+                lk.append(look if look.size == 16 else np.zeros(16))
         if ts:
             keep = self._hist_t >= ts[-1] - 30.0
             self._hist_t = np.concatenate([self._hist_t[keep], ts])
             self._hist_s = np.concatenate([self._hist_s[keep], np.array(ss, np.int64)])
             self._hist_hands = np.concatenate([self._hist_hands[keep], np.stack(hs)])
+            self._hist_label = np.concatenate([self._hist_label[keep], np.array(ls, np.int64)])
+            self._hist_look = np.concatenate([self._hist_look[keep], np.stack(lk)])
 
     def _exit(self, msg: dict) -> None:
         sid = self.label_shopper.get(msg["track_id"])
@@ -548,7 +556,7 @@ class SensingEngine:
                     + (hands[..., 2] - self.layout.plate_z[plate] - 0.05) ** 2)
         near = d.min(axis=1)
         which = d.argmin(axis=1)
-        sids = self._hist_s[m]
+        sids = self._reidentify(self._hist_s[m], self._hist_label[m], self._hist_look[m])
         best, xs = {}, {}
         for sid in np.unique(sids).tolist():
             sel = sids == sid
@@ -560,10 +568,35 @@ class SensingEngine:
                 xs[sid] = float(np.median(hx[close]))
         return best, xs
 
+    def _reidentify(self, sids: np.ndarray, labels: np.ndarray, looks: np.ndarray) -> np.ndarray:
+        """Who each observation in a short window was, from the appearance around it on its track.
+
+        A camera may swap two track ids as people pass; one frame's appearance is too noisy to tell,
+        so each observation is judged by the mean of the few observations around it on the same
+        track id (a swap blurs only those next to it)."""
+        refs = [(i, s.ref) for i, s in enumerate(self.shoppers) if s.ref is not None and s.session in self.sessions]
+        if len(refs) < 2:
+            return sids
+        ids = np.array([i for i, _ in refs])
+        mat = np.stack([r for _, r in refs])
+        out = sids.copy()
+        half = self.config.appearance_window // 2
+        for label in np.unique(labels).tolist():
+            idx = np.nonzero(labels == label)[0]
+            seq = looks[idx]
+            if len(idx) < 3 or not np.abs(seq).sum():
+                continue
+            csum = np.vstack([np.zeros((1, seq.shape[1])), np.cumsum(seq, axis=0)])
+            k = np.arange(len(idx))
+            lo, hi = np.maximum(k - half, 0), np.minimum(k + half + 1, len(idx))
+            around = csum[hi] - csum[lo]
+            out[idx] = ids[np.argmax(around @ mat.T, axis=1)]
+        return out
+
     def _who(self, ev: WeightEvent) -> tuple[dict[int, float], dict[int, float]]:
         """Posterior over shoppers present, and where each one's hand was along the plate."""
-        for pad in (0.8, 2.5):
-            dist, xs = self._hand_distances(ev.plate, ev.t_start - pad, ev.t_end + 0.3)
+        for before, after in ((0.8, 0.3), (1.2, 1.0)):  # wider when the camera lost the hands
+            dist, xs = self._hand_distances(ev.plate, ev.t_start - before, ev.t_end + after)
             dist = {s: d for s, d in dist.items() if self.shoppers[s].session in self.sessions}
             if dist and min(dist.values()) < self.config.reach:
                 break
@@ -609,9 +642,8 @@ class SensingEngine:
                 fx = self.facing_x[ev.plate].get(prod) if not foreign else self.foreign_x.get((ev.plate, prod))
                 if fx is not None and x is not None:
                     score += -0.5 * ((x - fx) / cfg.position_sigma) ** 2
-                if ev.kind == "pick":
-                    score += math.log(available)
-                elif foreign:
+                score += (n - 1) * math.log(cfg.extra_unit_odds)
+                if ev.kind == "return" and foreign:
                     score += math.log(0.3)  # most put-backs go where they came from
                 scored.append((score, sid, prod, n, foreign, abs(grams - n * w) / sigma))
         if not scored:

@@ -418,7 +418,7 @@ def _facing(layout: Layout, rng: np.random.Generator, plates: np.ndarray | None 
 
 
 def scenario(family: str, trips: int = 50, seed: int = 0, *, gondolas: int | None = None,
-             start: float = 1_790_000_000.0) -> Scene:
+             start: float = 1_790_000_000.0, spacing: float | None = None) -> Scene:
     """A scene of ``trips`` trips of one family. See the module docstring for the hard cases."""
     if family not in FAMILIES:
         raise ValueError(f"unknown scenario family {family!r}; one of {', '.join(FAMILIES)}")
@@ -451,7 +451,7 @@ def scenario(family: str, trips: int = 50, seed: int = 0, *, gondolas: int | Non
     elif family == "crowded":
         hot = np.arange(0, min(layout.plates, 3 * layout.shelves * layout.plates_per_shelf))
         for i in range(trips):
-            at = start + i * 6.0
+            at = start + i * (6.0 if spacing is None else spacing)
             acts = basket(int(rng.integers(2, 8)), plates=hot if rng.random() < 0.5 else None)
             if rng.random() < 0.2:
                 p, _ = _facing(layout, rng, hot)
