@@ -65,6 +65,7 @@ class SensingConfig:
     position_sigma: float = 0.07  # metres: how far the hand may be from a facing's centre
     hand_sigma: float = 0.12  # metres: scale for telling two shoppers' hands apart
     reach: float = 0.35  # metres: a hand farther than this did not touch the plate
+    body_penalty: float = 0.3  # metres added when only the body, not a hand, was seen at the plate
     review_below: float = 0.8
     exit_grace: float = 3.0
     lost_after: float = 600.0
@@ -73,6 +74,7 @@ class SensingConfig:
     min_weight: float = -200.0
     clock_tolerance: float = 1.0
     appearance_window: int = 6
+    gate_seconds: float = 1.0  # a shopper's reference appearance is taken in the gate lane, this long
     extra_unit_odds: float = 0.3  # prior odds of each unit beyond the first in one grab
     currency: str = "GBP"
 
@@ -102,7 +104,7 @@ class WeightEvent:
     confidence: float = 0.0
     shopper_confidence: float = 0.0
     product_confidence: float = 0.0
-    hand_x: float | None = None
+    hand_x: tuple[float, float] | None = None  # where along the plate, and how sure (metres)
     misplaced: bool = False
     note: str = ""
 
@@ -198,6 +200,7 @@ class SensingEngine:
         self._hist_t = np.zeros(0)
         self._hist_s = np.zeros(0, np.int64)
         self._hist_hands = np.zeros((0, 2, 3))
+        self._hist_head = np.zeros((0, 3))
         self._hist_label = np.zeros(0, np.int64)
         self._hist_look = np.zeros((0, 16))
         self._label_ids: dict[str, int] = {}
@@ -394,7 +397,7 @@ class SensingEngine:
     def _enter(self, msg: dict) -> None:
         t, label, method = float(msg["t"]), msg["track_id"], msg.get("entry_method", "none")
         if method == "group":
-            leader = self.label_shopper.get(msg["group_with"])
+            leader = self._identify_label(msg["group_with"], t)
             if leader is None:
                 self._reject("unknown_group", "group_with", msg["group_with"],
                              f"group entry names track {msg['group_with']!r}, which did not enter; "
@@ -421,7 +424,7 @@ class SensingEngine:
 
     def _observe(self, frames: list) -> None:
         cfg = self.config
-        ts, ss, hs, ls, lk = [], [], [], [], []
+        ts, ss, hs, ls, lk, hd = [], [], [], [], [], []
         present = [i for i, s in enumerate(self.shoppers) if s.exited is None]
         refs = [(i, self.shoppers[i].ref) for i in present if self.shoppers[i].ref is not None]
         ref_ids = np.array([i for i, _ in refs], np.int64)
@@ -437,11 +440,11 @@ class SensingEngine:
                     looks.append(look)
                     if len(looks) > cfg.appearance_window:
                         del looks[0]
-                    if me.ref is None and t - me.entered < 2.0 and me.label == label:
+                    if me.ref is None and me.label == label and t - me.entered < cfg.gate_seconds:
                         me.ref_sum = look if me.ref_sum is None else me.ref_sum + look
                         me.ref_n += 1
-                        if me.ref_n >= 8:
-                            me.ref = me.ref_sum / np.linalg.norm(me.ref_sum)
+                    if me.ref is None and (me.ref_n >= 12 or t - me.entered >= cfg.gate_seconds) and me.ref_n:
+                        me.ref = me.ref_sum / np.linalg.norm(me.ref_sum)
                     elif len(ref_ids) > 1 and len(looks) >= 3:
                         mean = np.mean(looks, axis=0)
                         sims = ref_mat @ mean
@@ -459,6 +462,7 @@ class SensingEngine:
                 ts.append(t)
                 ss.append(sid)
                 hs.append(hands)
+                hd.append(head)
                 ls.append(self._label_ids.setdefault(label, len(self._label_ids)))
                 lk.append(look if look.size == 16 else np.zeros(16))
         if ts:
@@ -466,11 +470,27 @@ class SensingEngine:
             self._hist_t = np.concatenate([self._hist_t[keep], ts])
             self._hist_s = np.concatenate([self._hist_s[keep], np.array(ss, np.int64)])
             self._hist_hands = np.concatenate([self._hist_hands[keep], np.stack(hs)])
+            self._hist_head = np.concatenate([self._hist_head[keep], np.stack(hd)])
             self._hist_label = np.concatenate([self._hist_label[keep], np.array(ls, np.int64)])
             self._hist_look = np.concatenate([self._hist_look[keep], np.stack(lk)])
 
+    def _identify_label(self, label: str, t: float) -> int | None:
+        """Who carries track ``label`` at ``t``, by the appearance of its last few observations."""
+        lid = self._label_ids.get(label)
+        present = [i for i, s in enumerate(self.shoppers) if s.exited is None and s.ref is not None]
+        mapped = self.label_shopper.get(label)
+        if mapped is not None and self.shoppers[mapped].ref is None:
+            return mapped  # just through the gate: the camera has not seen enough of them to judge
+        if lid is not None and len(present) > 1:
+            m = (self._hist_label == lid) & (self._hist_t >= t - 3.0) & (self._hist_t <= t + 0.5)
+            look = self._hist_look[m][-self.config.appearance_window * 2:].sum(axis=0)
+            if m.sum() >= 3 and np.abs(look).sum():
+                refs = np.stack([self.shoppers[i].ref for i in present])
+                return present[int(np.argmax(refs @ look))]
+        return self.label_shopper.get(label)
+
     def _exit(self, msg: dict) -> None:
-        sid = self.label_shopper.get(msg["track_id"])
+        sid = self._identify_label(msg["track_id"], float(msg["t"]))
         if sid is None or self.shoppers[sid].exited is not None:
             cands = [i for i, s in enumerate(self.shoppers) if s.exited is None and s.label == msg["track_id"]]
             if not cands:
@@ -546,26 +566,39 @@ class SensingEngine:
     # ------------------------------------------------------------ who and what
 
     def _hand_distances(self, plate: int, t0: float, t1: float):
+        """Per shopper: how near they came to ``plate`` between ``t0`` and ``t1``, and where along it.
+
+        Nearness is the hand's distance to the plate's front edge; when the camera lost the hands
+        (occlusion), standing right in front of the plate counts too, at a penalty of
+        ``body_penalty`` metres, so a visible reaching hand always wins. The position along the
+        plate is the hand's where it touched, else the body's, less precise (``x`` and its sigma).
+        """
+        cfg = self.config
         m = (self._hist_t >= t0) & (self._hist_t <= t1)
         if not m.any():
             return {}, {}
         hands = self._hist_hands[m]  # (n, 2, 3)
+        heads = self._hist_head[m]
         x0 = self.layout.plate_x0[plate]
         px = np.clip(hands[..., 0], x0, x0 + PLATE_WIDTH)
         d = np.sqrt((hands[..., 0] - px) ** 2 + (hands[..., 1] - self.layout.plate_y[plate]) ** 2
                     + (hands[..., 2] - self.layout.plate_z[plate] - 0.05) ** 2)
         near = d.min(axis=1)
         which = d.argmin(axis=1)
+        bx = np.clip(heads[:, 0], x0, x0 + PLATE_WIDTH)
+        body = np.hypot(heads[:, 0] - bx, heads[:, 1] - self.layout.plate_y[plate] - 0.7) + cfg.body_penalty
         sids = self._reidentify(self._hist_s[m], self._hist_label[m], self._hist_look[m])
         best, xs = {}, {}
         for sid in np.unique(sids).tolist():
             sel = sids == sid
             dm = near[sel]
-            best[sid] = float(dm.min())
-            close = dm < 0.12
-            if close.any():
+            best[sid] = float(min(dm.min(), body[sel].min()))
+            close = dm < dm.min() + 0.05
+            if dm.min() < 0.15:
                 hx = hands[sel][np.arange(sel.sum()), which[sel], 0]
-                xs[sid] = float(np.median(hx[close]))
+                xs[sid] = (float(np.median(hx[close])), cfg.position_sigma)
+            elif body[sel].min() < cfg.reach:
+                xs[sid] = (float(np.median(heads[sel][body[sel] < cfg.reach, 0])), 2 * cfg.position_sigma)
         return best, xs
 
     def _reidentify(self, sids: np.ndarray, labels: np.ndarray, looks: np.ndarray) -> np.ndarray:
@@ -641,7 +674,7 @@ class SensingEngine:
                 score = -0.5 * ((grams - n * w) / sigma) ** 2 + math.log(p_who)
                 fx = self.facing_x[ev.plate].get(prod) if not foreign else self.foreign_x.get((ev.plate, prod))
                 if fx is not None and x is not None:
-                    score += -0.5 * ((x - fx) / cfg.position_sigma) ** 2
+                    score += -0.5 * ((x[0] - fx) / x[1]) ** 2
                 score += (n - 1) * math.log(cfg.extra_unit_odds)
                 if ev.kind == "return" and foreign:
                     score += math.log(0.3)  # most put-backs go where they came from
@@ -672,7 +705,7 @@ class SensingEngine:
         else:
             self.stock[ev.plate][prod] = self.stock[ev.plate].get(prod, 0) + n
             if foreign and ev.hand_x is not None:
-                self.foreign_x[(ev.plate, prod)] = ev.hand_x
+                self.foreign_x[(ev.plate, prod)] = ev.hand_x[0]
             left = n
             lines = session.cart[prod]
             while left and lines:

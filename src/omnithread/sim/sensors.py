@@ -365,7 +365,7 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
                            "hands": np.round(hands[i, k] + pn[1:], 3).tolist(),
                            "appearance": np.round(look / np.linalg.norm(look), 3).tolist()})
         frames.append({"t": round(t, 4), "seq": k, "tracks": tracks})
-    gate = []
+    gate, gate_truth = [], []
     for i, name in enumerate(names):
         plan = plans[name]
         k_in = int(np.searchsorted(times, plan.enter_at))
@@ -381,14 +381,18 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
         if plan.visit_id:
             msg["visit_id"] = plan.visit_id
         gate.append(msg)
+        gate_truth.append((msg, name))
         if not plan.never_exits:
             t_out = timelines[name].exit_at
             k_out = min(int(np.searchsorted(times, t_out)) - 1, len(times) - 1)
             gate.append({"kind": "gate", "gate_id": "gate-1", "event": "exit", "t": round(t_out, 3),
                          "track_id": f"T{label[i, k_out] + 1}"})
+            gate_truth.append((gate[-1], name))
     gate.sort(key=lambda m: m["t"])
+    truth_gate = [{"t": m["t"], "event": m["event"], "track_id": m["track_id"], "shopper": who}
+                  for m, who in sorted(gate_truth, key=lambda r: r[0]["t"])]
     truth = {"trips": trips, "events": sorted(events, key=lambda e: e.get("t_start", e.get("t", 0))),
-             "switches": switches}
+             "switches": switches, "gate": truth_gate}
     return Signals(layout, start, end, plate_t, plate_samples, frames, gate, truth)
 
 
