@@ -63,7 +63,7 @@ class SensingConfig:
     weight_sigma: float = 2.0  # grams of measurement error on a level difference
     unit_spread: float = 0.012  # share a unit's weight varies around its product's
     position_sigma: float = 0.07  # metres: how far the hand may be from a facing's centre
-    hand_sigma: float = 0.12  # metres: scale for telling two shoppers' hands apart
+    hand_sigma: float = 0.05  # metres: how far from the plate edge a touching hand is seen
     reach: float = 0.35  # metres: a hand farther than this did not touch the plate
     body_penalty: float = 0.3  # metres added when only the body, not a hand, was seen at the plate
     review_below: float = 0.8
@@ -565,18 +565,21 @@ class SensingEngine:
 
     # ------------------------------------------------------------ who and what
 
-    def _hand_distances(self, plate: int, t0: float, t1: float):
-        """Per shopper: how near they came to ``plate`` between ``t0`` and ``t1``, and where along it.
+    def _evidence(self, plate: int, t0: float, t1: float):
+        """Per shopper: how much evidence the camera holds that they touched ``plate`` between ``t0``
+        and ``t1``, how near they came, and where along the plate.
 
-        Nearness is the hand's distance to the plate's front edge; when the camera lost the hands
-        (occlusion), standing right in front of the plate counts too, at a penalty of
-        ``body_penalty`` metres, so a visible reaching hand always wins. The position along the
-        plate is the hand's where it touched, else the body's, less precise (``x`` and its sigma).
+        Each observation of a hand at the plate's front edge counts, softly by its distance
+        (``hand_sigma``), so a hand that stayed at the plate through the grab outweighs a neighbour's
+        passing close once, and a few observations given to the wrong person next to a camera id
+        swap outweigh nothing. When the camera lost the hands (occlusion), standing right in front of
+        the plate counts for half a touch. Where along the plate is the touching hand's ``x``, else the
+        body's, less precise (``x`` and its sigma).
         """
         cfg = self.config
         m = (self._hist_t >= t0) & (self._hist_t <= t1)
         if not m.any():
-            return {}, {}
+            return {}, {}, {}
         hands = self._hist_hands[m]  # (n, 2, 3)
         heads = self._hist_head[m]
         x0 = self.layout.plate_x0[plate]
@@ -586,27 +589,32 @@ class SensingEngine:
         near = d.min(axis=1)
         which = d.argmin(axis=1)
         bx = np.clip(heads[:, 0], x0, x0 + PLATE_WIDTH)
-        body = np.hypot(heads[:, 0] - bx, heads[:, 1] - self.layout.plate_y[plate] - 0.7) + cfg.body_penalty
+        body = np.hypot(heads[:, 0] - bx, heads[:, 1] - self.layout.plate_y[plate] - 0.7)
         sids = self._reidentify(self._hist_s[m], self._hist_label[m], self._hist_look[m])
-        best, xs = {}, {}
+        touch = np.exp(-0.5 * (near / cfg.hand_sigma) ** 2)
+        stand = 0.5 * np.exp(-0.5 * (body / (2 * cfg.hand_sigma)) ** 2)
+        evidence, nearest, xs = {}, {}, {}
         for sid in np.unique(sids).tolist():
             sel = sids == sid
             dm = near[sel]
-            best[sid] = float(min(dm.min(), body[sel].min()))
+            evidence[sid] = float(touch[sel].sum() + stand[sel].max())
+            nearest[sid] = float(min(dm.min(), body[sel].min() + cfg.body_penalty))
             close = dm < dm.min() + 0.05
             if dm.min() < 0.15:
                 hx = hands[sel][np.arange(sel.sum()), which[sel], 0]
                 xs[sid] = (float(np.median(hx[close])), cfg.position_sigma)
-            elif body[sel].min() < cfg.reach:
-                xs[sid] = (float(np.median(heads[sel][body[sel] < cfg.reach, 0])), 2 * cfg.position_sigma)
-        return best, xs
+            elif body[sel].min() + cfg.body_penalty < cfg.reach:
+                xs[sid] = (float(np.median(heads[sel][body[sel] + cfg.body_penalty < cfg.reach, 0])),
+                           2 * cfg.position_sigma)
+        return evidence, nearest, xs
 
     def _reidentify(self, sids: np.ndarray, labels: np.ndarray, looks: np.ndarray) -> np.ndarray:
         """Who each observation in a short window was, from the appearance around it on its track.
 
         A camera may swap two track ids as people pass; one frame's appearance is too noisy to tell,
-        so each observation is judged by the mean of the few observations around it on the same
-        track id (a swap blurs only those next to it)."""
+        so each observation is judged by the mean of the few observations before it, or after it, on
+        the same track id, whichever agrees better with someone: next to a swap, one side mixes two
+        people and the other does not."""
         refs = [(i, s.ref) for i, s in enumerate(self.shoppers) if s.ref is not None and s.session in self.sessions]
         if len(refs) < 2:
             return sids
@@ -621,26 +629,34 @@ class SensingEngine:
                 continue
             csum = np.vstack([np.zeros((1, seq.shape[1])), np.cumsum(seq, axis=0)])
             k = np.arange(len(idx))
-            lo, hi = np.maximum(k - half, 0), np.minimum(k + half + 1, len(idx))
-            around = csum[hi] - csum[lo]
-            out[idx] = ids[np.argmax(around @ mat.T, axis=1)]
+            w = 2 * half + 1
+            before = csum[k + 1] - csum[np.maximum(k + 1 - w, 0)]
+            after = csum[np.minimum(k + w, len(idx))] - csum[k]
+            sims = []
+            for side in (before, after):
+                side = side / np.maximum(np.linalg.norm(side, axis=1, keepdims=True), 1e-9)
+                sims.append(side @ mat.T)
+            # next to a swap one side mixes two people; the other is pure and agrees better with someone
+            use = np.where((sims[0].max(axis=1) >= sims[1].max(axis=1))[:, None], sims[0], sims[1])
+            out[idx] = ids[np.argmax(use, axis=1)]
         return out
 
-    def _who(self, ev: WeightEvent) -> tuple[dict[int, float], dict[int, float]]:
-        """Posterior over shoppers present, and where each one's hand was along the plate."""
+    def _who(self, ev: WeightEvent) -> tuple[dict[int, float], dict[int, tuple[float, float]]]:
+        """Posterior over shoppers present, and where each one's hand was along the plate.
+
+        The posterior is proportional to the square of each shopper's touch evidence; when nobody's
+        hand came within ``reach`` of the plate it is halved, so the line goes to review."""
         for before, after in ((0.8, 0.3), (1.2, 1.0)):  # wider when the camera lost the hands
-            dist, xs = self._hand_distances(ev.plate, ev.t_start - before, ev.t_end + after)
-            dist = {s: d for s, d in dist.items() if self.shoppers[s].session in self.sessions}
-            if dist and min(dist.values()) < self.config.reach:
+            evidence, nearest, xs = self._evidence(ev.plate, ev.t_start - before, ev.t_end + after)
+            open_ = [s for s in evidence if self.shoppers[s].session in self.sessions]
+            if open_ and min(nearest[s] for s in open_) < self.config.reach:
                 break
-        if not dist:
+        if not open_:
             return {}, {}
-        h = self.config.hand_sigma
-        logit = {s: -0.5 * (d / h) ** 2 for s, d in dist.items()}
-        top = max(logit.values())
-        z = sum(math.exp(v - top) for v in logit.values())
-        post = {s: math.exp(v - top) / z for s, v in logit.items()}
-        if min(dist.values()) > self.config.reach:
+        weight = {s: evidence[s] ** 2 + 1e-12 for s in open_}
+        z = sum(weight.values())
+        post = {s: w / z for s, w in weight.items()}
+        if min(nearest[s] for s in open_) > self.config.reach:
             post = {s: p * 0.5 for s, p in post.items()}  # nobody's hand was at the plate: doubt it
         return post, xs
 
