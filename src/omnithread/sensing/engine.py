@@ -75,6 +75,7 @@ class SensingConfig:
     clock_tolerance: float = 1.0
     appearance_window: int = 6
     gate_seconds: float = 1.0  # a shopper's reference appearance is taken in the gate lane, this long
+    # (up to three times as long when the camera lost them there)
     extra_unit_odds: float = 0.3  # prior odds of each unit beyond the first in one grab
     currency: str = "GBP"
 
@@ -440,10 +441,11 @@ class SensingEngine:
                     looks.append(look)
                     if len(looks) > cfg.appearance_window:
                         del looks[0]
-                    if me.ref is None and me.label == label and t - me.entered < cfg.gate_seconds:
+                    lane = t - me.entered < cfg.gate_seconds or (me.ref_n < 6 and t - me.entered < 3 * cfg.gate_seconds)
+                    if me.ref is None and me.label == label and lane:
                         me.ref_sum = look if me.ref_sum is None else me.ref_sum + look
                         me.ref_n += 1
-                    if me.ref is None and (me.ref_n >= 12 or t - me.entered >= cfg.gate_seconds) and me.ref_n:
+                    if me.ref is None and me.ref_n and (me.ref_n >= 12 or not lane):
                         me.ref = me.ref_sum / np.linalg.norm(me.ref_sum)
                     elif len(ref_ids) > 1 and len(looks) >= 3:
                         mean = np.mean(looks, axis=0)
@@ -638,7 +640,8 @@ class SensingEngine:
                 sims.append(side @ mat.T)
             # next to a swap one side mixes two people; the other is pure and agrees better with someone
             use = np.where((sims[0].max(axis=1) >= sims[1].max(axis=1))[:, None], sims[0], sims[1])
-            out[idx] = ids[np.argmax(use, axis=1)]
+            judged = np.isin(sids[idx], ids)  # someone without a reference yet keeps their track id
+            out[idx[judged]] = ids[np.argmax(use[judged], axis=1)]
         return out
 
     def _who(self, ev: WeightEvent) -> tuple[dict[int, float], dict[int, tuple[float, float]]]:

@@ -391,8 +391,17 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
     gate.sort(key=lambda m: m["t"])
     truth_gate = [{"t": m["t"], "event": m["event"], "track_id": m["track_id"], "shopper": who}
                   for m, who in sorted(gate_truth, key=lambda r: r[0]["t"])]
+    carriers: dict[str, list] = {}  # track id -> [(from time, shopper)], who the camera's id really followed
+    for s_ in switches:
+        for name in s_["shoppers"]:
+            i = names.index(name)
+            k = int(np.searchsorted(times, s_["t"]))
+            carriers.setdefault(f"T{label[i, k] + 1}", []).append((s_["t"], name))
+    for i, name in enumerate(names):
+        carriers.setdefault(f"T{i + 1}", []).insert(0, (plans[name].enter_at, name))
     truth = {"trips": trips, "events": sorted(events, key=lambda e: e.get("t_start", e.get("t", 0))),
-             "switches": switches, "gate": truth_gate}
+             "switches": switches, "gate": truth_gate,
+             "tracks": {k: sorted(v) for k, v in sorted(carriers.items())}}
     return Signals(layout, start, end, plate_t, plate_samples, frames, gate, truth)
 
 
