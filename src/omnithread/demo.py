@@ -36,6 +36,8 @@ class DemoRun:
     connection: dict = field(default_factory=dict)
     accuracy: dict = field(default_factory=dict)
     profiles: int = 0
+    sensed_days: float = 3.0
+    sensing: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -52,13 +54,26 @@ class DemoRun:
             "connection": self.connection,
             "identity_accuracy": self.accuracy,
             "profiles": self.profiles,
+            "sensing": self.sensing,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
 
 def _simulate(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
-    progress("simulating the retailer")
-    run.manifest = simulate(run.config, run.sources_dir)
+    from omnithread.sim.sensed import SensedStoreEvents
+
+    progress(f"simulating the retailer; sensing its checkout-free trips of the last {run.sensed_days:g} days")
+    layer = SensedStoreEvents(last_days=run.sensed_days, seed=run.config.seed)
+    run.manifest = simulate(run.config, run.sources_dir, store_layer=layer)
+    run.sensing = layer.summary()
+
+
+def _sensed_receipts(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
+    progress("counting sensed receipts in the log")
+    rows = ws.engine.rows(
+        "SELECT count(*) AS receipts, count(*) FILTER (WHERE properties->>'review_required' = 'true') AS review "
+        "FROM events WHERE event = 'Order Completed' AND properties->>'review_required' IS NOT NULL")
+    run.sensing.update(receipts_in_log=rows[0]["receipts"], receipts_in_log_for_review=rows[0]["review"])
 
 
 def _ingest(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
@@ -89,8 +104,8 @@ def _profile(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> No
 
 
 STEPS: list[tuple[str, Callable]] = [
-    ("simulate", _simulate), ("ingest", _ingest), ("summarise", _summarise), ("resolve", _resolve),
-    ("profile", _profile),
+    ("simulate", _simulate), ("ingest", _ingest), ("summarise", _summarise), ("sensing", _sensed_receipts),
+    ("resolve", _resolve), ("profile", _profile),
 ]
 
 

@@ -349,6 +349,14 @@ def _print_demo(run) -> None:
                   f"recall {accuracy['pairwise']['recall']:.3f}, F1 {accuracy['pairwise']['f1']:.3f}; "
                   f"over-merged persons {accuracy['over_merge_rate']:.1%}, "
                   f"under-merged true persons {accuracy['under_merge_rate']:.1%}.")
+    sensing = run.sensing
+    if sensing.get("trips_sensed"):
+        console.print(f"Checkout-free store: {sensing['trips_sensed']:,} trips of the last {run.sensed_days:g} days "
+                      f"sensed from {sensing['plate_messages']:,} plate messages and "
+                      f"{sensing['camera_observations']:,} camera observations; receipts against what shoppers "
+                      f"really took: F1 {sensing['f1']:.3f}, exact {sensing['exact_receipts']:.1%}, "
+                      f"{sensing['review_share']:.1%} sent to review; {sensing.get('receipts_in_log', 0):,} sensed "
+                      f"receipts in the log ({sensing['trips_from_history']:,} earlier trips from the store's history).")
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items())
     console.print(f"Took {seconds}. Explore with: omnithread stats, omnithread rejected list "
                   f"(--data-dir {run.settings.data_dir})")

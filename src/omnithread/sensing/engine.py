@@ -48,6 +48,7 @@ from omnithread.sensing.layout import AISLE, PLATE_WIDTH, Layout
 __all__ = ["SensingConfig", "SensingEngine", "Receipt", "SensorProblem", "WeightEvent"]
 
 TICK, PER_MESSAGE, CAMERA_DT = 0.2, 12, 1 / 15
+APPEARANCE = 16  # length of the appearance vector a camera track carries
 ENTRY_METHODS = ("app_code", "palm", "payment_card", "none", "group")
 
 
@@ -203,7 +204,7 @@ class SensingEngine:
         self._hist_hands = np.zeros((0, 2, 3))
         self._hist_head = np.zeros((0, 3))
         self._hist_label = np.zeros(0, np.int64)
-        self._hist_look = np.zeros((0, 16))
+        self._hist_look = np.zeros((0, APPEARANCE))
         self._label_ids: dict[str, int] = {}
         self.receipts: list[Receipt] = []
         self._out: list[Receipt] = []
@@ -313,27 +314,46 @@ class SensingEngine:
         tracks = msg.get("tracks")
         if not isinstance(tracks, list):
             return self._reject("invalid_tracks", "tracks", type(tracks).__name__, "tracks must be a list", msg)
+        if self._too_late(t, msg):
+            return
+        try:  # the common case, all at once
+            labels = [str(tr["track_id"]) for tr in tracks]
+            heads = np.array([tr["head"] for tr in tracks], float).reshape(len(tracks), 3)
+            hands = np.array([tr["hands"] for tr in tracks], float).reshape(len(tracks), 2, 3)
+            looks = np.array([tr.get("appearance") or [0.0] * APPEARANCE for tr in tracks], float).reshape(
+                len(tracks), APPEARANCE)
+            if not (np.isfinite(heads).all() and np.isfinite(hands).all() and np.isfinite(looks).all()):
+                raise ValueError("not finite")
+            if not all(labels):
+                raise ValueError("empty track_id")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            labels, heads, hands, looks = self._frame_one_by_one(msg, tracks)
+        self._seen_frame.add(key)
+        self._n += 1
+        insort(self._frames, (t, self._n, (labels, heads, hands, looks)), key=lambda r: (r[0], r[1]))
+
+    def _frame_one_by_one(self, msg: dict, tracks: list):
         good = []
         for i, tr in enumerate(tracks):
             try:
                 head = np.asarray(tr["head"], float)
                 hands = np.asarray(tr["hands"], float)
-                look = np.asarray(tr.get("appearance", ()), float)
-                if head.shape != (3,) or hands.shape != (2, 3) or not str(tr["track_id"]):
-                    raise ValueError("shape")
-                if not (np.isfinite(head).all() and np.isfinite(hands).all()):
+                look = np.asarray(tr.get("appearance") or [0.0] * APPEARANCE, float)
+                if head.shape != (3,) or hands.shape != (2, 3) or look.shape != (APPEARANCE,):
+                    raise ValueError("wrong shape")
+                if not str(tr["track_id"]):
+                    raise ValueError("empty track_id")
+                if not (np.isfinite(head).all() and np.isfinite(hands).all() and np.isfinite(look).all()):
                     raise ValueError("not finite")
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 self._reject("invalid_track", f"tracks[{i}]", str(tr)[:60],
                              f"track {i} of frame {msg.get('seq')} is unusable ({exc}): it needs track_id, "
-                             "head [x,y,z] and hands [[x,y,z],[x,y,z]]", msg)
+                             f"head [x,y,z], hands [[x,y,z],[x,y,z]] and, if any, {APPEARANCE} appearance values",
+                             msg)
                 continue
             good.append((str(tr["track_id"]), head, hands, look))
-        if self._too_late(t, msg):
-            return
-        self._seen_frame.add(key)
-        self._n += 1
-        insort(self._frames, (t, self._n, good), key=lambda r: (r[0], r[1]))
+        return ([g[0] for g in good], np.array([g[1] for g in good]).reshape(-1, 3),
+                np.array([g[2] for g in good]).reshape(-1, 2, 3), np.array([g[3] for g in good]).reshape(-1, APPEARANCE))
 
     def _feed_gate(self, msg: dict, t: float) -> None:
         event, track = msg.get("event"), msg.get("track_id")
@@ -425,61 +445,73 @@ class SensingEngine:
 
     def _observe(self, frames: list) -> None:
         cfg = self.config
-        ts, ss, hs, ls, lk, hd = [], [], [], [], [], []
-        present = [i for i, s in enumerate(self.shoppers) if s.exited is None]
-        refs = [(i, self.shoppers[i].ref) for i in present if self.shoppers[i].ref is not None]
-        ref_ids = np.array([i for i, _ in refs], np.int64)
-        ref_mat = np.stack([r for _, r in refs]) if refs else np.zeros((0, 16))
-        for t, tracks in frames:
-            for label, head, hands, look in tracks:
+        ts, ss, ls, hs, hd, lk = [], [], [], [], [], []
+        touched = set()
+        for t, (labels, heads, hands, looks) in frames:
+            for k, label in enumerate(labels):
                 sid = self.label_shopper.get(label)
                 if sid is None or self.shoppers[sid].exited is not None:
                     continue  # not (or no longer) a shopper the gate knows: staff, or a track past the exit
                 me = self.shoppers[sid]
-                if look.size:
-                    looks = self._label_looks[label]
-                    looks.append(look)
-                    if len(looks) > cfg.appearance_window:
-                        del looks[0]
+                look = looks[k]
+                seen = self._label_looks[label]
+                seen.append(look)
+                if len(seen) > cfg.appearance_window:
+                    del seen[0]
+                touched.add(label)
+                if me.ref is None:
                     lane = t - me.entered < cfg.gate_seconds or (me.ref_n < 6 and t - me.entered < 3 * cfg.gate_seconds)
-                    if me.ref is None and me.label == label and lane:
-                        me.ref_sum = look if me.ref_sum is None else me.ref_sum + look
+                    if me.label == label and lane and look.any():
+                        me.ref_sum = look.copy() if me.ref_sum is None else me.ref_sum + look
                         me.ref_n += 1
-                    if me.ref is None and me.ref_n and (me.ref_n >= 12 or not lane):
+                    if me.ref_n and (me.ref_n >= 12 or not lane):
                         me.ref = me.ref_sum / np.linalg.norm(me.ref_sum)
-                    elif len(ref_ids) > 1 and len(looks) >= 3:
-                        mean = np.mean(looks, axis=0)
-                        sims = ref_mat @ mean
-                        best = int(np.argmax(sims))
-                        own = np.nonzero(ref_ids == sid)[0]
-                        if len(own) and ref_ids[best] != sid and sims[best] > sims[own[0]] + 0.15:
-                            sid = int(ref_ids[best])
-                            self.label_shopper[label] = sid
-                            me = self.shoppers[sid]
                 dt = min(t - me.last_seen, 0.5)
                 me.last_seen = t
-                aisle = int(math.floor(head[1] / AISLE))
-                if 0 <= aisle < self.layout.gondolas and -0.3 < head[0] < self.layout.length + 0.3 and dt > 0:
+                y, x = heads[k, 1], heads[k, 0]
+                aisle = int(y // AISLE)
+                if dt > 0 and 0 <= aisle < self.layout.gondolas and -0.3 < x < self.layout.length + 0.3:
                     me.dwell[aisle] = me.dwell.get(aisle, 0.0) + dt
                 ts.append(t)
                 ss.append(sid)
-                hs.append(hands)
-                hd.append(head)
                 ls.append(self._label_ids.setdefault(label, len(self._label_ids)))
-                lk.append(look if look.size == 16 else np.zeros(16))
+                hs.append(hands[k])
+                hd.append(heads[k])
+                lk.append(look)
+        self._follow_swaps(touched)
         if ts:
             keep = self._hist_t >= ts[-1] - 30.0
             self._hist_t = np.concatenate([self._hist_t[keep], ts])
             self._hist_s = np.concatenate([self._hist_s[keep], np.array(ss, np.int64)])
+            self._hist_label = np.concatenate([self._hist_label[keep], np.array(ls, np.int64)])
             self._hist_hands = np.concatenate([self._hist_hands[keep], np.stack(hs)])
             self._hist_head = np.concatenate([self._hist_head[keep], np.stack(hd)])
-            self._hist_label = np.concatenate([self._hist_label[keep], np.array(ls, np.int64)])
             self._hist_look = np.concatenate([self._hist_look[keep], np.stack(lk)])
+
+    def _in_store(self) -> list[int]:
+        """Shoppers of trips not yet closed."""
+        return [m for session in self.sessions.values() for m in session.members]
+
+    def _follow_swaps(self, labels) -> None:
+        """After each chunk, give a track id to whoever its recent appearance matches clearly better."""
+        present = [i for i in self._in_store() if self.shoppers[i].exited is None and self.shoppers[i].ref is not None]
+        if len(present) < 2:
+            return
+        mat = np.stack([self.shoppers[i].ref for i in present])
+        for label in labels:
+            seen = self._label_looks[label]
+            sid = self.label_shopper.get(label)
+            if sid not in present or len(seen) < 3:
+                continue
+            sims = mat @ np.sum(seen, axis=0) / len(seen)
+            best = int(np.argmax(sims))
+            if present[best] != sid and sims[best] > sims[present.index(sid)] + 0.15:
+                self.label_shopper[label] = present[best]
 
     def _identify_label(self, label: str, t: float) -> int | None:
         """Who carries track ``label`` at ``t``, by the appearance of its last few observations."""
         lid = self._label_ids.get(label)
-        present = [i for i, s in enumerate(self.shoppers) if s.exited is None and s.ref is not None]
+        present = [i for i in self._in_store() if self.shoppers[i].exited is None and self.shoppers[i].ref is not None]
         mapped = self.label_shopper.get(label)
         if mapped is not None and self.shoppers[mapped].ref is None:
             return mapped  # just through the gate: the camera has not seen enough of them to judge
@@ -617,7 +649,7 @@ class SensingEngine:
         so each observation is judged by the mean of the few observations before it, or after it, on
         the same track id, whichever agrees better with someone: next to a swap, one side mixes two
         people and the other does not."""
-        refs = [(i, s.ref) for i, s in enumerate(self.shoppers) if s.ref is not None and s.session in self.sessions]
+        refs = [(i, self.shoppers[i].ref) for i in self._in_store() if self.shoppers[i].ref is not None]
         if len(refs) < 2:
             return sids
         ids = np.array([i for i, _ in refs])

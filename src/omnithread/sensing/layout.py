@@ -107,13 +107,14 @@ class Layout:
 
 def generate_layout(store_id: str, product_ids, unit_weights, prices, *, gondolas: int = 20, shelves: int = 6,
                     plates_per_shelf: int = 12, facings_per_plate: int = 2, seed: int = 0,
-                    same_weight_share: float = 0.0) -> tuple[Layout, dict[str, float]]:
+                    same_weight_share: float = 0.0, stock: int | None = None) -> tuple[Layout, dict[str, float]]:
     """Lay products out on plates in catalogue order, ``facings_per_plate`` to a plate.
 
     Products are repeated when there are more facings than products. With
     ``same_weight_share`` a share of plates get two different products of the same
     unit weight side by side (two flavours of one yoghurt): only where the hand is
-    tells them apart. Returns the layout and the unit weights it used.
+    tells them apart. ``stock`` units per facing (default: about 6 kg of the product, 3 to 12
+    units). Returns the layout and the unit weights it used.
     """
     if gondolas < 1 or shelves < 1 or plates_per_shelf < 1 or facings_per_plate < 1:
         raise ConfigError("gondolas", gondolas, "a layout needs at least one gondola, shelf, plate and facing")
@@ -142,8 +143,8 @@ def generate_layout(store_id: str, product_ids, unit_weights, prices, *, gondola
             if twin and f == 1:
                 weights[product] = weights[row[0].product_id]
             w = weights[product]
-            stock = int(np.clip(round(6000 / w), 3, 12))
-            row.append(Facing(product, round(x0 + (f + 0.5) * width, 3), w, stock))
+            units = stock if stock is not None else int(np.clip(round(6000 / w), 3, 12))
+            row.append(Facing(product, round(x0 + (f + 0.5) * width, 3), w, units))
         facings.append(row)
     tare = [round(float(t), 1) for t in rng.uniform(900, 1100, n_plates)]
     layout = Layout(store_id, gondolas, shelves, plates_per_shelf, plate_ids, facings, tare,

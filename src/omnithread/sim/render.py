@@ -160,11 +160,23 @@ class StoreEventLayer(Protocol):
     layer writes the events a perfect engine would produce.
     """
 
+    def begin(self, world) -> None:
+        """Called once before the first trip, with the world (catalogue, stores)."""
+
     def visit_events(self, visit: StoreVisit) -> list[dict]: ...
+
+    def finish(self) -> list[dict]:
+        """Called once after the last trip; returns events held back until then."""
 
 
 class IdealStoreEvents:
     """The events of a trip exactly as they happened."""
+
+    def begin(self, world) -> None:
+        return None
+
+    def finish(self) -> list[dict]:
+        return []
 
     def visit_events(self, visit: StoreVisit) -> list[dict]:
         ctx = {"channel": "store", "store_id": visit.store_id}
@@ -368,6 +380,7 @@ class _Renderer:
                                  "loyalty_card", "payment_token", "currency"])
                 writers[s], till_paths[s] = (handle, writer), path
         signed_up = np.zeros(self.cfg.people, bool)
+        self.store_layer.begin(w)
         for i in np.argsort(vi["at"], kind="stable").tolist():
             p, s, at = int(vi["person"][i]), int(vi["store"][i]), float(vi["at"][i])
             observed = at < self.a.end_observed
@@ -390,6 +403,8 @@ class _Renderer:
             for product, quantity, price, returned in lines:
                 if not returned:
                     self.truth.line(order_id, p, "store", store_id, at, product, quantity, price, observed)
+        for payload in self.store_layer.finish():
+            sink.write(payload)
         for handle, _ in writers.values():
             handle.close()
         return list(till_paths.values())

@@ -350,20 +350,30 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
                 label[a, k:], label[b, k:] = lb, la
                 switches.append({"t": float(times[k]), "shoppers": [names[a], names[b]]})
         near_before = pairs
+    # what each camera observation reports, drawn per person for all frames at once
+    visible = present.copy()
+    for i in range(len(names)):
+        idx = np.nonzero(present[i])[0]
+        starts = idx[rng.random(len(idx)) < noise.occlusion_rate]
+        for k in starts.tolist():
+            visible[i, k:k + int(rng.uniform(0.3, 1.5) * HZ_CAMERA)] = False
+        visible[i, idx[rng.random(len(idx)) < noise.dropout]] = False
+    rows, first = [], []
+    for i in range(len(names)):
+        idx = np.nonzero(present[i])[0]
+        k0, k1 = (int(idx[0]), int(idx[-1]) + 1) if len(idx) else (0, 0)
+        F = k1 - k0
+        look = looks[i] + rng.normal(0, noise.appearance_noise, (F, dim))
+        look /= np.linalg.norm(look, axis=1, keepdims=True)
+        rows.append((np.round(heads[i, k0:k1] + rng.normal(0, noise.position_noise, (F, 3)), 3).tolist(),
+                     np.round(hands[i, k0:k1] + rng.normal(0, noise.position_noise, (F, 2, 3)), 3).tolist(),
+                     np.round(look, 3).tolist()))
+        first.append(k0)
     frames = []
-    occluded_until = np.full(len(names), -1.0)
     for k, t in enumerate(times.tolist()):
-        tracks = []
-        for i in np.nonzero(present[:, k])[0].tolist():
-            if rng.random() < noise.occlusion_rate:
-                occluded_until[i] = t + rng.uniform(0.3, 1.5)
-            if t < occluded_until[i] or rng.random() < noise.dropout:
-                continue
-            pn = rng.normal(0, noise.position_noise, (3, 3))
-            look = looks[i] + rng.normal(0, noise.appearance_noise, dim)
-            tracks.append({"track_id": f"T{label[i, k] + 1}", "head": np.round(heads[i, k] + pn[0], 3).tolist(),
-                           "hands": np.round(hands[i, k] + pn[1:], 3).tolist(),
-                           "appearance": np.round(look / np.linalg.norm(look), 3).tolist()})
+        tracks = [{"track_id": f"T{label[i, k] + 1}", "head": rows[i][0][k - first[i]],
+                   "hands": rows[i][1][k - first[i]], "appearance": rows[i][2][k - first[i]]}
+                  for i in np.nonzero(visible[:, k])[0].tolist()]
         frames.append({"t": round(t, 4), "seq": k, "tracks": tracks})
     gate, gate_truth = [], []
     for i, name in enumerate(names):
