@@ -14,7 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, Te
 from rich.table import Table
 
 from omnithread.config import Settings
-from omnithread.errors import OmnithreadError
+from omnithread.errors import ConfigError, OmnithreadError
 from omnithread.ingest import IngestReport, replay_rejected
 from omnithread.sim import WorldConfig
 
@@ -22,6 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="omnithread: one thread from sensing to service for retailers with shops and stores.")
 rejected_app = typer.Typer(no_args_is_help=True, help="List and replay events that failed validation.")
 app.add_typer(rejected_app, name="rejected")
+sensing_app = typer.Typer(no_args_is_help=True,
+                          help="Checkout-free stores: simulate sensor recordings, turn them into receipts, score them.")
+app.add_typer(sensing_app, name="sensing")
 console = Console()
 err = Console(stderr=True)
 
@@ -360,6 +363,132 @@ def _print_demo(run) -> None:
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items())
     console.print(f"Took {seconds}. Explore with: omnithread stats, omnithread rejected list "
                   f"(--data-dir {run.settings.data_dir})")
+
+
+@sensing_app.command("simulate")
+def sensing_simulate(
+    out: Path = typer.Argument(..., help="Directory to write the recording to."),
+    family: str = typer.Option("crowded", help="simple, crowded, misplaced, same_weight or handoff."),
+    trips: int = typer.Option(20, min=1),
+    seed: int = typer.Option(0),
+    gondolas: Optional[int] = typer.Option(None, help="Gondolas in the store (default 20 crowded, 6 otherwise)."),
+    shuffle: float = typer.Option(0.5, help="Deliver messages up to this many seconds out of order."),
+    duplicates: float = typer.Option(0.01, help="Share of messages delivered twice."),
+    as_json: bool = JsonFlag,
+) -> None:
+    """Record gate, camera and shelf-weight signals of a simulated checkout-free store, with its truth."""
+    from omnithread.sensing.recording import write_recording
+    from omnithread.sim.sensors import FAMILIES, render_scene, scenario
+
+    if family not in FAMILIES:
+        _fail(ConfigError("family", family, f"one of {', '.join(FAMILIES)}"))
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=as_json) as bar:
+        bar.add_task(f"simulating {trips} {family} trips")
+        signals = render_scene(scenario(family, trips, seed, gondolas=gondolas))
+        written = write_recording(signals, out, shuffle=shuffle, duplicates=duplicates, seed=seed)
+    result = {"out": str(out), "family": family, "trips": len(signals.truth["trips"]),
+              "plates": signals.layout.plates, **written}
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"Recorded {result['trips']} trips ({family}) in a store of {result['plates']:,} plates: "
+                      f"{written['store_seconds']:,} s of store time, {written['plate_messages']:,} plate messages "
+                      f"and {written['other_messages']:,} camera and gate messages in {out}")
+
+
+def _run_sensing(recording: Path, as_json: bool):
+    from omnithread.sensing.recording import run_recording
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=as_json) as bar:
+        task = bar.add_task("sensing")
+        return run_recording(recording, progress=lambda n: bar.update(task, description=f"sensing: {n:,} messages"))
+
+
+@sensing_app.command("run")
+def sensing_run(
+    recording: Path = typer.Argument(..., help="A recording directory (layout.json, plates.parquet, messages.jsonl)."),
+    out: Optional[Path] = typer.Option(None, help="Where to write the events (default RECORDING/events.jsonl)."),
+    ingest_events: bool = typer.Option(False, "--ingest", help="Also import the events into the event log."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Turn recorded signals into receipts and store events; unusable messages go to problems.jsonl."""
+    import orjson
+
+    try:
+        engine, receipts = _run_sensing(recording, as_json)
+    except OmnithreadError as error:
+        _fail(error)
+    out = out or recording / "events.jsonl"
+    with open(out, "wb") as handle:
+        for r in receipts:
+            for ev in r.events:
+                handle.write(orjson.dumps(ev) + b"\n")
+    problems_path = out.parent / "problems.jsonl"
+    with open(problems_path, "wb") as handle:
+        for p in engine.problems:
+            handle.write(orjson.dumps(p.as_dict()) + b"\n")
+    result = {"messages": engine.messages, "duplicates_ignored": engine.duplicates, "weight_events":
+              len(engine.weight_events), "receipts": len(receipts),
+              "for_review": sum(r.review for r in receipts), "problems": len(engine.problems),
+              "events_file": str(out), "problems_file": str(problems_path)}
+    if ingest_events:
+        from omnithread.workspace import Workspace
+
+        with Workspace(_settings(data_dir)) as ws:
+            result["ingest"] = ws.ingestor().ingest_paths([out]).as_dict()
+    if as_json:
+        _print_json({**result, "receipts_detail": [
+            {"visit_id": r.visit_id, "lines": {p: {"quantity": q, "confidence": round(c, 4)}
+                                               for p, (q, c) in r.lines.items()},
+             "review": r.review, "reasons": r.reasons, "aisle_dwell": r.dwell} for r in receipts]})
+        return
+    rows = [{"visit": r.visit_id, "items": sum(r.basket.values()), "lines": len(r.basket),
+             "lowest confidence": round(min((c for _, c in r.lines.values()), default=1.0), 3),
+             "review": "; ".join(r.reasons) if r.review else ""} for r in receipts]
+    console.print(_table("Receipts", rows[:50]))
+    if len(rows) > 50:
+        console.print(f"... and {len(rows) - 50} more in {out}")
+    console.print(f"{result['messages']:,} messages ({result['duplicates_ignored']:,} duplicates ignored), "
+                  f"{result['weight_events']:,} weight changes, {result['receipts']:,} receipts "
+                  f"({result['for_review']:,} for review), {result['problems']:,} problems -> {problems_path}. "
+                  f"Events: {out}")
+    if engine.problems:
+        counts: dict[str, int] = {}
+        for p in engine.problems:
+            counts[p.problem.code] = counts.get(p.problem.code, 0) + 1
+        console.print(_table("Problems by reason", [{"reason": k, "messages": v} for k, v in sorted(counts.items())]))
+    if "ingest" in result:
+        console.print(f"Imported: {result['ingest']['accepted']:,} accepted, {result['ingest']['duplicates']:,} "
+                      f"duplicates, {result['ingest']['rejected']:,} rejected.")
+
+
+@sensing_app.command("evaluate")
+def sensing_evaluate(
+    recording: Path = typer.Argument(..., help="A simulated recording (with truth.json)."),
+    as_json: bool = JsonFlag,
+) -> None:
+    """Run the engine over a recording and score its receipts against the truth."""
+    import orjson
+
+    from omnithread.sensing.evaluate import evaluate_receipts
+
+    truth_path = recording / "truth.json"
+    if not truth_path.is_file():
+        _fail(ConfigError("recording", str(recording), "a simulated recording with truth.json"))
+    try:
+        engine, receipts = _run_sensing(recording, as_json)
+    except OmnithreadError as error:
+        _fail(error)
+    result = evaluate_receipts(orjson.loads(truth_path.read_bytes()), receipts, engine.weight_events,
+                               engine.layout.plate_ids, engine.config.lateness)
+    result["sensor_problems"] = len(engine.problems)
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(_table("Receipts against truth", [{"measure": k, "value": v} for k, v in result.items()]))
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -16,7 +16,10 @@ import numpy as np
 __all__ = ["evaluate_receipts"]
 
 
-def evaluate_receipts(truth: dict, receipts, weight_events, plate_ids: list[str]) -> dict:
+def evaluate_receipts(truth: dict, receipts, weight_events, plate_ids: list[str], lateness: float = 0.0) -> dict:
+    """Score ``receipts`` against ``truth``. The exit-to-receipt time is in store time: from the exit to the
+    chunk that closed the trip, plus ``lateness`` (live, the engine's watermark trails the newest message
+    by that much)."""
     trips = {t["visit_id"]: t for t in truth["trips"]}
     session_visit = {t["session"]: t["visit_id"] for t in truth["trips"]}
     got = {r.visit_id: r for r in receipts}
@@ -48,7 +51,7 @@ def evaluate_receipts(truth: dict, receipts, weight_events, plate_ids: list[str]
                 detected += 1
                 associated += ev.session == session_visit.get(e["session"])
             break
-    latency = [r.closed_store_time - r.exited for r in receipts if r.visit_id in trips
+    latency = [r.closed_store_time - r.exited + lateness for r in receipts if r.visit_id in trips
                and not trips[r.visit_id]["never_exits"]]
     n = len(trips)
     return {
