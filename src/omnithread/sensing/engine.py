@@ -74,6 +74,7 @@ class SensingConfig:
     max_weight: float = 100_000.0
     min_weight: float = -200.0
     clock_tolerance: float = 1.0
+    max_gap: float = 10.0  # seconds: how far back a change after a gap in a plate's messages may have begun
     appearance_window: int = 6
     gate_seconds: float = 1.0  # a shopper's reference appearance is taken in the gate lane, this long
     # (up to three times as long when the camera lost them there)
@@ -178,6 +179,7 @@ class SensingEngine:
         self._last = np.zeros(P)
         self._steady_n = np.zeros(P, np.int64)
         self._steady_sum = np.zeros(P)
+        self._seen = np.full(P, -np.inf)  # time of each plate's last message
         self.stock: list[dict[str, int]] = [{f.product_id: f.stock for f in fs} for fs in layout.facings]
         self.facing_x: list[dict[str, float]] = [{f.product_id: f.x for f in fs} for fs in layout.facings]
         self.home_plates = {p: {plate for plate, _ in v} for p, v in layout.home.items()}
@@ -565,18 +567,22 @@ class SensingEngine:
         if len(idx):
             m = np.nanmean(mean[idx], axis=1)
             self.level[idx] += cfg.drift_follow * (m - self.level[idx])
+        last_have = K - 1 - np.argmax(have[:, ::-1], axis=1)
         for p in np.nonzero(~calm)[0].tolist():
             for k in range(K):
                 if not have[p, k]:
                     continue
                 t = self._epoch + (tick0 + k) * TICK
                 m, s = mean[p, k], spread[p, k]
+                seen_before = self._seen[p]
+                self._seen[p] = t
                 if not self.unsteady[p]:
                     if s < cfg.steady_spread and abs(m - self.level[p]) < cfg.level_tolerance:
                         self.level[p] += cfg.drift_follow * (m - self.level[p])
                         continue
                     self.unsteady[p] = True
-                    self._start[p] = t
+                    # after a gap in the plate's messages the change may have begun right after the last one seen
+                    self._start[p] = max(min(t, seen_before + TICK), t - cfg.max_gap)
                     self._steady_n[p] = 1 if s < cfg.steady_spread else 0
                     self._steady_sum[p] = m if s < cfg.steady_spread else 0.0
                     self._last[p] = m
@@ -596,6 +602,8 @@ class SensingEngine:
                     self.unsteady[p] = False
                     if abs(delta) >= cfg.min_change:
                         self._resolve(WeightEvent(p, float(self._start[p]), t_end, float(delta)))
+        seen = have.any(axis=1) & calm
+        self._seen[seen] = self._epoch + (tick0 + last_have[seen]) * TICK
 
     # ------------------------------------------------------------ who and what
 
