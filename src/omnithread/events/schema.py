@@ -131,6 +131,9 @@ _ORDER = {
     "loyalty_card": FieldSpec("identifier", description="loyalty card shown at the till (hashed)"),
     "payment_token": FieldSpec("identifier", description="token of the payment card used (hashed)"),
     "till_id": FieldSpec("string", description="till that took a store order"),
+    "visit_id": FieldSpec("string", description="checkout-free store: the trip this receipt closes"),
+    "review_required": FieldSpec(
+        "boolean", description="checkout-free store: a line's confidence was too low, a person checks it"),
 }
 
 _STORE_ITEM = {
@@ -188,6 +191,8 @@ _SCHEMAS = [
             "gate_id": FieldSpec("string", description="the gate"),
             "visit_id": FieldSpec("string", description="the store visit that ends here"),
             "dwell_seconds": FieldSpec("number", minimum=0, description="time in the store"),
+            "aisle_dwell": FieldSpec("object", description="seconds spent in each aisle, from the cameras"),
+            "exit_reason": FieldSpec("string", description="set when no exit was seen and the trip was closed"),
         },
         requires_store=True,
     ),

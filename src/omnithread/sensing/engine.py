@@ -47,7 +47,7 @@ from omnithread.sensing.layout import AISLE, PLATE_WIDTH, Layout
 
 __all__ = ["SensingConfig", "SensingEngine", "Receipt", "SensorProblem", "WeightEvent"]
 
-TICK, PER_MESSAGE, CAMERA_DT = 0.2, 12, 1 / 15
+TICK, PER_MESSAGE = 0.2, 12  # seconds a plate message covers, samples in it (60 Hz)
 APPEARANCE = 16  # length of the appearance vector a camera track carries
 ENTRY_METHODS = ("app_code", "palm", "payment_card", "none", "group")
 
@@ -74,6 +74,8 @@ class SensingConfig:
     max_weight: float = 100_000.0
     min_weight: float = -200.0
     clock_tolerance: float = 1.0
+    max_ahead: float = 5.0  # seconds one sensor may move the store's time ahead on its own
+    quorum: int = 3  # sensors that must agree before the store's time leaps further
     max_gap: float = 10.0  # seconds: how far back a change after a gap in a plate's messages may have begun
     appearance_window: int = 6
     gate_seconds: float = 1.0  # a shopper's reference appearance is taken in the gate lane, this long
@@ -197,6 +199,7 @@ class SensingEngine:
         self._n = 0
         self.processed_until: float | None = None
         self.newest = -math.inf
+        self._ahead: dict[str, float] = {}
         self.shoppers: list[_Shopper] = []
         self.sessions: dict[str, _Session] = {}
         self.label_shopper: dict[str, int] = {}
@@ -231,15 +234,34 @@ class SensingEngine:
         if self._epoch is None:
             self._epoch = float(t) - (float(t) % TICK)
         if kind == "plate":
-            self._feed_plate(msg, float(t))
+            accepted = self._feed_plate(msg, float(t))
         elif kind == "frame":
-            self._feed_frame(msg, float(t))
+            accepted = self._feed_frame(msg, float(t))
         elif kind == "gate":
-            self._feed_gate(msg, float(t))
+            accepted = self._feed_gate(msg, float(t))
         else:
             return self._reject("unknown_kind", "kind", kind, f"kind must be plate, frame or gate, got {kind!r}", msg)
-        self.newest = max(self.newest, float(t))
-        self._advance(self.newest - self.config.lateness)
+        if accepted:
+            self._move_time(float(t), f"{kind}:{msg.get('plate_id') or msg.get('camera') or msg.get('gate_id')}")
+
+    def _move_time(self, t: float, source: str) -> None:
+        """Move the store's time (and so the watermark) to ``t``.
+
+        One sensor whose clock leapt ahead must not turn everyone else's messages late: a message more
+        than ``max_ahead`` seconds ahead of the store's time is kept but moves the time only once
+        ``quorum`` different sensors report times that far ahead (the store really was silent, and
+        came back)."""
+        cfg = self.config
+        if self.newest == -math.inf or t <= self.newest + cfg.max_ahead:
+            if t > self.newest:
+                self.newest = t
+                self._advance(t - cfg.lateness)
+            return
+        self._ahead[source] = max(self._ahead.get(source, t), t)
+        if len(self._ahead) >= cfg.quorum:
+            self.newest = sorted(self._ahead.values())[-cfg.quorum]
+            self._ahead = {s: v for s, v in self._ahead.items() if v > self.newest + cfg.max_ahead}
+            self._advance(self.newest - cfg.lateness)
 
     def feed_many(self, messages) -> None:
         for m in messages:
@@ -253,7 +275,7 @@ class SensingEngine:
             return True
         return False
 
-    def _feed_plate(self, msg: dict, t: float) -> None:
+    def _feed_plate(self, msg: dict, t: float) -> bool | None:
         plate = self.layout.index.get(msg.get("plate_id"))
         if plate is None:
             return self._reject("unknown_plate", "plate_id", msg.get("plate_id"),
@@ -297,6 +319,7 @@ class SensingEngine:
         if block is None:
             block = self._ticks[tick] = np.full((self.layout.plates, PER_MESSAGE), np.nan)
         block[plate] = arr
+        return True
 
     def feed_block(self, t: float, samples: np.ndarray) -> None:
         """Take one message from every plate at once (a shelf gateway's batch), ``samples`` (plates, 12)."""
@@ -308,7 +331,7 @@ class SensingEngine:
         self.newest = max(self.newest, t)
         self._advance(self.newest - self.config.lateness)
 
-    def _feed_frame(self, msg: dict, t: float) -> None:
+    def _feed_frame(self, msg: dict, t: float) -> bool | None:
         key = (msg.get("camera"), msg.get("seq"), round(t, 3))
         if key in self._seen_frame:
             self.duplicates += 1
@@ -333,6 +356,7 @@ class SensingEngine:
         self._seen_frame.add(key)
         self._n += 1
         insort(self._frames, (t, self._n, (labels, heads, hands, looks)), key=lambda r: (r[0], r[1]))
+        return True
 
     def _frame_one_by_one(self, msg: dict, tracks: list):
         good = []
@@ -355,13 +379,14 @@ class SensingEngine:
                 continue
             good.append((str(tr["track_id"]), head, hands, look))
         return ([g[0] for g in good], np.array([g[1] for g in good]).reshape(-1, 3),
-                np.array([g[2] for g in good]).reshape(-1, 2, 3), np.array([g[3] for g in good]).reshape(-1, APPEARANCE))
+                np.array([g[2] for g in good]).reshape(-1, 2, 3),
+                np.array([g[3] for g in good]).reshape(-1, APPEARANCE))
 
-    def _feed_gate(self, msg: dict, t: float) -> None:
+    def _feed_gate(self, msg: dict, t: float) -> bool | None:
         event, track = msg.get("event"), msg.get("track_id")
         if event not in ("enter", "exit"):
-            return self._reject("invalid_gate_event", "event", event, f"gate event must be enter or exit, got {event!r}",
-                                msg)
+            return self._reject("invalid_gate_event", "event", event,
+                                f"gate event must be enter or exit, got {event!r}", msg)
         if not isinstance(track, str) or not track:
             return self._reject("invalid_track", "track_id", track, "a gate message needs the track_id it saw", msg)
         if event == "enter":
@@ -381,6 +406,7 @@ class SensingEngine:
         self._seen_gate.add(key)
         self._n += 1
         insort(self._gate, (t, self._n, msg), key=lambda r: (r[0], r[1]))
+        return True
 
     # ------------------------------------------------------------ time
 

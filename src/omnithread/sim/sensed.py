@@ -1,8 +1,8 @@
 """Checkout-free trips of the simulated retailer, sensed: shelf, camera and gate signals run through the
 sensing engine, whose receipts and interest events become the store's events.
 
-The retailer's trips happen over weeks (optionally only the last ``last_days`` of them are sensed); a store's sensors would report every idle hour too. To keep the
-demo quick, the trips of each store are played in busy sessions of ``session_trips`` trips, a new shopper
+The retailer's trips happen over weeks (optionally only the last ``last_days`` of them are sensed); a
+store's sensors would report every idle hour too. To keep the demo quick, the trips of each store are played in busy sessions of ``session_trips`` trips, a new shopper
 through the gate every ``spacing`` seconds (denser than the real day, so harder for the engine, never
 easier), with the shelves restocked between sessions. Each trip's events are then moved back to the
 trip's real time. What the engine got wrong stays wrong: the truth (orders, future purchases) is what the

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from omnithread.sensing.layout import AISLE, FRONT, GATE, PLATE_WIDTH, Layout, generate_layout
+from omnithread.sensing.layout import AISLE, FRONT, GATE, Layout, generate_layout
 
 __all__ = ["Action", "ShopperPlan", "Scene", "Signals", "SensorNoise", "render_scene", "scenario", "FAMILIES",
            "scenario_layout"]
@@ -61,7 +61,9 @@ class Action:
 
 @dataclass
 class ShopperPlan:
-    """One person's trip. Companions name the payer they entered with in ``group_with``."""
+    """One person's trip. Companions name the payer they entered with in ``group_with``. With
+    ``never_exits`` the person walks out but the gate misses it (tailgating, a gate fault): no exit
+    message, the track just ends."""
 
     shopper: str
     enter_at: float
@@ -329,7 +331,7 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
     hands = np.zeros((len(names), len(times), 2, 3))
     for i, name in enumerate(names):
         tl = timelines[name]
-        m = (times >= plans[name].enter_at) & (times < (tl.exit_at if not plans[name].never_exits else end))
+        m = (times >= plans[name].enter_at) & (times < tl.exit_at)
         present[i] = m
         heads[i], hands[i] = _positions(tl, times)
     # track ids: one per person at entry, swapped when two people pass close
