@@ -109,7 +109,7 @@ class WeightEvent:
     confidence: float = 0.0
     shopper_confidence: float = 0.0
     product_confidence: float = 0.0
-    hand_x: tuple[float, float] | None = None  # where along the plate, and how sure (metres)
+    hand_x: tuple | None = None  # where along the plate, how sure (metres), and where the body stood
     misplaced: bool = False
     note: str = ""
 
@@ -214,7 +214,8 @@ class SensingEngine:
         self.receipts: list[Receipt] = []
         self._out: list[Receipt] = []
         self.weight_events: list[WeightEvent] = []
-        self.foreign_x: dict[tuple[int, str], float] = {}  # where a product put back on another plate lies
+        self.foreign_x: dict[tuple[int, str], float] = {}
+        self._body_sq, self._body_n = 0.0, 0  # where a product put back on another plate lies
 
     # ------------------------------------------------------------ input
 
@@ -642,7 +643,8 @@ class SensingEngine:
         passing close once, and a few observations given to the wrong person next to a camera id
         swap outweigh nothing. When the camera lost the hands (occlusion), standing right in front of
         the plate counts for half a touch. Where along the plate is the touching hand's ``x``, else the
-        body's, less precise (``x`` and its sigma).
+        body's, as precise as this store's shoppers have been seen to stand in front of what they take
+        (``x``, its sigma, and the body's ``x`` when the hand was seen).
         """
         cfg = self.config
         m = (self._hist_t >= t0) & (self._hist_t <= t1)
@@ -668,13 +670,20 @@ class SensingEngine:
             evidence[sid] = float(touch[sel].sum() + stand[sel].max())
             nearest[sid] = float(min(dm.min(), body[sel].min() + cfg.body_penalty))
             close = dm < dm.min() + 0.05
+            at_plate = body[sel] + cfg.body_penalty < cfg.reach
+            body_x = float(np.median(heads[sel][at_plate, 0])) if at_plate.any() else None
             if dm.min() < 0.15:
                 hx = hands[sel][np.arange(sel.sum()), which[sel], 0]
-                xs[sid] = (float(np.median(hx[close])), cfg.position_sigma)
-            elif body[sel].min() + cfg.body_penalty < cfg.reach:
-                xs[sid] = (float(np.median(heads[sel][body[sel] + cfg.body_penalty < cfg.reach, 0])),
-                           2 * cfg.position_sigma)
+                xs[sid] = (float(np.median(hx[close])), cfg.position_sigma, body_x)
+            elif body_x is not None:
+                xs[sid] = (body_x, self._body_sigma(), None)
         return evidence, nearest, xs
+
+    def _body_sigma(self) -> float:
+        """How far from the touched spot shoppers stand, learnt from grabs where the hand was seen."""
+        if self._body_n < 20:
+            return 2 * self.config.position_sigma
+        return math.sqrt(self._body_sq / self._body_n + self.config.position_sigma ** 2)
 
     def _reidentify(self, sids: np.ndarray, labels: np.ndarray, looks: np.ndarray) -> np.ndarray:
         """Who each observation in a short window was, from the appearance around it on its track.
@@ -779,6 +788,10 @@ class SensingEngine:
             joint *= 0.2
             ev.note = f"weight change {ev.delta:+.0f} g is {resid:.1f} sigma from {n} x {prod}"
         ev.shopper, ev.product, ev.units, ev.misplaced = sid, prod, n, foreign
+        seen = xs.get(sid)
+        if seen is not None and seen[2] is not None and joint > 0.95:
+            self._body_sq += (seen[2] - seen[0]) ** 2
+            self._body_n += 1
         ev.confidence, ev.shopper_confidence, ev.product_confidence = joint, p_shopper, p_product
         session = self.sessions[self.shoppers[sid].session]
         ev.session = session.visit_id
