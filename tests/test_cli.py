@@ -36,6 +36,9 @@ def test_demo_runs_every_step_and_reports(tmp_path, data_dir):
     assert {row["channel"] for row in report["stats"]["by_channel"]} >= {"web", "app", "store"}
     assert (tmp_path / "sources" / "truth" / "orders.parquet").exists()
     assert report["identity"]["persons"] > 0 and 0 < report["identity_accuracy"]["pairwise"]["f1"] <= 1
+    sensing = report["sensing"]  # the checkout-free store's last days went through sensors and the engine
+    assert sensing["trips_sensed"] > 0 and sensing["plate_messages"] > 100_000 and sensing["f1"] > 0.9
+    assert 0 < sensing["receipts_in_log"] <= sensing["trips_sensed"]
     text = run("demo", "--people", "300", "--days", "10", "--data-dir", data_dir).stdout
     assert "Rejected by reason" in text and "Events by channel" in text
 
@@ -80,7 +83,8 @@ def test_the_readme_documents_every_command():
     assert readme.index("make demo") < readme.index("make test") < 600
     for command in ("omnithread demo", "omnithread ingest", "omnithread stats", "omnithread rejected list",
                     "omnithread rejected show", "omnithread rejected replay", "omnithread simulate",
-                    "omnithread resolve", "omnithread person"):
+                    "omnithread resolve", "omnithread person", "omnithread sensing simulate",
+                    "omnithread sensing run", "omnithread sensing evaluate"):
         assert command in readme, command
 
 
@@ -112,3 +116,24 @@ def test_resolve_on_an_empty_log_reports_nothing_rather_than_a_share(data_dir):
     assert report["persons"] == 0 and report["connection"]["store_revenue_known_online_customer_share"] is None
     assert "there is no store revenue yet" in run("resolve", "--data-dir", data_dir).stdout
     assert "fewer than the 500 needed" in report["probabilistic_skipped"]
+
+
+def test_sensing_simulate_run_and_evaluate(tmp_path, data_dir):
+    rec = tmp_path / "rec"
+    made = run_json("sensing", "simulate", str(rec), "--family", "handoff", "--trips", "2", "--gondolas", "2")
+    assert made["trips"] == 2 and made["plate_messages"] > 1_000
+    assert {p.name for p in rec.iterdir()} == {"layout.json", "plates.parquet", "messages.jsonl", "truth.json"}
+    with open(rec / "messages.jsonl", "a") as handle:  # a message from a plate the store does not have
+        handle.write(json.dumps({"kind": "plate", "plate_id": "NOPE", "seq": 0, "t": made["store_seconds"],
+                                 "samples": [0.0] * 12}) + "\n")
+    out = run_json("sensing", "run", str(rec), "--ingest", "--data-dir", data_dir)
+    assert out["receipts"] == 2 and out["problems"] == 1 and out["duplicates_ignored"] > 0
+    assert out["ingest"]["accepted"] > 0 and out["ingest"]["rejected"] == 0
+    problems = [json.loads(line) for line in (rec / "problems.jsonl").read_text().splitlines()]
+    assert problems[0]["code"] == "unknown_plate" and problems[0]["message"]["plate_id"] == "NOPE"
+    stats = run_json("stats", "--data-dir", data_dir)
+    assert {row["event"] for row in stats["by_event"]} >= {"Store Entered", "Product Picked", "Order Completed"}
+    scored = run_json("sensing", "evaluate", str(rec))
+    assert scored["trips"] == 2 and scored["f1"] == 1.0 and scored["exact_receipts"] == 1.0
+    result = runner.invoke(app, ["sensing", "run", str(tmp_path)])
+    assert result.exit_code == 2 and "layout.json" in result.output
