@@ -38,6 +38,8 @@ class DemoRun:
     profiles: int = 0
     sensed_days: float = 3.0
     sensing: dict = field(default_factory=dict)
+    recommend: dict = field(default_factory=dict)
+    ablation: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -55,6 +57,8 @@ class DemoRun:
             "identity_accuracy": self.accuracy,
             "profiles": self.profiles,
             "sensing": self.sensing,
+            "recommend": self.recommend,
+            "ablation": self.ablation,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
@@ -103,9 +107,30 @@ def _profile(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> No
     run.profiles = build_profiles(ws.engine)
 
 
+def _recommend(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
+    from omnithread.recommend.service import Recommendations
+
+    progress("training recommendations on every channel")
+    service = Recommendations.train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models")
+    person = ws.engine.scalar("SELECT person_id FROM profiles WHERE orders > 0 AND coalesce(consent_personalisation, "
+                              "true) ORDER BY revenue DESC, person_id LIMIT 1")
+    example = service.recommend(person, "for_you", n=5).as_dict() if person else None
+    run.recommend = {"stats": service.stats, "example": example}
+
+
+def _ablation(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
+    from omnithread.recommend.ablation import ablation_svg, run_ablation
+
+    progress("measuring what joined offline data adds (ablation)")
+    run.ablation = run_ablation(ws.engine, ws.pseudonymiser, run.sources_dir / "truth")
+    chart = ws.settings.data_dir / "ablation.svg"
+    chart.write_text(ablation_svg(run.ablation))
+    run.ablation["chart"] = str(chart)
+
+
 STEPS: list[tuple[str, Callable]] = [
     ("simulate", _simulate), ("ingest", _ingest), ("summarise", _summarise), ("sensing", _sensed_receipts),
-    ("resolve", _resolve), ("profile", _profile),
+    ("resolve", _resolve), ("profile", _profile), ("recommend", _recommend), ("ablation", _ablation),
 ]
 
 

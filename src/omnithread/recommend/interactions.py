@@ -64,10 +64,11 @@ def _rows_sql(persons_sql: str) -> str:
         WHERE line->>'product_id' IS NOT NULL"""
 
 
-def interaction_rows(engine: Engine, persons_sql: str = EVENT_PERSONS_SQL) -> pa.Table:
+def interaction_rows(engine: Engine, persons_sql: str = EVENT_PERSONS_SQL, params=()) -> pa.Table:
     """Every interaction in the log as (person_id, product_id, signal, channel, store_id, event_at,
-    quantity), each event given to its person by ``persons_sql`` (the identity map by default)."""
-    return engine.query(_rows_sql(persons_sql) + " ORDER BY event_at, person_id, product_id")
+    quantity), each event given to its person by ``persons_sql`` (the identity map by default; ``params``
+    fill its placeholders)."""
+    return engine.query(_rows_sql(persons_sql) + " ORDER BY event_at, person_id, product_id", params)
 
 
 @dataclass

@@ -1,0 +1,288 @@
+"""Serving recommendations on every surface, with the business rules and consent.
+
+:class:`Recommendations` is trained from the event log (interactions of every channel through the
+identity map) and saved in the data directory; requests are answered from the saved model and the
+person's history, read at request time, so what they just did (a cart add, a put-back, walking into
+a store) counts at once, without retraining (pass it as ``recent`` if it is not yet in the log).
+
+Surfaces:
+
+* ``for_you``: ranked for the person;
+* ``similar``: items like one product;
+* ``bought_together``: what goes with a basket (co-purchase in orders);
+* ``in_store``: ranked for the person among products available at the store they are in;
+* ``trending``: the most bought in the last ``trending_days`` (optionally at one store), for
+  anonymous and new shoppers and for anyone whose consent says no to personalisation.
+
+Business rules: products a person bought are not recommended again unless they are bought again
+(products that at least ``repeat_share`` of their buyers bought more than once); products not sold in
+the last ``available_days`` are treated as out of stock; a person whose latest consent refuses
+personalisation gets ``trending`` and the answer says why; a share ``new_product_share`` of the slots
+go to products first seen in the last ``new_days`` (they have too little history to rank).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from omnithread.engine.base import Engine
+from omnithread.errors import ConfigError, NotFoundError
+from omnithread.identity.graph import EVENT_PERSONS_SQL
+from omnithread.recommend.interactions import SignalConfig, build_matrix, interaction_rows
+from omnithread.recommend.models import FORMAT_VERSION, DLAE, Recommender, load_model, top_n
+
+__all__ = ["ServingConfig", "Recommendations", "SURFACES"]
+
+SURFACES = ("for_you", "similar", "bought_together", "in_store", "trending")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    trending_days: float = 7.0
+    available_days: float = 30.0
+    new_days: float = 7.0
+    new_product_share: float = 0.1
+    repeat_share: float = 0.2
+
+
+@dataclass
+class Answer:
+    """What a request returns: the surface actually served, the items, and why if it fell back."""
+
+    surface: str
+    items: list[dict]
+    person_id: str | None = None
+    fallback_reason: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Recommendations:
+    """Train with :meth:`train`, reopen with :meth:`open`, answer with :meth:`recommend`."""
+
+    def __init__(self, engine: Engine, pseudonymiser, directory: Path, model: Recommender, products: list[str],
+                 persons: list[str], signals: SignalConfig, serving: ServingConfig, stats: dict):
+        self.engine, self.pseudonymiser, self.directory, self.model = engine, pseudonymiser, Path(directory), model
+        self.products, self.persons, self.signals, self.serving, self.stats = products, persons, signals, serving, stats
+        self.product_index = {p: i for i, p in enumerate(products)}
+        self.person_index = {p: i for i, p in enumerate(persons)}
+
+    # ------------------------------------------------------------------ training
+
+    @classmethod
+    def train(cls, engine: Engine, pseudonymiser, directory: Path, model: Recommender | None = None,
+              signals: SignalConfig = SignalConfig(), serving: ServingConfig = ServingConfig()) -> "Recommendations":
+        engine.execute(f"CREATE OR REPLACE VIEW event_persons AS {EVENT_PERSONS_SQL}")
+        rows = interaction_rows(engine)
+        if rows.num_rows == 0:
+            raise ConfigError("events", 0, "an event log with product interactions to train on")
+        matrix = build_matrix(rows, signals)
+        model = (model or DLAE(lam=100.0, dropout=0.33)).fit(matrix.matrix)
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model.save(directory / "model.npz")
+        stats = {"format": FORMAT_VERSION, "persons": len(matrix.persons), "products": len(matrix.products),
+                 "interactions": int(matrix.matrix.nnz), "model": model.describe(),
+                 "fit_seconds": round(model.fit_seconds, 3)}
+        (directory / "index.json").write_text(json.dumps({"products": matrix.products, "persons": matrix.persons,
+                                                          "signals": asdict(signals), "serving": asdict(serving),
+                                                          "stats": stats}))
+        return cls(engine, pseudonymiser, directory, model, matrix.products, matrix.persons, signals, serving, stats)
+
+    @classmethod
+    def open(cls, engine: Engine, pseudonymiser, directory: Path) -> "Recommendations":
+        directory = Path(directory)
+        index_path = directory / "index.json"
+        if not index_path.is_file():
+            raise NotFoundError("trained recommendation model in", str(directory))
+        index = json.loads(index_path.read_text())
+        if index.get("stats", {}).get("format") != FORMAT_VERSION:
+            raise ConfigError("model", str(directory), f"a model of format {FORMAT_VERSION}: run `omnithread train` "
+                                                       "again with this version")
+        model = load_model(directory / "model.npz")
+        return cls(engine, pseudonymiser, directory, model, index["products"], index["persons"],
+                   SignalConfig(**index["signals"]),
+                   ServingConfig(**index["serving"]), index["stats"])
+
+    # ------------------------------------------------------------------ facts read at request time
+
+    def _resolve_person(self, key: str) -> str | None:
+        from omnithread.identity.lookup import find_person
+
+        try:
+            return find_person(self.engine, key, self.pseudonymiser)
+        except NotFoundError:
+            return None
+
+    def _history(self, person: str, recent: list[dict] | None) -> sp.csr_matrix:
+        table = interaction_rows(self.engine, f"SELECT * FROM ({EVENT_PERSONS_SQL}) WHERE person_id = ?", [person])
+        m = build_matrix(table, self.signals, products=self.products, persons=[person])
+        row = m.matrix
+        for ev in recent or []:
+            i = self.product_index.get(ev.get("product_id"))
+            w = self.signals.weights.get(ev.get("signal", ""), 0.0)
+            if i is not None and w:
+                row = row + sp.csr_matrix(([w], ([0], [i])), shape=row.shape, dtype=np.float32)
+        row.data = np.maximum(row.data, 0)
+        return sp.csr_matrix(row)
+
+    def _bought(self, person: str) -> set[int]:
+        rows = self.engine.rows(f"""
+            SELECT DISTINCT line->>'product_id' AS product_id
+            FROM (SELECT unnest(CAST(properties->'products' AS JSON[])) AS line FROM ({EVENT_PERSONS_SQL})
+                  WHERE event = 'Order Completed' AND person_id = ?)""", [person])
+        return {self.product_index[r["product_id"]] for r in rows if r["product_id"] in self.product_index}
+
+    def _repeatable(self) -> set[int]:
+        if not hasattr(self, "_repeat"):
+            rows = self.engine.rows(f"""
+                WITH lines AS (SELECT person_id, line->>'product_id' AS product_id, count(*) AS n
+                    FROM (SELECT person_id, unnest(CAST(properties->'products' AS JSON[])) AS line
+                          FROM ({EVENT_PERSONS_SQL}) WHERE event = 'Order Completed' AND person_id IS NOT NULL)
+                    GROUP BY 1, 2)
+                SELECT product_id FROM lines GROUP BY product_id
+                HAVING avg(CASE WHEN n > 1 THEN 1 ELSE 0 END) >= ?""", [self.serving.repeat_share])
+            self._repeat = {self.product_index[r["product_id"]] for r in rows if r["product_id"] in self.product_index}
+        return self._repeat
+
+    def _sold(self, days: float, store: str | None = None) -> np.ndarray:
+        """Units sold per product in the last ``days`` (at ``store``)."""
+        where = "AND store_id = ?" if store else ""
+        params = [days] + ([store] if store else [])
+        rows = self.engine.rows(f"""
+            WITH latest AS (SELECT max(event_at) AS t FROM events)
+            SELECT line->>'product_id' AS product_id, sum(coalesce(TRY_CAST(line->>'quantity' AS DOUBLE), 1)) AS units
+            FROM (SELECT store_id, event_at, unnest(CAST(properties->'products' AS JSON[])) AS line FROM events
+                  WHERE event = 'Order Completed')
+            WHERE event_at >= (SELECT t FROM latest) - to_seconds(CAST(? * 86400 AS BIGINT)) {where}
+            GROUP BY 1""", params)
+        out = np.zeros(len(self.products))
+        for r in rows:
+            i = self.product_index.get(r["product_id"])
+            if i is not None:
+                out[i] = r["units"]
+        return out
+
+    def _new_products(self) -> list[int]:
+        rows = self.engine.rows("""
+            WITH latest AS (SELECT max(event_at) AS t FROM events),
+                 firsts AS (SELECT properties->>'product_id' AS product_id, min(event_at) AS first_at FROM events
+                            WHERE properties->>'product_id' IS NOT NULL GROUP BY 1)
+            SELECT product_id FROM firsts WHERE first_at >= (SELECT t FROM latest) - to_seconds(CAST(? AS BIGINT))
+            ORDER BY first_at DESC, product_id""", [int(self.serving.new_days * 86400)])
+        return [self.product_index[r["product_id"]] for r in rows if r["product_id"] in self.product_index]
+
+    def consent_refuses_personalisation(self, person: str) -> bool:
+        try:
+            row = self.engine.rows("SELECT consent_personalisation FROM profiles WHERE person_id = ?", [person])
+        except Exception:  # noqa: BLE001 - no profiles table yet: no recorded refusal
+            return False
+        return bool(row) and row[0]["consent_personalisation"] is False
+
+    # ------------------------------------------------------------------ answers
+
+    def _items(self, idx, scores=None) -> list[dict]:
+        return [{"product_id": self.products[i], **({"score": round(float(scores[i]), 5)} if scores is not None
+                                                     else {})} for i in idx]
+
+    def trending(self, n: int = 10, store: str | None = None, exclude=()) -> Answer:
+        sold = self._sold(self.serving.trending_days, store)
+        if not sold.any():
+            sold = self._sold(3650, store)  # a quiet week: all-time best sellers
+        idx = top_n(sold, n, list(exclude))
+        return Answer("trending", self._items(idx, sold), meta={"store": store, "days": self.serving.trending_days})
+
+    def recommend(self, key: str | None = None, surface: str = "for_you", n: int = 10, store: str | None = None,
+                  product: str | None = None, basket: list[str] | None = None,
+                  recent: list[dict] | None = None) -> Answer:
+        if surface not in SURFACES:
+            raise ConfigError("surface", surface, f"one of {', '.join(SURFACES)}")
+        if n < 1 or n > 500:
+            raise ConfigError("n", n, "between 1 and 500")
+        if surface == "trending":
+            return self.trending(n, store)
+        if surface == "similar":
+            i = self.product_index.get(product or "")
+            if i is None:
+                raise NotFoundError("product", product)
+            available = self._sold(self.serving.available_days) > 0
+            idx = [j for j in self.model.similar_items(i, n * 3).tolist() if available[j]][:n]
+            return Answer("similar", self._items(idx), meta={"product": product})
+        if surface == "bought_together":
+            return self._bought_together(basket or ([product] if product else []), n)
+        person = self._resolve_person(key) if key else None
+        if person is None:
+            answer = self.trending(n, store)
+            answer.fallback_reason = "unknown person: served the non-personal surface" if key else \
+                "anonymous: served the non-personal surface"
+            return answer
+        if self.consent_refuses_personalisation(person):
+            answer = self.trending(n, store)
+            answer.person_id = person
+            answer.fallback_reason = "consent refuses personalisation: served the non-personal surface"
+            return answer
+        history = self._history(person, recent)
+        if not history.nnz:
+            answer = self.trending(n, store)
+            answer.person_id = person
+            answer.fallback_reason = "no history yet: served the non-personal surface"
+            return answer
+        scores = self.model.scores(history)[0].astype(np.float64)
+        exclude = self._bought(person) - self._repeatable()
+        if surface == "in_store":
+            if not store:
+                raise ConfigError("store", None, "a store for the in_store surface")
+            stocked = self._sold(self.serving.available_days, store) > 0
+            if not stocked.any():
+                answer = self.trending(n, None, exclude)
+                answer.person_id = person
+                answer.fallback_reason = f"no known inventory at store {store}: served overall trending"
+                return answer
+        else:
+            stocked = self._sold(self.serving.available_days) > 0
+        scores[~stocked] = -np.inf
+        idx = top_n(scores, n, list(exclude)).tolist()
+        new = [i for i in self._new_products() if i not in exclude and stocked[i] and i not in idx]
+        slots = int(round(n * self.serving.new_product_share))
+        if slots and new:
+            keep = idx[:n - min(slots, len(new))]
+            idx = keep + new[:n - len(keep)]
+        answer = Answer(surface, self._items(idx, np.where(np.isfinite(scores), scores, 0.0)), person,
+                        meta={"store": store, "history_items": int(history.nnz),
+                              "new_products_shown": len([i for i in idx if i in set(new)])})
+        return answer
+
+    def _bought_together(self, basket: list[str], n: int) -> Answer:
+        idx = [self.product_index[p] for p in basket if p in self.product_index]
+        if not idx:
+            raise NotFoundError("product in the basket", ", ".join(basket) or "(empty)")
+        if not hasattr(self, "_co"):
+            rows = self.engine.rows("""
+                SELECT message_id, line->>'product_id' AS product_id
+                FROM (SELECT message_id, unnest(CAST(properties->'products' AS JSON[])) AS line FROM events
+                      WHERE event = 'Order Completed')""")
+            orders, items = [], []
+            ids: dict[str, int] = {}
+            for r in rows:
+                j = self.product_index.get(r["product_id"])
+                if j is not None:
+                    orders.append(ids.setdefault(r["message_id"], len(ids)))
+                    items.append(j)
+            O = sp.csr_matrix((np.ones(len(items), np.float32), (orders, items)), shape=(len(ids), len(self.products)))
+            O.data[:] = 1
+            co = (O.T @ O).tocsr()
+            co.setdiag(0)
+            self._co = co
+        scores = np.asarray(self._co[idx].sum(axis=0)).ravel().astype(np.float64)
+        available = self._sold(self.serving.available_days) > 0
+        scores[~available] = 0
+        top = [i for i in top_n(scores, n, idx).tolist() if scores[i] > 0]
+        return Answer("bought_together", self._items(top, scores), meta={"basket": basket})
