@@ -1,0 +1,249 @@
+"""Recommendations: metric code against hand-computed examples, models, splits, serving and the ablation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from omnithread.errors import ConfigError, NotFoundError
+from omnithread.recommend import (ALS, DLAE, EASE, ItemKNN, Popularity, RP3Beta, Split, average_precision_at_k,
+                                  evaluate_model, load_model, ndcg_at_k, random_split, recall_at_k, temporal_split)
+from omnithread.recommend.interactions import SignalConfig, build_matrix
+from omnithread.recommend.models import top_n
+
+
+def test_metrics_match_hand_computed_values():
+    ranked = [4, 2, 9, 7, 1]
+    relevant = {2, 7, 8}
+    # hits at ranks 2 and 4; DCG = 1/log2(3) + 1/log2(5); IDCG (3 relevant, k=5) = 1 + 1/log2(3) + 1/2
+    dcg = 1 / math.log2(3) + 1 / math.log2(5)
+    assert ndcg_at_k(ranked, relevant, 5) == pytest.approx(dcg / (1 + 1 / math.log2(3) + 0.5))
+    assert recall_at_k(ranked, relevant, 5) == pytest.approx(2 / 3)
+    assert recall_at_k(ranked, relevant, 1) == 0.0
+    # AP@5: precision at the hits (1/2 at rank 2, 2/4 at rank 4) over min(3, 5)
+    assert average_precision_at_k(ranked, relevant, 5) == pytest.approx((1 / 2 + 2 / 4) / 3)
+    assert ndcg_at_k([8, 2, 7], relevant, 3) == pytest.approx(1.0)
+    assert ndcg_at_k(ranked, set(), 5) == recall_at_k(ranked, set(), 5) == 0.0
+
+
+def test_top_n_breaks_ties_by_index_and_leaves_out_excluded():
+    scores = np.array([0.5, 0.9, 0.9, 0.1, 0.7])
+    assert top_n(scores, 3).tolist() == [1, 2, 4]
+    assert top_n(scores, 3, [1]).tolist() == [2, 4, 0]
+    assert top_n(scores, 10, [0, 1, 2, 3, 4]).tolist() == []
+
+
+def test_evaluate_model_scores_an_oracle_perfectly_and_excludes_training_items():
+    train = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32))
+    test = {0: {3}, 1: {2}}
+
+    class Oracle:
+        def scores(self, history):
+            s = np.zeros((history.shape[0], 4))
+            for r in range(history.shape[0]):
+                s[r, history[r].indices] = 10.0  # each user's training items score highest: they must be left out
+                s[r, list(test[r])] = 5.0
+            return s
+
+    result = evaluate_model(Oracle(), Split(train, test), ks=(1, 2))
+    assert result["ndcg@1"] == result["recall@1"] == result["map@1"] == 1.0
+    assert result["users"] == 2 and result["coverage@1"] == 0.5
+
+
+def test_temporal_split_holds_out_each_users_latest_fifth():
+    users = np.array([0] * 10 + [1] * 5 + [2])
+    items = np.array(list(range(10)) + list(range(5)) + [0])
+    times = np.array(list(range(10)) + [50, 40, 30, 20, 10] + [0])
+    split = temporal_split(users, items, times, (3, 10))
+    assert split.test == {0: {8, 9}, 1: {0}}  # user 1 saw item 0 last (t=50); user 2 has one interaction
+    assert split.train[0].nnz == 8 and split.train[2].nnz == 1
+
+
+def test_temporal_split_uses_time_not_order():
+    users = np.array([1] * 5)
+    items = np.arange(5)
+    times = np.array([50, 40, 30, 20, 10])
+    split = temporal_split(users, items, times, (2, 5))
+    assert split.test == {1: {0}}
+
+
+def test_random_split_is_fixed_by_its_seed():
+    users = np.repeat(np.arange(20), 10)
+    items = np.tile(np.arange(10), 20)
+    a, b, c = (random_split(users, items, (20, 10), seed=s) for s in (1, 1, 2))
+    assert a.test == b.test and a.test != c.test
+    assert all(len(v) == 2 for v in a.test.values())
+
+
+def _toy():
+    rng = np.random.default_rng(0)
+    X = (rng.random((60, 25)) < 0.2).astype(np.float32)
+    X[:, 0] = 1  # a blockbuster
+    return sp.csr_matrix(X)
+
+
+def test_ease_is_its_closed_form():
+    X = _toy()
+    model = EASE(lam=10.0).fit(X)
+    G = (X.T @ X).toarray() + 10.0 * np.eye(25)
+    P = np.linalg.inv(G)
+    B = -P / np.diag(P)
+    np.fill_diagonal(B, 0)
+    assert np.allclose(model.W, B, atol=1e-5)
+    assert np.allclose(model.scores(X[:3]), (X[:3] @ B), atol=1e-4)
+
+
+@pytest.mark.parametrize("model", [Popularity(), ItemKNN(k=5), RP3Beta(k=5), EASE(lam=5.0),
+                                   DLAE(lam=5.0, dropout=0.25), ALS(factors=4, iterations=3)])
+def test_every_model_recommends_saves_and_loads(model, tmp_path):
+    X = _toy()
+    model.fit(X)
+    recs = model.recommend(X[3], 5, exclude=X[3].indices)
+    assert len(recs) == 5 and not set(recs.tolist()) & set(X[3].indices.tolist())
+    assert 7 not in model.similar_items(7, 5).tolist()
+    model.save(tmp_path / "m.npz")
+    again = load_model(tmp_path / "m.npz")
+    assert type(again) is type(model) and again.describe() == model.describe()
+    assert np.allclose(again.scores(X[:4]), model.scores(X[:4]), atol=1e-5)
+
+
+def test_a_model_file_from_another_version_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    EASE(lam=5.0).fit(_toy()).save(path)
+    data = dict(np.load(path))
+    data["meta"] = np.array(str(data["meta"]).replace("'format': 1", "'format': 99"))
+    np.savez(path, **data)
+    with pytest.raises(ConfigError, match="format 1, not 99"):
+        load_model(path)
+    (tmp_path / "junk.npz").write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="a model file"):
+        load_model(tmp_path / "junk.npz")
+
+
+def test_new_history_changes_the_answer_without_retraining():
+    X = _toy()
+    model = EASE(lam=5.0).fit(X)
+    before = model.recommend(X[5], 5, exclude=X[5].indices).tolist()
+    row = X[5].toarray()
+    row[0, before[0]] = 1.0  # they just added the top item to their cart
+    after = model.recommend(row, 5, exclude=np.nonzero(row[0])[0]).tolist()
+    assert after != before
+
+
+def test_signal_weights_channels_and_floor_at_zero():
+    import datetime as dt
+
+    import pyarrow as pa
+
+    t = dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc)
+    rows = pa.table({
+        "person_id": ["a", "a", "a", "b", "b"], "product_id": ["P1", "P1", "P2", "P1", "P3"],
+        "signal": ["cart_add", "cart_remove", "order", "view", "pick"], "channel": ["web", "web", "store", "app", "store"],
+        "store_id": [None, None, "S1", None, "S9"], "event_at": [t] * 5, "quantity": [1.0, 1.0, 3.0, 1.0, 1.0]})
+    cfg = SignalConfig(weights={"view": 1, "cart_add": 2, "cart_remove": -5, "order": 4, "pick": 1.5, "put_back": 1},
+                       half_life_days=None)
+    m = build_matrix(rows, cfg)
+    a, b = m.person_index["a"], m.person_index["b"]
+    p1, p2, p3 = (m.product_index[p] for p in ("P1", "P2", "P3"))
+    assert m.matrix[a, p1] == 0  # 2 - 5 floors at nothing
+    assert m.matrix[a, p2] == 12  # an order of three units, weight 4
+    assert m.matrix[b, p1] == 1 and m.matrix[b, p3] == 1.5
+    online = build_matrix(rows, cfg.with_(channels=("web", "app")))
+    assert "P2" not in online.product_index and "P3" not in online.product_index
+
+
+@pytest.fixture(scope="module")
+def served(small_world, tmp_path_factory):
+    from omnithread.config import Settings
+    from omnithread.identity import resolve_identities
+    from omnithread.profile import build_profiles
+    from omnithread.recommend.service import Recommendations
+    from omnithread.workspace import Workspace
+
+    out, manifest = small_world
+    data = tmp_path_factory.mktemp("rec-data")
+    ws = Workspace(Settings(data_dir=data)).__enter__()
+    ws.ingestor().ingest_paths(manifest["sources"])
+    resolve_identities(ws.engine, ws.pseudonymiser)
+    build_profiles(ws.engine)
+    service = Recommendations.train(ws.engine, ws.pseudonymiser, data / "models")
+    yield ws, service, out
+    ws.__exit__(None, None, None)
+
+
+def _a_buyer(ws):
+    return ws.engine.scalar("SELECT person_id FROM profiles WHERE orders > 2 AND coalesce(consent_personalisation, "
+                            "true) ORDER BY revenue DESC, person_id LIMIT 1")
+
+
+def test_for_you_leaves_out_what_was_bought_unless_it_is_bought_again(served):
+    ws, service, _ = served
+    person = _a_buyer(ws)
+    answer = service.recommend(person, "for_you", n=10)
+    assert answer.surface == "for_you" and answer.person_id == person and len(answer.items) == 10
+    shown = {service.product_index[i["product_id"]] for i in answer.items}
+    assert not shown & (service._bought(person) - service._repeatable())
+
+
+def test_in_store_only_offers_what_the_store_sells(served):
+    ws, service, _ = served
+    person = _a_buyer(ws)
+    store = ws.engine.scalar("SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
+                             "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+    answer = service.recommend(person, "in_store", n=8, store=store)
+    sold = service._sold(service.serving.available_days, store)
+    assert answer.items and all(sold[service.product_index[i["product_id"]]] > 0 for i in answer.items)
+    none = service.recommend(person, "in_store", n=5, store="NO-SUCH-STORE")
+    assert none.surface == "trending" and "no known inventory" in none.fallback_reason
+
+
+def test_unknown_anonymous_and_refusing_people_get_the_non_personal_surface(served):
+    ws, service, _ = served
+    unknown = service.recommend("nobody-at-all@example.com", "for_you", n=5)
+    assert unknown.surface == "trending" and "unknown person" in unknown.fallback_reason and len(unknown.items) == 5
+    anonymous = service.recommend(None, "for_you", n=5)
+    assert anonymous.surface == "trending" and "anonymous" in anonymous.fallback_reason
+    refusing = ws.engine.scalar("SELECT person_id FROM profiles WHERE consent_personalisation = false LIMIT 1")
+    assert refusing, "the small world has people who refuse personalisation"
+    answer = service.recommend(refusing, "for_you", n=5)
+    assert answer.surface == "trending" and "consent" in answer.fallback_reason
+
+
+def test_similar_bought_together_trending_and_clear_errors(served):
+    _, service, _ = served
+    product = service.products[0]
+    similar = service.recommend(surface="similar", product=product, n=5)
+    assert similar.items and product not in {i["product_id"] for i in similar.items}
+    together = service.recommend(surface="bought_together", basket=[product], n=5)
+    assert product not in {i["product_id"] for i in together.items}
+    assert len(service.recommend(surface="trending", n=7).items) == 7
+    with pytest.raises(NotFoundError):
+        service.recommend(surface="similar", product="NO-SUCH-PRODUCT")
+    with pytest.raises(NotFoundError):
+        service.recommend(surface="bought_together", basket=["NO-SUCH-PRODUCT"])
+    with pytest.raises(ConfigError, match="surface"):
+        service.recommend("x", "for_me")
+
+
+def test_a_saved_model_reopens_and_answers_the_same(served):
+    from omnithread.recommend.service import Recommendations
+
+    ws, service, _ = served
+    person = _a_buyer(ws)
+    again = Recommendations.open(ws.engine, ws.pseudonymiser, service.directory)
+    assert again.recommend(person).items == service.recommend(person).items
+
+
+def test_the_ablation_runs_every_variant(served):
+    from omnithread.recommend.ablation import ablation_svg, run_ablation
+
+    ws, _, out = served
+    result = run_ablation(ws.engine, ws.pseudonymiser, out / "truth")
+    assert list(result["variants"]) == ["siloed", "online only", "store only", "joined, no picks", "joined",
+                                        "ceiling, no picks", "ceiling"]
+    for v in result["variants"].values():
+        assert 0 <= v["all"]["ndcg@10"] <= 1 and v["all"]["users"] > 0
+    assert result["assumptions"] and ablation_svg(result).startswith("<svg")
