@@ -40,6 +40,7 @@ class DemoRun:
     sensing: dict = field(default_factory=dict)
     recommend: dict = field(default_factory=dict)
     ablation: dict = field(default_factory=dict)
+    tuning: dict | None = None  # signals and model chosen on validation (not printed: holds objects)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -110,19 +111,21 @@ def _profile(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> No
 def _recommend(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
     from omnithread.recommend.service import Recommendations
 
-    progress("training recommendations on every channel")
+    progress("choosing signal weights and the model on validation, training recommendations")
     service = Recommendations.train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models")
     person = ws.engine.scalar("SELECT person_id FROM profiles WHERE orders > 0 AND coalesce(consent_personalisation, "
                               "true) ORDER BY revenue DESC, person_id LIMIT 1")
     example = service.recommend(person, "for_you", n=5).as_dict() if person else None
     run.recommend = {"stats": service.stats, "example": example}
+    run.tuning = service.tuning
 
 
 def _ablation(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
     from omnithread.recommend.ablation import ablation_svg, run_ablation
 
     progress("measuring what joined offline data adds (ablation)")
-    run.ablation = run_ablation(ws.engine, ws.pseudonymiser, run.sources_dir / "truth")
+    tuning = run.tuning
+    run.ablation = run_ablation(ws.engine, ws.pseudonymiser, run.sources_dir / "truth", tuning=tuning)
     chart = ws.settings.data_dir / "ablation.svg"
     chart.write_text(ablation_svg(run.ablation))
     run.ablation["chart"] = str(chart)

@@ -29,8 +29,8 @@ from omnithread.engine.base import Engine
 from omnithread.identity.evaluate import truth_nodes
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.privacy import Pseudonymiser
-from omnithread.recommend.interactions import FINE_GRAINED, ONLINE, SIGNALS, STORE, SignalConfig, build_matrix, \
-    interaction_rows
+from omnithread.recommend.interactions import FINE_GRAINED, ONLINE, SIGNALS, STORE, Interactions, SignalConfig, \
+    build_matrix, interaction_rows
 from omnithread.recommend.metrics import average_precision_at_k, ndcg_at_k, recall_at_k
 from omnithread.recommend.models import top_n
 
@@ -104,9 +104,22 @@ class ChannelModel:
 
 
 def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path | str,
-                 make_model=lambda: ChannelModel(lam=100.0), config: SignalConfig = SignalConfig()) -> dict:
-    """Run every variant; returns NDCG@10, Recall@20 and MAP@10 per variant and purchase channel."""
+                 make_model=None, config: SignalConfig | None = None, tuning: dict | None = None) -> dict:
+    """Run every variant; returns NDCG@10, Recall@20 and MAP@10 per variant and purchase channel.
+
+    Unless given, the signal weights, decay and the model's regularisation are chosen on the log's own
+    validation split (:func:`omnithread.recommend.tuning.tune`; pass ``tuning`` to reuse one), on the
+    joined data, and used for every variant alike."""
     truth_dir = Path(truth_dir)
+    if config is None or make_model is None:
+        if tuning is None:
+            from omnithread.recommend.tuning import tune
+
+            tuning = tune(engine)
+        config = config or tuning["config"]
+        if make_model is None:
+            params = tuning["params"] if tuning["model"] == "dlae" else {"lam": 100.0, "dropout": 0.33}
+            make_model = lambda: ChannelModel(**params)  # noqa: E731
     nodes = truth_nodes(truth_dir, pseudonymiser)
     engine.register("truth_nodes_raw", nodes)
     try:
@@ -114,11 +127,12 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
                           SELECT node AS identifier, min(true_person) AS person_id FROM truth_nodes_raw GROUP BY 1""")
     finally:
         engine.unregister("truth_nodes_raw")
-    resolved_rows = interaction_rows(engine)
-    true_rows = interaction_rows(engine, TRUE_PERSONS_SQL)
+    resolved_table = interaction_rows(engine)
+    resolved_rows = Interactions(resolved_table)
+    true_rows = Interactions(interaction_rows(engine, TRUE_PERSONS_SQL))
     served = _served_rows(engine)
     future = pq.read_table(truth_dir / "future_purchases.parquet").to_pydict()
-    products = sorted(set(resolved_rows.column("product_id").to_pylist()) | set(future["product_id"]))
+    products = sorted(set(resolved_rows.product_names.tolist()) | set(future["product_id"]))
     pidx = {p: i for i, p in enumerate(products)}
     orders = pq.read_table(truth_dir / "orders.parquet").to_pydict()
     bought: dict[str, set[int]] = {}
@@ -131,11 +145,11 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
             continue  # a repeat purchase: left out for every variant alike
         group = "store" if channel in STORE else "online"
         wanted[group].setdefault(person, set()).add(pidx[product])
-    as_of = max(t for t in resolved_rows.column("event_at").to_pylist()) if resolved_rows.num_rows else None
+    as_of = max(resolved_table.column("event_at").to_pylist()) if resolved_table.num_rows else None
     target_channels = {"online": ONLINE, "store": STORE}
 
     def variant(rows, cfg, by_truth: bool, inputs: dict[str, tuple[str, ...] | None]):
-        everyone = sorted(set(rows.column("person_id").to_pylist()))
+        everyone = sorted(set(rows.person_names.tolist()))
         out = {}
         for group, people in wanted.items():
             X = build_matrix(rows, cfg.with_(channels=inputs[group]), products=products, persons=everyone,
@@ -174,6 +188,7 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
     return {"variants": results, "captured_share_of_ceiling_gain": None if share is None else round(share, 4),
             "model": make_model().describe(), "signals": {"weights": config.weights,
                                                           "half_life_days": config.half_life_days},
+            "chosen_on_validation": tuning is not None,
             "assumptions": ASSUMPTIONS}
 
 

@@ -19,7 +19,8 @@ import scipy.sparse as sp
 from omnithread.engine.base import Engine
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 
-__all__ = ["SIGNALS", "SignalConfig", "interaction_rows", "InteractionMatrix", "build_matrix", "ONLINE", "STORE"]
+__all__ = ["SIGNALS", "SignalConfig", "interaction_rows", "Interactions", "InteractionMatrix", "build_matrix", "ONLINE",
+           "STORE"]
 
 SIGNALS = ("view", "cart_add", "cart_remove", "order", "pick", "put_back")
 ONLINE = ("web", "app", "voice")
@@ -90,40 +91,58 @@ class InteractionMatrix:
         return self.matrix[i]
 
 
-def build_matrix(rows: pa.Table, config: SignalConfig = SignalConfig(), *, products: list[str] | None = None,
-                 persons: list[str] | None = None, as_of=None) -> InteractionMatrix:
-    """Weigh, decay and sum ``rows`` into a matrix. ``products`` / ``persons`` fix the index (others are
-    dropped); ``as_of`` is the moment decay counts from (default the newest interaction)."""
-    d = rows.to_pydict()
-    n = len(d["person_id"])
-    signal = np.array(d["signal"], dtype=object)
-    channel = np.array([c or "" for c in d["channel"]], dtype=object)
-    keep = np.ones(n, bool)
-    if config.channels is not None:
-        keep &= np.isin(channel, list(config.channels))
-    if config.signals is not None:
-        keep &= np.isin(signal, list(config.signals))
-    weight = np.array([config.weights.get(s, 0.0) for s in signal], np.float64) if n else np.zeros(0)
-    qty = np.minimum(np.array(d["quantity"], np.float64), 10) if n else np.zeros(0)
-    weight = weight * np.where(signal == "order", qty, 1.0) if n else weight
-    if config.half_life_days and n:
-        at = np.array([t.timestamp() for t in d["event_at"]])
-        now = as_of.timestamp() if as_of is not None else at.max()
-        weight = weight * 0.5 ** (np.maximum(now - at, 0) / (config.half_life_days * 86400.0))
-    keep &= weight != 0
-    person_ids = np.array(d["person_id"], dtype=object)[keep]
-    product_ids = np.array(d["product_id"], dtype=object)[keep]
-    if products is None:
-        products = sorted(set(product_ids.tolist()))
-    if persons is None:
-        persons = sorted(set(person_ids.tolist()))
-    pi = {p: i for i, p in enumerate(products)}
-    ui = {p: i for i, p in enumerate(persons)}
-    rows_i = np.array([ui.get(p, -1) for p in person_ids.tolist()], np.int64)
-    cols_i = np.array([pi.get(p, -1) for p in product_ids.tolist()], np.int64)
-    ok = (rows_i >= 0) & (cols_i >= 0)
-    m = sp.csr_matrix((weight[keep][ok], (rows_i[ok], cols_i[ok])), shape=(len(persons), len(products)))
-    m.sum_duplicates()
-    m.data = np.maximum(m.data, 0).astype(np.float32)
-    m.eliminate_zeros()
-    return InteractionMatrix(m, list(persons), list(products))
+class Interactions:
+    """Interaction rows as arrays, ready to be weighed many ways (validation tries several)."""
+
+    def __init__(self, rows: pa.Table):
+        d = rows.to_pydict()
+        self.n = len(d["person_id"])
+        self.person_names, self.person = np.unique(np.array(d["person_id"], dtype=object), return_inverse=True) \
+            if self.n else (np.array([], dtype=object), np.zeros(0, np.int64))
+        self.product_names, self.product = np.unique(np.array(d["product_id"], dtype=object), return_inverse=True) \
+            if self.n else (np.array([], dtype=object), np.zeros(0, np.int64))
+        self.signal = np.array(d["signal"], dtype=object)
+        self.channel = np.array([c or "" for c in d["channel"]], dtype=object)
+        self.at = np.array([t.timestamp() for t in d["event_at"]]) if self.n else np.zeros(0)
+        self.quantity = np.minimum(np.array(d["quantity"], np.float64), 10) if self.n else np.zeros(0)
+
+    def matrix(self, config: SignalConfig = SignalConfig(), *, products: list[str] | None = None,
+               persons: list[str] | None = None, as_of=None) -> InteractionMatrix:
+        """Weigh, decay and sum into a matrix. ``products`` / ``persons`` fix the index (others are
+        dropped); ``as_of`` is the moment decay counts from (default the newest interaction)."""
+        keep = np.ones(self.n, bool)
+        if config.channels is not None:
+            keep &= np.isin(self.channel, list(config.channels))
+        if config.signals is not None:
+            keep &= np.isin(self.signal, list(config.signals))
+        weight = np.zeros(self.n)
+        for name, w in config.weights.items():
+            weight[self.signal == name] = w
+        weight = weight * np.where(self.signal == "order", self.quantity, 1.0)
+        if config.half_life_days and self.n:
+            now = as_of.timestamp() if as_of is not None else self.at.max()
+            weight = weight * 0.5 ** (np.maximum(now - self.at, 0) / (config.half_life_days * 86400.0))
+        keep &= weight != 0
+        if products is None:
+            products = sorted(set(self.product_names[np.unique(self.product[keep])].tolist()))
+        if persons is None:
+            persons = sorted(set(self.person_names[np.unique(self.person[keep])].tolist()))
+        pi = {p: i for i, p in enumerate(products)}
+        ui = {p: i for i, p in enumerate(persons)}
+        product_map = np.array([pi.get(p, -1) for p in self.product_names.tolist()], np.int64)
+        person_map = np.array([ui.get(p, -1) for p in self.person_names.tolist()], np.int64)
+        rows_i = person_map[self.person[keep]] if self.n else np.zeros(0, np.int64)
+        cols_i = product_map[self.product[keep]] if self.n else np.zeros(0, np.int64)
+        ok = (rows_i >= 0) & (cols_i >= 0)
+        m = sp.csr_matrix((weight[keep][ok], (rows_i[ok], cols_i[ok])), shape=(len(persons), len(products)))
+        m.sum_duplicates()
+        m.data = np.maximum(m.data, 0).astype(np.float32)
+        m.eliminate_zeros()
+        return InteractionMatrix(m, list(persons), list(products))
+
+
+def build_matrix(rows: pa.Table | Interactions, config: SignalConfig = SignalConfig(), *,
+                 products: list[str] | None = None, persons: list[str] | None = None, as_of=None) -> InteractionMatrix:
+    """Weigh, decay and sum ``rows`` into a matrix (see :meth:`Interactions.matrix`)."""
+    data = rows if isinstance(rows, Interactions) else Interactions(rows)
+    return data.matrix(config, products=products, persons=persons, as_of=as_of)

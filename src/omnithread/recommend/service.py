@@ -74,16 +74,29 @@ class Recommendations:
         self.products, self.persons, self.signals, self.serving, self.stats = products, persons, signals, serving, stats
         self.product_index = {p: i for i, p in enumerate(products)}
         self.person_index = {p: i for i, p in enumerate(persons)}
+        self.tuning: dict | None = None  # how training chose signals and model (set by train)
 
     # ------------------------------------------------------------------ training
 
     @classmethod
     def train(cls, engine: Engine, pseudonymiser, directory: Path, model: Recommender | None = None,
-              signals: SignalConfig = SignalConfig(), serving: ServingConfig = ServingConfig()) -> "Recommendations":
+              signals: SignalConfig | None = None, serving: ServingConfig = ServingConfig(),
+              tune_days: float | None = 7.0) -> "Recommendations":
+        """Train on the whole log. Unless ``model`` and ``signals`` are given, both are chosen on a
+        validation split of the log (its last ``tune_days``), then refit on everything."""
+        from omnithread.recommend.models import MODELS
+        from omnithread.recommend.tuning import tune
+
         engine.execute(f"CREATE OR REPLACE VIEW event_persons AS {EVENT_PERSONS_SQL}")
         rows = interaction_rows(engine)
         if rows.num_rows == 0:
             raise ConfigError("events", 0, "an event log with product interactions to train on")
+        tuning = None
+        if (model is None or signals is None) and tune_days:
+            tuning = tune(engine, tune_days)
+            signals = signals or tuning["config"]
+            model = model or MODELS[tuning["model"]](**tuning["params"])
+        signals = signals or SignalConfig()
         matrix = build_matrix(rows, signals)
         model = (model or DLAE(lam=100.0, dropout=0.33)).fit(matrix.matrix)
         directory = Path(directory)
@@ -91,11 +104,14 @@ class Recommendations:
         model.save(directory / "model.npz")
         stats = {"format": FORMAT_VERSION, "persons": len(matrix.persons), "products": len(matrix.products),
                  "interactions": int(matrix.matrix.nnz), "model": model.describe(),
-                 "fit_seconds": round(model.fit_seconds, 3)}
+                 "fit_seconds": round(model.fit_seconds, 3), "signals": asdict(signals),
+                 "tuning": None if tuning is None else {k: v for k, v in tuning.items() if k != "config"}}
         (directory / "index.json").write_text(json.dumps({"products": matrix.products, "persons": matrix.persons,
                                                           "signals": asdict(signals), "serving": asdict(serving),
                                                           "stats": stats}))
-        return cls(engine, pseudonymiser, directory, model, matrix.products, matrix.persons, signals, serving, stats)
+        service = cls(engine, pseudonymiser, directory, model, matrix.products, matrix.persons, signals, serving, stats)
+        service.tuning = tuning
+        return service
 
     @classmethod
     def open(cls, engine: Engine, pseudonymiser, directory: Path) -> "Recommendations":
