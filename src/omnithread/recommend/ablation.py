@@ -11,8 +11,8 @@ what each true person bought in the hold-out days (which no source saw), per cha
 * ``joined, no picks``: the same without the checkout-free store's picks and put-backs;
 * ``ceiling``: every channel joined by the true identities (the best any resolution could do).
 
-A true person is served from the resolved person that holds most of their interactions (the one a
-recommendation request would most likely name); an over-merged person's mixed history is served to
+A true person is served, for a purchase on one channel, from the resolved person that holds most of
+their events on that channel (the one a request from that channel would name); an over-merged person's mixed history is served to
 each true person in it, as it would be. The share of the ceiling's gain that omnithread captures is
 ``(joined - siloed) / (ceiling - siloed)`` on NDCG@10 over all held-out purchases.
 """
@@ -53,15 +53,18 @@ ASSUMPTIONS = [
 TRUE_PERSONS_SQL = EVENT_PERSONS_SQL.replace("identity_map", "true_identity_map")
 
 
-def _served_rows(engine: Engine) -> dict[str, str]:
-    """True person -> the resolved person holding most of their identifiers' interactions."""
+def _served_rows(engine: Engine, channels: tuple[str, ...]) -> dict[str, str]:
+    """True person -> the resolved person holding most of their events on ``channels`` (the identity a
+    request from that channel names), else on any channel."""
+    marks = ", ".join(f"'{c}'" for c in channels)
     rows = engine.rows("""
         WITH ev AS (
-            SELECT r.person_id, t.person_id AS true_person
+            SELECT r.person_id, t.person_id AS true_person, CASE WHEN r.channel IN (""" + marks + """) THEN 1000000
+                   ELSE 1 END AS w
             FROM (""" + EVENT_PERSONS_SQL + """) r JOIN (""" + TRUE_PERSONS_SQL + """) t USING (message_id)
             WHERE r.person_id IS NOT NULL AND t.person_id IS NOT NULL)
         SELECT true_person, arg_max(person_id, n) AS person_id FROM (
-            SELECT true_person, person_id, count(*) AS n FROM ev GROUP BY 1, 2) GROUP BY 1""")
+            SELECT true_person, person_id, sum(w) AS n FROM ev GROUP BY 1, 2) GROUP BY 1""")
     return {r["true_person"]: r["person_id"] for r in rows}
 
 
@@ -130,7 +133,7 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
     resolved_table = interaction_rows(engine)
     resolved_rows = Interactions(resolved_table)
     true_rows = Interactions(interaction_rows(engine, TRUE_PERSONS_SQL))
-    served = _served_rows(engine)
+    served = {"online": _served_rows(engine, ONLINE), "store": _served_rows(engine, STORE)}
     future = pq.read_table(truth_dir / "future_purchases.parquet").to_pydict()
     products = sorted(set(resolved_rows.product_names.tolist()) | set(future["product_id"]))
     pidx = {p: i for i, p in enumerate(products)}
@@ -159,7 +162,7 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
             model = make_model().fit(X.matrix, Y.matrix)
             fallback = np.asarray(Y.matrix.sum(axis=0)).ravel()
             persons = sorted(people)
-            idx = [X.person_index.get(p if by_truth else served.get(p), -1) for p in persons]
+            idx = [X.person_index.get(p if by_truth else served[group].get(p), -1) for p in persons]
             empty = sp.csr_matrix((1, len(products)), dtype=np.float32)
             hist = sp.vstack([X.matrix[i] if i >= 0 else empty for i in idx]).tocsr() if persons else \
                 sp.csr_matrix((0, len(products)))
