@@ -169,8 +169,20 @@ class Recommendations:
             self._repeat = {self.product_index[r["product_id"]] for r in rows if r["product_id"] in self.product_index}
         return self._repeat
 
+    def refresh(self) -> None:
+        """Forget the store-wide facts read from the log (sales, repeat buying, new products)."""
+        self._memo = {}
+        self.__dict__.pop("_repeat", None)
+        self.__dict__.pop("_co", None)
+
     def _sold(self, days: float, store: str | None = None) -> np.ndarray:
-        """Units sold per product in the last ``days`` (at ``store``)."""
+        """Units sold per product in the last ``days`` (at ``store``); read once, then kept (see refresh)."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if (days, store) not in memo:
+            memo[(days, store)] = self._read_sold(days, store)
+        return memo[(days, store)]
+
+    def _read_sold(self, days: float, store: str | None = None) -> np.ndarray:
         where = "AND store_id = ?" if store else ""
         params = [days] + ([store] if store else [])
         rows = self.engine.rows(f"""
@@ -188,6 +200,12 @@ class Recommendations:
         return out
 
     def _new_products(self) -> list[int]:
+        memo = self.__dict__.setdefault("_memo", {})
+        if "new" not in memo:
+            memo["new"] = self._read_new_products()
+        return memo["new"]
+
+    def _read_new_products(self) -> list[int]:
         rows = self.engine.rows("""
             WITH latest AS (SELECT max(event_at) AS t FROM events),
                  firsts AS (SELECT properties->>'product_id' AS product_id, min(event_at) AS first_at FROM events
