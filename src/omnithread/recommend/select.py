@@ -31,17 +31,21 @@ def validation_split(train: sp.csr_matrix, times: sp.csr_matrix | None, seed: in
     return random_split(coo.row, coo.col, train.shape, seed=seed + 1, weights=coo.data)
 
 
-def choose(train: sp.csr_matrix, times: sp.csr_matrix | None = None, families=None, seed: int = 0) -> dict:
+def choose(train: sp.csr_matrix, times: sp.csr_matrix | None = None, families=None, seed: int = 0,
+           folds: int = 3) -> dict:
     """Per family, the candidate with the best validation NDCG@10, refit on all of ``train``.
 
+    A temporal split has one validation fold (the latest interactions); a random one averages
+    ``folds`` splits with different seeds, so a choice does not hang on one draw.
     Returns family -> (fitted model, validation NDCG@10)."""
-    val = validation_split(train, times, seed)
+    vals = [validation_split(train, times, seed + f) for f in range(1 if times is not None else folds)]
     best = {}
     for family, candidates in CANDIDATES.items():
         if families is not None and family not in families:
             continue
         for cls, params in candidates:
-            score = evaluate_model(cls(seed=seed, **params).fit(val.train), val)["ndcg@10"]
+            score = float(np.mean([evaluate_model(cls(seed=seed, **params).fit(v.train), v)["ndcg@10"]
+                                   for v in vals]))
             if family not in best or score > best[family][2]:
-                best[family] = (cls, params, score)
+                best[family] = (cls, params, round(score, 4))
     return {f: (cls(seed=seed, **params).fit(train), score) for f, (cls, params, score) in best.items()}
