@@ -84,7 +84,8 @@ def test_the_readme_documents_every_command():
     for command in ("omnithread demo", "omnithread ingest", "omnithread stats", "omnithread rejected list",
                     "omnithread rejected show", "omnithread rejected replay", "omnithread simulate",
                     "omnithread resolve", "omnithread person", "omnithread sensing simulate",
-                    "omnithread sensing run", "omnithread sensing evaluate"):
+                    "omnithread sensing run", "omnithread sensing evaluate", "omnithread train",
+                    "omnithread recommend", "omnithread evaluate"):
         assert command in readme, command
 
 
@@ -137,3 +138,25 @@ def test_sensing_simulate_run_and_evaluate(tmp_path, data_dir):
     assert scored["trips"] == 2 and scored["f1"] == 1.0 and scored["exact_receipts"] == 1.0
     result = runner.invoke(app, ["sensing", "run", str(tmp_path)])
     assert result.exit_code == 2 and "layout.json" in result.output
+
+
+def test_train_recommend_and_evaluate(tmp_path, data_dir):
+    report = run_json("demo", "--people", "300", "--days", "14", "--data-dir", data_dir, "--sources", str(tmp_path / "w"))
+    assert report["recommend"]["stats"]["tuning"]["model"] in {"dlae", "ease", "itemknn", "als"}
+    assert set(report["ablation"]["variants"]) >= {"siloed", "joined", "ceiling"}
+    trained = run_json("train", "--data-dir", data_dir)
+    assert trained["interactions"] > 0 and trained["signals"]["weights"]["order"] > 0
+    person = report["recommend"]["example"]["person_id"]
+    mine = run_json("recommend", person, "-n", "4", "--data-dir", data_dir)
+    assert mine["surface"] == "for_you" and mine["person_id"] == person and len(mine["items"]) == 4
+    trending = run_json("recommend", "--surface", "trending", "-n", "3", "--data-dir", data_dir)
+    assert trending["surface"] == "trending" and len(trending["items"]) == 3
+    stranger = run_json("recommend", "nobody@example.com", "--data-dir", data_dir)
+    assert stranger["surface"] == "trending" and "unknown person" in stranger["fallback_reason"]
+    result = runner.invoke(app, ["recommend", "--surface", "similar", "--product", "NOPE", "--data-dir", data_dir])
+    assert result.exit_code == 2 and "NOPE" in result.output
+    scored = run_json("evaluate", "--truth", str(tmp_path / "w" / "truth"), "--chart", str(tmp_path / "a.svg"),
+                      "--data-dir", data_dir)
+    assert {"popularity", "dlae", "als"} <= set(scored["temporal"]["models"])
+    assert scored["ablation"]["variants"]["ceiling"]["all"]["users"] > 0
+    assert (tmp_path / "a.svg").read_text().startswith("<svg")

@@ -278,12 +278,12 @@ class ALS(Recommender):
     def _fit(self, X):
         from implicit.cpu.als import AlternatingLeastSquares
 
-        model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
-                                        iterations=self.iterations, alpha=self.alpha, random_state=self.seed,
-                                        calculate_training_loss=False)
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1, "blas"):  # implicit's own threads do the work; BLAS threads would fight them
+            model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
+                                            iterations=self.iterations, alpha=self.alpha, random_state=self.seed,
+                                            calculate_training_loss=False)
             model.fit(X, show_progress=False)
         self.item_factors = np.asarray(model.item_factors, np.float32)
         self._prepare()
