@@ -70,15 +70,7 @@ def temporal_split(users, items, times, shape, test_share: float = 0.2, weights=
     users, items, times = np.asarray(users), np.asarray(items), np.asarray(times)
     weights = np.ones(len(users), np.float32) if weights is None else np.asarray(weights, np.float32)
     order = np.lexsort((np.arange(len(users)), times, users))
-    u = users[order]
-    starts = np.r_[0, np.nonzero(np.diff(u))[0] + 1]
-    ends = np.r_[starts[1:], len(u)]
-    is_test = np.zeros(len(users), bool)
-    for s, e in zip(starts, ends):
-        n = e - s
-        if n >= 2:
-            is_test[order[e - max(1, int(math.ceil(test_share * n))):e]] = True
-    return _finish(users, items, weights, is_test, shape)
+    return _finish(users, items, weights, _hold_out_ends(users, order, test_share), shape)
 
 
 def random_split(users, items, shape, test_share: float = 0.2, seed: int = 0, weights=None) -> Split:
@@ -88,15 +80,21 @@ def random_split(users, items, shape, test_share: float = 0.2, seed: int = 0, we
     rng = np.random.default_rng(seed)
     key = rng.random(len(users))
     order = np.lexsort((key, users))
+    return _finish(users, items, weights, _hold_out_ends(users, order, test_share), shape)
+
+
+def _hold_out_ends(users: np.ndarray, order: np.ndarray, test_share: float) -> np.ndarray:
+    """With rows grouped by user in ``order``, mark the last ``test_share`` of each user's rows (at
+    least one, for users with two or more)."""
     u = users[order]
-    starts = np.r_[0, np.nonzero(np.diff(u))[0] + 1]
-    ends = np.r_[starts[1:], len(u)]
+    starts = np.r_[0, np.nonzero(np.diff(u))[0] + 1] if len(u) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(u)] if len(u) else np.zeros(0, np.int64)
     is_test = np.zeros(len(users), bool)
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts.tolist(), ends.tolist()):
         n = e - s
         if n >= 2:
             is_test[order[e - max(1, int(math.ceil(test_share * n))):e]] = True
-    return _finish(users, items, weights, is_test, shape)
+    return is_test
 
 
 def _finish(users, items, weights, is_test, shape) -> Split:
