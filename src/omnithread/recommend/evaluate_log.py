@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
-import scipy.sparse as sp
 
 from omnithread.engine.base import Engine
 from omnithread.identity.graph import EVENT_PERSONS_SQL
