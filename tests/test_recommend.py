@@ -247,3 +247,18 @@ def test_the_ablation_runs_every_variant(served):
     for v in result["variants"].values():
         assert 0 <= v["all"]["ndcg@10"] <= 1 and v["all"]["users"] > 0
     assert result["assumptions"] and ablation_svg(result).startswith("<svg")
+
+
+def test_a_persons_rows_read_the_quick_way_equal_the_full_scan(served):
+    from collections import Counter
+
+    from omnithread.identity.graph import EVENT_PERSONS_SQL
+    from omnithread.recommend.interactions import interaction_rows
+
+    ws, service, _ = served
+    people = [r["person_id"] for r in ws.engine.rows("SELECT person_id FROM profiles ORDER BY hash(person_id) LIMIT 25")]
+    for person in people:
+        service._rows_for = (None, None)
+        quick = Counter(tuple(sorted(r.items())) for r in service._person_rows(person).to_pylist())
+        full = interaction_rows(ws.engine, f"SELECT * FROM ({EVENT_PERSONS_SQL}) WHERE person_id = ?", [person])
+        assert quick == Counter(tuple(sorted(r.items())) for r in full.to_pylist()), person
