@@ -63,7 +63,7 @@ def _served_rows(engine: Engine, channels: tuple[str, ...]) -> dict[str, str]:
                    ELSE 1 END AS w
             FROM (""" + EVENT_PERSONS_SQL + """) r JOIN (""" + TRUE_PERSONS_SQL + """) t USING (message_id)
             WHERE r.person_id IS NOT NULL AND t.person_id IS NOT NULL)
-        SELECT true_person, arg_max(person_id, n) AS person_id FROM (
+        SELECT true_person, first(person_id ORDER BY n DESC, person_id) AS person_id FROM (
             SELECT true_person, person_id, sum(w) AS n FROM ev GROUP BY 1, 2) GROUP BY 1""")
     return {r["true_person"]: r["person_id"] for r in rows}
 
@@ -104,6 +104,50 @@ class ChannelModel:
 
     def describe(self) -> dict:
         return {"model": "dlae (input channels -> target channel)", "lam": self.lam, "dropout": self.dropout}
+
+
+CROSS_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def _cross_weight(rows: Interactions, cfg: SignalConfig, target: tuple[str, ...], products: list[str], make_model,
+                  holdout_days: float = 7.0) -> tuple[SignalConfig, float]:
+    """How much the other channels' history should count when predicting purchases on ``target``,
+    chosen on a validation split of ``rows`` themselves (their last ``holdout_days``; no truth used):
+    the multiplier on non-target channels with the best NDCG@10 on the held-out target purchases."""
+    cut = rows.at.max() - holdout_days * 86400.0
+    train = rows.subset(rows.at < cut)
+    later = rows.subset(rows.at >= cut)
+    pidx = {p: i for i, p in enumerate(products)}
+    bought: dict[str, set[int]] = {}
+    for person, product, signal in zip(train.person_names[train.person].tolist(),
+                                       train.product_names[train.product].tolist(), train.signal.tolist()):
+        if signal == "order":
+            bought.setdefault(person, set()).add(pidx[product])
+    test: dict[str, set[int]] = {}
+    for person, product, signal, channel in zip(later.person_names[later.person].tolist(),
+                                                later.product_names[later.product].tolist(), later.signal.tolist(),
+                                                later.channel.tolist()):
+        if signal == "order" and channel in target and pidx[product] not in bought.get(person, ()):
+            test.setdefault(person, set()).add(pidx[product])
+    if not test:
+        return cfg, 1.0
+    people = sorted(test)
+    Y = train.matrix(cfg.with_(channels=target), products=products, persons=people + ["~"])
+    others = sorted(set(rows.channel.tolist()) - set(target))
+    best, best_score = 1.0, -1.0
+    for w in CROSS_GRID:
+        x_cfg = cfg.with_(channel_weights={c: w for c in others})
+        X = train.matrix(x_cfg, products=products)
+        Yfull = train.matrix(cfg.with_(channels=target), products=products, persons=X.persons)
+        model = make_model().fit(X.matrix, Yfull.matrix)
+        idx = [X.person_index.get(p, -1) for p in people]
+        empty = sp.csr_matrix((1, len(products)), dtype=np.float32)
+        hist = sp.vstack([X.matrix[i] if i >= 0 else empty for i in idx]).tocsr()
+        score = _judge(model, hist, np.asarray(Y.matrix.sum(axis=0)).ravel(), [test[p] for p in people],
+                       [bought.get(p, set()) for p in people])["ndcg@10"]
+        if score > best_score + 1e-4:
+            best, best_score = w, score
+    return cfg.with_(channel_weights={c: best for c in others}), best
 
 
 def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path | str,
@@ -155,8 +199,11 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
         everyone = sorted(set(rows.person_names.tolist()))
         out = {}
         for group, people in wanted.items():
-            X = build_matrix(rows, cfg.with_(channels=inputs[group]), products=products, persons=everyone,
-                             as_of=as_of)
+            x_cfg = cfg.with_(channels=inputs[group])
+            if inputs[group] is None:  # several channels in: how much the others count, chosen on validation
+                x_cfg, out.setdefault("cross_channel_weight", {})[group] = _cross_weight(
+                    rows, x_cfg, target_channels[group], products, make_model)
+            X = build_matrix(rows, x_cfg, products=products, persons=everyone, as_of=as_of)
             Y = build_matrix(rows, cfg.with_(channels=target_channels[group]), products=products, persons=everyone,
                              as_of=as_of)
             model = make_model().fit(X.matrix, Y.matrix)

@@ -43,6 +43,7 @@ class SignalConfig:
     half_life_days: float | None = None
     channels: tuple[str, ...] | None = None  # None: every channel
     signals: tuple[str, ...] | None = None  # None: every signal
+    channel_weights: dict | None = None  # channel -> multiplier (how much one channel's history counts)
 
     def with_(self, **changes) -> "SignalConfig":
         return replace(self, **changes)
@@ -106,6 +107,15 @@ class Interactions:
         self.at = np.array([t.timestamp() for t in d["event_at"]]) if self.n else np.zeros(0)
         self.quantity = np.minimum(np.array(d["quantity"], np.float64), 10) if self.n else np.zeros(0)
 
+    def subset(self, keep: np.ndarray) -> "Interactions":
+        """The same interactions, only those where ``keep`` is true (names and codes kept)."""
+        out = object.__new__(Interactions)
+        out.n = int(keep.sum())
+        out.person_names, out.product_names = self.person_names, self.product_names
+        for name in ("person", "product", "signal", "channel", "at", "quantity"):
+            setattr(out, name, getattr(self, name)[keep])
+        return out
+
     def matrix(self, config: SignalConfig = SignalConfig(), *, products: list[str] | None = None,
                persons: list[str] | None = None, as_of=None) -> InteractionMatrix:
         """Weigh, decay and sum into a matrix. ``products`` / ``persons`` fix the index (others are
@@ -119,6 +129,8 @@ class Interactions:
         for name, w in config.weights.items():
             weight[self.signal == name] = w
         weight = weight * np.where(self.signal == "order", self.quantity, 1.0)
+        for name, w in (config.channel_weights or {}).items():
+            weight[self.channel == name] *= w
         if config.half_life_days and self.n:
             now = as_of.timestamp() if as_of is not None else self.at.max()
             weight = weight * 0.5 ** (np.maximum(now - self.at, 0) / (config.half_life_days * 86400.0))
