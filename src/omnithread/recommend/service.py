@@ -155,7 +155,10 @@ class Recommendations:
 
     def _history(self, person: str, recent: list[dict] | None) -> sp.csr_matrix:
         table = self._person_rows(person)
-        m = build_matrix(table, self.signals, products=self.products, persons=[person])
+        memo = self.__dict__.setdefault("_memo", {})
+        if "latest" not in memo:  # decay counts from the log's newest event, as in training
+            memo["latest"] = self.engine.scalar("SELECT max(event_at) FROM events")
+        m = build_matrix(table, self.signals, products=self.products, persons=[person], as_of=memo["latest"])
         row = m.matrix
         for ev in recent or []:
             i = self.product_index.get(ev.get("product_id"))
