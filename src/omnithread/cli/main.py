@@ -608,6 +608,90 @@ def _print_ablation(res: dict) -> None:
     console.print("Simulator assumptions behind this result: " + " ".join(res["assumptions"]))
 
 
+keys_app = typer.Typer(no_args_is_help=True, help="API keys: create (shown once), list, revoke.")
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(data_dir: Optional[Path]):
+    from omnithread.api.keys import KeyStore
+    from omnithread.privacy.secret import load_secret
+
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return KeyStore(settings.data_dir, load_secret(settings.data_dir))
+
+
+@keys_app.command("create")
+def keys_create(
+    role: str = typer.Option(..., help="write (send events), read (read API) or admin (keys, consent, erasure)."),
+    name: Optional[str] = typer.Option(None, help="What the key is for."),
+    rate: Optional[float] = typer.Option(None, help="Requests a second allowed (default by role)."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Create a key; it is printed once and only its keyed hash is stored."""
+    store = _key_store(data_dir)
+    try:
+        key, record = store.create(role, name, rate)
+    except OmnithreadError as error:
+        _fail(error)
+    finally:
+        store.audit(None, "create key", None, "cli")
+        store.close()
+    if as_json:
+        _print_json({"key": key, **record.as_dict()})
+    else:
+        console.print(f"{key}\n(key id {record.key_id}, role {record.role}; shown once, store it now)")
+
+
+@keys_app.command("list")
+def keys_list(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """Every key's id, role, rate and state (never the key itself)."""
+    store = _key_store(data_dir)
+    keys = [k.as_dict() for k in store.list()]
+    store.close()
+    if as_json:
+        _print_json(keys)
+    else:
+        console.print(_table("API keys", keys))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """Revoke a key by its id; it stops working within a second, also in a running server."""
+    store = _key_store(data_dir)
+    try:
+        record = store.revoke(key_id)
+        store.audit(None, "revoke key", key_id, "cli")
+    except OmnithreadError as error:
+        _fail(error)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(record.as_dict())
+    else:
+        console.print(f"revoked {record.key_id} ({record.role}) at {record.revoked_at}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Run the collector and read API over the data directory (it holds the event log while it runs)."""
+    import uvicorn
+
+    from omnithread.api.app import create_app
+
+    settings = _settings(data_dir)
+    application = create_app(settings)
+    if not application.state.service.keys.list():
+        err.print("No API keys yet: create them with `omnithread keys create --role write` (and read, admin).")
+    err.print(f"omnithread serving {settings.data_dir} on http://{host}:{port} (OpenAPI: /docs, /openapi.json)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 

@@ -1,0 +1,301 @@
+"""The HTTP service: a Segment-compatible collector and the read API, over one data directory.
+
+Collector (write keys): ``POST /v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``,
+``/v1/alias``, ``/v1/group`` and ``/v1/batch``, authenticated as Segment's clients do it (the write
+key as the HTTP Basic user name, or ``writeKey`` in the body), gzip bodies accepted, Segment's
+limits (32 KB an event, 500 KB a batch). Every event goes through the same validation, pseudonymisation
+and log as file import; the answer is sent only after the log has committed, so nothing acknowledged
+is lost, and a retried ``messageId`` is stored once. Success answers ``{"success": true}``; events
+that fail validation are kept as rejected (replayable) and the answer says why, with HTTP 400 when
+nothing in the request was accepted.
+
+Read API (read keys; every read of personal data is audited): a person's profile and identities,
+recommendations on every surface, a store's receipts and visits. ``GET /openapi.json`` describes it all.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import zlib
+from datetime import UTC, datetime
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from omnithread.api.keys import ApiKey, KeyStore
+from omnithread.config import Settings
+from omnithread.errors import OmnithreadError
+from omnithread.events.schema import MAX_BATCH_BYTES
+from omnithread.privacy.secret import load_secret
+from omnithread.workspace import Workspace
+
+__all__ = ["create_app", "CALLS"]
+
+CALLS = ("track", "identify", "page", "screen", "alias", "group")
+MAX_BODY = MAX_BATCH_BYTES + 64 * 1024  # a batch at the limit, with room for its envelope
+
+
+class Service:
+    """The workspace and key store one server process holds, with a lock around the event log."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.ws = Workspace(settings)
+        self.keys = KeyStore(settings.data_dir, load_secret(settings.data_dir))
+        self.lock = threading.Lock()
+        self._recommendations = None
+
+    def connect(self) -> None:
+        """Fold events that arrived since the last resolution into persons (incrementally), so reads
+        see them; the first time, resolve the whole log. Profiles are rebuilt when anything changed."""
+        from omnithread.identity import resolve_identities
+        from omnithread.identity.incremental import update_identities
+        from omnithread.profile import build_profiles
+
+        engine = self.ws.engine
+        if not engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'identity_state'"):
+            if not self.ws.log.count():
+                return
+            resolve_identities(engine, self.ws.pseudonymiser)
+            build_profiles(engine)
+            return
+        if update_identities(engine, self.ws.pseudonymiser).events:
+            build_profiles(engine)
+
+    def recommendations(self):
+        from omnithread.errors import NotFoundError
+        from omnithread.recommend.service import Recommendations
+
+        if self._recommendations is None:
+            directory = self.settings.data_dir / "models"
+            try:
+                self._recommendations = Recommendations.open(self.ws.engine, self.ws.pseudonymiser, directory)
+            except NotFoundError:
+                self._recommendations = Recommendations.train(self.ws.engine, self.ws.pseudonymiser, directory)
+        return self._recommendations
+
+    def close(self) -> None:
+        self.ws.close()
+        self.keys.close()
+
+
+def _problem(status: int, code: str, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"success": False, "code": code, "message": message, **extra}, status_code=status)
+
+
+def _basic_user(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return decoded.split(":", 1)[0] or None
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return None
+
+
+def create_app(settings: Settings) -> FastAPI:
+    service = Service(settings)
+    app = FastAPI(title="omnithread", version="1", description=__doc__.split("\n\n")[0])
+    app.state.service = service
+
+    @app.on_event("shutdown")
+    def _close() -> None:  # pragma: no cover - exercised by the server process
+        service.close()
+
+    def authorised(role: str):
+        def check(request: Request) -> ApiKey:
+            key = service.keys.check(_basic_user(request) or request.headers.get("x-api-key"))
+            if key is None:
+                service.keys.audit(None, f"{request.method} {request.url.path}", None, "refused: no valid key")
+                raise HTTPException(401, detail={"code": "unauthorised", "message": "a valid API key is required"},
+                                    headers={"WWW-Authenticate": 'Basic realm="omnithread"'})
+            if key.role != role and key.role != "admin":
+                service.keys.audit(key, f"{request.method} {request.url.path}", None, f"refused: needs {role}")
+                raise HTTPException(403, detail={"code": "forbidden",
+                                                 "message": f"a {key.role} key cannot do this; it needs a {role} key"})
+            if not service.keys.allow(key):
+                raise HTTPException(429, detail={"code": "rate_limited",
+                                                 "message": f"key {key.key_id} is over its rate limit"},
+                                    headers={"Retry-After": "1"})
+            return key
+        return check
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, dict) else {
+            "code": {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error"),
+            "message": f"{exc.detail}: {request.method} {request.url.path}"}
+        return JSONResponse({"success": False, **detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_parameters(request: Request, exc: RequestValidationError):
+        problems = [{"field": ".".join(str(x) for x in e.get("loc", ())), "message": e.get("msg", "")}
+                    for e in exc.errors()]
+        return JSONResponse({"success": False, "code": "invalid_parameters",
+                             "message": "; ".join(f"{p['field']}: {p['message']}" for p in problems),
+                             "problems": problems}, status_code=400)
+
+    @app.exception_handler(OmnithreadError)
+    async def _domain_error(request: Request, exc: OmnithreadError):
+        return JSONResponse({"success": False, "code": type(exc).__name__, "message": str(exc)},
+                            status_code=exc.http_status)
+
+    async def _body(request: Request) -> bytes:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise HTTPException(413, detail={"code": "body_too_large",
+                                             "message": f"the body is {len(raw)} bytes; the limit is {MAX_BODY}"})
+        encoding = request.headers.get("content-encoding", "").lower()
+        if encoding == "gzip":
+            try:
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                raw = d.decompress(raw, MAX_BODY + 1)
+            except zlib.error as exc:
+                raise HTTPException(400, detail={"code": "invalid_gzip", "message": f"the body is not gzip: {exc}"})
+            if len(raw) > MAX_BODY:
+                raise HTTPException(413, detail={"code": "body_too_large",
+                                                 "message": f"the body unzips to more than {MAX_BODY} bytes"})
+        elif encoding not in ("", "identity"):
+            raise HTTPException(415, detail={"code": "unsupported_encoding",
+                                             "message": f"Content-Encoding {encoding!r} is not supported; use gzip"})
+        return raw
+
+    def _collect(raw: bytes, call: str | None, key: ApiKey) -> JSONResponse:
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return _problem(400, "invalid_json", f"the body is not JSON: {exc}")
+        if not isinstance(payload, dict):
+            return _problem(400, "not_an_object", f"the body must be a JSON object, not {type(payload).__name__}")
+        if call is None and not isinstance(payload.get("batch"), list):
+            return _problem(400, "missing_field", "a batch needs a 'batch' array of calls")
+        if call is not None:
+            payload.setdefault("type", call)
+            if payload.get("type") != call:
+                return _problem(400, "invalid_call", f"/v1/{call} takes {call} calls, not {payload.get('type')!r}")
+        payload.pop("writeKey", None)
+        received = datetime.now(UTC)
+        source = f"http:{key.key_id}:{received.isoformat()}"
+        with service.lock:
+            ingestor = service.ws.ingestor(received_at=received)
+            ingestor.begin(source)
+            staged_rejections = ingestor._rejected
+            ingestor._submit_parsed(payload, raw, source)
+            rejected = [{"source": row[2], "reasons": orjson.loads(row[5])} for row in staged_rejections.values()]
+            ingestor.flush()  # committed before the answer: nothing acknowledged is lost
+            report = ingestor.report
+        body = {"success": True, "accepted": report.accepted, "duplicates": report.duplicates}
+        if rejected:
+            body["rejected"] = [{"index": int(r["source"].rsplit("#", 1)[1]) if "#" in r["source"] else 0,
+                                 "reasons": [x.get("message", x) if isinstance(x, dict) else x for x in r["reasons"]]}
+                                for r in rejected]
+            if report.accepted == 0 and report.duplicates == 0:
+                body["success"] = False
+                return JSONResponse(body, status_code=400)
+        return JSONResponse(body)
+
+    def _write_key_from_body(raw: bytes) -> str | None:
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        return payload.get("writeKey") if isinstance(payload, dict) else None
+
+    async def _authorised_write(request: Request) -> tuple[ApiKey, bytes]:
+        raw = await _body(request)
+        presented = _basic_user(request) or request.headers.get("x-api-key") or _write_key_from_body(raw)
+        key = service.keys.check(presented)
+        if key is None:
+            raise HTTPException(401, detail={"code": "unauthorised", "message": "a valid write key is required "
+                                             "(HTTP Basic user name, as Segment's clients send it)"},
+                                headers={"WWW-Authenticate": 'Basic realm="omnithread"'})
+        if key.role not in ("write", "admin"):
+            raise HTTPException(403, detail={"code": "forbidden",
+                                             "message": f"a {key.role} key cannot send events; use a write key"})
+        if not service.keys.allow(key):
+            raise HTTPException(429, detail={"code": "rate_limited", "message": f"key {key.key_id} is over its rate "
+                                             "limit"}, headers={"Retry-After": "1"})
+        return key, raw
+
+    def _call_endpoint(call: str):
+        async def endpoint(request: Request):
+            key, raw = await _authorised_write(request)
+            return _collect(raw, call, key)
+        endpoint.__name__ = f"send_{call}"
+        return endpoint
+
+    for call in CALLS:
+        app.add_api_route(f"/v1/{call}", _call_endpoint(call), methods=["POST"], tags=["collector"],
+                          summary=f"Send one {call} call (Segment HTTP Tracking API)")
+
+    @app.post("/v1/batch", tags=["collector"], summary="Send a batch of calls (Segment HTTP Tracking API)")
+    async def batch(request: Request):
+        key, raw = await _authorised_write(request)
+        return _collect(raw, None, key)
+
+    app.add_api_route("/v1/import", batch, methods=["POST"], tags=["collector"], summary="Alias of /v1/batch")
+
+    # ------------------------------------------------------------------ read API
+
+    @app.get("/v1/persons/{key}", tags=["read"], summary="A person: profile, identities and activity")
+    def person(key: str, who: ApiKey = Depends(authorised("read"))):
+        from omnithread.identity.lookup import describe_person, find_person
+        from omnithread.profile import get_profile
+
+        with service.lock:
+            service.connect()
+            try:
+                person_id = find_person(service.ws.engine, key, service.ws.pseudonymiser)
+            except OmnithreadError:
+                service.keys.audit(who, "read person", None, "not found")
+                raise
+            described = describe_person(service.ws.engine, person_id)
+            try:
+                profile = get_profile(service.ws.engine, person_id)
+            except Exception:  # noqa: BLE001 - no profiles built yet
+                profile = None
+        service.keys.audit(who, "read person", person_id, "ok")
+        return _jsonable({"person_id": person_id, "profile": profile, **described})
+
+    @app.get("/v1/recommendations", tags=["read"], summary="Recommendations on any surface")
+    def recommendations(person: str | None = None, surface: str = "for_you", store: str | None = None,
+                        product: str | None = None, basket: str | None = None,
+                        n: int = Query(10, ge=1, le=500), who: ApiKey = Depends(authorised("read"))):
+        with service.lock:
+            service.connect()
+            answer = service.recommendations().recommend(
+                person, surface, n=n, store=store, product=product, basket=basket.split(",") if basket else None)
+        service.keys.audit(who, f"recommendations {surface}", answer.person_id, "ok")
+        return answer.as_dict()
+
+    @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
+    def receipts(store_id: str, limit: int = Query(50, ge=1, le=1000), who: ApiKey = Depends(authorised("read"))):
+        with service.lock:
+            rows = service.ws.engine.rows("""
+                SELECT message_id, event, event_at, anonymous_id,
+                       properties->>'order_id' AS order_id, properties->>'visit_id' AS visit_id,
+                       TRY_CAST(properties->>'total' AS DOUBLE) AS total,
+                       properties->>'review_required' AS review_required
+                FROM events WHERE store_id = ? AND event IN ('Order Completed', 'Store Entered', 'Store Exited')
+                ORDER BY event_at DESC, message_id LIMIT ?""", [store_id, limit])
+        service.keys.audit(who, "read store receipts", store_id, "ok")
+        return _jsonable({"store_id": store_id, "events": rows})
+
+    @app.get("/health", tags=["service"], summary="Is the service up, and how many events does it hold")
+    def health():
+        with service.lock:
+            count = service.ws.log.count()
+        return {"ok": True, "events": count}
+
+    return app
+
+
+def _jsonable(value):
+    return orjson.loads(orjson.dumps(value, default=str))

@@ -1,0 +1,219 @@
+"""The service, tested as a real server process on loopback, with Segment's own Python client."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from omnithread.api.keys import KeyStore
+from omnithread.privacy.secret import load_secret
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> "Server":
+        env = dict(os.environ, OMNITHREAD_DATA_DIR=str(self.data_dir))
+        env.pop("OMNITHREAD_SECRET", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve", "--port", str(self.port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("the server did not start: " + (self.proc.stdout.read().decode() if self.proc.stdout else ""))
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    data = tmp_path_factory.mktemp("served")
+    store = KeyStore(data, load_secret(data))
+    made = {role: store.create(role, f"test {role}")[0] for role in ("write", "read", "admin")}
+    store.close()
+    return data, made
+
+
+@pytest.fixture(scope="module")
+def server(keys):
+    data, _ = keys
+    s = Server(data).start()
+    yield s
+    s.stop()
+
+
+def basic(key: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def track(n: int, **extra) -> dict:
+    return {"type": "track", "event": "Product Viewed", "anonymousId": f"anon-{n}", "messageId": f"m-{n}",
+            "properties": {"product_id": f"P{n % 7}"}, "context": {"channel": "web"}, **extra}
+
+
+def test_segments_own_python_client_sends_events_that_arrive(server, keys):
+    from segment.analytics import Client
+
+    _, made = keys
+    client = Client(made["write"], host=server.url, sync_mode=True, gzip=True, max_retries=1)
+    for n in range(25):
+        client.track(user_id=f"user-{n % 5}", event="Product Viewed", properties={"product_id": f"P{n}"},
+                     context={"channel": "web"}, message_id=f"seg-{n}")
+    client.identify(user_id="user-1", traits={"email": "Someone@Example.com"}, context={"channel": "web"},
+                    message_id="seg-identify")
+    client.flush()
+    before = httpx.get(f"{server.url}/health").json()["events"]
+    assert before >= 26
+    # a retry of everything stores nothing twice
+    for n in range(25):
+        client.track(user_id=f"user-{n % 5}", event="Product Viewed", properties={"product_id": f"P{n}"},
+                     context={"channel": "web"}, message_id=f"seg-{n}")
+    client.flush()
+    assert httpx.get(f"{server.url}/health").json()["events"] == before
+
+
+def test_collector_answers_like_segment_and_keeps_what_it_refuses(server, keys):
+    _, made = keys
+    ok = httpx.post(f"{server.url}/v1/track", json=track(1), headers=basic(made["write"]))
+    assert ok.status_code == 200 and ok.json()["success"] is True and ok.json()["accepted"] == 1
+    again = httpx.post(f"{server.url}/v1/track", json=track(1), headers=basic(made["write"]))
+    assert again.status_code == 200 and again.json()["duplicates"] == 1 and again.json()["accepted"] == 0
+    bad = httpx.post(f"{server.url}/v1/track", json={"type": "track", "messageId": "no-event"},
+                     headers=basic(made["write"]))
+    assert bad.status_code == 400 and bad.json()["success"] is False and bad.json()["rejected"][0]["reasons"]
+    big = track(2, properties={"product_id": "P", "blob": "x" * 40_000})
+    too_big = httpx.post(f"{server.url}/v1/track", json=big, headers=basic(made["write"]))
+    assert too_big.status_code == 400 and any("32768" in r or "more than the limit" in r
+                                              for r in too_big.json()["rejected"][0]["reasons"])
+    batch = {"batch": [track(10 + i) for i in range(3)] + [{"type": "trak", "anonymousId": "a"}]}
+    mixed = httpx.post(f"{server.url}/v1/batch", json=batch, headers=basic(made["write"]))
+    assert mixed.status_code == 200 and mixed.json()["accepted"] == 3 and mixed.json()["rejected"][0]["index"] == 3
+    zipped = httpx.post(f"{server.url}/v1/batch", content=gzip.compress(json.dumps({"batch": [track(20)]}).encode()),
+                        headers={**basic(made["write"]), "Content-Encoding": "gzip",
+                                 "Content-Type": "application/json"})
+    assert zipped.status_code == 200 and zipped.json()["accepted"] == 1
+    body_key = httpx.post(f"{server.url}/v1/batch", json={"batch": [track(21)], "writeKey": made["write"]})
+    assert body_key.status_code == 200 and body_key.json()["accepted"] == 1
+
+
+def test_bad_requests_get_clear_errors(server, keys):
+    _, made = keys
+    w = basic(made["write"])
+    assert httpx.post(f"{server.url}/v1/track", content=b"{not json", headers=w).json()["code"] == "invalid_json"
+    assert httpx.post(f"{server.url}/v1/track", json=[1, 2], headers=w).json()["code"] == "not_an_object"
+    assert httpx.post(f"{server.url}/v1/batch", content=b"garbage",
+                      headers={**w, "Content-Encoding": "gzip"}).json()["code"] == "invalid_gzip"
+    assert httpx.post(f"{server.url}/v1/batch", content=b"{}",
+                      headers={**w, "Content-Encoding": "br"}).status_code == 415
+    huge = httpx.post(f"{server.url}/v1/batch", content=b"x" * 700_000, headers=w)
+    assert huge.status_code == 413 and huge.json()["code"] == "body_too_large"
+    wrong_call = httpx.post(f"{server.url}/v1/identify", json=track(3), headers=w)
+    assert wrong_call.status_code == 400 and wrong_call.json()["code"] == "invalid_call"
+    injection = track(4, anonymousId="x'; DROP TABLE events; --", messageId="m-inj")
+    assert httpx.post(f"{server.url}/v1/track", json=injection, headers=w).status_code == 200
+    assert httpx.get(f"{server.url}/health").json()["events"] > 0
+
+
+def test_keys_and_roles(server, keys):
+    data, made = keys
+    assert httpx.post(f"{server.url}/v1/track", json=track(30)).status_code == 401
+    assert httpx.post(f"{server.url}/v1/track", json=track(30), headers=basic("otk_write_forged")).status_code == 401
+    assert httpx.post(f"{server.url}/v1/track", json=track(30), headers=basic(made["read"])).status_code == 403
+    assert httpx.get(f"{server.url}/v1/recommendations?surface=trending",
+                     headers=basic(made["write"])).status_code == 403
+    assert httpx.get(f"{server.url}/v1/persons/anon-1").status_code == 401
+    store = KeyStore(data, load_secret(data))
+    temporary, record = store.create("write", "short-lived")
+    time.sleep(0.3)
+    assert httpx.post(f"{server.url}/v1/track", json=track(31), headers=basic(temporary)).status_code == 200
+    store.revoke(record.key_id)
+    time.sleep(1.2)  # a running server re-reads keys within a second
+    assert httpx.post(f"{server.url}/v1/track", json=track(32), headers=basic(temporary)).status_code == 401
+    assert "key_hash" not in json.dumps([k.as_dict() for k in store.list()])
+    store.close()
+
+
+def test_reads_of_personal_data_are_audited(server, keys):
+    data, made = keys
+    httpx.post(f"{server.url}/v1/identify", headers=basic(made["write"]), json={
+        "type": "identify", "userId": "acct-9", "anonymousId": "dev-9", "messageId": "id-9",
+        "traits": {"email": "nine@example.com"}, "context": {"channel": "web"}})
+    r = httpx.get(f"{server.url}/v1/persons/acct-9", headers=basic(made["read"]))
+    assert r.status_code == 200, r.text  # the service folds new events into persons before reading
+    found = r.json()
+    by_email = httpx.get(f"{server.url}/v1/persons/nine@example.com", headers=basic(made["read"])).json()
+    assert by_email["person_id"] == found["person_id"]
+    assert "nine@example.com" not in r.text  # identifiers come back as keyed hashes, never raw
+    missing = httpx.get(f"{server.url}/v1/persons/..%2F..%2Fetc%2Fpasswd", headers=basic(made["read"]))
+    assert missing.status_code == 404 and missing.json()["success"] is False
+    store = KeyStore(data, load_secret(data))
+    entries = store.audit_entries(50)
+    assert any(e["action"] == "read person" for e in entries)
+    assert any(e["outcome"].startswith("refused") for e in entries)
+    with pytest.raises(Exception, match="append-only"):
+        store._con.execute("DELETE FROM audit_log")
+    store.close()
+
+
+def test_openapi_document_describes_every_endpoint(server):
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    assert {"/v1/track", "/v1/batch", "/v1/persons/{key}", "/v1/recommendations"} <= set(doc["paths"])
+
+
+def test_nothing_acknowledged_is_lost_when_the_process_is_killed(tmp_path):
+    store = KeyStore(tmp_path, load_secret(tmp_path))
+    key = store.create("write")[0]
+    store.close()
+    first = Server(tmp_path).start()
+    acked = 0
+    for b in range(5):
+        r = httpx.post(f"{first.url}/v1/batch", json={"batch": [track(1000 + b * 10 + i) for i in range(10)]},
+                       headers=basic(key))
+        assert r.status_code == 200
+        acked += r.json()["accepted"]
+    first.kill()  # no shutdown, no flush: the answer came after the commit
+    second = Server(tmp_path).start()
+    try:
+        assert httpx.get(f"{second.url}/health").json()["events"] == acked == 50
+        retry = httpx.post(f"{second.url}/v1/batch", json={"batch": [track(1000 + i) for i in range(10)]},
+                           headers=basic(key))
+        assert retry.json()["accepted"] == 0 and retry.json()["duplicates"] == 10
+    finally:
+        second.stop()
