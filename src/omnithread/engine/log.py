@@ -46,15 +46,54 @@ class EventLog:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.refused_suppressed = 0
+        self.reload_suppression()
+
+    def reload_suppression(self) -> None:
+        """Read the suppression list (identifiers whose events are refused at the door)."""
+        from omnithread.privacy.erasure import SUPPRESSION_TABLE
+
+        exists = self.engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                    [SUPPRESSION_TABLE])
+        self.suppressed = frozenset(r["value"] for r in self.engine.rows(f"SELECT value FROM {SUPPRESSION_TABLE}")) \
+            if exists else frozenset()
+
+    def _refuse_suppressed(self, rows: Sequence[tuple]) -> list[tuple]:
+        if not self.suppressed:
+            return list(rows)
+        from omnithread.privacy.erasure import refused_by_suppression
+
+        kept = [r for r in rows if not refused_by_suppression(self.suppressed, r[3], r[4], r[15], r[16], r[17])]
+        self.refused_suppressed += len(rows) - len(kept)
+        return kept
 
     def append(self, rows: Sequence[tuple]) -> int:
-        """Append events whose message id is new; return how many were stored."""
+        """Append events whose message id is new; return how many were stored. Events naming a
+        suppressed identifier are refused here, before anything is written."""
+        rows = self._refuse_suppressed(rows)
         return self.engine.append_new("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA), "message_id")
 
     def append_with_staged(self, rows: Sequence[tuple], line_numbers: Sequence[int]) -> tuple[int, int]:
         """Store these rows together with the rows the engine's fast path holds, earliest line first.
 
         Returns (stored, offered)."""
+        if self.suppressed:
+            from omnithread.privacy.erasure import refused_by_suppression
+
+            keep = [not refused_by_suppression(self.suppressed, r[3], r[4], r[15], r[16], r[17]) for r in rows]
+            self.refused_suppressed += keep.count(False)
+            rows = [r for r, k in zip(rows, keep) if k]
+            line_numbers = [n for n, k in zip(line_numbers, keep) if k]
+            from omnithread.privacy.erasure import SUPPRESSION_TABLE
+
+            before = self.engine.scalar("SELECT count(*) FROM _staged")
+            self.engine.execute(f"""DELETE FROM _staged WHERE user_id IN (SELECT value FROM {SUPPRESSION_TABLE})
+                OR anonymous_id IN (SELECT value FROM {SUPPRESSION_TABLE})
+                OR EXISTS (SELECT 1 FROM {SUPPRESSION_TABLE} s WHERE length(s.value) >= 8 AND (
+                    contains(coalesce(CAST(_staged.properties AS VARCHAR), ''), s.value)
+                    OR contains(coalesce(CAST(_staged.traits AS VARCHAR), ''), s.value)
+                    OR contains(coalesce(CAST(_staged.context AS VARCHAR), ''), s.value)))""")
+            self.refused_suppressed += before - self.engine.scalar("SELECT count(*) FROM _staged")
         table = _table_from_rows(rows, EVENT_ARROW_SCHEMA)
         table = table.add_column(0, "line_no", pa.array(list(line_numbers), pa.int64()))
         return self.engine.commit_staged_events(table)
