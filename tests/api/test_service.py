@@ -217,3 +217,48 @@ def test_nothing_acknowledged_is_lost_when_the_process_is_killed(tmp_path):
         assert retry.json()["accepted"] == 0 and retry.json()["duplicates"] == 10
     finally:
         second.stop()
+
+
+def test_consent_and_erasure_through_the_admin_api(tmp_path):
+    store = KeyStore(tmp_path, load_secret(tmp_path))
+    write, read, admin = (store.create(r)[0] for r in ("write", "read", "admin"))
+    store.close()
+    s = Server(tmp_path).start()
+    try:
+        events = [
+            {"type": "identify", "userId": "acct-zoe", "anonymousId": "dev-zoe", "messageId": "z1",
+             "traits": {"email": "zoe@example.com", "palm_token": "palm-zoe-1"}, "context": {"channel": "web"}},
+            {"type": "track", "event": "Order Completed", "userId": "acct-zoe", "anonymousId": "dev-zoe",
+             "messageId": "z2", "context": {"channel": "web"},
+             "properties": {"order_id": "Z1", "products": [{"product_id": "P1"}, {"product_id": "P2"}]}},
+            {"type": "track", "event": "Order Completed", "userId": "acct-yan", "anonymousId": "dev-yan",
+             "messageId": "y1", "context": {"channel": "web"},
+             "properties": {"order_id": "Y1", "products": [{"product_id": "P2"}, {"product_id": "P3"}]}},
+        ]
+        assert httpx.post(f"{s.url}/v1/batch", json={"batch": events}, headers=basic(write)).json()["accepted"] == 3
+        consent = {"person": "zoe@example.com", "purposes": {"personalisation": False, "biometric": False},
+                   "source": "app settings"}
+        assert httpx.post(f"{s.url}/v1/admin/consent", json=consent, headers=basic(read)).status_code == 403
+        recorded = httpx.post(f"{s.url}/v1/admin/consent", json=consent, headers=basic(admin))
+        assert recorded.status_code == 200, recorded.text
+        recs = httpx.get(f"{s.url}/v1/recommendations", params={"person": "acct-zoe"}, headers=basic(read)).json()
+        assert recs["surface"] == "trending" and "consent" in recs["fallback_reason"]
+        # her palm, without biometric consent, is refused at the door
+        palm = {"type": "track", "event": "Store Entered", "anonymousId": "visit-zoe", "messageId": "z3",
+                "context": {"channel": "store", "store_id": "S1"},
+                "properties": {"store_id": "S1", "entry_method": "palm", "entry_token": "palm-zoe-1"}}
+        refused = httpx.post(f"{s.url}/v1/track", json=palm, headers=basic(write)).json()
+        assert refused["accepted"] == 0
+        bad = httpx.post(f"{s.url}/v1/admin/consent", json={"person": "acct-zoe", "purposes": {"mood": True}},
+                         headers=basic(admin))
+        assert bad.status_code == 400 and "purposes" in bad.json()["message"]
+        erased = httpx.post(f"{s.url}/v1/admin/erasure", json={"person": "zoe@example.com", "mode": "delete"},
+                            headers=basic(admin))
+        assert erased.status_code == 200 and erased.json()["events_deleted"] >= 3
+        assert httpx.get(f"{s.url}/v1/persons/acct-zoe", headers=basic(read)).status_code == 404
+        assert httpx.get(f"{s.url}/v1/persons/acct-yan", headers=basic(read)).status_code == 200
+        audit = httpx.get(f"{s.url}/v1/admin/audit", headers=basic(admin)).json()["entries"]
+        assert any(e["action"] == "erasure delete" for e in audit)
+        assert not any("acct-zoe" in str(e) or "zoe@example.com" in str(e) for e in audit)
+    finally:
+        s.stop()

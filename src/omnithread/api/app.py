@@ -144,8 +144,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(OmnithreadError)
     async def _domain_error(request: Request, exc: OmnithreadError):
-        return JSONResponse({"success": False, "code": type(exc).__name__, "message": str(exc)},
-                            status_code=exc.http_status)
+        from omnithread.errors import ConfigError
+
+        # a bad value in a request is the client's to fix, not the server's
+        status = 400 if isinstance(exc, ConfigError) else exc.http_status
+        return JSONResponse({"success": False, "code": type(exc).__name__, "message": str(exc)}, status_code=status)
 
     async def _body(request: Request) -> bytes:
         raw = await request.body()
@@ -261,7 +264,7 @@ def create_app(settings: Settings) -> FastAPI:
                 profile = get_profile(service.ws.engine, person_id)
             except Exception:  # noqa: BLE001 - no profiles built yet
                 profile = None
-        service.keys.audit(who, "read person", person_id, "ok")
+        service.keys.audit(who, "read person", _fingerprint(person_id), "ok")
         return _jsonable({"person_id": person_id, "profile": profile, **described})
 
     @app.get("/v1/recommendations", tags=["read"], summary="Recommendations on any surface")
@@ -272,7 +275,8 @@ def create_app(settings: Settings) -> FastAPI:
             service.connect()
             answer = service.recommendations().recommend(
                 person, surface, n=n, store=store, product=product, basket=basket.split(",") if basket else None)
-        service.keys.audit(who, f"recommendations {surface}", answer.person_id, "ok")
+        service.keys.audit(who, f"recommendations {surface}",
+                           _fingerprint(answer.person_id) if answer.person_id else None, "ok")
         return answer.as_dict()
 
     @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
@@ -288,6 +292,41 @@ def create_app(settings: Settings) -> FastAPI:
         service.keys.audit(who, "read store receipts", store_id, "ok")
         return _jsonable({"store_id": store_id, "events": rows})
 
+    # ------------------------------------------------------------------ admin: consent, erasure, audit
+
+    @app.post("/v1/admin/consent", tags=["admin"], summary="Record a person's consent per purpose")
+    async def consent(request: Request, who: ApiKey = Depends(authorised("admin"))):
+        from omnithread.privacy.consent import record_consent
+
+        body = _json_object(await _body(request))
+        with service.lock:
+            result = record_consent(service.ws, str(body.get("person", "")), body.get("purposes"),
+                                    str(body.get("source") or "api"))
+        service.keys.audit(who, "record consent", _fingerprint(result["person_id"]), "ok",
+                           orjson.dumps(result["purposes"]).decode())
+        return result
+
+    @app.post("/v1/admin/erasure", tags=["admin"],
+              summary="Erase a person: suppress, suppress_and_delete or delete (Segment's regulation types)")
+    async def erasure(request: Request, who: ApiKey = Depends(authorised("admin"))):
+        from omnithread.privacy.erasure import erase
+
+        body = _json_object(await _body(request))
+        key = str(body.get("person", ""))
+        mode = str(body.get("mode", "suppress_and_delete"))
+        with service.lock:
+            report = erase(service.ws, key, mode, tuple(str(v) for v in body.get("raw_values", ()) if v))
+            service._recommendations = None  # reopened from the retrained model
+        service.keys.audit(who, f"erasure {mode}", report.request_id, "done",
+                           f"events {report.events_deleted}, rejected {report.rejected_deleted}")
+        return report.as_dict()
+
+    @app.get("/v1/admin/audit", tags=["admin"], summary="The newest audit log entries")
+    def audit(limit: int = Query(100, ge=1, le=10_000), who: ApiKey = Depends(authorised("admin"))):
+        entries = service.keys.audit_entries(limit)
+        service.keys.audit(who, "read audit log", None, "ok")
+        return {"entries": entries}
+
     @app.get("/health", tags=["service"], summary="Is the service up, and how many events does it hold")
     def health():
         with service.lock:
@@ -295,6 +334,23 @@ def create_app(settings: Settings) -> FastAPI:
         return {"ok": True, "events": count}
 
     return app
+
+
+def _json_object(raw: bytes) -> dict:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(400, detail={"code": "invalid_json", "message": f"the body is not JSON: {exc}"})
+    if not isinstance(body, dict):
+        raise HTTPException(400, detail={"code": "not_an_object", "message": "the body must be a JSON object"})
+    return body
+
+
+def _fingerprint(person_id: str) -> str:
+    """What the audit log keeps of a person: a one-way digest, meaningless once the person is erased."""
+    import hashlib
+
+    return "person:" + hashlib.sha256(person_id.encode()).hexdigest()[:16]
 
 
 def _jsonable(value):

@@ -674,6 +674,63 @@ def keys_revoke(key_id: str, data_dir: Optional[Path] = DataDir, as_json: bool =
 
 
 @app.command()
+def erase(
+    person: str = typer.Argument(..., help="Person id or any identifier (account, device, email, phone, card)."),
+    mode: str = typer.Option("suppress_and_delete", help="suppress, delete or suppress_and_delete."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Erase a person: delete their data everywhere and/or refuse their future events."""
+    from omnithread.privacy.erasure import erase as do_erase
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            report = do_erase(ws, person, mode, raw_values=(person,))
+        store = _key_store(data_dir)
+        store.audit(None, f"erasure {mode}", report.request_id, "cli")
+        store.close()
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        console.print(_table(f"Erasure ({mode}), request {report.request_id}", [
+            {k: v for k, v in report.as_dict().items() if k not in ("notes", "mode", "request_id")}]))
+        for note in report.notes:
+            console.print(note)
+
+
+@app.command()
+def consent(
+    person: str = typer.Argument(..., help="Person id or any identifier."),
+    purpose: list[str] = typer.Option(..., "--set", help="purpose=true|false (analytics, personalisation, biometric)."),
+    source: str = typer.Option("cli", help="Where the answer was given."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Record a person's consent per purpose (with its source and time)."""
+    from omnithread.privacy.consent import record_consent
+    from omnithread.workspace import Workspace
+
+    purposes = {}
+    for item in purpose:
+        name, _, value = item.partition("=")
+        if value.lower() not in ("true", "false"):
+            _fail(ConfigError("--set", item, "purpose=true or purpose=false"))
+        purposes[name] = value.lower() == "true"
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            result = record_consent(ws, person, purposes, source)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"consent for {result['person_id']}: {result['purposes']} (source {source})")
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),

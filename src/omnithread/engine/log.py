@@ -55,8 +55,17 @@ class EventLog:
 
         exists = self.engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
                                     [SUPPRESSION_TABLE])
-        self.suppressed = frozenset(r["value"] for r in self.engine.rows(f"SELECT value FROM {SUPPRESSION_TABLE}")) \
-            if exists else frozenset()
+        suppressed = {r["value"] for r in self.engine.rows(f"SELECT value FROM {SUPPRESSION_TABLE}")} \
+            if exists else set()
+        # palm tokens of people whose latest consent refuses biometric identification: refused like suppression
+        has_profiles = self.engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = "
+                                          "'profiles'")
+        if has_profiles:
+            suppressed |= {r["v"] for r in self.engine.rows("""
+                SELECT split_part(identifier, ':', 2) AS v FROM identity_map
+                WHERE identifier LIKE 'palm_token:%' AND person_id IN (
+                    SELECT person_id FROM profiles WHERE consent_biometric = false)""")}
+        self.suppressed = frozenset(suppressed)
 
     def _refuse_suppressed(self, rows: Sequence[tuple]) -> list[tuple]:
         if not self.suppressed:
@@ -84,15 +93,17 @@ class EventLog:
             self.refused_suppressed += keep.count(False)
             rows = [r for r, k in zip(rows, keep) if k]
             line_numbers = [n for n, k in zip(line_numbers, keep) if k]
-            from omnithread.privacy.erasure import SUPPRESSION_TABLE
-
             before = self.engine.scalar("SELECT count(*) FROM _staged")
-            self.engine.execute(f"""DELETE FROM _staged WHERE user_id IN (SELECT value FROM {SUPPRESSION_TABLE})
-                OR anonymous_id IN (SELECT value FROM {SUPPRESSION_TABLE})
-                OR EXISTS (SELECT 1 FROM {SUPPRESSION_TABLE} s WHERE length(s.value) >= 8 AND (
-                    contains(coalesce(CAST(_staged.properties AS VARCHAR), ''), s.value)
-                    OR contains(coalesce(CAST(_staged.traits AS VARCHAR), ''), s.value)
-                    OR contains(coalesce(CAST(_staged.context AS VARCHAR), ''), s.value)))""")
+            self.engine.register("_refused_values", pa.table({"value": pa.array(sorted(self.suppressed), pa.string())}))
+            try:
+                self.engine.execute("""DELETE FROM _staged WHERE user_id IN (SELECT value FROM _refused_values)
+                    OR anonymous_id IN (SELECT value FROM _refused_values)
+                    OR EXISTS (SELECT 1 FROM _refused_values s WHERE length(s.value) >= 8 AND (
+                        contains(coalesce(CAST(_staged.properties AS VARCHAR), ''), s.value)
+                        OR contains(coalesce(CAST(_staged.traits AS VARCHAR), ''), s.value)
+                        OR contains(coalesce(CAST(_staged.context AS VARCHAR), ''), s.value)))""")
+            finally:
+                self.engine.unregister("_refused_values")
             self.refused_suppressed += before - self.engine.scalar("SELECT count(*) FROM _staged")
         table = _table_from_rows(rows, EVENT_ARROW_SCHEMA)
         table = table.add_column(0, "line_no", pa.array(list(line_numbers), pa.int64()))
