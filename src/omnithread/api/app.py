@@ -24,6 +24,7 @@ import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnithread.api.keys import ApiKey, KeyStore
@@ -46,8 +47,11 @@ class Service:
         self.settings = settings
         self.ws = Workspace(settings)
         self.keys = KeyStore(settings.data_dir, load_secret(settings.data_dir))
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self._recommendations = None
+        self._queue: list[dict] = []
+        self._cv = threading.Condition()
+        threading.Thread(target=self._committer, name="group-commit", daemon=True).start()
 
     def connect(self) -> None:
         """Fold events that arrived since the last resolution into persons (incrementally), so reads
@@ -77,6 +81,52 @@ class Service:
             except NotFoundError:
                 self._recommendations = Recommendations.train(self.ws.engine, self.ws.pseudonymiser, directory)
         return self._recommendations
+
+    # -- group commit: requests that arrive while one write runs share the next one
+    def commit(self, rows: list[tuple], rejected: list[tuple]) -> set[str]:
+        """Store ``rows`` (and ``rejected``) in the next group write; returns the message ids stored.
+        Blocks until the write has committed, so an answer is never sent before."""
+        item = {"rows": rows, "rejected": rejected, "done": False}
+        with self._cv:
+            self._queue.append(item)
+            self._cv.notify_all()
+            while not item["done"]:
+                self._cv.wait()
+        if "error" in item:
+            raise item["error"]
+        return item["stored"]
+
+    def _committer(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                group, self._queue = self._queue, []
+            try:
+                with self.lock:
+                    seen, rows = set(), []
+                    for item in group:  # the first of a message id within the group wins
+                        for r in item["rows"]:
+                            if r[0] not in seen:
+                                seen.add(r[0])
+                                rows.append(r)
+                    stored = self.ws.log.append_returning(rows)
+                    rejected = [r for item in group for r in item["rejected"]]
+                    if rejected:
+                        self.ws.log.add_rejected(rejected)
+                owner: dict[str, int] = {}
+                for k, item in enumerate(group):
+                    for r in item["rows"]:
+                        owner.setdefault(r[0], k)
+                for k, item in enumerate(group):
+                    item["stored"] = {m for m in (r[0] for r in item["rows"]) if m in stored and owner[m] == k}
+            except Exception as exc:  # noqa: BLE001 - every waiter gets the failure, none a false success
+                for item in group:
+                    item["error"] = exc
+            with self._cv:
+                for item in group:
+                    item["done"] = True
+                self._cv.notify_all()
 
     def close(self) -> None:
         self.ws.close()
@@ -186,20 +236,22 @@ def create_app(settings: Settings) -> FastAPI:
         payload.pop("writeKey", None)
         received = datetime.now(UTC)
         source = f"http:{key.key_id}:{received.isoformat()}"
-        with service.lock:
-            ingestor = service.ws.ingestor(received_at=received)
-            ingestor.begin(source)
-            staged_rejections = ingestor._rejected
-            ingestor._submit_parsed(payload, raw, source)
-            rejected = [{"source": row[2], "reasons": orjson.loads(row[5])} for row in staged_rejections.values()]
-            ingestor.flush()  # committed before the answer: nothing acknowledged is lost
-            report = ingestor.report
-        body = {"success": True, "accepted": report.accepted, "duplicates": report.duplicates}
+        ingestor = service.ws.ingestor(received_at=received)  # validation needs no lock: it writes nothing
+        ingestor.begin(source)
+        ingestor._submit_parsed(payload, raw, source)
+        staged, rejected_rows = list(ingestor._pending.values()), list(ingestor._rejected.values())
+        ingestor._pending.clear()
+        ingestor._rejected.clear()
+        stored = service.commit(staged, rejected_rows)  # committed before the answer: nothing acknowledged is lost
+        accepted = len(stored)
+        duplicates = len(staged) - accepted + ingestor._pending_duplicates
+        rejected = [{"source": row[2], "reasons": orjson.loads(row[5])} for row in rejected_rows]
+        body = {"success": True, "accepted": accepted, "duplicates": duplicates}
         if rejected:
             body["rejected"] = [{"index": int(r["source"].rsplit("#", 1)[1]) if "#" in r["source"] else 0,
                                  "reasons": [x.get("message", x) if isinstance(x, dict) else x for x in r["reasons"]]}
                                 for r in rejected]
-            if report.accepted == 0 and report.duplicates == 0:
+            if accepted == 0 and duplicates == 0:
                 body["success"] = False
                 return JSONResponse(body, status_code=400)
         return JSONResponse(body)
@@ -230,7 +282,7 @@ def create_app(settings: Settings) -> FastAPI:
     def _call_endpoint(call: str):
         async def endpoint(request: Request):
             key, raw = await _authorised_write(request)
-            return _collect(raw, call, key)
+            return await run_in_threadpool(_collect, raw, call, key)
         endpoint.__name__ = f"send_{call}"
         return endpoint
 
@@ -241,7 +293,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/batch", tags=["collector"], summary="Send a batch of calls (Segment HTTP Tracking API)")
     async def batch(request: Request):
         key, raw = await _authorised_write(request)
-        return _collect(raw, None, key)
+        return await run_in_threadpool(_collect, raw, None, key)
 
     app.add_api_route("/v1/import", batch, methods=["POST"], tags=["collector"], summary="Alias of /v1/batch")
 

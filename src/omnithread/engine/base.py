@@ -57,6 +57,10 @@ class Engine(ABC):
         return False
 
     @abstractmethod
+    def insert_new_returning(self, table: str, rows: pa.Table, key: str) -> set:
+        """Insert rows whose ``key`` is not in ``table`` yet; return the keys inserted."""
+        raise NotImplementedError
+
     def register(self, name: str, table: pa.Table) -> None:
         """Make an Arrow table readable by name in SQL until unregistered."""
 

@@ -86,6 +86,18 @@ class DuckDBEngine(Engine):
         finally:
             self._con.unregister("_incoming")
 
+    def insert_new_returning(self, table: str, rows: pa.Table, key: str) -> set:
+        """Insert rows whose ``key`` is not in ``table`` yet; return the keys inserted."""
+        self._con.register("_incoming", rows)
+        try:
+            columns = ", ".join(rows.column_names)
+            result = self.query(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming AS i "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = i.{key}) RETURNING {key}")
+            return set(result.column(0).to_pylist()) if result.num_rows else set()
+        finally:
+            self._con.unregister("_incoming")
+
     def _insert(self, sql: str) -> int:
         """Run an INSERT and return how many rows it stored."""
         inserted = self.query(sql)

@@ -82,6 +82,13 @@ class EventLog:
         rows = self._refuse_suppressed(rows)
         return self.engine.append_new("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA), "message_id")
 
+    def append_returning(self, rows: Sequence[tuple]) -> set[str]:
+        """Append events whose message id is new; return the message ids stored (suppression applies)."""
+        rows = self._refuse_suppressed(rows)
+        if not rows:
+            return set()
+        return self.engine.insert_new_returning("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA), "message_id")
+
     def append_with_staged(self, rows: Sequence[tuple], line_numbers: Sequence[int]) -> tuple[int, int]:
         """Store these rows together with the rows the engine's fast path holds, earliest line first.
 
