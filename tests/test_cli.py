@@ -85,7 +85,8 @@ def test_the_readme_documents_every_command():
                     "omnithread rejected show", "omnithread rejected replay", "omnithread simulate",
                     "omnithread resolve", "omnithread person", "omnithread sensing simulate",
                     "omnithread sensing run", "omnithread sensing evaluate", "omnithread train",
-                    "omnithread recommend", "omnithread evaluate"):
+                    "omnithread recommend", "omnithread evaluate", "omnithread serve", "omnithread keys create",
+                    "omnithread keys list", "omnithread keys revoke", "omnithread consent", "omnithread erase"):
         assert command in readme, command
 
 
@@ -160,3 +161,24 @@ def test_train_recommend_and_evaluate(tmp_path, data_dir):
     assert {"popularity", "dlae", "als"} <= set(scored["temporal"]["models"])
     assert scored["ablation"]["variants"]["ceiling"]["all"]["users"] > 0
     assert (tmp_path / "a.svg").read_text().startswith("<svg")
+
+
+def test_keys_consent_and_erase_commands(tmp_path, data_dir):
+    made = run_json("keys", "create", "--role", "read", "--name", "dash", "--data-dir", data_dir)
+    assert made["key"].startswith("otk_read_") and made["role"] == "read"
+    listed = run_json("keys", "list", "--data-dir", data_dir)
+    assert [k["key_id"] for k in listed] == [made["key_id"]] and "key" not in listed[0]
+    assert run_json("keys", "revoke", made["key_id"], "--data-dir", data_dir)["revoked_at"]
+    result = runner.invoke(app, ["keys", "create", "--role", "root", "--data-dir", data_dir])
+    assert result.exit_code == 2 and "root" in result.output
+    path = write_lines(tmp_path / "e.jsonl", [
+        {"type": "identify", "userId": "acct-q", "anonymousId": "d-q", "messageId": "q1",
+         "traits": {"email": "q@example.com"}, "context": {"channel": "web"}},
+        {"type": "track", "event": "Product Viewed", "userId": "acct-q", "anonymousId": "d-q", "messageId": "q2",
+         "properties": {"product_id": "P1"}, "context": {"channel": "web"}}])
+    run("ingest", str(path), "--data-dir", data_dir)
+    given = run_json("consent", "q@example.com", "--set", "personalisation=false", "--data-dir", data_dir)
+    assert given["purposes"] == {"personalisation": False}
+    erased = run_json("erase", "q@example.com", "--mode", "delete", "--data-dir", data_dir)
+    assert erased["events_deleted"] == 3  # the two events and the consent event
+    assert run_json("stats", "--data-dir", data_dir)["by_channel"] == []
