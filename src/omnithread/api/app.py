@@ -379,6 +379,10 @@ def create_app(settings: Settings) -> FastAPI:
         service.keys.audit(who, "read audit log", None, "ok")
         return {"entries": entries}
 
+    from omnithread.api.dashboard import mount
+
+    mount(app, service, authorised)
+
     @app.get("/health", tags=["service"], summary="Is the service up, and how many events does it hold")
     def health():
         with service.lock:

@@ -368,6 +368,9 @@ def _print_demo(run) -> None:
     if run.ablation:
         _print_ablation(run.ablation)
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items())
+    d = run.settings.data_dir
+    console.print(f"Dashboard: omnithread keys create --role read --data-dir {d}; omnithread serve --data-dir {d}; "
+                  "then open http://127.0.0.1:8080/dashboard (user name: the read key, no password).")
     console.print(f"Took {seconds}. Explore with: omnithread stats, omnithread rejected list "
                   f"(--data-dir {run.settings.data_dir})")
 
