@@ -62,9 +62,7 @@ class Service:
 
         engine = self.ws.engine
         if not engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'identity_state'"):
-            if not self.ws.log.count():
-                return
-            resolve_identities(engine, self.ws.pseudonymiser)
+            resolve_identities(engine, self.ws.pseudonymiser)  # also on an empty log: empty tables, clear 404s
             build_profiles(engine)
             return
         if update_identities(engine, self.ws.pseudonymiser).events:
@@ -79,7 +77,12 @@ class Service:
             try:
                 self._recommendations = Recommendations.open(self.ws.engine, self.ws.pseudonymiser, directory)
             except NotFoundError:
-                self._recommendations = Recommendations.train(self.ws.engine, self.ws.pseudonymiser, directory)
+                from omnithread.errors import ConfigError
+
+                try:
+                    self._recommendations = Recommendations.train(self.ws.engine, self.ws.pseudonymiser, directory)
+                except ConfigError as exc:
+                    raise NotFoundError("trained recommendation model", f"none yet ({exc})") from exc
         return self._recommendations
 
     # -- group commit: requests that arrive while one write runs share the next one

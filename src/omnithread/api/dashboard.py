@@ -107,9 +107,10 @@ def mount(app: FastAPI, service, authorised) -> None:
                  f"<div class='tile'>rejected, open<b id='total-rejected'>{open_rejected:,}</b></div></div>")
         conn = ""
         if connection:
-            conn = (f"<p>{connection.get('online_identities', 0):,} online and {connection.get('store_identities', 0):,}"
-                    f" store identities became {connection.get('persons', 0):,} persons; "
-                    f"{connection.get('store_revenue_known_online_customer_share', 0):.1%} of store revenue is "
+            c = {k: (v or 0) for k, v in connection.items()}
+            conn = (f"<p>{c.get('online_identities', 0):,} online and {c.get('store_identities', 0):,}"
+                    f" store identities became {c.get('persons', 0):,} persons; "
+                    f"{c.get('store_revenue_known_online_customer_share', 0):.1%} of store revenue is "
                     "attached to a known online customer.</p>")
         store_links = "".join(f"<li><a href='/dashboard/store/{quote(s['store_id'])}'>{html.escape(s['store_id'])}"
                               f"</a> ({s['events']:,} events)</li>" for s in stores)

@@ -52,9 +52,11 @@ class ValidationTask:
 
     def score(self, config: SignalConfig, make_model=lambda: DLAE(lam=100.0, dropout=0.33)) -> float:
         """Mean NDCG@10 over people who bought something new in the held-out days."""
+        people = sorted(self.test)
+        if not people or not self.train.n:
+            return 0.0  # nothing to judge on: every configuration ties, the first is kept
         m = self.train.matrix(config, products=self.products, as_of=self.as_of)
         model = make_model().fit(m.matrix)
-        people = sorted(self.test)
         idx = [m.person_index.get(p, -1) for p in people]
         empty = sp.csr_matrix((1, len(self.products)), dtype=np.float32)
         hist = sp.vstack([m.matrix[i] if i >= 0 else empty for i in idx]).tocsr()
