@@ -50,6 +50,7 @@ class Service:
         self.lock = threading.RLock()
         self._recommendations = None
         self._queue: list[dict] = []
+        self._ids: set[str] | None = None  # message ids in the log (loaded at the first write)
         self._cv = threading.Condition()
         threading.Thread(target=self._committer, name="group-commit", daemon=True).start()
 
@@ -107,13 +108,16 @@ class Service:
                 group, self._queue = self._queue, []
             try:
                 with self.lock:
+                    if self._ids is None:  # every message id in the log, kept while this process owns it
+                        self._ids = self.ws.log.message_ids()
                     seen, rows = set(), []
                     for item in group:  # the first of a message id within the group wins
                         for r in item["rows"]:
-                            if r[0] not in seen:
+                            if r[0] not in seen and r[0] not in self._ids:
                                 seen.add(r[0])
                                 rows.append(r)
-                    stored = self.ws.log.append_returning(rows)
+                    stored = set(self.ws.log.append_known_new(rows))
+                    self._ids |= stored
                     rejected = [r for item in group for r in item["rejected"]]
                     if rejected:
                         self.ws.log.add_rejected(rejected)
@@ -357,6 +361,7 @@ def create_app(settings: Settings) -> FastAPI:
         with service.lock:
             result = record_consent(service.ws, str(body.get("person", "")), body.get("purposes"),
                                     str(body.get("source") or "api"))
+            service._ids = None  # written outside the collector: re-read before the next write
         service.keys.audit(who, "record consent", _fingerprint(result["person_id"]), "ok",
                            orjson.dumps(result["purposes"]).decode())
         return result
@@ -372,6 +377,7 @@ def create_app(settings: Settings) -> FastAPI:
         with service.lock:
             report = erase(service.ws, key, mode, tuple(str(v) for v in body.get("raw_values", ()) if v))
             service._recommendations = None  # reopened from the retrained model
+            service._ids = None
         service.keys.audit(who, f"erasure {mode}", report.request_id, "done",
                            f"events {report.events_deleted}, rejected {report.rejected_deleted}")
         return report.as_dict()

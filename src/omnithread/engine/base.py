@@ -57,6 +57,10 @@ class Engine(ABC):
         return False
 
     @abstractmethod
+    def insert_rows(self, table: str, rows: pa.Table) -> int:
+        """Insert every row (the caller has made sure none is there yet)."""
+        raise NotImplementedError
+
     def insert_new_returning(self, table: str, rows: pa.Table, key: str) -> set:
         """Insert rows whose ``key`` is not in ``table`` yet; return the keys inserted."""
         raise NotImplementedError

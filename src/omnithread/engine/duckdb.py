@@ -86,6 +86,17 @@ class DuckDBEngine(Engine):
         finally:
             self._con.unregister("_incoming")
 
+    def insert_rows(self, table: str, rows: pa.Table) -> int:
+        """Insert every row (the caller has made sure none is there yet)."""
+        if rows.num_rows == 0:
+            return 0
+        self._con.register("_incoming", rows)
+        try:
+            columns = ", ".join(rows.column_names)
+            return self._insert(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming")
+        finally:
+            self._con.unregister("_incoming")
+
     def insert_new_returning(self, table: str, rows: pa.Table, key: str) -> set:
         """Insert rows whose ``key`` is not in ``table`` yet; return the keys inserted."""
         self._con.register("_incoming", rows)

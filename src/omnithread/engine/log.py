@@ -82,6 +82,16 @@ class EventLog:
         rows = self._refuse_suppressed(rows)
         return self.engine.append_new("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA), "message_id")
 
+    def append_known_new(self, rows: Sequence[tuple]) -> list[str]:
+        """Append rows the caller knows are new (a process that alone writes the log and remembers
+        every message id); returns the message ids stored (suppression applies)."""
+        rows = self._refuse_suppressed(rows)
+        self.engine.insert_rows("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA))
+        return [r[0] for r in rows]
+
+    def message_ids(self) -> set[str]:
+        return set(self.engine.query("SELECT message_id FROM events").column(0).to_pylist())
+
     def append_returning(self, rows: Sequence[tuple]) -> set[str]:
         """Append events whose message id is new; return the message ids stored (suppression applies)."""
         rows = self._refuse_suppressed(rows)
