@@ -237,6 +237,6 @@ def _has(engine, table: str) -> bool:
 
 
 def _digest(person_id: str) -> str:
-    import hashlib
+    from omnithread.api.app import _fingerprint  # one digest for the audit log, wherever the read came from
 
-    return "person:" + hashlib.sha256(person_id.encode()).hexdigest()[:16]
+    return _fingerprint(person_id)
