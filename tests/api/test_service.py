@@ -262,3 +262,30 @@ def test_consent_and_erasure_through_the_admin_api(tmp_path):
         assert not any("acct-zoe" in str(e) or "zoe@example.com" in str(e) for e in audit)
     finally:
         s.stop()
+
+
+def test_a_slow_client_does_not_hold_up_the_others(server, keys):
+    _, made = keys
+    slow = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        slow.sendall(b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n")  # and then nothing
+        started = time.monotonic()
+        ok = httpx.post(f"{server.url}/v1/track", json=track(700), headers=basic(made["write"]), timeout=5)
+        assert ok.status_code == 200 and time.monotonic() - started < 2
+    finally:
+        slow.close()
+
+
+def test_sql_meta_characters_in_every_field_are_just_text(server, keys):
+    _, made = keys
+    evil = "x'); DROP TABLE events; --\"\\%_*"
+    event = {"type": "identify", "userId": evil, "anonymousId": evil + "a", "messageId": evil + "m",
+             "traits": {"email": "evil@example.com", "firstName": evil, "address": {"street": evil}},
+             "context": {"channel": "web", "page": {"url": evil}}}
+    r = httpx.post(f"{server.url}/v1/identify", json=event, headers=basic(made["write"]))
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    again = httpx.get(f"{server.url}/v1/persons/{evil}", headers=basic(made["read"]))
+    assert again.status_code in (200, 404)
+    assert httpx.get(f"{server.url}/health").json()["events"] > 0  # the log is still there
+    store = httpx.get(f"{server.url}/v1/stores/{evil}/receipts", headers=basic(made["read"]))
+    assert store.status_code == 200 and store.json()["events"] == []
