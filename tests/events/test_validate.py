@@ -135,3 +135,16 @@ def test_validation_never_crashes_and_either_accepts_or_explains(payload):
     checked, problems = validate_event(payload, NOW)
     assert (checked is None) == bool(problems)
     assert all(isinstance(p, Problem) and p.message for p in problems)
+
+
+def test_a_clock_off_by_millennia_is_an_implausible_timestamp_not_a_crash():
+    from datetime import datetime, timezone
+
+    from omnithread.events import validate_event
+
+    now = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    payload = {"type": "screen", "name": "x", "anonymousId": "a", "messageId": "m",
+               "originalTimestamp": "0366-07-06T16:54:16Z", "sentAt": "4938-07-24T11:23:32Z"}
+    checked, problems = validate_event(payload, now, received_at=now)
+    assert checked is None and [p.code for p in problems] == ["implausible_timestamp"]
+    assert problems[0].field == "originalTimestamp"

@@ -286,6 +286,28 @@ def create_app(settings: Settings) -> FastAPI:
                                              "limit"}, headers={"Retry-After": "1"})
         return key, raw
 
+    call_schema = {
+        "type": "object", "additionalProperties": True,
+        "description": "A Segment call; see docs/events.md for every event, field and type.",
+        "properties": {
+            "type": {"type": "string", "enum": list(CALLS)}, "messageId": {"type": "string"},
+            "userId": {"type": "string"}, "anonymousId": {"type": "string"}, "event": {"type": "string"},
+            "name": {"type": "string"}, "previousId": {"type": "string"}, "groupId": {"type": "string"},
+            "properties": {"type": "object"}, "traits": {"type": "object"}, "context": {"type": "object"},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "originalTimestamp": {"type": "string", "format": "date-time"},
+            "sentAt": {"type": "string", "format": "date-time"}}}
+    batch_schema = {"type": "object", "required": ["batch"], "additionalProperties": True, "properties": {
+        "batch": {"type": "array", "items": call_schema}, "sentAt": {"type": "string", "format": "date-time"},
+        "context": {"type": "object"}, "writeKey": {"type": "string"}}}
+
+    def _body_doc(schema: dict) -> dict:
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+                "responses": {"200": {"description": "stored (see accepted, duplicates, rejected)"},
+                              "400": {"description": "nothing accepted: the reasons are in the answer"},
+                              "401": {"description": "no valid write key"}, "403": {"description": "not a write key"},
+                              "413": {"description": "body too large"}}}
+
     def _call_endpoint(call: str):
         async def endpoint(request: Request):
             key, raw = await _authorised_write(request)
@@ -295,14 +317,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     for call in CALLS:
         app.add_api_route(f"/v1/{call}", _call_endpoint(call), methods=["POST"], tags=["collector"],
-                          summary=f"Send one {call} call (Segment HTTP Tracking API)")
+                          summary=f"Send one {call} call (Segment HTTP Tracking API)",
+                          openapi_extra=_body_doc({**call_schema, "properties": {
+                              **call_schema["properties"], "type": {"type": "string", "enum": [call]}}}))
 
-    @app.post("/v1/batch", tags=["collector"], summary="Send a batch of calls (Segment HTTP Tracking API)")
+    @app.post("/v1/batch", tags=["collector"], summary="Send a batch of calls (Segment HTTP Tracking API)",
+              openapi_extra=_body_doc(batch_schema))
     async def batch(request: Request):
         key, raw = await _authorised_write(request)
         return await run_in_threadpool(_collect, raw, None, key)
 
-    app.add_api_route("/v1/import", batch, methods=["POST"], tags=["collector"], summary="Alias of /v1/batch")
+    app.add_api_route("/v1/import", batch, methods=["POST"], tags=["collector"], summary="Alias of /v1/batch",
+                      openapi_extra=_body_doc(batch_schema))
 
     # ------------------------------------------------------------------ read API
 

@@ -90,7 +90,15 @@ def resolve_times(
     if device_time is not None and sent is not None and received is not None:
         # Segment's clock-skew correction: the device's offset is sentAt minus the
         # time the server received the message; the event moves by the same amount.
-        event_at = received - (sent - device_time)
+        try:
+            event_at = received - (sent - device_time)
+        except OverflowError:  # a device clock off by millennia: the correction leaves the calendar
+            field = "originalTimestamp" if original is not None else "timestamp"
+            problems.append(Problem(
+                "implausible_timestamp", field, device_time.isoformat(),
+                f"{field}: {device_time.isoformat()} is so far from sentAt ({sent.isoformat()}) that the clock-skew "
+                "correction leaves the calendar"))
+            event_at = received
     else:
         event_at = device_time or received or now
     reference = received or now
