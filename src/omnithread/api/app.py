@@ -62,7 +62,7 @@ class Service:
         from omnithread.profile import build_profiles
 
         engine = self.ws.engine
-        if not engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'identity_state'"):
+        if not engine.has_table("identity_state"):
             resolve_identities(engine, self.ws.pseudonymiser)  # also on an empty log: empty tables, clear 404s
             build_profiles(engine)
             return

@@ -83,7 +83,7 @@ def mount(app: FastAPI, service, authorised) -> None:
             service.connect()
             engine = service.ws.engine
             total = service.ws.log.count()
-            persons = engine.scalar("SELECT count(*) FROM persons") if _has(engine, "persons") else 0
+            persons = engine.scalar("SELECT count(*) FROM persons") if engine.has_table("persons") else 0
             by_day = engine.rows("SELECT CAST(event_at AS DATE) AS day, coalesce(channel, '?') AS channel, "
                                  "count(*) AS events FROM events GROUP BY 1, 2 ORDER BY 1, 2")
             by_channel = engine.rows("SELECT coalesce(channel, '?') AS channel, count(*) AS events FROM events "
@@ -230,10 +230,6 @@ def _search_form(q: str = "") -> str:
     return ("<form method='get' action='/dashboard/person'><input id='q' name='q' size='40' "
             f"placeholder='person id, account, device, email or phone' value='{html.escape(q)}'> "
             "<button id='search'>Find person</button></form>")
-
-
-def _has(engine, table: str) -> bool:
-    return bool(engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]))
 
 
 def _digest(person_id: str) -> str:

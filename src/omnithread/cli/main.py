@@ -259,7 +259,7 @@ def person(
 
     try:
         with Workspace(_settings(data_dir)) as ws:
-            if not ws.engine.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'identity_map'"):
+            if not ws.engine.has_table("identity_map"):
                 err.print("[red]error:[/red] no persons yet: run `omnithread resolve` first")
                 raise typer.Exit(2)
             found = describe_person(ws.engine, find_person(ws.engine, key, ws.pseudonymiser))

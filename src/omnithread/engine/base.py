@@ -97,6 +97,10 @@ class Engine(ABC):
         result = self.query(sql, params)
         return result.column(0)[0].as_py() if result.num_rows else None
 
+    def has_table(self, name: str) -> bool:
+        """Whether a table (or view) of this name exists."""
+        return bool(self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]))
+
     def __enter__(self) -> "Engine":
         return self
 

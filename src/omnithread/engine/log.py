@@ -53,14 +53,10 @@ class EventLog:
         """Read the suppression list (identifiers whose events are refused at the door)."""
         from omnithread.privacy.erasure import SUPPRESSION_TABLE
 
-        exists = self.engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                    [SUPPRESSION_TABLE])
         suppressed = {r["value"] for r in self.engine.rows(f"SELECT value FROM {SUPPRESSION_TABLE}")} \
-            if exists else set()
+            if self.engine.has_table(SUPPRESSION_TABLE) else set()
         # palm tokens of people whose latest consent refuses biometric identification: refused like suppression
-        has_profiles = self.engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = "
-                                          "'profiles'")
-        if has_profiles:
+        if self.engine.has_table("profiles"):
             suppressed |= {r["v"] for r in self.engine.rows("""
                 SELECT split_part(identifier, ':', 2) AS v FROM identity_map
                 WHERE identifier LIKE 'palm_token:%' AND person_id IN (

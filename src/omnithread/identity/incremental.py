@@ -208,7 +208,7 @@ def block_identifier(graph: _Graph, node: str, reason: str) -> list[str]:
 
 
 def _graph(engine: Engine, pseudonymiser: Pseudonymiser, config: IdentityConfig | None, report: UpdateReport):
-    if not engine.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'identity_state'"):
+    if not engine.has_table("identity_state"):
         raise NotFoundError("identity graph", "run a full `omnithread resolve` first")
     config = config or IdentityConfig()
     return _Graph(engine, config, set(blocked_hashes(config, pseudonymiser)), report)

@@ -173,7 +173,7 @@ def _name_persons(engine: Engine) -> None:
     smaller label); a cluster takes the previous id it shares most identifiers with, and otherwise
     a new id derived from its smallest identifier.
     """
-    previous = engine.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'identity_map'")
+    previous = engine.has_table("identity_map")
     engine.execute("CREATE OR REPLACE TEMP TABLE previous_map AS " + (
         "SELECT identifier AS node, person_id AS old_person_id FROM identity_map WHERE person_id IS NOT NULL"
         if previous else "SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS old_person_id WHERE false"))

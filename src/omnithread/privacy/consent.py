@@ -28,7 +28,7 @@ def record_consent(ws, key: str, purposes: dict, source: str) -> dict:
     if unknown or not all(isinstance(v, bool) for v in purposes.values()):
         raise ConfigError("purposes", purposes, f"purposes among {', '.join(CONSENT_PURPOSES)}, each true or false")
     engine = ws.engine
-    if not engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'identity_map'"):
+    if not engine.has_table("identity_map"):
         resolve_identities(engine, ws.pseudonymiser)
     person = find_person(engine, key, ws.pseudonymiser)
     anchor = engine.rows("""SELECT identifier FROM identity_map WHERE person_id = ? AND (identifier LIKE 'account:%'

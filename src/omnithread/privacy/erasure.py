@@ -62,7 +62,7 @@ def erase(ws, key: str, mode: str = "suppress_and_delete", raw_values: tuple[str
     if mode not in MODES:
         raise ConfigError("mode", mode, f"one of {', '.join(MODES)}")
     engine = ws.engine
-    if not engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'identity_map'"):
+    if not engine.has_table("identity_map"):
         resolve_identities(engine, ws.pseudonymiser)
     person_id = find_person(engine, key, ws.pseudonymiser)
     report = ErasureReport(mode, ws.pseudonymiser.fingerprint(f"erasure:{person_id}".encode()))
@@ -168,7 +168,7 @@ def _subject(engine, key: str, pseudonymiser, identifiers: list[str]) -> set[str
 
 
 def _count_delete(engine, table: str, where: str, params) -> int:
-    if not engine.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]):
+    if not engine.has_table(table):
         return 0
     n = engine.scalar(f"SELECT count(*) FROM {table} WHERE {where}", params)
     if n:

@@ -93,7 +93,7 @@ def build_profiles(engine: Engine) -> int:
 
 def get_profile(engine: Engine, person_id: str) -> dict | None:
     """One person's profile row, or None when profiles have not been built or the person has none."""
-    if not engine.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'profiles'"):
+    if not engine.has_table("profiles"):
         return None
     rows = engine.rows("SELECT * FROM profiles WHERE person_id = ?", [person_id])
     if not rows:
