@@ -61,8 +61,8 @@ class Engine(ABC):
         """Insert every row (the caller has made sure none is there yet)."""
         raise NotImplementedError
 
-    def insert_new_returning(self, table: str, rows: pa.Table, key: str) -> set:
-        """Insert rows whose ``key`` is not in ``table`` yet; return the keys inserted."""
+    def refuse_staged(self, values) -> int:
+        """Drop staged fast-path rows naming any of ``values``; returns how many (engines with a fast path)."""
         raise NotImplementedError
 
     def register(self, name: str, table: pa.Table) -> None:

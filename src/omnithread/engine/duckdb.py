@@ -97,17 +97,21 @@ class DuckDBEngine(Engine):
         finally:
             self._con.unregister("_incoming")
 
-    def insert_new_returning(self, table: str, rows: pa.Table, key: str) -> set:
-        """Insert rows whose ``key`` is not in ``table`` yet; return the keys inserted."""
-        self._con.register("_incoming", rows)
+    def refuse_staged(self, values) -> int:
+        """Drop staged fast-path rows that name any of ``values`` (as an id, or inside their JSON);
+        returns how many were dropped."""
+        before = self.scalar("SELECT count(*) FROM _staged")
+        self._con.register("_refused_values", pa.table({"value": pa.array(sorted(values), pa.string())}))
         try:
-            columns = ", ".join(rows.column_names)
-            result = self.query(
-                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming AS i "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = i.{key}) RETURNING {key}")
-            return set(result.column(0).to_pylist()) if result.num_rows else set()
+            self.execute("""DELETE FROM _staged WHERE user_id IN (SELECT value FROM _refused_values)
+                OR anonymous_id IN (SELECT value FROM _refused_values)
+                OR EXISTS (SELECT 1 FROM _refused_values s WHERE length(s.value) >= 8 AND (
+                    contains(coalesce(CAST(_staged.properties AS VARCHAR), ''), s.value)
+                    OR contains(coalesce(CAST(_staged.traits AS VARCHAR), ''), s.value)
+                    OR contains(coalesce(CAST(_staged.context AS VARCHAR), ''), s.value)))""")
         finally:
-            self._con.unregister("_incoming")
+            self._con.unregister("_refused_values")
+        return before - self.scalar("SELECT count(*) FROM _staged")
 
     def _insert(self, sql: str) -> int:
         """Run an INSERT and return how many rows it stored."""

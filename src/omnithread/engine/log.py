@@ -63,14 +63,18 @@ class EventLog:
                     SELECT person_id FROM profiles WHERE consent_biometric = false)""")}
         self.suppressed = frozenset(suppressed)
 
-    def _refuse_suppressed(self, rows: Sequence[tuple]) -> list[tuple]:
+    def _kept(self, rows: Sequence[tuple]) -> list[bool]:
+        """Which rows name no suppressed identifier (the others are counted as refused)."""
         if not self.suppressed:
-            return list(rows)
+            return [True] * len(rows)
         from omnithread.privacy.erasure import refused_by_suppression
 
-        kept = [r for r in rows if not refused_by_suppression(self.suppressed, r[3], r[4], r[15], r[16], r[17])]
-        self.refused_suppressed += len(rows) - len(kept)
-        return kept
+        keep = [not refused_by_suppression(self.suppressed, r[3], r[4], r[15], r[16], r[17]) for r in rows]
+        self.refused_suppressed += keep.count(False)
+        return keep
+
+    def _refuse_suppressed(self, rows: Sequence[tuple]) -> list[tuple]:
+        return [r for r, k in zip(rows, self._kept(rows)) if k]
 
     def append(self, rows: Sequence[tuple]) -> int:
         """Append events whose message id is new; return how many were stored. Events naming a
@@ -88,36 +92,15 @@ class EventLog:
     def message_ids(self) -> set[str]:
         return set(self.engine.query("SELECT message_id FROM events").column(0).to_pylist())
 
-    def append_returning(self, rows: Sequence[tuple]) -> set[str]:
-        """Append events whose message id is new; return the message ids stored (suppression applies)."""
-        rows = self._refuse_suppressed(rows)
-        if not rows:
-            return set()
-        return self.engine.insert_new_returning("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA), "message_id")
-
     def append_with_staged(self, rows: Sequence[tuple], line_numbers: Sequence[int]) -> tuple[int, int]:
         """Store these rows together with the rows the engine's fast path holds, earliest line first.
 
         Returns (stored, offered)."""
         if self.suppressed:
-            from omnithread.privacy.erasure import refused_by_suppression
-
-            keep = [not refused_by_suppression(self.suppressed, r[3], r[4], r[15], r[16], r[17]) for r in rows]
-            self.refused_suppressed += keep.count(False)
+            keep = self._kept(rows)
             rows = [r for r, k in zip(rows, keep) if k]
             line_numbers = [n for n, k in zip(line_numbers, keep) if k]
-            before = self.engine.scalar("SELECT count(*) FROM _staged")
-            self.engine.register("_refused_values", pa.table({"value": pa.array(sorted(self.suppressed), pa.string())}))
-            try:
-                self.engine.execute("""DELETE FROM _staged WHERE user_id IN (SELECT value FROM _refused_values)
-                    OR anonymous_id IN (SELECT value FROM _refused_values)
-                    OR EXISTS (SELECT 1 FROM _refused_values s WHERE length(s.value) >= 8 AND (
-                        contains(coalesce(CAST(_staged.properties AS VARCHAR), ''), s.value)
-                        OR contains(coalesce(CAST(_staged.traits AS VARCHAR), ''), s.value)
-                        OR contains(coalesce(CAST(_staged.context AS VARCHAR), ''), s.value)))""")
-            finally:
-                self.engine.unregister("_refused_values")
-            self.refused_suppressed += before - self.engine.scalar("SELECT count(*) FROM _staged")
+            self.refused_suppressed += self.engine.refuse_staged(self.suppressed)
         table = _table_from_rows(rows, EVENT_ARROW_SCHEMA)
         table = table.add_column(0, "line_no", pa.array(list(line_numbers), pa.int64()))
         return self.engine.commit_staged_events(table)
