@@ -74,6 +74,8 @@ class Recommendations:
         self.product_index = {p: i for i, p in enumerate(products)}
         self.person_index = {p: i for i, p in enumerate(persons)}
         self.tuning: dict | None = None  # how training chose signals and model (set by train)
+        self._memo: dict = {}  # store-wide facts read from the log once (see refresh)
+        self._rows_for: tuple = (None, None)  # the person of this request and their interactions
 
     # ------------------------------------------------------------------ training
 
@@ -140,7 +142,7 @@ class Recommendations:
     def _person_rows(self, person: str):
         """The person's interactions: events naming one of their identifiers are found first (cheap),
         then given to persons exactly as everywhere else, and kept if they are theirs."""
-        if getattr(self, "_rows_for", (None,))[0] == person:
+        if self._rows_for[0] == person:
             return self._rows_for[1]
         candidates = """(SELECT * FROM events WHERE user_id IN (
                             SELECT substr(identifier, 9) FROM identity_map WHERE person_id = ? AND identifier LIKE 'account:%')
@@ -155,10 +157,9 @@ class Recommendations:
 
     def _history(self, person: str, recent: list[dict] | None) -> sp.csr_matrix:
         table = self._person_rows(person)
-        memo = self.__dict__.setdefault("_memo", {})
-        if "latest" not in memo:  # decay counts from the log's newest event, as in training
-            memo["latest"] = self.engine.scalar("SELECT max(event_at) FROM events")
-        m = build_matrix(table, self.signals, products=self.products, persons=[person], as_of=memo["latest"])
+        if "latest" not in self._memo:  # decay counts from the log's newest event, as in training
+            self._memo["latest"] = self.engine.scalar("SELECT max(event_at) FROM events")
+        m = build_matrix(table, self.signals, products=self.products, persons=[person], as_of=self._memo["latest"])
         row = m.matrix
         for ev in recent or []:
             i = self.product_index.get(ev.get("product_id"))
@@ -174,7 +175,7 @@ class Recommendations:
                 if s == "order" and p in self.product_index}
 
     def _repeatable(self) -> set[int]:
-        if not hasattr(self, "_repeat"):
+        if "repeat" not in self._memo:
             rows = self.engine.rows(f"""
                 WITH lines AS (SELECT person_id, line->>'product_id' AS product_id, count(*) AS n
                     FROM (SELECT person_id, unnest(CAST(properties->'products' AS JSON[])) AS line
@@ -182,21 +183,20 @@ class Recommendations:
                     GROUP BY 1, 2)
                 SELECT product_id FROM lines GROUP BY product_id
                 HAVING avg(CASE WHEN n > 1 THEN 1 ELSE 0 END) >= ?""", [self.serving.repeat_share])
-            self._repeat = {self.product_index[r["product_id"]] for r in rows if r["product_id"] in self.product_index}
-        return self._repeat
+            self._memo["repeat"] = {self.product_index[r["product_id"]] for r in rows
+                                    if r["product_id"] in self.product_index}
+        return self._memo["repeat"]
 
     def refresh(self) -> None:
         """Forget the store-wide facts read from the log (sales, repeat buying, new products)."""
         self._memo = {}
-        self.__dict__.pop("_repeat", None)
-        self.__dict__.pop("_co", None)
 
     def _sold(self, days: float, store: str | None = None) -> np.ndarray:
         """Units sold per product in the last ``days`` (at ``store``); read once, then kept (see refresh)."""
-        memo = self.__dict__.setdefault("_memo", {})
-        if (days, store) not in memo:
-            memo[(days, store)] = self._read_sold(days, store)
-        return memo[(days, store)]
+        key = ("sold", days, store)
+        if key not in self._memo:
+            self._memo[key] = self._read_sold(days, store)
+        return self._memo[key]
 
     def _read_sold(self, days: float, store: str | None = None) -> np.ndarray:
         where = "AND store_id = ?" if store else ""
@@ -216,10 +216,9 @@ class Recommendations:
         return out
 
     def _new_products(self) -> list[int]:
-        memo = self.__dict__.setdefault("_memo", {})
-        if "new" not in memo:
-            memo["new"] = self._read_new_products()
-        return memo["new"]
+        if "new" not in self._memo:
+            self._memo["new"] = self._read_new_products()
+        return self._memo["new"]
 
     def _read_new_products(self) -> list[int]:
         rows = self.engine.rows("""
@@ -315,7 +314,7 @@ class Recommendations:
         idx = [self.product_index[p] for p in basket if p in self.product_index]
         if not idx:
             raise NotFoundError("product in the basket", ", ".join(basket) or "(empty)")
-        if not hasattr(self, "_co"):
+        if "co" not in self._memo:
             rows = self.engine.rows("""
                 SELECT message_id, line->>'product_id' AS product_id
                 FROM (SELECT message_id, unnest(CAST(properties->'products' AS JSON[])) AS line FROM events
@@ -331,8 +330,8 @@ class Recommendations:
             O.data[:] = 1
             co = (O.T @ O).tocsr()
             co.setdiag(0)
-            self._co = co
-        scores = np.asarray(self._co[idx].sum(axis=0)).ravel().astype(np.float64)
+            self._memo["co"] = co
+        scores = np.asarray(self._memo["co"][idx].sum(axis=0)).ravel().astype(np.float64)
         available = self._sold(self.serving.available_days) > 0
         scores[~available] = 0
         top = [i for i in top_n(scores, n, idx).tolist() if scores[i] > 0]
