@@ -31,8 +31,7 @@ from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.privacy import Pseudonymiser
 from omnithread.recommend.interactions import FINE_GRAINED, ONLINE, SIGNALS, STORE, Interactions, SignalConfig, \
     build_matrix, interaction_rows
-from omnithread.recommend.metrics import average_precision_at_k, ndcg_at_k, recall_at_k
-from omnithread.recommend.models import top_n
+from omnithread.recommend.tuning import history_rows, holdout, judge
 
 __all__ = ["run_ablation", "ablation_svg", "ASSUMPTIONS"]
 
@@ -68,21 +67,6 @@ def _served_rows(engine: Engine, channels: tuple[str, ...]) -> dict[str, str]:
     return {r["true_person"]: r["person_id"] for r in rows}
 
 
-def _judge(model, history: sp.csr_matrix, fallback: np.ndarray, test: list[set[int]],
-           bought: list[set[int]], k: int = 10):
-    ndcg, recall, ap = [], [], []
-    scores = model.scores(history) if history.nnz else np.zeros(history.shape)
-    for row, rel in enumerate(test):
-        has = history.indptr[row + 1] > history.indptr[row]
-        s = scores[row] if has else fallback
-        top = top_n(s, 20, list(bought[row]))
-        ndcg.append(ndcg_at_k(top, rel, k))
-        recall.append(recall_at_k(top, rel, 20))
-        ap.append(average_precision_at_k(top, rel, k))
-    return {"ndcg@10": float(np.mean(ndcg)) if ndcg else 0.0, "recall@20": float(np.mean(recall)) if recall else 0.0,
-            "map@10": float(np.mean(ap)) if ap else 0.0, "users": len(test)}
-
-
 class ChannelModel:
     """DLAE (EASE with dropout as regulariser) from a person's history on the input channels to what
     they will buy on one target channel: ``W = (X'X + L)^-1 X'Y``, ``L = p/(1-p) diag(X'X) + lambda I``.
@@ -114,21 +98,7 @@ def _cross_weight(rows: Interactions, cfg: SignalConfig, target: tuple[str, ...]
     """How much the other channels' history should count when predicting purchases on ``target``,
     chosen on a validation split of ``rows`` themselves (their last ``holdout_days``; no truth used):
     the multiplier on non-target channels with the best NDCG@10 on the held-out target purchases."""
-    cut = rows.at.max() - holdout_days * 86400.0
-    train = rows.subset(rows.at < cut)
-    later = rows.subset(rows.at >= cut)
-    pidx = {p: i for i, p in enumerate(products)}
-    bought: dict[str, set[int]] = {}
-    for person, product, signal in zip(train.person_names[train.person].tolist(),
-                                       train.product_names[train.product].tolist(), train.signal.tolist()):
-        if signal == "order":
-            bought.setdefault(person, set()).add(pidx[product])
-    test: dict[str, set[int]] = {}
-    for person, product, signal, channel in zip(later.person_names[later.person].tolist(),
-                                                later.product_names[later.product].tolist(), later.signal.tolist(),
-                                                later.channel.tolist()):
-        if signal == "order" and channel in target and pidx[product] not in bought.get(person, ()):
-            test.setdefault(person, set()).add(pidx[product])
+    train, test, bought, _ = holdout(rows, holdout_days, products, target)
     if not test:
         return cfg, 1.0
     people = sorted(test)
@@ -140,11 +110,8 @@ def _cross_weight(rows: Interactions, cfg: SignalConfig, target: tuple[str, ...]
         X = train.matrix(x_cfg, products=products)
         Yfull = train.matrix(cfg.with_(channels=target), products=products, persons=X.persons)
         model = make_model().fit(X.matrix, Yfull.matrix)
-        idx = [X.person_index.get(p, -1) for p in people]
-        empty = sp.csr_matrix((1, len(products)), dtype=np.float32)
-        hist = sp.vstack([X.matrix[i] if i >= 0 else empty for i in idx]).tocsr()
-        score = _judge(model, hist, np.asarray(Y.matrix.sum(axis=0)).ravel(), [test[p] for p in people],
-                       [bought.get(p, set()) for p in people])["ndcg@10"]
+        score = judge(model, history_rows(X, people, len(products)), np.asarray(Y.matrix.sum(axis=0)).ravel(),
+                      [test[p] for p in people], [bought.get(p, set()) for p in people])["ndcg@10"]
         if score > best_score + 1e-4:
             best, best_score = w, score
     return cfg.with_(channel_weights={c: best for c in others}), best
@@ -209,12 +176,9 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
             model = make_model().fit(X.matrix, Y.matrix)
             fallback = np.asarray(Y.matrix.sum(axis=0)).ravel()
             persons = sorted(people)
-            idx = [X.person_index.get(p if by_truth else served[group].get(p), -1) for p in persons]
-            empty = sp.csr_matrix((1, len(products)), dtype=np.float32)
-            hist = sp.vstack([X.matrix[i] if i >= 0 else empty for i in idx]).tocsr() if persons else \
-                sp.csr_matrix((0, len(products)))
-            out[group] = _judge(model, hist, fallback, [people[p] for p in persons],
-                                [bought.get(p, set()) for p in persons])
+            hist = history_rows(X, [p if by_truth else served[group].get(p) for p in persons], len(products))
+            out[group] = judge(model, hist, fallback, [people[p] for p in persons],
+                               [bought.get(p, set()) for p in persons])
         return out
 
     no_fine = tuple(s for s in SIGNALS if s not in FINE_GRAINED)

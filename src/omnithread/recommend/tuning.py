@@ -8,14 +8,16 @@ over a small grid, twice round), then the half-life, then the model's regularisa
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import NamedTuple
+
 import numpy as np
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from omnithread.engine.base import Engine
 from omnithread.identity.graph import EVENT_PERSONS_SQL
-from omnithread.recommend.interactions import SIGNALS, Interactions, SignalConfig, interaction_rows
-from omnithread.recommend.metrics import ndcg_at_k
+from omnithread.recommend.interactions import SIGNALS, InteractionMatrix, Interactions, SignalConfig, interaction_rows
+from omnithread.recommend.metrics import average_precision_at_k, ndcg_at_k, recall_at_k
 from omnithread.recommend.models import DLAE, top_n
 
 __all__ = ["ValidationTask", "choose_signal_config", "choose_model", "tune", "MODEL_GRID"]
@@ -24,31 +26,67 @@ WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
 HALF_LIFE_GRID = (None, 60.0, 21.0, 7.0)
 
 
+class HoldOut(NamedTuple):
+    train: Interactions  # everything before the cut
+    test: dict[str, set[int]]  # person -> products bought after the cut that they had not bought before
+    bought: dict[str, set[int]]  # person -> products bought before the cut
+    cut: float  # epoch seconds
+
+
+def holdout(rows: Interactions, holdout_days: float, products: list[str],
+            target: tuple[str, ...] | None = None) -> HoldOut:
+    """Split ``rows`` at ``holdout_days`` before their end; what each person bought after the cut (on
+    ``target`` channels, if given) and had not bought before is what a model must rank first."""
+    cut = rows.at.max() - holdout_days * 86400.0
+    train, later = rows.subset(rows.at < cut), rows.subset(rows.at >= cut)
+    pidx = {p: i for i, p in enumerate(products)}
+    bought: dict[str, set[int]] = {}
+    orders = train.signal == "order"
+    for person, product in zip(train.person_names[train.person[orders]].tolist(),
+                               train.product_names[train.product[orders]].tolist()):
+        bought.setdefault(person, set()).add(pidx[product])
+    test: dict[str, set[int]] = {}
+    for person, product, signal, channel in zip(later.person_names[later.person].tolist(),
+                                                later.product_names[later.product].tolist(), later.signal.tolist(),
+                                                later.channel.tolist()):
+        if signal == "order" and (target is None or channel in target) and pidx[product] not in bought.get(person, ()):
+            test.setdefault(person, set()).add(pidx[product])
+    return HoldOut(train, test, bought, cut)
+
+
+def history_rows(m: InteractionMatrix, keys: list, n_products: int) -> sp.csr_matrix:
+    """The rows of ``m`` for ``keys`` in order (an empty row where a key has none)."""
+    if not keys:
+        return sp.csr_matrix((0, n_products), dtype=np.float32)
+    empty = sp.csr_matrix((1, n_products), dtype=np.float32)
+    return sp.vstack([m.matrix[m.person_index[k]] if k in m.person_index else empty for k in keys]).tocsr()
+
+
+def judge(model, history: sp.csr_matrix, fallback: np.ndarray, test: list[set[int]], bought: list[set[int]],
+          k: int = 10) -> dict:
+    """NDCG@k, Recall@20 and MAP@k of each row's ranking (``fallback`` for rows with no history),
+    with what the person bought before left out."""
+    ndcg, recall, ap = [], [], []
+    scores = model.scores(history) if history.nnz else np.zeros(history.shape)
+    for row, rel in enumerate(test):
+        has = history.indptr[row + 1] > history.indptr[row]
+        top = top_n(scores[row] if has else fallback, 20, list(bought[row]))
+        ndcg.append(ndcg_at_k(top, rel, k))
+        recall.append(recall_at_k(top, rel, 20))
+        ap.append(average_precision_at_k(top, rel, k))
+    return {"ndcg@10": float(np.mean(ndcg)) if ndcg else 0.0, "recall@20": float(np.mean(recall)) if recall else 0.0,
+            "map@10": float(np.mean(ap)) if ap else 0.0, "users": len(test)}
+
+
 class ValidationTask:
     """Train on the log before ``holdout_days`` from its end; judge on purchases after."""
 
     def __init__(self, engine: Engine, holdout_days: float = 7.0, persons_sql: str = EVENT_PERSONS_SQL):
-        rows = interaction_rows(engine, persons_sql)
-        at = pc.max(rows.column("event_at")).as_py()
-        import datetime as dt
-
-        cut = at - dt.timedelta(days=holdout_days)
-        before = pc.less(rows.column("event_at"), cut)
-        self.train = Interactions(rows.filter(before))
-        after = rows.filter(pc.invert(before)).to_pydict()
-        self.products = sorted(set(rows.column("product_id").to_pylist()))
-        pidx = {p: i for i, p in enumerate(self.products)}
-        bought: dict[str, set[int]] = {}
-        orders = self.train.signal == "order"
-        for person, product in zip(self.train.person_names[self.train.person[orders]].tolist(),
-                                   self.train.product_names[self.train.product[orders]].tolist()):
-            bought.setdefault(person, set()).add(pidx[product])
-        test: dict[str, set[int]] = {}
-        for person, product, signal in zip(after["person_id"], after["product_id"], after["signal"]):
-            if signal == "order" and pidx[product] not in bought.get(person, ()):
-                test.setdefault(person, set()).add(pidx[product])
-        self.test, self.bought = test, bought
-        self.as_of = cut
+        rows = Interactions(interaction_rows(engine, persons_sql))
+        self.products = rows.product_names.tolist()
+        split = holdout(rows, holdout_days, self.products) if rows.n else HoldOut(rows, {}, {}, 0.0)
+        self.train, self.test, self.bought = split.train, split.test, split.bought
+        self.as_of = datetime.fromtimestamp(split.cut, UTC)
 
     def score(self, config: SignalConfig, make_model=lambda: DLAE(lam=100.0, dropout=0.33)) -> float:
         """Mean NDCG@10 over people who bought something new in the held-out days."""
@@ -57,16 +95,8 @@ class ValidationTask:
             return 0.0  # nothing to judge on: every configuration ties, the first is kept
         m = self.train.matrix(config, products=self.products, as_of=self.as_of)
         model = make_model().fit(m.matrix)
-        idx = [m.person_index.get(p, -1) for p in people]
-        empty = sp.csr_matrix((1, len(self.products)), dtype=np.float32)
-        hist = sp.vstack([m.matrix[i] if i >= 0 else empty for i in idx]).tocsr()
-        scores = model.scores(hist)
-        fallback = np.asarray(m.matrix.sum(axis=0)).ravel()
-        total = 0.0
-        for row, p in enumerate(people):
-            s = scores[row] if hist.indptr[row + 1] > hist.indptr[row] else fallback
-            total += ndcg_at_k(top_n(s, 10, list(self.bought.get(p, ()))), self.test[p], 10)
-        return total / len(people) if people else 0.0
+        return judge(model, history_rows(m, people, len(self.products)), np.asarray(m.matrix.sum(axis=0)).ravel(),
+                     [self.test[p] for p in people], [self.bought.get(p, set()) for p in people])["ndcg@10"]
 
 
 def choose_signal_config(task: ValidationTask, start: SignalConfig = SignalConfig(), rounds: int = 2,
