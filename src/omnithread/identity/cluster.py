@@ -1,7 +1,8 @@
 """Persons as connected components of the kept links, with the per-person limits enforced.
 
-Components are computed set-based in the engine by label propagation (each node
-takes the smallest label among itself and its neighbours until nothing changes).
+Components are computed set-based in the engine by label propagation on integer
+node numbers with pointer jumping (each node takes the smallest label among itself
+and its neighbours, then its label's label, until nothing changes).
 Only components that break a limit (two accounts, say) are taken apart here, by
 a union-find that adds their links strongest first and refuses any that would
 break a limit; the refused links are returned with their reason. Links are sorted
@@ -19,32 +20,49 @@ __all__ = ["connected_components", "split_over_limit", "UnionFind", "node_kind"]
 
 
 def connected_components(engine: Engine, edges: str, labels: str, max_rounds: int = 200) -> int:
-    """Write ``labels(node, label)`` for the nodes of table ``edges(a, b)``; return the rounds taken."""
+    """Write ``labels(node, label)`` for the nodes of table ``edges(a, b)``; return the rounds taken.
+
+    Nodes are numbered in their sort order, so the smallest number in a component is its
+    smallest node. Each round every node takes the smallest label among itself and its
+    neighbours, then the label of its label (pointer jumping, which halves long chains
+    at each step), until no label changes.
+    """
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _cc_nodes AS
+        SELECT node, (row_number() OVER (ORDER BY node) - 1)::INTEGER AS id
+        FROM (SELECT a AS node FROM {edges} UNION SELECT b FROM {edges})""")
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _cc_edges AS
+        SELECT na.id AS a, nb.id AS b FROM {edges} e
+        JOIN _cc_nodes na ON na.node = e.a JOIN _cc_nodes nb ON nb.node = e.b""")
+    engine.execute("""
+        CREATE OR REPLACE TEMP TABLE _cc_labels AS
+        SELECT id, min(label) AS label
+        FROM (SELECT a AS id, least(a, b) AS label FROM _cc_edges UNION ALL SELECT b, least(a, b) FROM _cc_edges)
+        GROUP BY id""")
+    rounds = max_rounds
+    for round_number in range(1, max_rounds + 1):
+        engine.execute("""
+            CREATE OR REPLACE TEMP TABLE _cc_next AS
+            WITH proposals AS (
+                SELECT id, label FROM _cc_labels
+                UNION ALL SELECT e.a, l.label FROM _cc_edges e JOIN _cc_labels l ON l.id = e.b
+                UNION ALL SELECT e.b, l.label FROM _cc_edges e JOIN _cc_labels l ON l.id = e.a
+            ), best AS (SELECT id, min(label) AS label FROM proposals GROUP BY id)
+            SELECT b.id, least(b.label, j.label) AS label FROM best b JOIN best j ON j.id = b.label""")
+        changed = engine.scalar(
+            "SELECT count(*) FROM _cc_next n JOIN _cc_labels l USING (id) WHERE n.label <> l.label")
+        engine.execute("CREATE OR REPLACE TEMP TABLE _cc_labels AS SELECT * FROM _cc_next")
+        if not changed:
+            rounds = round_number
+            break
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE {labels} AS
-        SELECT node, min(node) AS label FROM (SELECT a AS node FROM {edges} UNION ALL SELECT b FROM {edges})
-        GROUP BY node""")
-    for round_number in range(1, max_rounds + 1):
-        changed = engine.scalar(f"""
-            WITH proposals AS (
-                SELECT e.a AS node, l.label FROM {edges} e JOIN {labels} l ON l.node = e.b
-                UNION ALL
-                SELECT e.b AS node, l.label FROM {edges} e JOIN {labels} l ON l.node = e.a
-            ), best AS (SELECT node, min(label) AS label FROM proposals GROUP BY node)
-            SELECT count(*) FROM best JOIN {labels} l USING (node) WHERE best.label < l.label""")
-        if not changed:
-            return round_number
-        engine.execute(f"""
-            CREATE OR REPLACE TEMP TABLE {labels} AS
-            WITH proposals AS (
-                SELECT node, label FROM {labels}
-                UNION ALL
-                SELECT e.a, l.label FROM {edges} e JOIN {labels} l ON l.node = e.b
-                UNION ALL
-                SELECT e.b, l.label FROM {edges} e JOIN {labels} l ON l.node = e.a
-            )
-            SELECT node, min(label) AS label FROM proposals GROUP BY node""")
-    return max_rounds
+        SELECT n.node, m.node AS label FROM _cc_labels l
+        JOIN _cc_nodes n ON n.id = l.id JOIN _cc_nodes m ON m.id = l.label""")
+    for table in ("_cc_nodes", "_cc_edges", "_cc_labels", "_cc_next"):
+        engine.execute(f"DROP TABLE IF EXISTS {table}")
+    return rounds
 
 
 def node_kind(node: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from omnithread.events.schema import IDENTIFIER_KEYS
 
-__all__ = ["node_sql", "edges_sql", "nodes_sql", "HASH_TYPES", "EVENT_PERSONS_SQL"]
+__all__ = ["node_sql", "edges_sql", "nodes_sql", "mentions_sql", "HASH_TYPES", "EVENT_PERSONS_SQL"]
 
 # keyed-hash prefix -> node type (see omnithread.privacy.IdentifierType)
 HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
@@ -25,20 +25,18 @@ def node_sql(value: str) -> str:
     return f"CASE left({value}, 3) {cases} END || {value}"
 
 
-def _hashed_values() -> list[str]:
-    paths = []
-    for section in ("traits", "properties", "context", "context.traits"):
-        column, *rest = section.split(".")
-        prefix = f"{column}" + "".join(f"->'{part}'" for part in rest)
-        paths += [f"{prefix}->>'{key}'" for key in IDENTIFIER_KEYS]
-    paths.append("CASE WHEN event = 'Store Entered' THEN properties->>'entry_token' END")
-    return paths
+def _json_paths(*prefixes: str) -> str:
+    return "[" + ", ".join(f"'$.{prefix}{key}'" for prefix in prefixes for key in IDENTIFIER_KEYS) + "]"
 
 
-def _per_event(source: str) -> str:
-    hashed = ", ".join(_hashed_values())
+def mentions_sql(source: str = "events") -> str:
+    """Per event of ``source``: its account, its anonymous identifier and the keyed hashes it names.
+
+    Each JSON column is parsed once, for all identifier keys together (top level of
+    traits and properties; top level and ``traits`` of context), and Store Entered's
+    ``entry_token`` is added; only values shaped like keyed hashes are kept.
+    """
     return f"""
-per_event AS (
     SELECT message_id, event_at, coalesce(event, call) AS rule,
            CASE WHEN regexp_full_match(user_id, 'em_[0-9a-f]{{32}}') THEN 'email:' || user_id
                 WHEN user_id IS NOT NULL THEN 'account:' || user_id END AS account,
@@ -46,15 +44,37 @@ per_event AS (
                 WHEN channel = 'store' THEN 'store_session:' || anonymous_id
                 WHEN channel = 'voice' THEN 'voice_device:' || anonymous_id
                 ELSE 'device:' || anonymous_id END AS anonymous,
-           list_filter([{hashed}], lambda x: regexp_full_match(x, '[a-z]{{2}}_[0-9a-f]{{32}}')) AS hashes
-    FROM {source}
-)"""
+           CASE WHEN {_may_name_hashes()} THEN list_filter(list_concat(
+               json_extract_string(traits, {_json_paths('')}),
+               json_extract_string(properties, {_json_paths('')}),
+               json_extract_string(context, {_json_paths('', 'traits.')}),
+               [CASE WHEN event = 'Store Entered' THEN properties->>'entry_token' END]),
+               lambda x: regexp_full_match(x, '[a-z]{{2}}_[0-9a-f]{{32}}')) ELSE [] END AS hashes
+    FROM {source}"""
 
 
-def nodes_sql(source: str = "events") -> str:
-    """Every identifier named by an event of ``source``, with the events that name it."""
+def _may_name_hashes() -> str:
+    """True for every event whose JSON holds a keyed hash (a string starting ``"xx_``), and few others.
+
+    Most events (page views, product views) name no hash; a regular expression over the
+    text finds the rest far faster than parsing every document.
+    """
+    prefixes = "|".join(sorted(HASH_TYPES))
+    return " OR ".join(f"regexp_matches({column}, '\"({prefixes})_')" for column in ("traits", "properties", "context"))
+
+
+def _per_event(source: str) -> str:
+    return f"per_event AS ({mentions_sql(source)})"
+
+
+def _mentions(source: str, mentions: str | None) -> str:
+    return f"per_event AS (SELECT * FROM {mentions})" if mentions else _per_event(source)
+
+
+def nodes_sql(source: str = "events", mentions: str | None = None) -> str:
+    """Every identifier named by an event of ``source`` (or table ``mentions`` of ``mentions_sql``)."""
     return f"""
-WITH {_per_event(source)}
+WITH {_mentions(source, mentions)}
 SELECT node, count(*) AS events, min(event_at) AS first_seen_at, max(event_at) AS last_seen_at
 FROM (SELECT event_at, unnest(list_concat([account, anonymous], list_transform(hashes, lambda h: {node_sql('h')})))
       AS node FROM per_event)
@@ -63,10 +83,10 @@ GROUP BY node
 """
 
 
-def edges_sql(source: str = "events") -> str:
-    """One row per link between two identifiers, with its evidence, from ``source``."""
+def edges_sql(source: str = "events", mentions: str | None = None) -> str:
+    """One row per link between two identifiers, with its evidence, from ``source`` (or ``mentions``)."""
     return f"""
-WITH {_per_event(source)}, pairs AS (
+WITH {_mentions(source, mentions)}, pairs AS (
     SELECT message_id, event_at, rule, coalesce(account, anonymous) AS primary_node,
            unnest(list_distinct(list_concat(
                CASE WHEN account IS NOT NULL AND anonymous IS NOT NULL THEN [anonymous] ELSE [] END,
@@ -74,11 +94,17 @@ WITH {_per_event(source)}, pairs AS (
     FROM per_event
     WHERE account IS NOT NULL OR anonymous IS NOT NULL
 )
-SELECT least(primary_node, other_node) AS a, greatest(primary_node, other_node) AS b,
-       count(*) AS events, min(event_at) AS first_seen_at, max(event_at) AS last_seen_at,
-       arg_min(message_id, event_at) AS first_message_id, list_sort(list_distinct(list(rule)))[:8] AS rules
-FROM pairs
-WHERE other_node IS NOT NULL AND other_node <> primary_node
+, by_rule AS (
+    SELECT least(primary_node, other_node) AS a, greatest(primary_node, other_node) AS b, rule,
+           count(*) AS events, min(event_at) AS first_seen_at, max(event_at) AS last_seen_at,
+           arg_min(message_id, event_at) AS first_message_id
+    FROM pairs
+    WHERE other_node IS NOT NULL AND other_node <> primary_node
+    GROUP BY 1, 2, 3
+)
+SELECT a, b, sum(events)::BIGINT AS events, min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at,
+       arg_min(first_message_id, first_seen_at) AS first_message_id, list_sort(list(rule))[:8] AS rules
+FROM by_rule
 GROUP BY 1, 2
 """
 

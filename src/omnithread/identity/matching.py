@@ -1,11 +1,11 @@
-"""Probabilistic matching of records that share no strong key, with Splink.
+"""Probabilistic matching of records that share no strong key.
 
 Loyalty sign-ups at a store desk carry a name, an address, a date of birth and
 sometimes a phone, typed by hand with typos; online accounts carry the same from
 the account profile. A Fellegi-Sunter model whose parameters are learnt from the
-data (u by random sampling, m by expectation maximisation) scores candidate pairs
-found by blocking rules chosen to keep recall high; pairs above the threshold
-become links of the identity graph, with their score.
+data by expectation maximisation (``omnithread.identity.linkage``) scores candidate
+pairs found by blocking rules chosen to keep recall high; pairs above the
+threshold become links of the identity graph, with their score.
 
 The names and addresses used live in their own table, ``person_attributes``,
 which erasure can wipe; phones and emails there are keyed hashes.
@@ -13,17 +13,15 @@ which erasure can wipe; phones and emails there are keyed hashes.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from omnithread.engine.base import Engine
+from omnithread.identity.linkage import Comparison, Training, block_on, link
 
 __all__ = ["attributes_sql", "build_attributes", "match_records", "match_tables", "MatchModel", "signup_model",
-           "one_to_one", "cluster_pairs",
-           "MatchingSkipped", "MIN_RECORDS"]
+           "one_to_one", "cluster_pairs", "MatchingSkipped", "MIN_RECORDS"]
 
 # Below this many records the model's parameters cannot be learnt reliably from the data.
 MIN_RECORDS = 500
@@ -33,17 +31,28 @@ class MatchingSkipped(Exception):
     """Probabilistic matching could not run on these records; the reason says why."""
 
 
+_ATTRIBUTES = {
+    "first_name": "lower(trim(traits->>'firstName'))",
+    "surname": "lower(trim(traits->>'lastName'))",
+    "street": "lower(trim(traits->'address'->>'street'))",
+    "city": "lower(trim(traits->'address'->>'city'))",
+    "postcode": "upper(replace(traits->'address'->>'postalCode', ' ', ''))",
+    "dob": "trim(traits->>'birthday')",
+    "phone": "traits->>'phone'",
+}
+
+
 def attributes_sql() -> str:
-    """The latest name, address, birth date and phone each account or store sign-up gave."""
-    return """
+    """The latest name, address, birth date and phone each account or store sign-up gave.
+
+    A blank value counts as missing, so the latest value given is kept.
+    """
+    columns = ",\n".join(
+        f"               arg_max(nullif({value}, ''), event_at) FILTER (WHERE nullif({value}, '') IS NOT NULL) AS {name}"
+        for name, value in _ATTRIBUTES.items())
+    return f"""
         SELECT record_id, origin,
-               arg_max(lower(trim(traits->>'firstName')), event_at) AS first_name,
-               arg_max(lower(trim(traits->>'lastName')), event_at) AS surname,
-               arg_max(lower(trim(traits->'address'->>'street')), event_at) AS street,
-               arg_max(lower(trim(traits->'address'->>'city')), event_at) AS city,
-               arg_max(upper(replace(traits->'address'->>'postalCode', ' ', '')), event_at) AS postcode,
-               arg_max(traits->>'birthday', event_at) AS dob,
-               arg_max(traits->>'phone', event_at) FILTER (WHERE traits->>'phone' IS NOT NULL) AS phone
+{columns}
         FROM (
             SELECT *, CASE WHEN user_id IS NOT NULL THEN 'account:' || user_id
                            ELSE 'store_session:' || anonymous_id END AS record_id,
@@ -64,61 +73,47 @@ def build_attributes(engine: Engine) -> int:
 class MatchModel:
     """What a probabilistic match compares and how it finds candidates.
 
-    ``comparisons`` are Splink comparison objects; ``blocking`` the rules that generate
-    candidate pairs; ``deterministic`` the rules (and their assumed ``recall``) used to
-    estimate the prior; ``em_blocks`` the blocks expectation maximisation learns m on.
+    ``comparisons`` say how each column is compared; ``blocking`` are the rules (SQL
+    conditions between records ``l`` and ``r``, see ``linkage.block_on``) whose union
+    gives the candidate pairs; ``training`` the blocks m is learnt on; ``u_pairs`` random
+    pairs give the non-match levels.
     """
 
     unique_id: str
     link_type: str
-    comparisons: Callable[[], list]
-    blocking: Callable[[], list]
-    deterministic: Callable[[], list]
-    recall: float
-    em_blocks: Callable[[], list]
-    u_pairs: float = 5e6
+    comparisons: list[Comparison]
+    blocking: list[str]
+    training: list[Training]
+    u_pairs: int = 100_000
+    threads: int | None = field(default=None, compare=False)
 
 
 def signup_model() -> MatchModel:
-    """Store sign-ups and online accounts: names, birth date, street, postcode, phone."""
-    import splink.comparison_library as cl
-    from splink import block_on
+    """Store sign-ups and online accounts: names, birth date, street, postcode, phone.
 
+    The blocking keeps every block small however many records there are: birth date
+    only with a name, postcode, phone, street with surname.
+    """
     return MatchModel(
         unique_id="record_id", link_type="dedupe_only",
-        comparisons=lambda: [
-            cl.NameComparison("first_name"), cl.NameComparison("surname"),
-            cl.DateOfBirthComparison("dob", input_is_string=True), cl.LevenshteinAtThresholds("street", [1, 3]),
-            cl.ExactMatch("postcode"), cl.ExactMatch("phone"),
+        comparisons=[
+            Comparison("first_name", "name"), Comparison("surname", "name"), Comparison("dob", "edits", (1, 2)),
+            Comparison("street", "edits", (1, 3)), Comparison("postcode", "edits", (1,)), Comparison("phone"),
         ],
-        blocking=lambda: [block_on("dob"), block_on("postcode"), block_on("phone"), block_on("surname", "city")],
-        deterministic=lambda: [block_on("dob", "surname"), block_on("phone")], recall=0.7,
-        em_blocks=lambda: [block_on("dob"), block_on("postcode")],
+        blocking=[block_on("dob", "surname"), block_on("dob", "first_name"), block_on("postcode"),
+                  block_on("phone"), block_on("street", "surname")],
+        # within a postcode the street agrees for a whole household, so it is left out there
+        training=[Training(("dob", "first_name")), Training(("postcode",), ignore=("street",))],
     )
 
 
 def match_tables(tables: list[pa.Table], model: MatchModel, threshold: float, seed: int = 7) -> list[dict]:
     """Pairs across (or within) ``tables`` whose match probability is at least ``threshold``."""
-    from splink import DuckDBAPI, Linker, SettingsCreator
-
-    db = DuckDBAPI()
-    data = [db.register(table, dataset_display_name=f"records_{i}") for i, table in enumerate(tables)]
-    settings = SettingsCreator(
-        link_type=model.link_type, unique_id_column_name=model.unique_id, comparisons=model.comparisons(),
-        blocking_rules_to_generate_predictions=model.blocking(), retain_intermediate_calculation_columns=False,
-    )
-    linker = Linker(data if len(data) > 1 else data[0], settings, log_level=logging.WARNING)
-    try:
-        linker.training.estimate_probability_two_random_records_match(model.deterministic(), recall=model.recall)
-        linker.training.estimate_u_using_random_sampling(max_pairs=model.u_pairs, seed=seed)
-        for block in model.em_blocks():
-            linker.training.estimate_parameters_using_expectation_maximisation(block)
-    except (ValueError, ZeroDivisionError, ArithmeticError) as error:
-        raise MatchingSkipped(f"the model could not be learnt from these records ({error})") from error
-    predictions = linker.inference.predict(threshold_match_probability=threshold)
-    left, right = f"{model.unique_id}_l", f"{model.unique_id}_r"
-    return [{"id_l": row[left], "id_r": row[right], "match_probability": row["match_probability"]}
-            for row in predictions.as_record_list()]
+    result = link(tables, model.unique_id, model.comparisons, model.blocking, model.training, threshold,
+                  link_type=model.link_type, u_pairs=model.u_pairs, seed=seed, threads=model.threads)
+    if result.candidates and not 0 < result.prior < 1:
+        raise MatchingSkipped(f"the model could not be learnt from these records (prior {result.prior})")
+    return result.pairs.to_pylist()
 
 
 def one_to_one(pairs: list[dict]) -> list[dict]:
