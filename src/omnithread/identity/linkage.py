@@ -182,7 +182,7 @@ def _u_levels(con, comparisons: list[Comparison], link_type: str, pairs: int, se
     the rest divide between the lower levels is measured on ``pairs`` record pairs
     drawn at random with ``seed``.
     """
-    sizes = [row[0] for row in con.execute("SELECT count(*) FROM _records GROUP BY _source ORDER BY _source").fetchall()]
+    sizes = [n for n, in con.execute("SELECT count(*) FROM _records GROUP BY _source ORDER BY _source").fetchall()]
     rng = np.random.default_rng(seed)
     if link_type == "link_only":
         left = rng.integers(0, sizes[0], pairs)

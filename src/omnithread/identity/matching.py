@@ -48,11 +48,10 @@ def attributes_sql() -> str:
     A blank value counts as missing, so the latest value given is kept.
     """
     columns = ",\n".join(
-        f"               arg_max(nullif({value}, ''), event_at) FILTER (WHERE nullif({value}, '') IS NOT NULL) AS {name}"
+        f"arg_max(nullif({value}, ''), event_at) FILTER (WHERE nullif({value}, '') IS NOT NULL) AS {name}"
         for name, value in _ATTRIBUTES.items())
     return f"""
-        SELECT record_id, origin,
-{columns}
+        SELECT record_id, origin, {columns}
         FROM (
             SELECT *, CASE WHEN user_id IS NOT NULL THEN 'account:' || user_id
                            ELSE 'store_session:' || anonymous_id END AS record_id,
