@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from omnithread.events.schema import IDENTIFIER_KEYS
 
-__all__ = ["node_sql", "edges_sql", "nodes_sql", "mentions_sql", "HASH_TYPES", "EVENT_PERSONS_SQL"]
+__all__ = ["node_sql", "edges_sql", "nodes_sql", "keyed_sql", "hashed_sql", "HASH_TYPES", "EVENT_PERSONS_SQL"]
 
 # keyed-hash prefix -> node type (see omnithread.privacy.IdentifierType)
 HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
@@ -29,28 +29,59 @@ def _json_paths(*prefixes: str) -> str:
     return "[" + ", ".join(f"'$.{prefix}{key}'" for prefix in prefixes for key in IDENTIFIER_KEYS) + "]"
 
 
-def mentions_sql(source: str = "events") -> str:
-    """Per event of ``source``: its account, its anonymous identifier and the keyed hashes it names.
+_ACCOUNT = """CASE WHEN regexp_full_match(user_id, 'em_[0-9a-f]{32}') THEN 'email:' || user_id
+                WHEN user_id IS NOT NULL THEN 'account:' || user_id END"""
+_ANONYMOUS = """CASE WHEN anonymous_id IS NULL THEN NULL
+                WHEN channel = 'store' THEN 'store_session:' || anonymous_id
+                WHEN channel = 'voice' THEN 'voice_device:' || anonymous_id
+                ELSE 'device:' || anonymous_id END"""
+
+
+def keyed_sql(source: str = "events") -> str:
+    """The account and anonymous identifier of the events of ``source``, counted per pair and rule.
+
+    Read from plain columns and grouped before any node id is spelt out, so the work is
+    one pass over the log's narrow columns.
+    """
+    return f"""
+    SELECT {_ACCOUNT} AS account, {_ANONYMOUS} AS anonymous, rule, events, first_at, last_at, first_message_id
+    FROM (
+        SELECT user_id, anonymous_id, CASE WHEN channel IN ('store', 'voice') THEN channel END AS channel,
+               coalesce(event, call) AS rule, count(*) AS events, min(event_at) AS first_at,
+               max(event_at) AS last_at, arg_min(message_id, event_at) AS first_message_id
+        FROM {source}
+        WHERE user_id IS NOT NULL OR anonymous_id IS NOT NULL
+        GROUP BY ALL
+    )"""
+
+
+def hashed_sql(source: str = "events") -> str:
+    """Per event of ``source`` that names keyed hashes: its primary identifier and those hashes as nodes.
 
     Each JSON column is parsed once, for all identifier keys together (top level of
     traits and properties; top level and ``traits`` of context), and Store Entered's
-    ``entry_token`` is added; only values shaped like keyed hashes are kept.
+    ``entry_token`` is added; only values shaped like keyed hashes are kept, each once,
+    and not the event's own account. Events with no hash-like string are never parsed.
     """
-    return f"""
-    SELECT message_id, event_at, coalesce(event, call) AS rule,
-           CASE WHEN regexp_full_match(user_id, 'em_[0-9a-f]{{32}}') THEN 'email:' || user_id
-                WHEN user_id IS NOT NULL THEN 'account:' || user_id END AS account,
-           CASE WHEN anonymous_id IS NULL THEN NULL
-                WHEN channel = 'store' THEN 'store_session:' || anonymous_id
-                WHEN channel = 'voice' THEN 'voice_device:' || anonymous_id
-                ELSE 'device:' || anonymous_id END AS anonymous,
-           CASE WHEN {_may_name_hashes()} THEN list_filter(list_concat(
+    found = f"""list_filter(list_concat(
                json_extract_string(traits, {_json_paths('')}),
                json_extract_string(properties, {_json_paths('')}),
                json_extract_string(context, {_json_paths('', 'traits.')}),
                [CASE WHEN event = 'Store Entered' THEN properties->>'entry_token' END]),
-               lambda x: regexp_full_match(x, '[a-z]{{2}}_[0-9a-f]{{32}}')) ELSE [] END AS hashes
-    FROM {source}"""
+               lambda x: regexp_full_match(x, '[a-z]{{2}}_[0-9a-f]{{32}}'))"""
+    # materialised, so the JSON is parsed once rather than once for each use of the result
+    return f"""
+    WITH found AS MATERIALIZED (
+        SELECT message_id, event_at, coalesce(event, call) AS rule,
+               coalesce({_ACCOUNT}, {_ANONYMOUS}) AS primary_node, {found} AS hashes
+        FROM {source}
+        WHERE ({_may_name_hashes()}) AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)
+    )
+    SELECT message_id, event_at, rule, primary_node,
+           list_filter(list_distinct(list_transform(hashes, lambda h: {node_sql('h')})),
+                       lambda n: n <> primary_node) AS nodes
+    FROM found
+    WHERE len(hashes) > 0"""
 
 
 def _may_name_hashes() -> str:
@@ -63,47 +94,41 @@ def _may_name_hashes() -> str:
     return " OR ".join(f"regexp_matches({column}, '\"({prefixes})_')" for column in ("traits", "properties", "context"))
 
 
-def _per_event(source: str) -> str:
-    return f"per_event AS ({mentions_sql(source)})"
+def nodes_sql(keyed: str, hashed: str) -> str:
+    """Every identifier named by an event, with the events that name it.
 
-
-def _mentions(source: str, mentions: str | None) -> str:
-    return f"per_event AS (SELECT * FROM {mentions})" if mentions else _per_event(source)
-
-
-def nodes_sql(source: str = "events", mentions: str | None = None) -> str:
-    """Every identifier named by an event of ``source`` (or table ``mentions`` of ``mentions_sql``)."""
+    ``keyed`` and ``hashed`` are relations of ``keyed_sql`` and ``hashed_sql`` rows
+    (tables, or the queries in parentheses).
+    """
     return f"""
-WITH {_mentions(source, mentions)}
-SELECT node, count(*) AS events, min(event_at) AS first_seen_at, max(event_at) AS last_seen_at
-FROM (SELECT event_at, unnest(list_concat([account, anonymous], list_transform(hashes, lambda h: {node_sql('h')})))
-      AS node FROM per_event)
-WHERE node IS NOT NULL
+SELECT node, sum(events)::BIGINT AS events, min(first_at) AS first_seen_at, max(last_at) AS last_seen_at
+FROM (
+    SELECT account AS node, events, first_at, last_at FROM {keyed} WHERE account IS NOT NULL
+    UNION ALL SELECT anonymous, events, first_at, last_at FROM {keyed} WHERE anonymous IS NOT NULL
+    UNION ALL SELECT unnest(nodes), 1, event_at, event_at FROM {hashed}
+)
 GROUP BY node
 """
 
 
-def edges_sql(source: str = "events", mentions: str | None = None) -> str:
-    """One row per link between two identifiers, with its evidence, from ``source`` (or ``mentions``)."""
+def edges_sql(keyed: str, hashed: str) -> str:
+    """One row per link between two identifiers, with its evidence: every identifier of an event
+    is linked to the event's primary identifier (its account, else its anonymous identifier)."""
     return f"""
-WITH {_mentions(source, mentions)}, pairs AS (
-    SELECT message_id, event_at, rule, coalesce(account, anonymous) AS primary_node,
-           unnest(list_distinct(list_concat(
-               CASE WHEN account IS NOT NULL AND anonymous IS NOT NULL THEN [anonymous] ELSE [] END,
-               list_transform(hashes, lambda h: {node_sql('h')})))) AS other_node
-    FROM per_event
-    WHERE account IS NOT NULL OR anonymous IS NOT NULL
-)
-, by_rule AS (
-    SELECT least(primary_node, other_node) AS a, greatest(primary_node, other_node) AS b, rule,
-           count(*) AS events, min(event_at) AS first_seen_at, max(event_at) AS last_seen_at,
-           arg_min(message_id, event_at) AS first_message_id
-    FROM pairs
-    WHERE other_node IS NOT NULL AND other_node <> primary_node
+WITH by_rule AS (
+    SELECT least(account, anonymous) AS a, greatest(account, anonymous) AS b, rule, sum(events) AS events,
+           min(first_at) AS first_seen_at, max(last_at) AS last_seen_at,
+           arg_min(first_message_id, first_at) AS first_message_id
+    FROM {keyed} WHERE account IS NOT NULL AND anonymous IS NOT NULL
+    GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT least(primary_node, node), greatest(primary_node, node), rule, count(*), min(event_at), max(event_at),
+           arg_min(message_id, event_at)
+    FROM (SELECT message_id, event_at, rule, primary_node, unnest(nodes) AS node FROM {hashed})
     GROUP BY 1, 2, 3
 )
 SELECT a, b, sum(events)::BIGINT AS events, min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at,
-       arg_min(first_message_id, first_seen_at) AS first_message_id, list_sort(list(rule))[:8] AS rules
+       arg_min(first_message_id, first_seen_at) AS first_message_id, list_sort(list_distinct(list(rule)))[:8] AS rules
 FROM by_rule
 GROUP BY 1, 2
 """

@@ -22,7 +22,7 @@ from omnithread.engine.base import Engine
 from omnithread.errors import NotFoundError
 from omnithread.identity.cluster import UnionFind, node_kind
 from omnithread.identity.config import IdentityConfig
-from omnithread.identity.graph import edges_sql, nodes_sql
+from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql
 from omnithread.identity.resolve import blocked_hashes, persons_sql
 from omnithread.privacy import Pseudonymiser
 
@@ -225,9 +225,10 @@ def update_identities(engine: Engine, pseudonymiser: Pseudonymiser,
                    "coalesce(?::TIMESTAMPTZ, TIMESTAMPTZ '1970-01-01')", [through])
     report.events = engine.scalar("SELECT count(*) FROM new_events")
     if report.events:
-        for row in engine.rows(nodes_sql("new_events") + " ORDER BY node"):
+        keyed, hashed = f"({keyed_sql('new_events')})", f"({hashed_sql('new_events')})"
+        for row in engine.rows(nodes_sql(keyed, hashed) + " ORDER BY node"):
             graph.add_node(row)
-        for edge in engine.rows(edges_sql("new_events") + " ORDER BY first_seen_at, a, b"):
+        for edge in engine.rows(edges_sql(keyed, hashed) + " ORDER BY first_seen_at, a, b"):
             graph.add_link(edge)
         engine.execute("UPDATE identity_state SET resolved_through = (SELECT max(loaded_at) FROM new_events)")
     report.seconds = time.perf_counter() - started

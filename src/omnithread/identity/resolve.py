@@ -15,7 +15,7 @@ import pyarrow as pa
 from omnithread.engine.base import Engine
 from omnithread.identity.cluster import connected_components, split_over_limit
 from omnithread.identity.config import NODE_TYPES, IdentityConfig
-from omnithread.identity.graph import edges_sql, mentions_sql, nodes_sql
+from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql
 from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
 
 __all__ = ["resolve_identities", "ResolveReport", "blocked_hashes", "persons_sql"]
@@ -70,17 +70,17 @@ def _limits_sql(mapping: dict[str, int]) -> str:
 
 
 def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> None:
-    # the log's JSON is read once; nodes and links both come from what it names
-    engine.execute(f"""
-        CREATE OR REPLACE TEMP TABLE identity_mentions AS SELECT * FROM ({mentions_sql()})
-        WHERE account IS NOT NULL OR anonymous IS NOT NULL OR len(hashes) > 0""")
-    engine.execute(f"CREATE OR REPLACE TABLE identity_nodes AS {nodes_sql(mentions='identity_mentions')}")
+    # the log is read once: plain columns grouped, and the JSON of the events that name keyed hashes
+    engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_keyed AS {keyed_sql()}")
+    engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_hashed AS {hashed_sql()}")
+    engine.execute(f"CREATE OR REPLACE TABLE identity_nodes AS {nodes_sql('identity_keyed', 'identity_hashed')}")
     engine.execute(f"""
         CREATE OR REPLACE TABLE identity_edges AS
         SELECT *, split_part(a, ':', 1) AS a_type, split_part(b, ':', 1) AS b_type,
                'kept' AS status, NULL::VARCHAR AS reason, NULL::DOUBLE AS score
-        FROM ({edges_sql(mentions='identity_mentions')})""")
-    engine.execute("DROP TABLE identity_mentions")
+        FROM ({edges_sql('identity_keyed', 'identity_hashed')})""")
+    engine.execute("DROP TABLE identity_keyed")
+    engine.execute("DROP TABLE identity_hashed")
     # values that never identify anyone
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE blocked_nodes AS
