@@ -1,8 +1,7 @@
 """Persons as connected components of the kept links, with the per-person limits enforced.
 
 Components are computed set-based in the engine by label propagation on integer
-node numbers with pointer jumping (each node takes the smallest label among itself
-and its neighbours, then its label's label, until nothing changes).
+node numbers with hooking and pointer jumping (see ``connected_components``).
 Only components that break a limit (two accounts, say) are taken apart here, by
 a union-find that adds their links strongest first and refuses any that would
 break a limit; the refused links are returned with their reason. Links are sorted
@@ -24,8 +23,11 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
 
     Nodes are numbered in their sort order, so the smallest number in a component is its
     smallest node. Each round every node takes the smallest label among itself and its
-    neighbours, then the label of its label (pointer jumping, which halves long chains
-    at each step), until no label changes.
+    neighbours; the node a label names takes the smallest label any of its followers
+    found (hooking); then every node takes the label of its label (pointer jumping).
+    Labels only fall and always name a node of the same component, so when nothing
+    changes each component carries its smallest node; hooking and jumping make that
+    take a few rounds on long chains, where plain propagation needs one per link.
     """
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cc_nodes AS
@@ -40,21 +42,28 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
         SELECT id, min(label) AS label
         FROM (SELECT a AS id, least(a, b) AS label FROM _cc_edges UNION ALL SELECT b, least(a, b) FROM _cc_edges)
         GROUP BY id""")
-    rounds = max_rounds
-    for round_number in range(1, max_rounds + 1):
+    rounds = 0
+    while True:
+        rounds += 1
+        if rounds > max_rounds:  # labels fall every round, so this means a defect, never a slow graph
+            raise RuntimeError(f"connected components did not settle in {max_rounds} rounds")
         engine.execute("""
             CREATE OR REPLACE TEMP TABLE _cc_next AS
             WITH proposals AS (
                 SELECT id, label FROM _cc_labels
                 UNION ALL SELECT e.a, l.label FROM _cc_edges e JOIN _cc_labels l ON l.id = e.b
                 UNION ALL SELECT e.b, l.label FROM _cc_edges e JOIN _cc_labels l ON l.id = e.a
-            ), best AS (SELECT id, min(label) AS label FROM proposals GROUP BY id)
-            SELECT b.id, least(b.label, j.label) AS label FROM best b JOIN best j ON j.id = b.label""")
+            ), best AS (SELECT id, min(label) AS label FROM proposals GROUP BY id
+            ), hooked AS (
+                SELECT id, min(label) AS label FROM (
+                    SELECT * FROM best
+                    UNION ALL SELECT l.label, b.label FROM _cc_labels l JOIN best b USING (id))
+                GROUP BY id)
+            SELECT h.id, least(h.label, j.label) AS label FROM hooked h JOIN hooked j ON j.id = h.label""")
         changed = engine.scalar(
             "SELECT count(*) FROM _cc_next n JOIN _cc_labels l USING (id) WHERE n.label <> l.label")
         engine.execute("CREATE OR REPLACE TEMP TABLE _cc_labels AS SELECT * FROM _cc_next")
         if not changed:
-            rounds = round_number
             break
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE {labels} AS
