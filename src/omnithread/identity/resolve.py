@@ -140,7 +140,7 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
             SELECT label, split_part(node, ':', 1) AS kind, count(*) AS n FROM identity_labels GROUP BY 1, 2
         ) JOIN {_limits_sql(config.limits)} USING (kind) WHERE n > most""")
     edges = engine.rows("""
-        SELECT l.label, e.a, e.b, e.events, e.first_seen_at FROM identity_edges e
+        SELECT l.label, e.a, e.b, e.events, epoch_us(e.first_seen_at) AS first_seen_at FROM identity_edges e
         JOIN identity_labels l ON l.node = e.a
         WHERE e.status = 'kept' AND l.label IN (SELECT label FROM over_limit)
         ORDER BY l.label""")
