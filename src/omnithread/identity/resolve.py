@@ -99,9 +99,11 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
             GROUP BY node
         ) JOIN {_limits_sql(config.max_accounts)} USING (kind)
         WHERE accounts > most AND node NOT IN (SELECT node FROM blocked_nodes)""")
-    engine.execute("""
-        UPDATE identity_edges SET status = 'dropped', reason = 'identifier blocked: ' || bn.reason
-        FROM blocked_nodes bn WHERE bn.node IN (identity_edges.a, identity_edges.b)""")
+    # one equality join per end: a join on "node IN (a, b)" cannot hash and compares every pair
+    for end in ("a", "b"):
+        engine.execute(f"""
+            UPDATE identity_edges SET status = 'dropped', reason = 'identifier blocked: ' || bn.reason
+            FROM blocked_nodes bn WHERE bn.node = identity_edges.{end} AND identity_edges.status = 'kept'""")
 
 
 def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
@@ -122,10 +124,11 @@ def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
             INSERT INTO identity_edges
             SELECT m.a, m.b, 0, NULL, NULL, NULL, ['probabilistic match'], split_part(m.a, ':', 1),
                    split_part(m.b, ':', 1),
-                   CASE WHEN bn.node IS NULL THEN 'kept' ELSE 'dropped' END,
-                   CASE WHEN bn.node IS NULL THEN NULL ELSE 'identifier blocked: ' || bn.reason END, m.score
+                   CASE WHEN coalesce(ba.node, bb.node) IS NULL THEN 'kept' ELSE 'dropped' END,
+                   'identifier blocked: ' || coalesce(ba.reason, bb.reason), m.score
             FROM _matches m
-            LEFT JOIN blocked_nodes bn ON bn.node IN (m.a, m.b)
+            LEFT JOIN blocked_nodes ba ON ba.node = m.a
+            LEFT JOIN blocked_nodes bb ON bb.node = m.b
             WHERE NOT EXISTS (SELECT 1 FROM identity_edges e WHERE e.a = m.a AND e.b = m.b)""")
     finally:
         engine.unregister("_matches")
