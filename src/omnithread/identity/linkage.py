@@ -6,12 +6,15 @@ compared column by column into discrete levels (exact, close by edit distance or
 Jaro-Winkler, different, or missing). The pairs are then grouped by their pattern
 of levels: even millions of candidate pairs share a few hundred patterns, so
 expectation maximisation runs on the pattern counts in NumPy in milliseconds,
-however many pairs there are (the approach of fastLink). EM learns, among the
-candidates, the share of matches and for each comparison the chance of each level
-among matches (m) and among non-matches (u); u starts from record pairs drawn at
-random with a fixed seed, so the result is the same on every run. A pair's match
-probability is the posterior of its pattern; a missing value is evidence of
-neither.
+however many pairs there are (the approach of fastLink).
+
+u (how often non-matches reach each level) is fixed before EM: the exact level from
+the value counts over all records, the lower levels from record pairs drawn at
+random with a fixed seed, so the result is the same on every run. m (the same among
+matches) is learnt by EM on training blocks, each leaving out the columns its pairs
+agree on by construction; the prior (the share of matches among all possible pairs)
+by EM over every pair with m and u fixed. A pair's match probability is the
+posterior of its pattern; a missing value is evidence of neither.
 
 Everything row-sized runs in DuckDB; nothing but the pattern table comes into
 Python.
@@ -175,14 +178,14 @@ def _records(con, tables: list[pa.Table], unique_id: str, columns: list[str]) ->
                 "AS _row, * FROM (" + " UNION ALL ".join(parts) + ")")
 
 
-def _u_levels(con, comparisons: list[Comparison], link_type: str, pairs: int, seed: int) -> list[np.ndarray]:
+def _u_levels(con, comparisons: list[Comparison], link_type: str, sizes: list[int], pairs: int,
+              seed: int) -> list[np.ndarray]:
     """Level shares among non-matching pairs, taken as all pairs (almost all are non-matches).
 
     The exact level's share is computed from the value counts over all records; how
     the rest divide between the lower levels is measured on ``pairs`` record pairs
     drawn at random with ``seed``.
     """
-    sizes = [n for n, in con.execute("SELECT count(*) FROM _records GROUP BY _source ORDER BY _source").fetchall()]
     rng = np.random.default_rng(seed)
     if link_type == "link_only":
         left = rng.integers(0, sizes[0], pairs)
@@ -193,8 +196,7 @@ def _u_levels(con, comparisons: list[Comparison], link_type: str, pairs: int, se
         keep = left != right
         left, right = left[keep], right[keep]
     con.register("_random_pairs", pa.table({"a": left, "b": right}))
-    levels = ", ".join(f"({c.sql()})::TINYINT AS c{k}" for k, c in enumerate(comparisons))
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _random_levels AS SELECT {levels} FROM _random_pairs p
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _random_levels AS SELECT {_levels(comparisons)} FROM _random_pairs p
                     JOIN _records l ON l._row = p.a JOIN _records r ON r._row = p.b""")
     con.unregister("_random_pairs")
     shares = []
@@ -220,12 +222,16 @@ def _u_levels(con, comparisons: list[Comparison], link_type: str, pairs: int, se
     return shares
 
 
+def _levels(comparisons: list[Comparison], left_out: set[str] = frozenset()) -> str:
+    """The level columns c0, c1, ... of a pair of records ``l`` and ``r`` (-1 for a comparison left out)."""
+    return ", ".join(("-1" if c.column in left_out else f"({c.sql()})") + f"::TINYINT AS c{k}"
+                     for k, c in enumerate(comparisons))
+
+
 def _patterns(con, pairs: str, comparisons: list[Comparison], left_out: set[str] = frozenset()) -> pa.Table:
     """Counts of each pattern of levels (c0, c1, ..., n) among the pairs ``pairs`` (a relation of a, b)."""
-    levels = ", ".join(("-1" if c.column in left_out else f"({c.sql()})") + f"::TINYINT AS c{k}"
-                       for k, c in enumerate(comparisons))
     return con.sql(f"""
-        SELECT {levels}, count(*) AS n
+        SELECT {_levels(comparisons, left_out)}, count(*) AS n
         FROM ({pairs}) p JOIN _records l ON l._row = p.a JOIN _records r ON r._row = p.b
         GROUP BY ALL ORDER BY ALL""").to_arrow_table()
 
@@ -236,7 +242,7 @@ def _matrix(table: pa.Table, k: int) -> np.ndarray:
 
 def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], blocking: list[str],
          training: list[Training], threshold: float, link_type: str = "dedupe_only", u_pairs: int = 100_000,
-         seed: int = 7, threads: int | None = None) -> LinkResult:
+         seed: int = 7) -> LinkResult:
     """Score the candidate pairs of ``tables`` and keep those with match probability >= ``threshold``.
 
     ``link_type`` is ``dedupe_only`` (one table, or several read as one) or ``link_only``
@@ -260,15 +266,13 @@ def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], 
     total_pairs = sizes[0] * sizes[1] if link_type == "link_only" else sum(sizes) * (sum(sizes) - 1) / 2
     con = duckdb.connect()
     try:
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")
         _records(con, tables, unique_id, columns)
         side = ("l._source = 0 AND r._source = 1" if link_type == "link_only" else "l._id < r._id")
 
         def blocked(rule: str) -> str:
             return f"SELECT l._row AS a, r._row AS b FROM _records l JOIN _records r ON ({rule}) AND {side}"
 
-        u = _u_levels(con, comparisons, link_type, u_pairs, seed)
+        u = _u_levels(con, comparisons, link_type, sizes, u_pairs, seed)
         start_m = []
         for c in comparisons:
             start = np.full(c.levels, 0.1 / (c.levels - 1))
@@ -287,9 +291,14 @@ def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], 
                 if c.column not in left_out:
                     estimates[k].append(m[k])
         m = [np.mean(found, axis=0) if found else start for found, start in zip(estimates, start_m)]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _candidates AS SELECT DISTINCT a, b FROM "
-                    f"({' UNION ALL '.join(blocked(rule) for rule in blocking)})")
-        grouped = _patterns(con, "SELECT a, b FROM _candidates", comparisons)
+        # each candidate's levels are computed once, for the pattern counts and for the answer
+        keys = ", ".join(f"c{k}" for k in range(len(comparisons)))
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _compared AS
+            SELECT p.a, p.b, {_levels(comparisons)}
+            FROM (SELECT DISTINCT a, b FROM ({' UNION ALL '.join(blocked(rule) for rule in blocking)})) p
+            JOIN _records l ON l._row = p.a JOIN _records r ON r._row = p.b""")
+        grouped = con.sql(f"SELECT {keys}, count(*) AS n FROM _compared GROUP BY ALL ORDER BY ALL").to_arrow_table()
         candidates = int(sum(grouped.column("n").to_pylist()))
         if candidates == 0:
             empty = pa.table({"id_l": pa.array([], pa.string()), "id_r": pa.array([], pa.string()),
@@ -299,13 +308,10 @@ def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], 
                                        candidates / total_pairs, learn_m=False, total_pairs=total_pairs)
         scored = grouped.drop(["n"]).append_column("match_probability", pa.array(posterior))
         con.register("_scored", scored)
-        levels = ", ".join(f"({c.sql()})::TINYINT AS c{k}" for k, c in enumerate(comparisons))
-        keys = ", ".join(f"c{k}" for k in range(len(comparisons)))
         pairs = con.sql(f"""
-            WITH compared AS (
-                SELECT l._id AS id_l, r._id AS id_r, {levels}
-                FROM _candidates p JOIN _records l ON l._row = p.a JOIN _records r ON r._row = p.b)
-            SELECT id_l, id_r, s.match_probability FROM compared JOIN _scored s USING ({keys})
+            SELECT l._id AS id_l, r._id AS id_r, s.match_probability
+            FROM _compared c JOIN _scored s USING ({keys})
+            JOIN _records l ON l._row = c.a JOIN _records r ON r._row = c.b
             WHERE s.match_probability >= {float(threshold)}
             ORDER BY id_l, id_r""").to_arrow_table()
         return LinkResult(pairs, candidates, len(grouped), prior, m, u, iterations + used)

@@ -13,7 +13,7 @@ which erasure can wipe; phones and emails there are keyed hashes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -84,7 +84,6 @@ class MatchModel:
     blocking: list[str]
     training: list[Training]
     u_pairs: int = 100_000
-    threads: int | None = field(default=None, compare=False)
 
 
 def signup_model() -> MatchModel:
@@ -109,7 +108,7 @@ def signup_model() -> MatchModel:
 def match_tables(tables: list[pa.Table], model: MatchModel, threshold: float, seed: int = 7) -> list[dict]:
     """Pairs across (or within) ``tables`` whose match probability is at least ``threshold``."""
     result = link(tables, model.unique_id, model.comparisons, model.blocking, model.training, threshold,
-                  link_type=model.link_type, u_pairs=model.u_pairs, seed=seed, threads=model.threads)
+                  link_type=model.link_type, u_pairs=model.u_pairs, seed=seed)
     if result.candidates and not 0 < result.prior < 1:
         raise MatchingSkipped(f"the model could not be learnt from these records (prior {result.prior})")
     return result.pairs.to_pylist()

@@ -70,7 +70,7 @@ def _limits_sql(mapping: dict[str, int]) -> str:
 
 
 def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> None:
-    # the log is read once: plain columns grouped, and the JSON of the events that name keyed hashes
+    # two passes over the log: its plain columns grouped, and the JSON of only the events naming keyed hashes
     engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_keyed AS {keyed_sql()}")
     engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_hashed AS {hashed_sql()}")
     engine.execute(f"CREATE OR REPLACE TABLE identity_nodes AS {nodes_sql('identity_keyed', 'identity_hashed')}")
