@@ -228,12 +228,7 @@ def create_app(settings: Settings) -> FastAPI:
         return raw
 
     def _collect(raw: bytes, call: str | None, key: ApiKey) -> JSONResponse:
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return _problem(400, "invalid_json", f"the body is not JSON: {exc}")
-        if not isinstance(payload, dict):
-            return _problem(400, "not_an_object", f"the body must be a JSON object, not {type(payload).__name__}")
+        payload = _json_object(raw)
         if call is None and not isinstance(payload.get("batch"), list):
             return _problem(400, "missing_field", "a batch needs a 'batch' array of calls")
         if call is not None:
@@ -433,7 +428,8 @@ def _json_object(raw: bytes) -> dict:
     except orjson.JSONDecodeError as exc:
         raise HTTPException(400, detail={"code": "invalid_json", "message": f"the body is not JSON: {exc}"})
     if not isinstance(body, dict):
-        raise HTTPException(400, detail={"code": "not_an_object", "message": "the body must be a JSON object"})
+        raise HTTPException(400, detail={"code": "not_an_object",
+                                         "message": f"the body must be a JSON object, not {type(body).__name__}"})
     return body
 
 
