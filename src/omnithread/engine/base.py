@@ -18,6 +18,17 @@ from omnithread.engine.tables import TABLES
 __all__ = ["Engine"]
 
 
+def names_any_sql(row: str, values: str) -> str:
+    """A condition: event row ``row`` names one of the strings in column ``v`` of relation ``values``,
+    as its user or anonymous id, or inside its JSON (values of at least 8 characters, so that short
+    ones cannot match by chance). The SQL twin of ``omnithread.privacy.erasure.refused_by_suppression``."""
+    return f"""({row}.user_id IN (SELECT v FROM {values}) OR {row}.anonymous_id IN (SELECT v FROM {values})
+        OR EXISTS (SELECT 1 FROM {values} x WHERE length(x.v) >= 8 AND (
+            contains(coalesce(CAST({row}.properties AS VARCHAR), ''), x.v)
+            OR contains(coalesce(CAST({row}.traits AS VARCHAR), ''), x.v)
+            OR contains(coalesce(CAST({row}.context AS VARCHAR), ''), x.v))))"""
+
+
 class Engine(ABC):
     """Tables and SQL in one place. Use as a context manager to close it."""
 

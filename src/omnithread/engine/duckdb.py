@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import duckdb
 import pyarrow as pa
 
-from omnithread.engine.base import Engine
+from omnithread.engine.base import Engine, names_any_sql
 from omnithread.errors import OmnithreadError
 
 __all__ = ["DuckDBEngine", "EngineError"]
@@ -101,14 +101,9 @@ class DuckDBEngine(Engine):
         """Drop staged fast-path rows that name any of ``values`` (as an id, or inside their JSON);
         returns how many were dropped."""
         before = self.scalar("SELECT count(*) FROM _staged")
-        self._con.register("_refused_values", pa.table({"value": pa.array(sorted(values), pa.string())}))
+        self._con.register("_refused_values", pa.table({"v": pa.array(sorted(values), pa.string())}))
         try:
-            self.execute("""DELETE FROM _staged WHERE user_id IN (SELECT value FROM _refused_values)
-                OR anonymous_id IN (SELECT value FROM _refused_values)
-                OR EXISTS (SELECT 1 FROM _refused_values s WHERE length(s.value) >= 8 AND (
-                    contains(coalesce(CAST(_staged.properties AS VARCHAR), ''), s.value)
-                    OR contains(coalesce(CAST(_staged.traits AS VARCHAR), ''), s.value)
-                    OR contains(coalesce(CAST(_staged.context AS VARCHAR), ''), s.value)))""")
+            self.execute(f"DELETE FROM _staged WHERE {names_any_sql('_staged', '_refused_values')}")
         finally:
             self._con.unregister("_refused_values")
         return before - self.scalar("SELECT count(*) FROM _staged")

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import orjson
-
+from omnithread.engine.base import names_any_sql
 from omnithread.errors import ConfigError
 
 __all__ = ["MODES", "ErasureReport", "erase", "SUPPRESSION_TABLE"]
@@ -68,10 +67,10 @@ def erase(ws, key: str, mode: str = "suppress_and_delete", raw_values: tuple[str
     report = ErasureReport(mode, ws.pseudonymiser.fingerprint(f"erasure:{person_id}".encode()))
     rows = engine.rows("SELECT identifier, identifier_type FROM identity_map WHERE person_id = ?", [person_id])
     subject = _subject(engine, key, ws.pseudonymiser, [r["identifier"] for r in rows])
+    others = len({r["identifier"] for r in rows}) - len(subject)
     rows = [r for r in rows if r["identifier"] in subject]
     report.notes.append(f"{len(subject)} of the person's identifiers are the requester's; "
-                        f"{len(set(r['identifier'] for r in engine.rows('SELECT identifier FROM identity_map WHERE person_id = ?', [person_id]))) - len(subject)} "
-                        "joined through a shared identifier stay with the others")
+                        f"{others} joined through a shared identifier stay with the others")
     values = sorted({r["identifier"].split(":", 1)[1] for r in rows})
     types = {r["identifier"].split(":", 1)[1]: r["identifier_type"] for r in rows}
     person_ids = {person_id} | {r["old_person_id"] for r in engine.rows(
@@ -182,14 +181,9 @@ def _delete(ws, person_id: str, person_ids: set[str], values: list[str], raw_val
     if values:
         engine.register("_erase_values", _values_table(values))
         try:
-            engine.execute("""INSERT INTO _erase_ids
-                SELECT e.message_id FROM events e WHERE e.user_id IN (SELECT v FROM _erase_values)
-                    OR e.anonymous_id IN (SELECT v FROM _erase_values)
-                    OR e.previous_id IN (SELECT v FROM _erase_values)
-                    OR EXISTS (SELECT 1 FROM _erase_values x WHERE length(x.v) >= 8 AND (
-                        contains(coalesce(CAST(e.properties AS VARCHAR), ''), x.v)
-                        OR contains(coalesce(CAST(e.traits AS VARCHAR), ''), x.v)
-                        OR contains(coalesce(CAST(e.context AS VARCHAR), ''), x.v)))""")
+            engine.execute(f"""INSERT INTO _erase_ids
+                SELECT e.message_id FROM events e
+                WHERE {names_any_sql('e', '_erase_values')} OR e.previous_id IN (SELECT v FROM _erase_values)""")
             report.rejected_deleted = _count_delete(
                 engine, "rejected_events",
                 "EXISTS (SELECT 1 FROM _erase_values x WHERE length(x.v) >= 8 AND "
@@ -231,7 +225,3 @@ def refused_by_suppression(values: frozenset[str], user_id, anonymous_id, *texts
         if text and any(v in text for v in values if len(v) >= 8):
             return True
     return False
-
-
-def _dumps(value) -> str:
-    return orjson.dumps(value).decode()
