@@ -13,7 +13,6 @@ from datetime import timedelta
 import numpy as np
 
 from omnithread.engine.base import Engine
-from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.recommend.interactions import STORE, SignalConfig, build_matrix, interaction_rows
 from omnithread.recommend.metrics import Split, evaluate_model
 from omnithread.recommend.models import ALS, DLAE, EASE, ItemKNN, Popularity
@@ -27,7 +26,6 @@ DEFAULT_MODELS = {"popularity": lambda: Popularity(), "itemknn": lambda: ItemKNN
 
 def evaluate_log(engine: Engine, holdout_days: float = 14.0, signals: SignalConfig = SignalConfig(),
                  models=None) -> dict:
-    engine.execute(f"CREATE OR REPLACE VIEW event_persons AS {EVENT_PERSONS_SQL}")
     rows = interaction_rows(engine)
     if rows.num_rows == 0:
         return {"error": "no product interactions in the log"}

@@ -88,7 +88,6 @@ class Recommendations:
         from omnithread.recommend.models import MODELS
         from omnithread.recommend.tuning import tune
 
-        engine.execute(f"CREATE OR REPLACE VIEW event_persons AS {EVENT_PERSONS_SQL}")
         rows = interaction_rows(engine)
         if rows.num_rows == 0:
             raise ConfigError("events", 0, "an event log with product interactions to train on")
