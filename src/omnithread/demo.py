@@ -121,14 +121,12 @@ def _recommend(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> 
 
 
 def _ablation(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
-    from omnithread.recommend.ablation import ablation_svg, run_ablation
+    from omnithread.recommend.ablation import run_ablation, save_chart
 
     progress("measuring what joined offline data adds (ablation)")
     tuning = run.tuning
     run.ablation = run_ablation(ws.engine, ws.pseudonymiser, run.sources_dir / "truth", tuning=tuning)
-    chart = ws.settings.data_dir / "ablation.svg"
-    chart.write_text(ablation_svg(run.ablation))
-    run.ablation["chart"] = str(chart)
+    save_chart(run.ablation, ws.settings.data_dir / "ablation.svg")
 
 
 STEPS: list[tuple[str, Callable]] = [

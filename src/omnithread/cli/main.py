@@ -532,17 +532,12 @@ def recommend(
     as_json: bool = JsonFlag,
 ) -> None:
     """Recommendations for a person on any surface; trains first if no model was trained yet."""
-    from omnithread.errors import NotFoundError
     from omnithread.recommend.service import Recommendations
     from omnithread.workspace import Workspace
 
     try:
         with Workspace(_settings(data_dir)) as ws:
-            directory = ws.settings.data_dir / "models"
-            try:
-                service = Recommendations.open(ws.engine, ws.pseudonymiser, directory)
-            except NotFoundError:
-                service = Recommendations.train(ws.engine, ws.pseudonymiser, directory)
+            service = Recommendations.open_or_train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models")
             answer = service.recommend(person, surface.replace("-", "_"), n=n, store=store, product=product,
                                        basket=basket.split(",") if basket else None)
     except OmnithreadError as error:
@@ -571,12 +566,10 @@ def evaluate(
     with Workspace(_settings(data_dir)) as ws:
         result = {"temporal": evaluate_log(ws.engine, holdout_days)}
         if truth is not None:
-            from omnithread.recommend.ablation import ablation_svg, run_ablation
+            from omnithread.recommend.ablation import run_ablation, save_chart
 
             result["ablation"] = run_ablation(ws.engine, ws.pseudonymiser, truth)
-            chart = chart or ws.settings.data_dir / "ablation.svg"
-            chart.write_text(ablation_svg(result["ablation"]))
-            result["ablation"]["chart"] = str(chart)
+            save_chart(result["ablation"], chart or ws.settings.data_dir / "ablation.svg")
     if as_json:
         _print_json(result)
         return

@@ -206,6 +206,12 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
             "assumptions": ASSUMPTIONS}
 
 
+def save_chart(result: dict, path: Path) -> None:
+    """Write the ablation's chart to ``path`` and note where in ``result``."""
+    Path(path).write_text(ablation_svg(result))
+    result["chart"] = str(path)
+
+
 def ablation_svg(result: dict) -> str:
     """A grouped bar chart of NDCG@10 per variant, for online, store and all held-out purchases."""
     variants = list(result["variants"])

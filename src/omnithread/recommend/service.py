@@ -128,6 +128,14 @@ class Recommendations:
                    SignalConfig(**index["signals"]),
                    ServingConfig(**index["serving"]), index["stats"])
 
+    @classmethod
+    def open_or_train(cls, engine: Engine, pseudonymiser, directory: Path) -> "Recommendations":
+        """The model trained in ``directory``, trained there first if there is none yet."""
+        try:
+            return cls.open(engine, pseudonymiser, directory)
+        except NotFoundError:
+            return cls.train(engine, pseudonymiser, directory)
+
     # ------------------------------------------------------------------ facts read at request time
 
     def _resolve_person(self, key: str) -> str | None:
