@@ -3,9 +3,10 @@
 Prints the number of people, events and identifiers, the seconds and peak memory (this process)
 of the full resolve, and the time to fold in one new event incrementally.
 
-Large populations are simulated in shards of ``--shard`` people (each its own world with its own
-seed, so identifiers do not collide), imported one after another and their files deleted, so
-memory and disk stay bounded. With ``--keep DIR`` the imported log stays in DIR and a later run
+Large populations are simulated in shards of ``--shard`` people, each its own world with its own
+seed and its own range of person numbers, so identifiers, till receipts and email addresses do not
+collide across shards; they are imported one after another and their files deleted, so memory and
+disk stay bounded. With ``--keep DIR`` the imported log stays in DIR and a later run
 with the same DIR only resolves again.
 
     python benchmarks/identity_scale.py [--people 100000] [--days 90] [--shard 100000] [--keep DIR] [--json]
@@ -42,7 +43,8 @@ def build(data_dir: Path, people: int, days: int, shard: int, scratch: Path) -> 
             size = min(shard, people - start)
             world = scratch / f"world{index}"
             started = time.perf_counter()
-            manifest = simulate(WorldConfig(people=size, days=days, products=2_000, seed=7 + index), world)
+            manifest = simulate(WorldConfig(people=size, days=days, products=2_000, seed=7 + index,
+                                                  first_person=start), world)
             simulated += time.perf_counter() - started
             started = time.perf_counter()
             events += ws.ingestor().ingest_paths(manifest["sources"]).accepted

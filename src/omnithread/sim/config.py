@@ -21,6 +21,9 @@ class WorldConfig:
 
     seed: int = 7
     people: int = 3_000
+    # numbering of the first person: shards of one large retailer take consecutive ranges, so
+    # their person ids and email addresses do not collide (see benchmarks/identity_scale.py)
+    first_person: int = 0
     days: int = 60
     start: date = date(2026, 9, 1)
     holdout_days: int = 14
@@ -51,6 +54,8 @@ class WorldConfig:
     out_of_order_share: float = 0.03
 
     def __post_init__(self) -> None:
+        if self.first_person < 0:
+            raise ConfigError("first_person", self.first_person, "at least 0")
         for name in ("people", "days", "products"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "at least 1")

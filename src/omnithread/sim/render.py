@@ -390,7 +390,7 @@ class _Renderer:
             if observed and w.loyalty_card[p] and not signed_up[p]:
                 signed_up[p] = True
                 sink.write(self.signup(p, at - 60, str(w.store_ids[s])))
-            order_id = f"{w.store_ids[s]}-{i:08d}"
+            order_id = f"{w.store_ids[s]}-{self.cfg.seed}-{i:08d}"  # the seed keeps shards' receipts apart
             store_id = str(w.store_ids[s])
             if w.store_checkout_free[s]:
                 visit = self.checkout_free_visit(i, p, store_id, at, lines)

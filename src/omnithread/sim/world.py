@@ -164,8 +164,9 @@ def build_world(cfg: WorldConfig) -> World:
     last = np.array(LAST_NAMES)[rng.integers(0, len(LAST_NAMES), n)]
     last = np.where(rng.random(n) < 0.5, last[first_of], last)  # families share surnames
     domain = np.array(DOMAINS)[rng.integers(0, len(DOMAINS), (n, 2))]
-    handle1 = np.char.add(np.char.add(np.char.add(first, "."), last), np.char.mod("%d", np.arange(n)))
-    handle2 = np.char.add(np.char.add(first, np.char.mod("%d", rng.integers(10, 99, n))), np.char.mod("x%d", np.arange(n)))
+    number = np.arange(cfg.first_person, cfg.first_person + n)
+    handle1 = np.char.add(np.char.add(np.char.add(first, "."), last), np.char.mod("%d", number))
+    handle2 = np.char.add(np.char.add(first, np.char.mod("%d", rng.integers(10, 99, n))), np.char.mod("x%d", number))
     emails = np.stack([np.char.add(np.char.add(handle1, "@"), domain[:, 0]),
                        np.where(rng.random(n) < 0.4, np.char.add(np.char.add(handle2, "@"), domain[:, 1]), "")], axis=1)
     emails[~online] = ""
@@ -201,7 +202,7 @@ def build_world(cfg: WorldConfig) -> World:
     birth = (np.datetime64("1950-01-01") + rng.integers(0, 365 * 55, n).astype("timedelta64[D]")).astype(str)
     return World(
         cfg, product_ids, category, price, weight, pop, vec, store_ids, checkout_free,
-        np.array([f"person-{i:07d}" for i in range(n)]), habit, member, household, home_store, taste, category_pref,
+        np.array([f"person-{i:07d}" for i in number]), habit, member, household, home_store, taste, category_pref,
         account, emails, phone, devices, device_kind, voice_device, loyalty, cards, palm, app_code,
         first, last, street, town, postcode, birth,
     )
