@@ -35,13 +35,15 @@ def test_a_long_chain_a_star_and_random_graphs_get_the_smallest_node_as_label(wo
     random.Random(1).shuffle(chain)
     # numbered so that the smallest node sits in the middle of the chain's order
     chain += [("c01000", "a-start")]
-    star = [("hub", f"leaf{i}") for i in range(500)]
+    # a star whose smallest node is one of its leaves, and a pair linked only to each other
+    star = [("hub", f"leaf{i}") for i in range(500)] + [("hub", "b-leaf"), ("zz2", "zz1")]
     rng = random.Random(2)
     scattered = [(f"n{rng.randrange(3_000)}", f"n{rng.randrange(3_000)}") for _ in range(2_000)]
     edges = chain + star + [(a, b) for a, b in scattered if a != b]
     labels, rounds = _components(workspace, edges)
     assert labels == _expected(edges)
     assert set(labels[n] for n in ("c00000", "c02000")) == {"a-start"}
+    assert labels["hub"] == labels["leaf7"] == "b-leaf" and labels["zz2"] == "zz1"
     # hooking and pointer jumping: a 2,000-link chain settles in a handful of rounds, not 2,000
     assert rounds <= 15
 

@@ -15,35 +15,49 @@ from collections import Counter
 from omnithread.engine.base import Engine
 from omnithread.identity.config import IdentityConfig
 
-__all__ = ["connected_components", "split_over_limit", "UnionFind", "node_kind"]
+__all__ = ["connected_components", "split_over_limit", "add_strongest_first", "link_strength", "UnionFind",
+           "node_kind"]
 
 
 def connected_components(engine: Engine, edges: str, labels: str, max_rounds: int = 200) -> int:
     """Write ``labels(node, label)`` for the nodes of table ``edges(a, b)``; return the rounds taken.
 
-    Nodes are numbered in their sort order, so the smallest number in a component is its
-    smallest node. Each round every node takes the smallest label among itself and its
-    neighbours; the node a label names takes the smallest label any of its followers
-    found (hooking); then every node takes the label of its label (pointer jumping).
-    Labels only fall and always name a node of the same component, so when nothing
-    changes each component carries its smallest node; hooking and jumping make that
-    take a few rounds on long chains, where plain propagation needs one per link.
+    Each component is labelled by its smallest node. Nodes are numbered in their sort
+    order. Nodes with a single link (most identifiers: a device seen with one account)
+    take no part in the rounds: they are set aside and take their neighbour's label at
+    the end, which at scale halves the tables every round reads. Among the rest, each
+    round every node takes the smallest label among itself and its neighbours; the node
+    a label names takes the smallest label any of its followers found (hooking); then
+    every node takes the label of its label (pointer jumping). Labels only fall and
+    always name a node of the same component, so when nothing changes each component
+    carries its smallest node; hooking and jumping make that take a few rounds on long
+    chains, where plain propagation needs one per link. Last, each component's label
+    becomes the smallest of its nodes and the single-link nodes it holds.
     """
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cc_nodes AS
         SELECT node, (row_number() OVER (ORDER BY node) - 1)::INTEGER AS id
         FROM (SELECT a AS node FROM {edges} UNION SELECT b FROM {edges})""")
     engine.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _cc_edges AS
+        CREATE OR REPLACE TEMP TABLE _cc_all AS
         SELECT na.id AS a, nb.id AS b FROM {edges} e
         JOIN _cc_nodes na ON na.node = e.a JOIN _cc_nodes nb ON nb.node = e.b""")
     engine.execute("""
-        CREATE OR REPLACE TEMP TABLE _cc_labels AS
-        SELECT id, min(label) AS label
-        FROM (SELECT a AS id, least(a, b) AS label FROM _cc_edges UNION ALL SELECT b, least(a, b) FROM _cc_edges)
-        GROUP BY id""")
+        CREATE OR REPLACE TEMP TABLE _cc_degree AS
+        SELECT id, count(*) AS degree FROM (SELECT a AS id FROM _cc_all UNION ALL SELECT b FROM _cc_all) GROUP BY id""")
+    # (leaf, its only neighbour) for every node with a single link
+    engine.execute("""
+        CREATE OR REPLACE TEMP TABLE _cc_leaves AS
+        SELECT e.a AS id, e.b AS neighbour FROM _cc_all e JOIN _cc_degree d ON d.id = e.a WHERE d.degree = 1
+        UNION ALL
+        SELECT e.b, e.a FROM _cc_all e JOIN _cc_degree d ON d.id = e.b WHERE d.degree = 1""")
+    engine.execute("""
+        CREATE OR REPLACE TEMP TABLE _cc_edges AS
+        SELECT a, b FROM _cc_all e
+        WHERE a NOT IN (SELECT id FROM _cc_leaves) AND b NOT IN (SELECT id FROM _cc_leaves)""")
+    engine.execute("CREATE OR REPLACE TEMP TABLE _cc_labels AS SELECT id, id AS label FROM _cc_degree WHERE degree > 1")
     rounds = 0
-    while True:
+    while engine.scalar("SELECT count(*) FROM _cc_edges"):
         rounds += 1
         if rounds > max_rounds:  # labels fall every round, so this means a defect, never a slow graph
             raise RuntimeError(f"connected components did not settle in {max_rounds} rounds")
@@ -67,9 +81,18 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
             break
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE {labels} AS
-        SELECT n.node, m.node AS label FROM _cc_labels l
-        JOIN _cc_nodes n ON n.id = l.id JOIN _cc_nodes m ON m.id = l.label""")
-    for table in ("_cc_nodes", "_cc_edges", "_cc_labels", "_cc_next"):
+        WITH held AS (  -- every node of a component with more than one link, and the leaves hanging off it
+            SELECT id, label FROM _cc_labels
+            UNION ALL SELECT f.id, l.label FROM _cc_leaves f JOIN _cc_labels l ON l.id = f.neighbour
+        ), smallest AS (SELECT label, min(id) AS first FROM held GROUP BY label
+        ), final AS (
+            SELECT h.id, s.first AS label FROM held h JOIN smallest s USING (label)
+            UNION ALL  -- two nodes linked only to each other
+            SELECT id, least(id, neighbour) FROM _cc_leaves WHERE neighbour IN (SELECT id FROM _cc_leaves)
+        )
+        SELECT n.node, m.node AS label FROM final f
+        JOIN _cc_nodes n ON n.id = f.id JOIN _cc_nodes m ON m.id = f.label""")
+    for table in ("_cc_nodes", "_cc_all", "_cc_degree", "_cc_leaves", "_cc_edges", "_cc_labels", "_cc_next"):
         engine.execute(f"DROP TABLE IF EXISTS {table}")
     return rounds
 
@@ -106,37 +129,68 @@ class UnionFind:
 
 
 def split_over_limit(edges: list[dict], config: IdentityConfig) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
-    """Cluster one component's links strongest first, refusing merges that break a limit.
+    """Cluster links strongest first, refusing merges that break a limit.
 
     ``edges`` are dicts with ``a``, ``b``, ``events`` and ``first_seen_at``. Returns a map
     from node to its cluster's label (the smallest node in it) and the refused links
     as (a, b, reason).
     """
     def strength(edge: dict) -> tuple:
-        weaker = max(config.rank(node_kind(edge["a"])), config.rank(node_kind(edge["b"])))
-        return weaker, -edge["events"], edge["first_seen_at"], edge["a"], edge["b"]
+        return link_strength(config, edge["a"], edge["b"], edge["events"], edge["first_seen_at"])
 
-    found = UnionFind()
+    ordered = sorted(edges, key=strength)
+    return add_strongest_first([e["a"] for e in ordered], [e["b"] for e in ordered], config)
+
+
+def link_strength(config: IdentityConfig, a: str, b: str, events: int, first_seen_at) -> tuple:
+    """The sort key of a link, strongest first: the priority of its weaker end, then most events,
+    then earliest seen, then the nodes themselves (so that ties never depend on input order)."""
+    return max(config.rank(node_kind(a)), config.rank(node_kind(b))), -events, first_seen_at, a, b
+
+
+def add_strongest_first(a_nodes: list[str], b_nodes: list[str],
+                        config: IdentityConfig) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """Union-find over links already sorted strongest first (see ``link_strength``), refusing any
+    merge that would put more identifiers of a type in one cluster than ``config.limits`` allows.
+
+    Kept lean, since every link of every over-limit component passes through it: plain dicts,
+    and per cluster root only the counts of the types it holds.
+    """
+    parent: dict[str, str] = {}
+    counts: dict[str, dict[str, int]] = {}
+    limits = config.limits
+    order = {kind: config.rank(kind) for kind in config.priority}
     refused = []
-    for edge in sorted(edges, key=strength):
-        a, b = edge["a"], edge["b"]
-        found.add(a)
-        found.add(b)
-        ra, rb = found.find(a), found.find(b)
+
+    def find(node: str) -> str:
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        while parent[node] != root:
+            parent[node], node = root, parent[node]
+        return root
+
+    for a, b in zip(a_nodes, b_nodes):
+        for node in (a, b):
+            if node not in parent:
+                parent[node] = node
+                counts[node] = {node_kind(node): 1}
+        ra, rb = find(a), find(b)
         if ra == rb:
             continue
-        merged = found.counts[ra] + found.counts[rb]
-        broken = [k for k, n in merged.items() if n > config.limits.get(k, n)]
+        big, small = (ra, rb) if len(counts[ra]) >= len(counts[rb]) else (rb, ra)
+        held = counts[big]
+        broken = [kind for kind, n in counts[small].items() if kind in limits and held.get(kind, 0) + n > limits[kind]]
         if broken:
-            kind = broken[0]
-            refused.append((a, b, f"limit: at most {config.limits[kind]} {kind} per person"))
+            kind = min(broken, key=order.__getitem__)
+            refused.append((a, b, f"limit: at most {limits[kind]} {kind} per person"))
             continue
-        found.union(a, b)
-    labels: dict[str, str] = {}
-    members: dict[str, list[str]] = {}
-    for node in found.parent:
-        members.setdefault(found.find(node), []).append(node)
-    for nodes in members.values():
-        label = min(nodes)
-        labels.update({node: label for node in nodes})
-    return labels, refused
+        for kind, n in counts.pop(small).items():
+            held[kind] = held.get(kind, 0) + n
+        parent[small] = big
+    members: dict[str, str] = {}
+    for node in parent:
+        root = find(node)
+        if node < members.get(root, node + "\uffff"):
+            members[root] = node
+    return {node: members[find(node)] for node in parent}, refused

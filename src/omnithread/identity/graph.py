@@ -56,42 +56,39 @@ def keyed_sql(source: str = "events") -> str:
 
 
 def hashed_sql(source: str = "events") -> str:
-    """Per event of ``source`` that names keyed hashes: its primary identifier and those hashes as nodes.
+    """The keyed hashes the events of ``source`` name, as nodes linked to each event's primary identifier,
+    counted per (primary, node, rule) with the evidence of ``keyed_sql``.
 
-    Each JSON column is parsed once, for all identifier keys together (top level of
-    traits and properties; top level and ``traits`` of context), and Store Entered's
-    ``entry_token`` is added; only values shaped like keyed hashes are kept, each once,
-    and not the event's own account. Events with no hash-like string are never parsed.
+    Only the JSON columns whose text holds a keyed hash (a string starting ``"xx_``, found by
+    a regular expression far faster than parsing) are parsed, each once for all identifier
+    keys together (top level of traits and properties; top level and ``traits`` of context);
+    Store Entered's ``entry_token`` is added. Only values shaped like keyed hashes are kept,
+    each once per event, and not the event's own account.
     """
+    pattern = "'\"(" + "|".join(sorted(HASH_TYPES)) + ")_'"
     found = f"""list_filter(list_concat(
-               json_extract_string(traits, {_json_paths('')}),
-               json_extract_string(properties, {_json_paths('')}),
-               json_extract_string(context, {_json_paths('', 'traits.')}),
+               CASE WHEN in_traits THEN json_extract_string(traits, {_json_paths('')}) ELSE [] END,
+               CASE WHEN in_properties THEN json_extract_string(properties, {_json_paths('')}) ELSE [] END,
+               CASE WHEN in_context THEN json_extract_string(context, {_json_paths('', 'traits.')}) ELSE [] END,
                [CASE WHEN event = 'Store Entered' THEN properties->>'entry_token' END]),
                lambda x: regexp_full_match(x, '[a-z]{{2}}_[0-9a-f]{{32}}'))"""
-    # materialised, so the JSON is parsed once rather than once for each use of the result
     return f"""
-    WITH found AS MATERIALIZED (
-        SELECT message_id, event_at, coalesce(event, call) AS rule,
-               coalesce({_ACCOUNT}, {_ANONYMOUS}) AS primary_node, {found} AS hashes
+    WITH flagged AS (
+        SELECT *, regexp_matches(traits, {pattern}) AS in_traits,
+               regexp_matches(properties, {pattern}) AS in_properties, regexp_matches(context, {pattern}) AS in_context
         FROM {source}
-        WHERE ({_may_name_hashes()}) AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)
+        WHERE user_id IS NOT NULL OR anonymous_id IS NOT NULL
+    ), found AS (
+        SELECT message_id, event_at, coalesce(event, call) AS rule, coalesce({_ACCOUNT}, {_ANONYMOUS}) AS primary_node,
+               list_distinct(list_transform({found}, lambda h: {node_sql('h')})) AS nodes
+        FROM flagged
+        WHERE in_traits OR in_properties OR in_context
     )
-    SELECT message_id, event_at, rule, primary_node,
-           list_filter(list_distinct(list_transform(hashes, lambda h: {node_sql('h')})),
-                       lambda n: n <> primary_node) AS nodes
-    FROM found
-    WHERE len(hashes) > 0"""
-
-
-def _may_name_hashes() -> str:
-    """True for every event whose JSON holds a keyed hash (a string starting ``"xx_``), and few others.
-
-    Most events (page views, product views) name no hash; a regular expression over the
-    text finds the rest far faster than parsing every document.
-    """
-    prefixes = "|".join(sorted(HASH_TYPES))
-    return " OR ".join(f"regexp_matches({column}, '\"({prefixes})_')" for column in ("traits", "properties", "context"))
+    SELECT primary_node, node, rule, count(*) AS events, min(event_at) AS first_at, max(event_at) AS last_at,
+           arg_min(message_id, event_at) AS first_message_id
+    FROM (SELECT message_id, event_at, rule, primary_node, unnest(nodes) AS node FROM found)
+    WHERE node <> primary_node
+    GROUP BY ALL"""
 
 
 def nodes_sql(keyed: str, hashed: str) -> str:
@@ -105,7 +102,7 @@ SELECT node, sum(events)::BIGINT AS events, min(first_at) AS first_seen_at, max(
 FROM (
     SELECT account AS node, events, first_at, last_at FROM {keyed} WHERE account IS NOT NULL
     UNION ALL SELECT anonymous, events, first_at, last_at FROM {keyed} WHERE anonymous IS NOT NULL
-    UNION ALL SELECT unnest(nodes), 1, event_at, event_at FROM {hashed}
+    UNION ALL SELECT node, events, first_at, last_at FROM {hashed}
 )
 GROUP BY node
 """
@@ -116,19 +113,15 @@ def edges_sql(keyed: str, hashed: str) -> str:
     is linked to the event's primary identifier (its account, else its anonymous identifier)."""
     return f"""
 WITH by_rule AS (
-    SELECT least(account, anonymous) AS a, greatest(account, anonymous) AS b, rule, sum(events) AS events,
-           min(first_at) AS first_seen_at, max(last_at) AS last_seen_at,
-           arg_min(first_message_id, first_at) AS first_message_id
+    SELECT least(account, anonymous) AS a, greatest(account, anonymous) AS b, rule, events, first_at, last_at,
+           first_message_id
     FROM {keyed} WHERE account IS NOT NULL AND anonymous IS NOT NULL
-    GROUP BY 1, 2, 3
     UNION ALL
-    SELECT least(primary_node, node), greatest(primary_node, node), rule, count(*), min(event_at), max(event_at),
-           arg_min(message_id, event_at)
-    FROM (SELECT message_id, event_at, rule, primary_node, unnest(nodes) AS node FROM {hashed})
-    GROUP BY 1, 2, 3
+    SELECT least(primary_node, node), greatest(primary_node, node), rule, events, first_at, last_at, first_message_id
+    FROM {hashed}
 )
-SELECT a, b, sum(events)::BIGINT AS events, min(first_seen_at) AS first_seen_at, max(last_seen_at) AS last_seen_at,
-       arg_min(first_message_id, first_seen_at) AS first_message_id, list_sort(list_distinct(list(rule)))[:8] AS rules
+SELECT a, b, sum(events)::BIGINT AS events, min(first_at) AS first_seen_at, max(last_at) AS last_seen_at,
+       arg_min(first_message_id, first_at) AS first_message_id, list_sort(list_distinct(list(rule)))[:8] AS rules
 FROM by_rule
 GROUP BY 1, 2
 """

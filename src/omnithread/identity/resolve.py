@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from omnithread.engine.base import Engine
-from omnithread.identity.cluster import connected_components, split_over_limit
+from omnithread.identity.cluster import add_strongest_first, connected_components
 from omnithread.identity.config import NODE_TYPES, IdentityConfig
 from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql
 from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
@@ -136,33 +136,33 @@ def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
 
 
 def _split_components(engine: Engine, config: IdentityConfig) -> int:
-    """Take apart every component that breaks a limit; all at once, so the cost is one pass."""
+    """Take apart every component that breaks a limit; all at once, so the cost is one pass.
+
+    The links of those components leave the engine as two columns, already sorted strongest
+    first (the order of ``link_strength``), so the union-find only walks them once.
+    """
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE over_limit AS
         SELECT DISTINCT label FROM (
             SELECT label, split_part(node, ':', 1) AS kind, count(*) AS n FROM identity_labels GROUP BY 1, 2
         ) JOIN {_limits_sql(config.limits)} USING (kind) WHERE n > most""")
-    edges = engine.rows("""
-        SELECT l.label, e.a, e.b, e.events, epoch_us(e.first_seen_at) AS first_seen_at FROM identity_edges e
+    components = engine.scalar("SELECT count(*) FROM over_limit")
+    if not components:
+        return 0
+    rank = "CASE {} END".format(" ".join(f"WHEN '{kind}' THEN {config.rank(kind)}" for kind in config.priority))
+    links = engine.query(f"""
+        SELECT e.a, e.b FROM identity_edges e
         JOIN identity_labels l ON l.node = e.a
         WHERE e.status = 'kept' AND l.label IN (SELECT label FROM over_limit)
-        ORDER BY l.label""")
-    by_component: dict[str, list[dict]] = {}
-    for edge in edges:
-        by_component.setdefault(edge.pop("label"), []).append(edge)
-    nodes, labels, refused_a, refused_b, reasons = [], [], [], [], []
-    for component in by_component.values():
-        new_labels, refused = split_over_limit(component, config)
-        nodes.extend(new_labels)
-        labels.extend(new_labels.values())
-        for a, b, reason in refused:
-            refused_a.append(a)
-            refused_b.append(b)
-            reasons.append(reason)
-    engine.register("_refused", pa.table({"a": refused_a, "b": refused_b, "reason": reasons}, schema=pa.schema(
+        ORDER BY greatest({rank.replace('CASE', 'CASE e.a_type')}, {rank.replace('CASE', 'CASE e.b_type')}),
+                 e.events DESC, e.first_seen_at, e.a, e.b""")
+    new_labels, refused = add_strongest_first(links.column("a").to_pylist(), links.column("b").to_pylist(), config)
+    del links
+    engine.register("_refused", pa.table({"a": [r[0] for r in refused], "b": [r[1] for r in refused],
+                                          "reason": [r[2] for r in refused]}, schema=pa.schema(
         [("a", pa.string()), ("b", pa.string()), ("reason", pa.string())])))
-    engine.register("_relabel", pa.table({"node": nodes, "label": labels}, schema=pa.schema(
-        [("node", pa.string()), ("label", pa.string())])))
+    engine.register("_relabel", pa.table({"node": list(new_labels), "label": list(new_labels.values())},
+                                         schema=pa.schema([("node", pa.string()), ("label", pa.string())])))
     try:
         engine.execute("""
             UPDATE identity_edges SET status = 'dropped', reason = r.reason FROM _refused r
@@ -171,7 +171,7 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
     finally:
         engine.unregister("_refused")
         engine.unregister("_relabel")
-    return len(by_component)
+    return components
 
 
 def _name_persons(engine: Engine) -> None:
