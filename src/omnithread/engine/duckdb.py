@@ -9,6 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from omnithread.engine.base import Engine, names_any_sql
+from omnithread.engine.tables import identifiers_sql
 from omnithread.errors import OmnithreadError
 
 __all__ = ["DuckDBEngine", "EngineError"]
@@ -41,6 +42,14 @@ def _vectorised(function):
     return apply
 
 
+def _with_derived(table: str, columns: str) -> tuple[str, str]:
+    """(columns to insert, what to select) for rows of ``columns``: the log's events also get the
+    keyed hashes they name (see ``identifiers_sql``), derived here as they are stored."""
+    if table != "events":
+        return columns, columns
+    return f"{columns}, identifiers", f"{columns}, {identifiers_sql()}"
+
+
 class DuckDBEngine(Engine):
     """DuckDB over ``path`` (``:memory:`` for a throwaway database)."""
 
@@ -56,6 +65,14 @@ class DuckDBEngine(Engine):
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
         self.ensure_tables()
+
+    def ensure_tables(self) -> None:
+        """Create missing tables; a log stored before events carried their identifiers gets them now, once."""
+        super().ensure_tables()
+        if not self.scalar("SELECT count(*) FROM information_schema.columns "
+                           "WHERE table_name = 'events' AND column_name = 'identifiers'"):
+            self.execute("ALTER TABLE events ADD COLUMN identifiers VARCHAR[]")
+            self.execute(f"UPDATE events SET identifiers = {identifiers_sql()} WHERE {identifiers_sql()} IS NOT NULL")
 
     def _column_type(self, logical: str) -> str:
         return _TYPES[logical]
@@ -78,9 +95,9 @@ class DuckDBEngine(Engine):
             return 0
         self._con.register("_incoming", rows)
         try:
-            columns = ", ".join(rows.column_names)
+            target, select = _with_derived(table, ", ".join(rows.column_names))
             return self._insert(
-                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming AS i "
+                f"INSERT INTO {table} ({target}) SELECT {select} FROM _incoming AS i "
                 f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = i.{key})"
             )
         finally:
@@ -92,8 +109,8 @@ class DuckDBEngine(Engine):
             return 0
         self._con.register("_incoming", rows)
         try:
-            columns = ", ".join(rows.column_names)
-            return self._insert(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming")
+            target, select = _with_derived(table, ", ".join(rows.column_names))
+            return self._insert(f"INSERT INTO {table} ({target}) SELECT {select} FROM _incoming")
         finally:
             self._con.unregister("_incoming")
 
@@ -147,9 +164,9 @@ class DuckDBEngine(Engine):
         self._con.register("_others", others)
         try:
             columns = ", ".join(others.column_names)
-            event_columns = ", ".join(c for c in others.column_names if c != "line_no")
+            target, select = _with_derived("events", ", ".join(c for c in others.column_names if c != "line_no"))
             stored = self._insert(
-                f"INSERT INTO events ({event_columns}) SELECT {event_columns} FROM ("
+                f"INSERT INTO events ({target}) SELECT {select} FROM ("
                 f"SELECT * FROM (SELECT {columns} FROM _staged UNION ALL BY NAME SELECT {columns} FROM _others) "
                 f"QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY line_no) = 1) AS i "
                 f"WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.message_id = i.message_id)"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["TABLES", "EVENT_COLUMNS", "REJECTED_COLUMNS"]
+from omnithread.events.schema import IDENTIFIER_KEYS
+
+__all__ = ["TABLES", "EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES", "identifiers_sql"]
+
+# keyed-hash prefix -> identifier type (see omnithread.privacy.IdentifierType)
+HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
+              "ac": "app_code"}
 
 # (column, logical type, nullable)
 EVENT_COLUMNS = [
@@ -43,4 +49,36 @@ REJECTED_COLUMNS = [
     ("replayed_at", "timestamp", True),
 ]
 
-TABLES = {"events": EVENT_COLUMNS, "rejected_events": REJECTED_COLUMNS}
+# Derived by the engine as each event is stored (see identifiers_sql), never sent by a client.
+DERIVED_EVENT_COLUMNS = [
+    ("identifiers", "string[]", True),
+]
+
+TABLES = {"events": EVENT_COLUMNS + DERIVED_EVENT_COLUMNS, "rejected_events": REJECTED_COLUMNS}
+
+
+def _json_paths(*prefixes: str) -> str:
+    return "[" + ", ".join(f"'$.{prefix}{key}'" for prefix in prefixes for key in IDENTIFIER_KEYS) + "]"
+
+
+def identifiers_sql() -> str:
+    """SQL, over a row of the event log, for the keyed hashes the event names: as identity-graph node
+    ids (``email:em_...``), distinct and sorted, or NULL when it names none.
+
+    Hashes are read from the identifier keys at the top level of traits and properties and at
+    the top level and under ``traits`` of the context, plus Store Entered's ``entry_token``;
+    only values shaped like keyed hashes count. A JSON column is parsed only when its text
+    holds such a value (a string starting ``"xx_``, found by a regular expression far faster
+    than parsing), so most events (page and product views) cost a scan of their text. The
+    engine stores the result with each event, so identity resolution never parses the log.
+    """
+    hint = "'\"(" + "|".join(sorted(HASH_TYPES)) + ")_'"
+    sections = [("traits", _json_paths("")), ("properties", _json_paths("")),
+                ("context", _json_paths("", "traits."))]
+    found = ", ".join(f"CASE WHEN regexp_matches({column}, {hint}) THEN json_extract_string({column}, {paths}) "
+                      f"ELSE []::VARCHAR[] END" for column, paths in sections)
+    types = " ".join(f"WHEN '{prefix}_' THEN '{kind}:'" for prefix, kind in HASH_TYPES.items())
+    return f"""nullif(list_sort(list_distinct(list_transform(list_filter(list_concat({found},
+               [CASE WHEN event = 'Store Entered' THEN json_extract_string(properties, '$.entry_token') END]),
+               lambda x: regexp_full_match(x, '({"|".join(sorted(HASH_TYPES))})_[0-9a-f]{{32}}')),
+               lambda h: CASE left(h, 3) {types} END || h))), []::VARCHAR[])"""

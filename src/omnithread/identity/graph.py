@@ -10,23 +10,15 @@ rules (event names) that produced it.
 
 from __future__ import annotations
 
-from omnithread.events.schema import IDENTIFIER_KEYS
+from omnithread.engine.tables import HASH_TYPES
 
 __all__ = ["node_sql", "edges_sql", "nodes_sql", "keyed_sql", "hashed_sql", "HASH_TYPES", "EVENT_PERSONS_SQL"]
-
-# keyed-hash prefix -> node type (see omnithread.privacy.IdentifierType)
-HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
-              "ac": "app_code"}
 
 
 def node_sql(value: str) -> str:
     """A node id (``type:value``) for a keyed hash, typed by its prefix."""
     cases = " ".join(f"WHEN '{prefix}_' THEN '{kind}:'" for prefix, kind in HASH_TYPES.items())
     return f"CASE left({value}, 3) {cases} END || {value}"
-
-
-def _json_paths(*prefixes: str) -> str:
-    return "[" + ", ".join(f"'$.{prefix}{key}'" for prefix in prefixes for key in IDENTIFIER_KEYS) + "]"
 
 
 _ACCOUNT = """CASE WHEN regexp_full_match(user_id, 'em_[0-9a-f]{32}') THEN 'email:' || user_id
@@ -59,34 +51,20 @@ def hashed_sql(source: str = "events") -> str:
     """The keyed hashes the events of ``source`` name, as nodes linked to each event's primary identifier,
     counted per (primary, node, rule) with the evidence of ``keyed_sql``.
 
-    Only the JSON columns whose text holds a keyed hash (a string starting ``"xx_``, found by
-    a regular expression far faster than parsing) are parsed, each once for all identifier
-    keys together (top level of traits and properties; top level and ``traits`` of context);
-    Store Entered's ``entry_token`` is added. Only values shaped like keyed hashes are kept,
-    each once per event, and not the event's own account.
+    The engine stores every event's keyed hashes as node ids in the log's ``identifiers``
+    column as it takes the event in (see ``omnithread.engine.tables.identifiers_sql``),
+    so this reads a narrow list column and never parses JSON. An event's own account is
+    not linked to itself.
     """
-    pattern = "'\"(" + "|".join(sorted(HASH_TYPES)) + ")_'"
-    found = f"""list_filter(list_concat(
-               CASE WHEN in_traits THEN json_extract_string(traits, {_json_paths('')}) ELSE [] END,
-               CASE WHEN in_properties THEN json_extract_string(properties, {_json_paths('')}) ELSE [] END,
-               CASE WHEN in_context THEN json_extract_string(context, {_json_paths('', 'traits.')}) ELSE [] END,
-               [CASE WHEN event = 'Store Entered' THEN properties->>'entry_token' END]),
-               lambda x: regexp_full_match(x, '[a-z]{{2}}_[0-9a-f]{{32}}'))"""
     return f"""
-    WITH flagged AS (
-        SELECT *, regexp_matches(traits, {pattern}) AS in_traits,
-               regexp_matches(properties, {pattern}) AS in_properties, regexp_matches(context, {pattern}) AS in_context
-        FROM {source}
-        WHERE user_id IS NOT NULL OR anonymous_id IS NOT NULL
-    ), found AS (
-        SELECT message_id, event_at, coalesce(event, call) AS rule, coalesce({_ACCOUNT}, {_ANONYMOUS}) AS primary_node,
-               list_distinct(list_transform({found}, lambda h: {node_sql('h')})) AS nodes
-        FROM flagged
-        WHERE in_traits OR in_properties OR in_context
-    )
     SELECT primary_node, node, rule, count(*) AS events, min(event_at) AS first_at, max(event_at) AS last_at,
            arg_min(message_id, event_at) AS first_message_id
-    FROM (SELECT message_id, event_at, rule, primary_node, unnest(nodes) AS node FROM found)
+    FROM (
+        SELECT message_id, event_at, coalesce(event, call) AS rule, coalesce({_ACCOUNT}, {_ANONYMOUS}) AS primary_node,
+               unnest(identifiers) AS node
+        FROM {source}
+        WHERE identifiers IS NOT NULL AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)
+    )
     WHERE node <> primary_node
     GROUP BY ALL"""
 
