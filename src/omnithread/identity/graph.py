@@ -33,13 +33,16 @@ def keyed_sql(source: str = "events") -> str:
     """The account and anonymous identifier of the events of ``source``, counted per pair and rule.
 
     Read from plain columns and grouped before any node id is spelt out, so the work is
-    one pass over the log's narrow columns.
+    one pass over the log's narrow columns. Only events naming both an account and an
+    anonymous identifier link them, so only those keep their rule (event name) apart;
+    the rest are counted per identifier alone, with a NULL rule.
     """
     return f"""
     SELECT {_ACCOUNT} AS account, {_ANONYMOUS} AS anonymous, rule, events, first_at, last_at, first_message_id
     FROM (
         SELECT user_id, anonymous_id, CASE WHEN channel IN ('store', 'voice') THEN channel END AS channel,
-               coalesce(event, call) AS rule, count(*) AS events, min(event_at) AS first_at,
+               CASE WHEN user_id IS NOT NULL AND anonymous_id IS NOT NULL THEN coalesce(event, call) END AS rule,
+               count(*) AS events, min(event_at) AS first_at,
                max(event_at) AS last_at, arg_min(message_id, event_at) AS first_message_id
         FROM {source}
         WHERE user_id IS NOT NULL OR anonymous_id IS NOT NULL
