@@ -7,6 +7,7 @@ caller; the CLI's ``--data-dir`` wins over ``OMNITHREAD_DATA_DIR``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +35,9 @@ class Settings:
 
     ``engine`` names the engine (``duckdb``); ``phone_region`` is the region used
     to read phone numbers written without a country code; ``max_future`` is how
-    far ahead of its receipt an event may claim to have happened.
+    far ahead of its receipt an event may claim to have happened; ``memory_limit`` caps the
+    memory the engine may take before it spills to disk (``6GB``, ``512MB``; the engine's own
+    default when unset).
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -43,9 +46,12 @@ class Settings:
     max_future: timedelta = timedelta(days=1)
     chunk_rows: int = 50_000
     fast_path: bool = True
+    memory_limit: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.memory_limit is not None and not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB)", self.memory_limit.upper()):
+            raise ConfigError("memory_limit", self.memory_limit, "an amount such as 6GB or 512MB")
 
     @classmethod
     def from_env(cls, data_dir: Path | str | None = None, **overrides) -> "Settings":
@@ -58,6 +64,8 @@ class Settings:
         if "OMNITHREAD_MAX_FUTURE_HOURS" in env:
             hours = _positive_float("OMNITHREAD_MAX_FUTURE_HOURS", env["OMNITHREAD_MAX_FUTURE_HOURS"])
             values["max_future"] = timedelta(hours=hours)
+        if "OMNITHREAD_MEMORY_LIMIT" in env:
+            values["memory_limit"] = env["OMNITHREAD_MEMORY_LIMIT"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -29,4 +29,6 @@ def open_engine(settings: Settings) -> Engine:
         engine_class = getattr(import_module(module_name), class_name)
     except (ImportError, AttributeError) as error:
         raise ConfigError("engine", settings.engine, f"an importable engine ({error})") from None
+    if settings.memory_limit:
+        return engine_class(settings.database_path, memory_limit=settings.memory_limit)
     return engine_class(settings.database_path)

@@ -55,7 +55,7 @@ class DuckDBEngine(Engine):
 
     name = "duckdb"
 
-    def __init__(self, path: Path | str = ":memory:", threads: int | None = None):
+    def __init__(self, path: Path | str = ":memory:", threads: int | None = None, memory_limit: str | None = None):
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +64,8 @@ class DuckDBEngine(Engine):
         self._con.execute("SET TimeZone = 'UTC'")
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
+        if memory_limit:
+            self._con.execute("SET memory_limit = ?", [memory_limit])
         self.ensure_tables()
 
     def ensure_tables(self) -> None:
