@@ -22,22 +22,24 @@ __all__ = ["connected_components", "split_over_limit", "add_strongest_first", "l
 def connected_components(engine: Engine, edges: str, labels: str, max_rounds: int = 200) -> int:
     """Write ``labels(node, label)`` for the nodes of table ``edges(a, b)``; return the rounds taken.
 
-    Each component is labelled by its smallest node. Nodes are numbered in their sort
-    order. Nodes with a single link (most identifiers: a device seen with one account)
+    Each component is labelled by its smallest node. Nodes are numbered as found (no
+    sort: the numbers only drive the rounds, and the label is named at the end). Nodes
+    with a single link (most identifiers: a device seen with one account)
     take no part in the rounds: they are set aside and take their neighbour's label at
     the end, which at scale halves the tables every round reads. Among the rest, each
     round every node takes the smallest label among itself and its neighbours; the node
     a label names takes the smallest label any of its followers found (hooking); then
     every node takes the label of its label (pointer jumping). Labels only fall and
     always name a node of the same component, so when nothing changes each component
-    carries its smallest node; hooking and jumping make that take a few rounds on long
+    carries its smallest number; hooking and jumping make that take a few rounds on long
     chains, where plain propagation needs one per link. Last, each component's label
-    becomes the smallest of its nodes and the single-link nodes it holds.
+    becomes the smallest of its nodes, single-link nodes included.
     """
+    # numbered in whatever order the engine finds them (no sort): labels are named by their
+    # smallest node only at the end, so the numbering never shows
     engine.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _cc_nodes AS
-        SELECT node, (row_number() OVER (ORDER BY node) - 1)::INTEGER AS id
-        FROM (SELECT a AS node FROM {edges} UNION SELECT b FROM {edges})""")
+        CREATE OR REPLACE TEMP TABLE _cc_distinct AS SELECT a AS node FROM {edges} UNION SELECT b FROM {edges}""")
+    engine.execute("CREATE OR REPLACE TEMP TABLE _cc_nodes AS SELECT node, rowid::INTEGER AS id FROM _cc_distinct")
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cc_all AS
         SELECT na.id AS a, nb.id AS b FROM {edges} e
@@ -84,15 +86,17 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
         WITH held AS (  -- every node of a component with more than one link, and the leaves hanging off it
             SELECT id, label FROM _cc_labels
             UNION ALL SELECT f.id, l.label FROM _cc_leaves f JOIN _cc_labels l ON l.id = f.neighbour
-        ), smallest AS (SELECT label, min(id) AS first FROM held GROUP BY label
-        ), final AS (
-            SELECT h.id, s.first AS label FROM held h JOIN smallest s USING (label)
-            UNION ALL  -- two nodes linked only to each other
-            SELECT id, least(id, neighbour) FROM _cc_leaves WHERE neighbour IN (SELECT id FROM _cc_leaves)
+        ), named AS (SELECT h.label, n.node FROM held h JOIN _cc_nodes n USING (id)
+        ), smallest AS (SELECT label, min(node) AS first FROM named GROUP BY label
+        ), pairs AS (  -- two nodes linked only to each other
+            SELECT n.node, m.node AS other FROM _cc_leaves f
+            JOIN _cc_nodes n ON n.id = f.id JOIN _cc_nodes m ON m.id = f.neighbour
+            WHERE f.neighbour IN (SELECT id FROM _cc_leaves)
         )
-        SELECT n.node, m.node AS label FROM final f
-        JOIN _cc_nodes n ON n.id = f.id JOIN _cc_nodes m ON m.id = f.label""")
-    for table in ("_cc_nodes", "_cc_all", "_cc_degree", "_cc_leaves", "_cc_edges", "_cc_labels", "_cc_next"):
+        SELECT n.node, s.first AS label FROM named n JOIN smallest s USING (label)
+        UNION ALL SELECT node, least(node, other) FROM pairs""")
+    for table in ("_cc_distinct", "_cc_nodes", "_cc_all", "_cc_degree", "_cc_leaves", "_cc_edges", "_cc_labels",
+                  "_cc_next"):
         engine.execute(f"DROP TABLE IF EXISTS {table}")
     return rounds
 
