@@ -169,6 +169,9 @@ def test_the_simulated_retailer_resolves_with_few_over_merges(small_world, works
     assert report.persons_with_account == workspace.engine.scalar(
         "SELECT count(*) FROM identity_map WHERE identifier_type = 'account'")
     assert result["pairwise"]["precision"] > 0.85 and result["over_merge_rate"] < 0.08
+    # where the time went, phase by phase, adds up to the whole
+    assert list(report.phases) == ["links", "matching", "components", "split", "persons"]
+    assert 0 < sum(report.phases.values()) <= report.seconds
 
 
 def test_a_person_with_hundreds_of_devices_keeps_the_first_twenty(tmp_path, settings):

@@ -34,9 +34,18 @@ class ResolveReport:
     probabilistic_links: int = 0
     probabilistic_skipped: str | None = None
     seconds: float = 0.0
+    # seconds per phase: links (reading the log), matching, components, split, persons
+    phases: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__, seconds=round(self.seconds, 3))
+        return dict(self.__dict__, seconds=round(self.seconds, 3),
+                    phases={name: round(value, 3) for name, value in self.phases.items()})
+
+    def lap(self, phase: str, since: float) -> float:
+        """Book the time since ``since`` to ``phase``; returns now, for the next phase."""
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - since
+        return now
 
 
 def blocked_hashes(config: IdentityConfig, pseudonymiser: Pseudonymiser) -> list[str]:
@@ -222,6 +231,7 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
     started = time.perf_counter()
     report = ResolveReport()
     _build_links(engine, config, blocked_hashes(config, pseudonymiser))
+    lap = report.lap("links", started)
     if config.match_threshold is not None:
         from omnithread.identity.matching import MatchingSkipped
 
@@ -229,6 +239,7 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
             report.probabilistic_links = _add_probabilistic_links(engine, config)
         except MatchingSkipped as skipped:
             report.probabilistic_skipped = str(skipped)
+    lap = report.lap("matching", lap)
     engine.execute("CREATE OR REPLACE TEMP TABLE kept_edges AS SELECT a, b FROM identity_edges WHERE status = 'kept'")
     report.rounds = connected_components(engine, "kept_edges", "identity_labels")
     # identifiers that no kept link touches are persons of their own
@@ -236,7 +247,9 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
         INSERT INTO identity_labels
         SELECT node, node FROM identity_nodes
         WHERE node NOT IN (SELECT node FROM identity_labels) AND node NOT IN (SELECT node FROM blocked_nodes)""")
+    lap = report.lap("components", lap)
     report.split_components = _split_components(engine, config)
+    lap = report.lap("split", lap)
     engine.execute("CREATE TABLE IF NOT EXISTS person_redirects (old_person_id VARCHAR, person_id VARCHAR, "
                    "redirected_at TIMESTAMPTZ, reason VARCHAR)")
     engine.execute("CREATE TABLE IF NOT EXISTS identity_changes (changed_at TIMESTAMPTZ, change VARCHAR, "
@@ -251,6 +264,7 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
     engine.execute(f"CREATE OR REPLACE TABLE persons AS {persons_sql()}")
     _redirect_retired(engine)
     engine.execute("CREATE OR REPLACE TABLE identity_state AS SELECT max(loaded_at) AS resolved_through FROM events")
+    report.lap("persons", lap)
     report.identifiers = {r["identifier_type"]: r["n"] for r in engine.rows(
         "SELECT identifier_type, count(*) AS n FROM identity_map GROUP BY 1 ORDER BY 2 DESC")}
     report.persons = engine.scalar("SELECT count(*) FROM persons")
