@@ -1,7 +1,10 @@
 """Identity resolution on hand-made logs whose right answer is known exactly, and on the simulator."""
 
 import random
+import zlib
+from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -248,6 +251,57 @@ def test_probabilistic_matching_links_sign_ups_to_accounts_correctly(medium_worl
         assert ws.engine.scalar("SELECT count(*) FROM person_attributes") > 0
         off = resolve_identities(ws.engine, ws.pseudonymiser, IdentityConfig(match_threshold=None))
         assert off.probabilistic_links == 0
+
+
+def test_sign_ups_that_arrive_later_are_matched_incrementally_with_the_learnt_model(medium_world, settings,
+                                                                                      tmp_path):
+    from omnithread.identity import update_identities
+
+    out, manifest = medium_world
+    owners = {}
+    for row in pq.read_table(out / "truth" / "identifiers.parquet").to_pylist():
+        if row["type"] in ("account", "signup"):
+            owners[("account:" if row["type"] == "account" else "store_session:") + row["value"]] = row["person_id"]
+    # every third store sign-up arrives after the first full resolve
+    early, late, held = [], [], set()
+    for source in manifest["sources"]:
+        if not source.endswith(".jsonl"):
+            early.append(source)
+            continue
+        kept = []
+        for line in Path(source).read_bytes().splitlines():
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                event = None
+            if (isinstance(event, dict) and event.get("type") == "identify" and "signup-" in str(event.get("anonymousId"))
+                    and zlib.crc32(event["anonymousId"].encode()) % 3 == 0):
+                late.append(event)
+                held.add("store_session:" + event["anonymousId"])
+            else:
+                kept.append(line)
+        early.append(write_lines(tmp_path / Path(source).name, kept))
+    query = ("SELECT a, b, score, status FROM identity_edges WHERE list_contains(rules, 'probabilistic match') "
+             "AND (a IN (SELECT unnest(?::VARCHAR[])) OR b IN (SELECT unnest(?::VARCHAR[])))")
+    with Workspace(settings) as ws:
+        ws.ingestor().ingest_paths(early)
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        assert ws.engine.rows(query, [sorted(held)] * 2) == []
+        ws.ingestor().ingest_paths([write_lines(tmp_path / "late.jsonl", late)])
+        update = update_identities(ws.engine, ws.pseudonymiser)
+        links = ws.engine.rows(query, [sorted(held)] * 2)
+        assert update.probabilistic_links == len(links) > 10
+        assert all(link["score"] >= 0.999 for link in links)
+        assert sum(owners.get(link["a"]) == owners.get(link["b"]) for link in links) / len(links) > 0.9
+        # the sign-ups now sit in the persons of the accounts they matched
+        person = {r["identifier"]: r["person_id"] for r in ws.engine.rows("SELECT identifier, person_id FROM identity_map")}
+        kept = [link for link in links if link["status"] == "kept"]
+        assert len(kept) > len(links) / 2 and all(person[link["a"]] == person[link["b"]] for link in kept)
+        # and they are the links a full rebuild over the same log makes
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        rebuilt = {(r["a"], r["b"]) for r in ws.engine.rows(query, [sorted(held)] * 2)}
+        found = {(link["a"], link["b"]) for link in links}
+        assert len(found & rebuilt) / len(rebuilt | found) > 0.9
 
 
 def test_one_to_one_keeps_each_records_best_match_and_clusters_close_pairs():

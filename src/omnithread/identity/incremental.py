@@ -45,6 +45,7 @@ class UpdateReport:
     refused: dict[str, int] = field(default_factory=dict)
     blocked: int = 0
     splits: int = 0
+    probabilistic_links: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -107,9 +108,9 @@ class _Graph:
                 [edge["events"], edge["last_seen_at"], edge["rules"], a, b])
             return
         self.engine.execute(
-            "INSERT INTO identity_edges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'kept', NULL, NULL)",
+            "INSERT INTO identity_edges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'kept', NULL, ?)",
             [a, b, edge["events"], edge["first_seen_at"], edge["last_seen_at"], edge["first_message_id"],
-             edge["rules"], node_kind(a), node_kind(b)])
+             edge["rules"], node_kind(a), node_kind(b), edge.get("score")])
         self.report.new_links += 1
         self.join(a, b)
 
@@ -230,9 +231,29 @@ def update_identities(engine: Engine, pseudonymiser: Pseudonymiser,
             graph.add_node(row)
         for edge in engine.rows(edges_sql(keyed, hashed) + " ORDER BY first_seen_at, a, b"):
             graph.add_link(edge)
+        if graph.config.match_threshold is not None:
+            _match_new_records(engine, graph)
         engine.execute("UPDATE identity_state SET resolved_through = (SELECT max(loaded_at) FROM new_events)")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _match_new_records(engine: Engine, graph: _Graph) -> None:
+    """Score the sign-ups and account profiles the new events gave with the model the last full resolve
+    learnt, and add the probable matches as links, under the same guards as every other link."""
+    from omnithread.identity.matching import _RECORD_ID, match_new_records
+
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE new_records AS SELECT DISTINCT {_RECORD_ID} AS record_id FROM new_events
+        WHERE call = 'identify' AND traits->>'lastName' IS NOT NULL AND (user_id IS NOT NULL OR channel = 'store')""")
+    if not engine.scalar("SELECT count(*) FROM new_records"):
+        return
+    for pair in match_new_records(engine, "new_records", graph.config.match_threshold):
+        a, b = sorted((pair["id_l"], pair["id_r"]))
+        graph.add_link({"a": a, "b": b, "events": 0, "first_seen_at": None, "last_seen_at": None,
+                        "first_message_id": None, "rules": ["probabilistic match"],
+                        "score": float(pair["match_probability"])})
+        graph.report.probabilistic_links += 1
 
 
 def remove_identifier(engine: Engine, pseudonymiser: Pseudonymiser, node: str, reason: str = "removed",

@@ -28,7 +28,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Comparison", "Training", "block_on", "swapped", "link", "LinkResult", "em"]
+__all__ = ["Comparison", "Training", "block_on", "swapped", "link", "score", "LinkResult", "em"]
 
 NAME_SIMILARITY = (0.92, 0.8)
 
@@ -291,29 +291,67 @@ def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], 
                 if c.column not in left_out:
                     estimates[k].append(m[k])
         m = [np.mean(found, axis=0) if found else start for found, start in zip(estimates, start_m)]
-        # each candidate's levels are computed once, for the pattern counts and for the answer
-        keys = ", ".join(f"c{k}" for k in range(len(comparisons)))
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _compared AS
-            SELECT p.a, p.b, {_levels(comparisons)}
-            FROM (SELECT DISTINCT a, b FROM ({' UNION ALL '.join(blocked(rule) for rule in blocking)})) p
-            JOIN _records l ON l._row = p.a JOIN _records r ON r._row = p.b""")
-        grouped = con.sql(f"SELECT {keys}, count(*) AS n FROM _compared GROUP BY ALL ORDER BY ALL").to_arrow_table()
+        grouped = _compare(con, comparisons, [blocked(rule) for rule in blocking])
         candidates = int(sum(grouped.column("n").to_pylist()))
         if candidates == 0:
-            empty = pa.table({"id_l": pa.array([], pa.string()), "id_r": pa.array([], pa.string()),
-                              "match_probability": pa.array([], pa.float64())})
-            return LinkResult(empty, 0, 0, 0.0, m, u, iterations)
+            return LinkResult(_EMPTY, 0, 0, 0.0, m, u, iterations)
         posterior, prior, _, used = em(_matrix(grouped, len(comparisons)), grouped.column("n").to_numpy(), m, u,
                                        candidates / total_pairs, learn_m=False, total_pairs=total_pairs)
-        scored = grouped.drop(["n"]).append_column("match_probability", pa.array(posterior))
-        con.register("_scored", scored)
-        pairs = con.sql(f"""
-            SELECT l._id AS id_l, r._id AS id_r, s.match_probability
-            FROM _compared c JOIN _scored s USING ({keys})
-            JOIN _records l ON l._row = c.a JOIN _records r ON r._row = c.b
-            WHERE s.match_probability >= {float(threshold)}
-            ORDER BY id_l, id_r""").to_arrow_table()
+        pairs = _answer(con, grouped, posterior, threshold, len(comparisons))
         return LinkResult(pairs, candidates, len(grouped), prior, m, u, iterations + used)
+    finally:
+        con.close()
+
+
+_EMPTY = pa.table({"id_l": pa.array([], pa.string()), "id_r": pa.array([], pa.string()),
+                   "match_probability": pa.array([], pa.float64())})
+
+
+def _compare(con, comparisons: list[Comparison], candidates: list[str]) -> pa.Table:
+    """Compute each candidate pair's levels once (table ``_compared``); return the count per pattern."""
+    keys = ", ".join(f"c{k}" for k in range(len(comparisons)))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _compared AS
+        SELECT p.a, p.b, {_levels(comparisons)}
+        FROM (SELECT DISTINCT a, b FROM ({' UNION ALL '.join(candidates)})) p
+        JOIN _records l ON l._row = p.a JOIN _records r ON r._row = p.b""")
+    return con.sql(f"SELECT {keys}, count(*) AS n FROM _compared GROUP BY ALL ORDER BY ALL").to_arrow_table()
+
+
+def _answer(con, grouped: pa.Table, posterior: np.ndarray, threshold: float, k: int) -> pa.Table:
+    """The compared pairs whose pattern's match probability is at least ``threshold``."""
+    keys = ", ".join(f"c{i}" for i in range(k))
+    con.register("_scored", grouped.drop(["n"]).append_column("match_probability", pa.array(posterior)))
+    return con.sql(f"""
+        SELECT l._id AS id_l, r._id AS id_r, s.match_probability
+        FROM _compared c JOIN _scored s USING ({keys})
+        JOIN _records l ON l._row = c.a JOIN _records r ON r._row = c.b
+        WHERE s.match_probability >= {float(threshold)}
+        ORDER BY id_l, id_r""").to_arrow_table()
+
+
+def score(table: pa.Table, unique_id: str, comparisons: list[Comparison], blocking: list[str],
+          m: list[np.ndarray], u: list[np.ndarray], prior: float, threshold: float, involving: list[str]) -> pa.Table:
+    """Candidate pairs within ``table`` that involve a record of ``involving``, scored with parameters
+    learnt before (``m``, ``u``, ``prior`` of a ``LinkResult``); those at or above ``threshold``.
+
+    For records that arrive after the model was learnt: nothing is re-estimated, so the cost is
+    that of their own candidates only.
+    """
+    columns = sorted({c.column for c in comparisons} | {n for n in table.column_names if n != unique_id})
+    con = duckdb.connect()
+    try:
+        _records(con, [table], unique_id, columns)
+        con.register("_involving", pa.table({"_id": pa.array(list(involving), pa.string())}))
+        con.execute("CREATE OR REPLACE TEMP TABLE _new AS SELECT * FROM _records WHERE _id IN "
+                    "(SELECT _id FROM _involving)")
+        # the new records on one side of each rule (rules are symmetric), every record on the other
+        candidates = [f"""SELECT least(l._row, r._row) AS a, greatest(l._row, r._row) AS b
+                          FROM _new l JOIN _records r ON ({rule}) AND l._row <> r._row""" for rule in blocking]
+        grouped = _compare(con, comparisons, candidates)
+        if grouped.num_rows == 0:
+            return _EMPTY
+        posterior = _posterior(_matrix(grouped, len(comparisons)), m, u, prior)
+        return _answer(con, grouped, posterior, threshold, len(comparisons))
     finally:
         con.close()

@@ -13,14 +13,17 @@ which erasure can wipe; phones and emails there are keyed hashes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from omnithread.engine.base import Engine
-from omnithread.identity.linkage import Comparison, Training, block_on, link
+from omnithread.identity.linkage import Comparison, LinkResult, Training, block_on, link, score
 
-__all__ = ["attributes_sql", "build_attributes", "match_records", "match_tables", "MatchModel", "signup_model",
+__all__ = ["attributes_sql", "build_attributes", "match_records", "learn_records", "save_model", "match_new_records",
+           "match_tables", "MatchModel", "signup_model",
            "one_to_one", "cluster_pairs", "MatchingSkipped", "MIN_RECORDS"]
 
 # Below this many records the model's parameters cannot be learnt reliably from the data.
@@ -42,23 +45,27 @@ _ATTRIBUTES = {
 }
 
 
-def attributes_sql() -> str:
+_RECORD_ID = "CASE WHEN user_id IS NOT NULL THEN 'account:' || user_id ELSE 'store_session:' || anonymous_id END"
+
+
+def attributes_sql(source: str = "events", only: str | None = None) -> str:
     """The latest name, address, birth date and phone each account or store sign-up gave.
 
-    A blank value counts as missing, so the latest value given is kept.
+    A blank value counts as missing, so the latest value given is kept. ``only`` names a
+    relation of ``record_id`` values to limit the answer to.
     """
+    limit = f" AND {_RECORD_ID} IN (SELECT record_id FROM {only})" if only else ""
     columns = ",\n".join(
         f"arg_max(nullif({value}, ''), event_at) FILTER (WHERE nullif({value}, '') IS NOT NULL) AS {name}"
         for name, value in _ATTRIBUTES.items())
     return f"""
         SELECT record_id, origin, {columns}
         FROM (
-            SELECT *, CASE WHEN user_id IS NOT NULL THEN 'account:' || user_id
-                           ELSE 'store_session:' || anonymous_id END AS record_id,
+            SELECT *, {_RECORD_ID} AS record_id,
                       CASE WHEN user_id IS NOT NULL THEN 'online' ELSE 'store' END AS origin
-            FROM events
+            FROM {source}
             WHERE call = 'identify' AND traits->>'lastName' IS NOT NULL
-              AND (user_id IS NOT NULL OR channel = 'store')
+              AND (user_id IS NOT NULL OR channel = 'store'){limit}
         )
         GROUP BY record_id, origin"""
 
@@ -143,6 +150,47 @@ def cluster_pairs(pairs: list[dict]) -> set[tuple[str, str]]:
 
 def match_records(records: pa.Table, threshold: float = 0.999, seed: int = 7) -> list[dict]:
     """Pairs of sign-up and account records that are probably one person (id_l, id_r, match_probability)."""
+    return learn_records(records, threshold, seed).pairs.to_pylist()
+
+
+def learn_records(records: pa.Table, threshold: float = 0.999, seed: int = 7) -> LinkResult:
+    """Learn the sign-up model from ``records`` and match them: the pairs and the parameters learnt."""
     if records.num_rows < MIN_RECORDS:
         raise MatchingSkipped(f"{records.num_rows} records, fewer than the {MIN_RECORDS} needed to learn the model")
-    return match_tables([records], signup_model(), threshold, seed)
+    model = signup_model()
+    result = link([records], model.unique_id, model.comparisons, model.blocking, model.training, threshold,
+                  link_type=model.link_type, u_pairs=model.u_pairs, seed=seed)
+    if result.candidates and not 0 < result.prior < 1:
+        raise MatchingSkipped(f"the model could not be learnt from these records (prior {result.prior})")
+    return result
+
+
+def save_model(engine: Engine, result: LinkResult) -> None:
+    """Keep what the last full resolve learnt, so records that arrive later are scored alike."""
+    engine.execute("CREATE OR REPLACE TABLE identity_match_model (learnt_at TIMESTAMPTZ, model VARCHAR)")
+    engine.execute("INSERT INTO identity_match_model VALUES (now(), ?)", [json.dumps(
+        {"m": [x.tolist() for x in result.m], "u": [x.tolist() for x in result.u], "prior": result.prior})])
+
+
+def match_new_records(engine: Engine, record_ids: str, threshold: float) -> list[dict]:
+    """Refresh the attributes of the records in relation ``record_ids`` and score them, with the model the
+    last full resolve learnt, against their blocking candidates among all records.
+
+    Returns the pairs at or above ``threshold`` (id_l, id_r, match_probability); none when
+    no model has been learnt yet.
+    """
+    if not engine.has_table("identity_match_model") or not engine.has_table("person_attributes"):
+        return []
+    engine.execute(f"DELETE FROM person_attributes WHERE record_id IN (SELECT record_id FROM {record_ids})")
+    engine.execute(f"INSERT INTO person_attributes {attributes_sql(only=record_ids)}")
+    saved = json.loads(engine.scalar("SELECT model FROM identity_match_model"))
+    model = signup_model()
+    partners = " UNION ".join(
+        f"SELECT r.* FROM person_attributes l JOIN person_attributes r ON {rule} "
+        f"WHERE l.record_id IN (SELECT record_id FROM {record_ids})" for rule in model.blocking)
+    records = engine.query(f"SELECT * FROM ({partners}) UNION SELECT * FROM person_attributes "
+                           f"WHERE record_id IN (SELECT record_id FROM {record_ids}) ORDER BY record_id")
+    new = [r["record_id"] for r in engine.rows(f"SELECT record_id FROM {record_ids}")]
+    pairs = score(records, model.unique_id, model.comparisons, model.blocking,
+                  [np.array(x) for x in saved["m"]], [np.array(x) for x in saved["u"]], saved["prior"], threshold, new)
+    return pairs.to_pylist()

@@ -117,10 +117,12 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
 
 def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
     """Link store sign-ups and online accounts that share no key but are probably one person."""
-    from omnithread.identity.matching import build_attributes, match_records
+    from omnithread.identity.matching import build_attributes, learn_records, save_model
 
     build_attributes(engine)
-    matches = match_records(engine.query("SELECT * FROM person_attributes"), config.match_threshold)
+    learnt = learn_records(engine.query("SELECT * FROM person_attributes"), config.match_threshold)
+    save_model(engine, learnt)
+    matches = learnt.pairs.to_pylist()
     if not matches:
         return 0
     engine.register("_matches", pa.table({
@@ -239,6 +241,9 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
             report.probabilistic_links = _add_probabilistic_links(engine, config)
         except MatchingSkipped as skipped:
             report.probabilistic_skipped = str(skipped)
+            engine.execute("DROP TABLE IF EXISTS identity_match_model")  # nothing learnt to score new records with
+    else:
+        engine.execute("DROP TABLE IF EXISTS identity_match_model")
     lap = report.lap("matching", lap)
     engine.execute("CREATE OR REPLACE TEMP TABLE kept_edges AS SELECT a, b FROM identity_edges WHERE status = 'kept'")
     report.rounds = connected_components(engine, "kept_edges", "identity_labels")
