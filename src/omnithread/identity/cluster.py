@@ -59,6 +59,8 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
         WHERE a NOT IN (SELECT id FROM _cc_leaves) AND b NOT IN (SELECT id FROM _cc_leaves)""")
     engine.execute("CREATE OR REPLACE TEMP TABLE _cc_labels AS SELECT id, id AS label FROM _cc_degree WHERE degree > 1")
     rounds = 0
+    # labels only fall, so their sum falls exactly when one changes: one scan, no join, per round
+    total = engine.scalar("SELECT sum(label) FROM _cc_labels")
     while engine.scalar("SELECT count(*) FROM _cc_edges"):
         rounds += 1
         if rounds > max_rounds:  # labels fall every round, so this means a defect, never a slow graph
@@ -76,10 +78,10 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
                     UNION ALL SELECT l.label, b.label FROM _cc_labels l JOIN best b USING (id))
                 GROUP BY id)
             SELECT h.id, least(h.label, j.label) AS label FROM hooked h JOIN hooked j ON j.id = h.label""")
-        changed = engine.scalar(
-            "SELECT count(*) FROM _cc_next n JOIN _cc_labels l USING (id) WHERE n.label <> l.label")
-        engine.execute("CREATE OR REPLACE TEMP TABLE _cc_labels AS SELECT * FROM _cc_next")
-        if not changed:
+        total, before = engine.scalar("SELECT sum(label) FROM _cc_next"), total
+        engine.execute("DROP TABLE _cc_labels")
+        engine.execute("ALTER TABLE _cc_next RENAME TO _cc_labels")
+        if total == before:
             break
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE {labels} AS
