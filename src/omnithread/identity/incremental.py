@@ -241,11 +241,9 @@ def update_identities(engine: Engine, pseudonymiser: Pseudonymiser,
 def _match_new_records(engine: Engine, graph: _Graph) -> None:
     """Score the sign-ups and account profiles the new events gave with the model the last full resolve
     learnt, and add the probable matches as links, under the same guards as every other link."""
-    from omnithread.identity.matching import _RECORD_ID, match_new_records
+    from omnithread.identity.matching import match_new_records, record_ids_sql
 
-    engine.execute(f"""
-        CREATE OR REPLACE TEMP TABLE new_records AS SELECT DISTINCT {_RECORD_ID} AS record_id FROM new_events
-        WHERE call = 'identify' AND traits->>'lastName' IS NOT NULL AND (user_id IS NOT NULL OR channel = 'store')""")
+    engine.execute(f"CREATE OR REPLACE TEMP TABLE new_records AS {record_ids_sql('new_events')}")
     if not engine.scalar("SELECT count(*) FROM new_records"):
         return
     for pair in match_new_records(engine, "new_records", graph.config.match_threshold):

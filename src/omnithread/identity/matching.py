@@ -22,8 +22,8 @@ import pyarrow as pa
 from omnithread.engine.base import Engine
 from omnithread.identity.linkage import Comparison, LinkResult, Training, block_on, link, score
 
-__all__ = ["attributes_sql", "build_attributes", "match_records", "learn_records", "save_model", "match_new_records",
-           "match_tables", "MatchModel", "signup_model",
+__all__ = ["attributes_sql", "record_ids_sql", "build_attributes", "match_records", "learn", "learn_records",
+           "save_model", "match_new_records", "match_tables", "MatchModel", "signup_model",
            "one_to_one", "cluster_pairs", "MatchingSkipped", "MIN_RECORDS"]
 
 # Below this many records the model's parameters cannot be learnt reliably from the data.
@@ -46,9 +46,17 @@ _ATTRIBUTES = {
 
 
 _RECORD_ID = "CASE WHEN user_id IS NOT NULL THEN 'account:' || user_id ELSE 'store_session:' || anonymous_id END"
+# the events that give a record's attributes: identify calls with a surname, online or at a store desk
+_GIVES_ATTRIBUTES = ("call = 'identify' AND traits->>'lastName' IS NOT NULL "
+                     "AND (user_id IS NOT NULL OR channel = 'store')")
 
 
-def attributes_sql(source: str = "events", only: str | None = None) -> str:
+def record_ids_sql(source: str) -> str:
+    """The records (``record_id``) whose attributes the events of ``source`` give or change."""
+    return f"SELECT DISTINCT {_RECORD_ID} AS record_id FROM {source} WHERE {_GIVES_ATTRIBUTES}"
+
+
+def attributes_sql(only: str | None = None) -> str:
     """The latest name, address, birth date and phone each account or store sign-up gave.
 
     A blank value counts as missing, so the latest value given is kept. ``only`` names a
@@ -63,9 +71,8 @@ def attributes_sql(source: str = "events", only: str | None = None) -> str:
         FROM (
             SELECT *, {_RECORD_ID} AS record_id,
                       CASE WHEN user_id IS NOT NULL THEN 'online' ELSE 'store' END AS origin
-            FROM {source}
-            WHERE call = 'identify' AND traits->>'lastName' IS NOT NULL
-              AND (user_id IS NOT NULL OR channel = 'store'){limit}
+            FROM events
+            WHERE {_GIVES_ATTRIBUTES}{limit}
         )
         GROUP BY record_id, origin"""
 
@@ -114,11 +121,16 @@ def signup_model() -> MatchModel:
 
 def match_tables(tables: list[pa.Table], model: MatchModel, threshold: float, seed: int = 7) -> list[dict]:
     """Pairs across (or within) ``tables`` whose match probability is at least ``threshold``."""
+    return learn(tables, model, threshold, seed).pairs.to_pylist()
+
+
+def learn(tables: list[pa.Table], model: MatchModel, threshold: float, seed: int = 7) -> LinkResult:
+    """Learn ``model``'s parameters from ``tables`` and match them: the pairs and what was learnt."""
     result = link(tables, model.unique_id, model.comparisons, model.blocking, model.training, threshold,
                   link_type=model.link_type, u_pairs=model.u_pairs, seed=seed)
     if result.candidates and not 0 < result.prior < 1:
         raise MatchingSkipped(f"the model could not be learnt from these records (prior {result.prior})")
-    return result.pairs.to_pylist()
+    return result
 
 
 def one_to_one(pairs: list[dict]) -> list[dict]:
@@ -157,12 +169,7 @@ def learn_records(records: pa.Table, threshold: float = 0.999, seed: int = 7) ->
     """Learn the sign-up model from ``records`` and match them: the pairs and the parameters learnt."""
     if records.num_rows < MIN_RECORDS:
         raise MatchingSkipped(f"{records.num_rows} records, fewer than the {MIN_RECORDS} needed to learn the model")
-    model = signup_model()
-    result = link([records], model.unique_id, model.comparisons, model.blocking, model.training, threshold,
-                  link_type=model.link_type, u_pairs=model.u_pairs, seed=seed)
-    if result.candidates and not 0 < result.prior < 1:
-        raise MatchingSkipped(f"the model could not be learnt from these records (prior {result.prior})")
-    return result
+    return learn([records], signup_model(), threshold, seed)
 
 
 def save_model(engine: Engine, result: LinkResult) -> None:
