@@ -15,8 +15,8 @@ from collections import Counter
 from omnithread.engine.base import Engine
 from omnithread.identity.config import IdentityConfig
 
-__all__ = ["connected_components", "split_over_limit", "add_strongest_first", "link_strength", "UnionFind",
-           "node_kind"]
+__all__ = ["connected_components", "split_over_limit", "add_strongest_first", "strongest_first", "link_strength",
+           "UnionFind", "node_kind"]
 
 
 def connected_components(engine: Engine, edges: str, labels: str, max_rounds: int = 200) -> int:
@@ -159,44 +159,66 @@ def add_strongest_first(a_nodes: list[str], b_nodes: list[str],
     """Union-find over links already sorted strongest first (see ``link_strength``), refusing any
     merge that would put more identifiers of a type in one cluster than ``config.limits`` allows.
 
-    Kept lean, since every link of every over-limit component passes through it: plain dicts,
-    and per cluster root only the counts of the types it holds.
+    Returns each node's cluster label (its smallest node) and the refused links as (a, b, reason).
     """
-    parent: dict[str, str] = {}
-    counts: dict[str, dict[str, int]] = {}
-    limits = config.limits
-    order = {kind: config.rank(kind) for kind in config.priority}
-    refused = []
+    ids: dict[str, int] = {}
+    for node in (*a_nodes, *b_nodes):
+        ids.setdefault(node, len(ids))
+    names = list(ids)
+    kinds = [config.rank(node_kind(node)) for node in names]
+    labels, refused = strongest_first([ids[a] for a in a_nodes], [ids[b] for b in b_nodes], kinds, names, config)
+    return dict(zip(names, labels)), [(a_nodes[i], b_nodes[i], reason) for i, reason in refused]
 
-    def find(node: str) -> str:
+
+def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names: list[str],
+                    config: IdentityConfig) -> tuple[list[str], list[tuple[int, str]]]:
+    """``add_strongest_first`` on node numbers: ``a_ids``/``b_ids`` are the links, sorted strongest
+    first, between nodes ``0..len(names)-1``, whose type is ``kinds`` (their rank in
+    ``config.priority``). Returns each node's label (its cluster's smallest name) and the refused
+    links as (index, reason).
+
+    Kept lean, since every link of every over-limit component passes through it: lists of
+    numbers, and type counts only for clusters of more than one node.
+    """
+    most = [config.limits.get(kind, 1 << 62) for kind in config.priority]
+    parent = list(range(len(names)))
+    counts: dict[int, dict[int, int]] = {}
+    refused = []
+    for index, (a, b) in enumerate(zip(a_ids, b_ids)):
+        ra = a
+        while parent[ra] != ra:
+            ra = parent[ra]
+        while parent[a] != ra:
+            parent[a], a = ra, parent[a]
+        rb = b
+        while parent[rb] != rb:
+            rb = parent[rb]
+        while parent[b] != rb:
+            parent[b], b = rb, parent[b]
+        if ra == rb:
+            continue
+        held = counts.get(ra) or {kinds[ra]: 1}
+        joining = counts.get(rb) or {kinds[rb]: 1}
+        if len(held) < len(joining):
+            ra, rb, held, joining = rb, ra, joining, held
+        broken = [kind for kind, n in joining.items() if held.get(kind, 0) + n > most[kind]]
+        if broken:
+            kind = min(broken)
+            refused.append((index, f"limit: at most {most[kind]} {config.priority[kind]} per person"))
+            continue
+        for kind, n in joining.items():
+            held[kind] = held.get(kind, 0) + n
+        counts[ra] = held
+        counts.pop(rb, None)
+        parent[rb] = ra
+    smallest: dict[int, int] = {}
+    roots = []
+    for node in range(len(names)):
         root = node
         while parent[root] != root:
             root = parent[root]
-        while parent[node] != root:
-            parent[node], node = root, parent[node]
-        return root
-
-    for a, b in zip(a_nodes, b_nodes):
-        for node in (a, b):
-            if node not in parent:
-                parent[node] = node
-                counts[node] = {node_kind(node): 1}
-        ra, rb = find(a), find(b)
-        if ra == rb:
-            continue
-        big, small = (ra, rb) if len(counts[ra]) >= len(counts[rb]) else (rb, ra)
-        held = counts[big]
-        broken = [kind for kind, n in counts[small].items() if kind in limits and held.get(kind, 0) + n > limits[kind]]
-        if broken:
-            kind = min(broken, key=order.__getitem__)
-            refused.append((a, b, f"limit: at most {limits[kind]} {kind} per person"))
-            continue
-        for kind, n in counts.pop(small).items():
-            held[kind] = held.get(kind, 0) + n
-        parent[small] = big
-    members: dict[str, str] = {}
-    for node in parent:
-        root = find(node)
-        if node < members.get(root, node + "\uffff"):
-            members[root] = node
-    return {node: members[find(node)] for node in parent}, refused
+        roots.append(root)
+        best = smallest.get(root)
+        if best is None or names[node] < names[best]:
+            smallest[root] = node
+    return [names[smallest[root]] for root in roots], refused

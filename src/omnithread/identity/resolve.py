@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from omnithread.engine.base import Engine
-from omnithread.identity.cluster import add_strongest_first, connected_components
+from omnithread.identity.cluster import connected_components, strongest_first
 from omnithread.identity.config import NODE_TYPES, IdentityConfig
 from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql
 from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
@@ -149,8 +149,8 @@ def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
 def _split_components(engine: Engine, config: IdentityConfig) -> int:
     """Take apart every component that breaks a limit; all at once, so the cost is one pass.
 
-    The links of those components leave the engine as two columns, already sorted strongest
-    first (the order of ``link_strength``), so the union-find only walks them once.
+    The links of those components leave the engine as two columns of node numbers, already sorted
+    strongest first (the order of ``link_strength``), so the union-find only walks them once.
     """
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE over_limit AS
@@ -161,18 +161,27 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
     if not components:
         return 0
     rank = "CASE {} END".format(" ".join(f"WHEN '{kind}' THEN {config.rank(kind)}" for kind in config.priority))
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _split_nodes AS
+        SELECT node, {rank.replace('CASE', "CASE split_part(node, ':', 1)")} AS kind
+        FROM identity_labels WHERE label IN (SELECT label FROM over_limit)""")
+    nodes = engine.query("SELECT rowid::INTEGER AS id, node, kind FROM _split_nodes ORDER BY id")
     links = engine.query(f"""
-        SELECT e.a, e.b FROM identity_edges e
-        JOIN identity_labels l ON l.node = e.a
-        WHERE e.status = 'kept' AND l.label IN (SELECT label FROM over_limit)
+        SELECT na.rowid::INTEGER AS a, nb.rowid::INTEGER AS b FROM identity_edges e
+        JOIN _split_nodes na ON na.node = e.a JOIN _split_nodes nb ON nb.node = e.b
+        WHERE e.status = 'kept'
         ORDER BY greatest({rank.replace('CASE', 'CASE e.a_type')}, {rank.replace('CASE', 'CASE e.b_type')}),
                  e.events DESC, e.first_seen_at, e.a, e.b""")
-    new_labels, refused = add_strongest_first(links.column("a").to_pylist(), links.column("b").to_pylist(), config)
-    del links
-    engine.register("_refused", pa.table({"a": [r[0] for r in refused], "b": [r[1] for r in refused],
-                                          "reason": [r[2] for r in refused]}, schema=pa.schema(
+    names = nodes.column("node").to_pylist()
+    a_ids, b_ids = links.column("a").to_pylist(), links.column("b").to_pylist()
+    labels, refused = strongest_first(a_ids, b_ids, nodes.column("kind").to_pylist(), names, config)
+    del nodes, links
+    engine.execute("DROP TABLE _split_nodes")
+    engine.register("_refused", pa.table({"a": [names[a_ids[i]] for i, _ in refused],
+                                          "b": [names[b_ids[i]] for i, _ in refused],
+                                          "reason": [reason for _, reason in refused]}, schema=pa.schema(
         [("a", pa.string()), ("b", pa.string()), ("reason", pa.string())])))
-    engine.register("_relabel", pa.table({"node": list(new_labels), "label": list(new_labels.values())},
+    engine.register("_relabel", pa.table({"node": names, "label": labels},
                                          schema=pa.schema([("node", pa.string()), ("label", pa.string())])))
     try:
         engine.execute("""
