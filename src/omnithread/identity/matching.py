@@ -34,14 +34,15 @@ class MatchingSkipped(Exception):
     """Probabilistic matching could not run on these records; the reason says why."""
 
 
+# attribute -> (JSON path in the traits, how its text is normalised; {} is the text)
 _ATTRIBUTES = {
-    "first_name": "lower(trim(traits->>'firstName'))",
-    "surname": "lower(trim(traits->>'lastName'))",
-    "street": "lower(trim(traits->'address'->>'street'))",
-    "city": "lower(trim(traits->'address'->>'city'))",
-    "postcode": "upper(replace(traits->'address'->>'postalCode', ' ', ''))",
-    "dob": "trim(traits->>'birthday')",
-    "phone": "traits->>'phone'",
+    "first_name": ("$.firstName", "lower(trim({}))"),
+    "surname": ("$.lastName", "lower(trim({}))"),
+    "street": ("$.address.street", "lower(trim({}))"),
+    "city": ("$.address.city", "lower(trim({}))"),
+    "postcode": ("$.address.postalCode", "upper(replace({}, ' ', ''))"),
+    "dob": ("$.birthday", "trim({})"),
+    "phone": ("$.phone", "{}"),
 }
 
 
@@ -63,16 +64,22 @@ def attributes_sql(only: str | None = None) -> str:
     relation of ``record_id`` values to limit the answer to.
     """
     limit = f" AND {_RECORD_ID} IN (SELECT record_id FROM {only})" if only else ""
-    columns = ",\n".join(
-        f"arg_max(nullif({value}, ''), event_at) FILTER (WHERE nullif({value}, '') IS NOT NULL) AS {name}"
-        for name, value in _ATTRIBUTES.items())
+    paths = "[" + ", ".join(f"'{path}'" for path, _ in _ATTRIBUTES.values()) + "]"
+    values = ",\n".join(f"nullif({form.format(f'_v[{i}]')}, '') AS {name}"
+                        for i, (name, (_, form)) in enumerate(_ATTRIBUTES.items(), start=1))
+    columns = ",\n".join(f"arg_max({name}, event_at) FILTER (WHERE {name} IS NOT NULL) AS {name}"
+                         for name in _ATTRIBUTES)
+    # the traits are parsed once per event, for every attribute together
     return f"""
         SELECT record_id, origin, {columns}
         FROM (
-            SELECT *, {_RECORD_ID} AS record_id,
-                      CASE WHEN user_id IS NOT NULL THEN 'online' ELSE 'store' END AS origin
-            FROM events
-            WHERE {_GIVES_ATTRIBUTES}{limit}
+            SELECT record_id, origin, event_at, {values}
+            FROM (
+                SELECT {_RECORD_ID} AS record_id, event_at, json_extract_string(traits, {paths}) AS _v,
+                       CASE WHEN user_id IS NOT NULL THEN 'online' ELSE 'store' END AS origin
+                FROM events
+                WHERE {_GIVES_ATTRIBUTES}{limit}
+            )
         )
         GROUP BY record_id, origin"""
 
