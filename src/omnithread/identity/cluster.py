@@ -197,8 +197,20 @@ def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names:
             parent[b], b = rb, parent[b]
         if ra == rb:
             continue
-        held = counts.get(ra) or {kinds[ra]: 1}
-        joining = counts.get(rb) or {kinds[rb]: 1}
+        held, joining = counts.get(ra), counts.get(rb)
+        if joining is None or held is None:  # most links bring one lone identifier into a cluster
+            if held is None:
+                ra, rb, held, joining = rb, ra, joining, held
+            kind = kinds[rb]
+            if held is None:
+                held = counts[ra] = {kinds[ra]: 1}
+            n = held.get(kind, 0) + 1
+            if n > most[kind]:
+                refused.append((index, f"limit: at most {most[kind]} {config.priority[kind]} per person"))
+                continue
+            held[kind] = n
+            parent[rb] = ra
+            continue
         if len(held) < len(joining):
             ra, rb, held, joining = rb, ra, joining, held
         broken = [kind for kind, n in joining.items() if held.get(kind, 0) + n > most[kind]]
@@ -208,8 +220,7 @@ def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names:
             continue
         for kind, n in joining.items():
             held[kind] = held.get(kind, 0) + n
-        counts[ra] = held
-        counts.pop(rb, None)
+        del counts[rb]
         parent[rb] = ra
     smallest: dict[int, int] = {}
     roots = []
