@@ -2,7 +2,8 @@
 
 Prints the number of people, events and identifiers, the seconds of the full resolve and of each
 of its phases (reading the log into links, matching, components, splitting over-limit components,
-naming persons), the peak memory of this process, and the time to fold in one new event incrementally.
+naming persons), the peak memory of this process, and the time to fold in one new event incrementally:
+the first update after a full resolve (which also builds the graph's lookup indexes) and the next one.
 
 Large populations are simulated in shards of ``--shard`` people, each its own world with its own
 seed and its own range of person numbers, so identifiers, till receipts and email addresses do not
@@ -74,17 +75,20 @@ def main() -> None:
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             report = resolve_identities(ws.engine, ws.pseudonymiser, IdentityConfig())
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            event = {"type": "track", "event": "Order Completed", "messageId": f"scale-incremental-{time.time_ns()}",
-                     "anonymousId": "till:S01:SCALE1", "timestamp": "2026-10-01T10:00:00Z",
-                     "context": {"channel": "store", "store_id": "S01"},
-                     "properties": {"order_id": "SCALE1", "products": [{"product_id": "P00001"}],
-                                    "payment_token": "tok_scale_benchmark"}}
-            path = Path(scratch) / "one.jsonl"
-            path.write_bytes(orjson.dumps(event) + b"\n")
-            ws.ingestor().ingest_paths([path])
-            started = time.perf_counter()
-            update_identities(ws.engine, ws.pseudonymiser)
-            incremental = time.perf_counter() - started
+            timings = []
+            for n in range(2):  # the first update after a full resolve also builds the lookup indexes
+                event = {"type": "track", "event": "Order Completed",
+                         "messageId": f"scale-incremental-{time.time_ns()}", "anonymousId": f"till:S01:SCALE{n}",
+                         "timestamp": "2026-10-01T10:00:00Z",
+                         "context": {"channel": "store", "store_id": "S01"},
+                         "properties": {"order_id": f"SCALE{n}", "products": [{"product_id": "P00001"}],
+                                        "payment_token": "tok_scale_benchmark"}}
+                path = Path(scratch) / f"one{n}.jsonl"
+                path.write_bytes(orjson.dumps(event) + b"\n")
+                ws.ingestor().ingest_paths([path])
+                started = time.perf_counter()
+                update_identities(ws.engine, ws.pseudonymiser)
+                timings.append(time.perf_counter() - started)
             memory_limit = ws.engine.scalar("SELECT current_setting('memory_limit')")
     result = {
         "people": args.people, "events": facts["events"], "identifiers": sum(report.identifiers.values()),
@@ -93,7 +97,8 @@ def main() -> None:
         "resolve_phases_s": {name: round(value, 1) for name, value in report.phases.items()},
         "peak_memory_gb": round(max(before, peak) / 1024 / 1024, 2),
         "engine_memory_limit": memory_limit,
-        "incremental_one_event_ms": round(incremental * 1000, 1),
+        "first_incremental_event_ms": round(timings[0] * 1000, 1),
+        "next_incremental_event_ms": round(timings[1] * 1000, 1),
         "goal": {"resolve_s_for_1m_people": 120, "peak_memory_gb": 8},
     }
     if args.json:
