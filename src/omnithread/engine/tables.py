@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omnithread.events.schema import IDENTIFIER_KEYS
 
-__all__ = ["TABLES", "EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES", "identifiers_sql"]
+__all__ = ["TABLES", "EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES", "identifiers_sql", "node_sql"]
 
 # keyed-hash prefix -> identifier type (see omnithread.privacy.IdentifierType)
 HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
@@ -57,6 +57,12 @@ DERIVED_EVENT_COLUMNS = [
 TABLES = {"events": EVENT_COLUMNS + DERIVED_EVENT_COLUMNS, "rejected_events": REJECTED_COLUMNS}
 
 
+def node_sql(value: str) -> str:
+    """A node id (``type:value``) for a keyed hash, typed by its prefix."""
+    cases = " ".join(f"WHEN '{prefix}_' THEN '{kind}:'" for prefix, kind in HASH_TYPES.items())
+    return f"CASE left({value}, 3) {cases} END || {value}"
+
+
 def _json_paths(*prefixes: str) -> str:
     return "[" + ", ".join(f"'$.{prefix}{key}'" for prefix in prefixes for key in IDENTIFIER_KEYS) + "]"
 
@@ -77,8 +83,7 @@ def identifiers_sql() -> str:
                 ("context", _json_paths("", "traits."))]
     found = ", ".join(f"CASE WHEN regexp_matches({column}, {hint}) THEN json_extract_string({column}, {paths}) "
                       f"ELSE []::VARCHAR[] END" for column, paths in sections)
-    types = " ".join(f"WHEN '{prefix}_' THEN '{kind}:'" for prefix, kind in HASH_TYPES.items())
     return f"""nullif(list_sort(list_distinct(list_transform(list_filter(list_concat({found},
                [CASE WHEN event = 'Store Entered' THEN json_extract_string(properties, '$.entry_token') END]),
                lambda x: regexp_full_match(x, '({"|".join(sorted(HASH_TYPES))})_[0-9a-f]{{32}}')),
-               lambda h: CASE left(h, 3) {types} END || h))), []::VARCHAR[])"""
+               lambda h: {node_sql('h')}))), []::VARCHAR[])"""

@@ -10,8 +10,6 @@ on their own content, so the result does not depend on the order of the input.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from omnithread.engine.base import Engine
 from omnithread.identity.config import IdentityConfig
 
@@ -110,12 +108,9 @@ def node_kind(node: str) -> str:
 class UnionFind:
     def __init__(self):
         self.parent: dict[str, str] = {}
-        self.counts: dict[str, Counter] = {}
 
     def add(self, node: str) -> None:
-        if node not in self.parent:
-            self.parent[node] = node
-            self.counts[node] = Counter({node_kind(node): 1})
+        self.parent.setdefault(node, node)
 
     def find(self, node: str) -> str:
         root = node
@@ -131,7 +126,6 @@ class UnionFind:
             return
         keep, gone = (ra, rb) if ra < rb else (rb, ra)
         self.parent[gone] = keep
-        self.counts[keep] += self.counts.pop(gone)
 
 
 def split_over_limit(edges: list[dict], config: IdentityConfig) -> tuple[dict[str, str], list[tuple[str, str, str]]]:

@@ -10,15 +10,9 @@ rules (event names) that produced it.
 
 from __future__ import annotations
 
-from omnithread.engine.tables import HASH_TYPES
+from omnithread.engine.tables import HASH_TYPES, node_sql
 
 __all__ = ["node_sql", "edges_sql", "nodes_sql", "keyed_sql", "hashed_sql", "HASH_TYPES", "EVENT_PERSONS_SQL"]
-
-
-def node_sql(value: str) -> str:
-    """A node id (``type:value``) for a keyed hash, typed by its prefix."""
-    cases = " ".join(f"WHEN '{prefix}_' THEN '{kind}:'" for prefix, kind in HASH_TYPES.items())
-    return f"CASE left({value}, 3) {cases} END || {value}"
 
 
 _ACCOUNT = """CASE WHEN regexp_full_match(user_id, 'em_[0-9a-f]{32}') THEN 'email:' || user_id

@@ -79,7 +79,7 @@ def _limits_sql(mapping: dict[str, int]) -> str:
 
 
 def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> None:
-    # two passes over the log: its plain columns grouped, and the JSON of only the events naming keyed hashes
+    # the log's plain columns grouped, and the keyed hashes its events name (their identifiers column)
     engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_keyed AS {keyed_sql()}")
     engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_hashed AS {hashed_sql()}")
     engine.execute(f"CREATE OR REPLACE TABLE identity_nodes AS {nodes_sql('identity_keyed', 'identity_hashed')}")
@@ -160,17 +160,19 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
     components = engine.scalar("SELECT count(*) FROM over_limit")
     if not components:
         return 0
-    rank = "CASE {} END".format(" ".join(f"WHEN '{kind}' THEN {config.rank(kind)}" for kind in config.priority))
+    def rank(kind: str) -> str:
+        return f"CASE {kind} " + " ".join(f"WHEN '{k}' THEN {config.rank(k)}" for k in config.priority) + " END"
+
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE _split_nodes AS
-        SELECT node, {rank.replace('CASE', "CASE split_part(node, ':', 1)")} AS kind
+        SELECT node, {rank("split_part(node, ':', 1)")} AS kind
         FROM identity_labels WHERE label IN (SELECT label FROM over_limit)""")
     nodes = engine.query("SELECT rowid::INTEGER AS id, node, kind FROM _split_nodes ORDER BY id")
     links = engine.query(f"""
         SELECT na.rowid::INTEGER AS a, nb.rowid::INTEGER AS b FROM identity_edges e
         JOIN _split_nodes na ON na.node = e.a JOIN _split_nodes nb ON nb.node = e.b
         WHERE e.status = 'kept'
-        ORDER BY greatest({rank.replace('CASE', 'CASE e.a_type')}, {rank.replace('CASE', 'CASE e.b_type')}),
+        ORDER BY greatest({rank('e.a_type')}, {rank('e.b_type')}),
                  e.events DESC, e.first_seen_at, e.a, e.b""")
     names = nodes.column("node").to_pylist()
     a_ids, b_ids = links.column("a").to_pylist(), links.column("b").to_pylist()
