@@ -11,11 +11,14 @@ from omnithread.identity.cluster import UnionFind, connected_components
 
 def _components(workspace, edges: list[tuple[str, str]]) -> tuple[dict[str, str], int]:
     engine = workspace.engine
-    engine.register("_edges_in", pa.table({"a": [a for a, _ in edges], "b": [b for _, b in edges]}))
+    # numbered in the order of their names, as resolve numbers identifiers
+    names = sorted({node for edge in edges for node in edge})
+    number = {name: i for i, name in enumerate(names)}
+    engine.register("_edges_in", pa.table({"a": [number[a] for a, _ in edges], "b": [number[b] for _, b in edges]}))
     engine.execute("CREATE OR REPLACE TEMP TABLE test_edges AS SELECT * FROM _edges_in")
     engine.unregister("_edges_in")
     rounds = connected_components(engine, "test_edges", "test_labels")
-    return {r["node"]: r["label"] for r in engine.rows("SELECT node, label FROM test_labels")}, rounds
+    return {names[r["id"]]: names[r["label"]] for r in engine.rows("SELECT id, label FROM test_labels")}, rounds
 
 
 def _expected(edges):

@@ -70,6 +70,24 @@ def test_a_card_used_online_and_at_a_till_joins_the_store_visit_to_the_account(t
         assert link["first_message_id"] == "t3" and link["rules"] == ["Order Completed"]
 
 
+def test_a_link_keeps_the_names_of_the_events_that_made_it_sorted_and_at_most_eight(tmp_path, settings):
+    names = [f"Custom {letter}" for letter in "KJIHGFEDCBA"]  # eleven, sent in reverse order
+    events = [{"type": "track", "event": name, "messageId": f"c{i}", "userId": "alice", "anonymousId": "d1",
+               "timestamp": f"2026-09-01T10:{i:02d}:00Z", "context": {"channel": "web"}} for i, name in enumerate(names)]
+    events.append(web_order(20, None, "d1", "tok_alice"))
+    events.append(web_order(21, None, "d1", "tok_alice"))
+    events.append(identify(22, None, "d1", email="alice@example.com"))
+    ws, _ = resolved(tmp_path, settings, events)
+    with ws:
+        links = {(row["a"].split(":")[0], row["b"].split(":")[0]): row for row in ws.engine.rows(
+            "SELECT a, b, rules, events, first_message_id FROM identity_edges")}
+        account = links[("account", "device")]
+        assert account["rules"] == sorted(names)[:8] and account["events"] == 11 and account["first_message_id"] == "c0"
+        token = links[("device", "payment_token")]
+        assert token["rules"] == ["Order Completed"] and token["events"] == 2 and token["first_message_id"] == "o20"
+        assert links[("device", "email")]["rules"] == ["identify"]
+
+
 def test_a_family_card_does_not_merge_two_accounts(tmp_path, settings):
     ws, report = resolved(tmp_path, settings, [
         web_order(1, "alice", "d1", "tok_family"), web_order(2, "alice", "d1", "tok_family"),

@@ -1,7 +1,9 @@
 """Persons as connected components of the kept links, with the per-person limits enforced.
 
 Components are computed set-based in the engine by label propagation on integer
-node numbers with hooking and pointer jumping (see ``connected_components``).
+node numbers with hooking and pointer jumping (see ``connected_components``); the
+numbers follow the order of the identifiers' names, so the smallest number is the
+smallest name.
 Only components that break a limit (two accounts, say) are taken apart here, by
 a union-find that adds their links strongest first and refuses any that would
 break a limit; the refused links are returned with their reason. Links are sorted
@@ -9,6 +11,8 @@ on their own content, so the result does not depend on the order of the input.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from omnithread.engine.base import Engine
 from omnithread.identity.config import IdentityConfig
@@ -18,42 +22,32 @@ __all__ = ["connected_components", "split_over_limit", "add_strongest_first", "s
 
 
 def connected_components(engine: Engine, edges: str, labels: str, max_rounds: int = 200) -> int:
-    """Write ``labels(node, label)`` for the nodes of table ``edges(a, b)``; return the rounds taken.
+    """Write ``labels(id, label)`` for the nodes of table ``edges(a, b)``, whose ends are integer node
+    numbers; each node's label is the smallest number in its component. Returns the rounds taken.
 
-    Each component is labelled by its smallest node. Nodes are numbered as found (no
-    sort: the numbers only drive the rounds, and the label is named at the end). Nodes
-    with a single link (most identifiers: a device seen with one account)
-    take no part in the rounds: they are set aside and take their neighbour's label at
-    the end, which at scale halves the tables every round reads. Among the rest, each
-    round every node takes the smallest label among itself and its neighbours; the node
-    a label names takes the smallest label any of its followers found (hooking); then
-    every node takes the label of its label (pointer jumping). Labels only fall and
-    always name a node of the same component, so when nothing changes each component
-    carries its smallest number; hooking and jumping make that take a few rounds on long
-    chains, where plain propagation needs one per link. Last, each component's label
-    becomes the smallest of its nodes, single-link nodes included.
+    Nodes with a single link (most identifiers: a device seen with one account) take no
+    part in the rounds: they are set aside and take their neighbour's label at the end,
+    which at scale halves the tables every round reads. Among the rest, each round every
+    node takes the smallest label among itself and its neighbours; the node a label names
+    takes the smallest label any of its followers found (hooking); then every node takes
+    the label of its label (pointer jumping). Labels only fall and always name a node of
+    the same component, so when nothing changes each component carries its smallest
+    number; hooking and jumping make that take a few rounds on long chains, where plain
+    propagation needs one per link. Last, each component's label becomes the smallest of
+    its nodes, single-link nodes included.
     """
-    # numbered in whatever order the engine finds them (no sort): labels are named by their
-    # smallest node only at the end, so the numbering never shows
     engine.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _cc_distinct AS SELECT a AS node FROM {edges} UNION SELECT b FROM {edges}""")
-    engine.execute("CREATE OR REPLACE TEMP TABLE _cc_nodes AS SELECT node, rowid::INTEGER AS id FROM _cc_distinct")
-    engine.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _cc_all AS
-        SELECT na.id AS a, nb.id AS b FROM {edges} e
-        JOIN _cc_nodes na ON na.node = e.a JOIN _cc_nodes nb ON nb.node = e.b""")
-    engine.execute("""
         CREATE OR REPLACE TEMP TABLE _cc_degree AS
-        SELECT id, count(*) AS degree FROM (SELECT a AS id FROM _cc_all UNION ALL SELECT b FROM _cc_all) GROUP BY id""")
+        SELECT id, count(*) AS degree FROM (SELECT a AS id FROM {edges} UNION ALL SELECT b FROM {edges}) GROUP BY id""")
     # (leaf, its only neighbour) for every node with a single link
-    engine.execute("""
+    engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cc_leaves AS
-        SELECT e.a AS id, e.b AS neighbour FROM _cc_all e JOIN _cc_degree d ON d.id = e.a WHERE d.degree = 1
+        SELECT e.a AS id, e.b AS neighbour FROM {edges} e JOIN _cc_degree d ON d.id = e.a WHERE d.degree = 1
         UNION ALL
-        SELECT e.b, e.a FROM _cc_all e JOIN _cc_degree d ON d.id = e.b WHERE d.degree = 1""")
-    engine.execute("""
+        SELECT e.b, e.a FROM {edges} e JOIN _cc_degree d ON d.id = e.b WHERE d.degree = 1""")
+    engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cc_edges AS
-        SELECT a, b FROM _cc_all e
+        SELECT a, b FROM {edges}
         WHERE a NOT IN (SELECT id FROM _cc_leaves) AND b NOT IN (SELECT id FROM _cc_leaves)""")
     engine.execute("CREATE OR REPLACE TEMP TABLE _cc_labels AS SELECT id, id AS label FROM _cc_degree WHERE degree > 1")
     rounds = 0
@@ -86,17 +80,11 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
         WITH held AS (  -- every node of a component with more than one link, and the leaves hanging off it
             SELECT id, label FROM _cc_labels
             UNION ALL SELECT f.id, l.label FROM _cc_leaves f JOIN _cc_labels l ON l.id = f.neighbour
-        ), named AS (SELECT h.label, n.node FROM held h JOIN _cc_nodes n USING (id)
-        ), smallest AS (SELECT label, min(node) AS first FROM named GROUP BY label
-        ), pairs AS (  -- two nodes linked only to each other
-            SELECT n.node, m.node AS other FROM _cc_leaves f
-            JOIN _cc_nodes n ON n.id = f.id JOIN _cc_nodes m ON m.id = f.neighbour
-            WHERE f.neighbour IN (SELECT id FROM _cc_leaves)
-        )
-        SELECT n.node, s.first AS label FROM named n JOIN smallest s USING (label)
-        UNION ALL SELECT node, least(node, other) FROM pairs""")
-    for table in ("_cc_distinct", "_cc_nodes", "_cc_all", "_cc_degree", "_cc_leaves", "_cc_edges", "_cc_labels",
-                  "_cc_next"):
+        ), smallest AS (SELECT label, min(id) AS first FROM held GROUP BY label)
+        SELECT h.id, s.first AS label FROM held h JOIN smallest s USING (label)
+        UNION ALL  -- two nodes linked only to each other
+        SELECT id, least(id, neighbour) FROM _cc_leaves WHERE neighbour IN (SELECT id FROM _cc_leaves)""")
+    for table in ("_cc_degree", "_cc_leaves", "_cc_edges", "_cc_labels", "_cc_next"):
         engine.execute(f"DROP TABLE IF EXISTS {table}")
     return rounds
 
@@ -164,12 +152,12 @@ def add_strongest_first(a_nodes: list[str], b_nodes: list[str],
     return dict(zip(names, labels)), [(a_nodes[i], b_nodes[i], reason) for i, reason in refused]
 
 
-def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names: list[str],
-                    config: IdentityConfig) -> tuple[list[str], list[tuple[int, str]]]:
+def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names: Sequence,
+                    config: IdentityConfig) -> tuple[list, list[tuple[int, str]]]:
     """``add_strongest_first`` on node numbers: ``a_ids``/``b_ids`` are the links, sorted strongest
     first, between nodes ``0..len(names)-1``, whose type is ``kinds`` (their rank in
-    ``config.priority``). Returns each node's label (its cluster's smallest name) and the refused
-    links as (index, reason).
+    ``config.priority``). Returns each node's label (its cluster's smallest name: names are
+    strings, or numbers that sort as the strings do) and the refused links as (index, reason).
 
     Kept lean, since every link of every over-limit component passes through it: lists of
     numbers, and type counts only for clusters of more than one node.

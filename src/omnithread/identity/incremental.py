@@ -22,7 +22,7 @@ from omnithread.engine.base import Engine
 from omnithread.errors import NotFoundError
 from omnithread.identity.cluster import UnionFind, node_kind
 from omnithread.identity.config import IdentityConfig
-from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql
+from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql, rule_names
 from omnithread.identity.resolve import blocked_hashes, persons_sql
 from omnithread.privacy import Pseudonymiser
 
@@ -241,10 +241,11 @@ def update_identities(engine: Engine, pseudonymiser: Pseudonymiser,
                    "coalesce(?::TIMESTAMPTZ, TIMESTAMPTZ '1970-01-01')", [through])
     report.events = engine.scalar("SELECT count(*) FROM new_events")
     if report.events:
-        keyed, hashed = f"({keyed_sql('new_events')})", f"({hashed_sql('new_events')})"
+        names = rule_names(engine, "new_events")
+        keyed, hashed = f"({keyed_sql(names, 'new_events')})", f"({hashed_sql(names, 'new_events')})"
         for row in engine.rows(nodes_sql(keyed, hashed) + " ORDER BY node"):
             graph.add_node(row)
-        for edge in engine.rows(edges_sql(keyed, hashed) + " ORDER BY first_seen_at, a, b"):
+        for edge in engine.rows(edges_sql(keyed, hashed, names) + " ORDER BY first_seen_at, a, b"):
             graph.add_link(edge)
         if graph.config.match_threshold is not None:
             _match_new_records(engine, graph)

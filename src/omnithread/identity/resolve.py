@@ -15,7 +15,7 @@ import pyarrow as pa
 from omnithread.engine.base import Engine
 from omnithread.identity.cluster import connected_components, strongest_first
 from omnithread.identity.config import NODE_TYPES, IdentityConfig
-from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql
+from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql, rule_names
 from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
 
 __all__ = ["resolve_identities", "ResolveReport", "blocked_hashes", "persons_sql"]
@@ -80,14 +80,18 @@ def _limits_sql(mapping: dict[str, int]) -> str:
 
 def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> None:
     # the log's plain columns grouped, and the keyed hashes its events name (their identifiers column)
-    engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_keyed AS {keyed_sql()}")
-    engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_hashed AS {hashed_sql()}")
-    engine.execute(f"CREATE OR REPLACE TABLE identity_nodes AS {nodes_sql('identity_keyed', 'identity_hashed')}")
+    names = rule_names(engine)
+    engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_keyed AS {keyed_sql(names)}")
+    engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_hashed AS {hashed_sql(names)}")
+    # in the order of their names, so that a node's row number (its rowid) sorts as its name does: the
+    # components and the split then work on numbers, and the smallest number names a component
+    engine.execute(f"CREATE OR REPLACE TABLE identity_nodes AS SELECT * FROM "
+                   f"({nodes_sql('identity_keyed', 'identity_hashed')}) ORDER BY node")
     engine.execute(f"""
         CREATE OR REPLACE TABLE identity_edges AS
         SELECT *, split_part(a, ':', 1) AS a_type, split_part(b, ':', 1) AS b_type,
                'kept' AS status, NULL::VARCHAR AS reason, NULL::DOUBLE AS score
-        FROM ({edges_sql('identity_keyed', 'identity_hashed')})""")
+        FROM ({edges_sql('identity_keyed', 'identity_hashed', names)})""")
     engine.execute("DROP TABLE identity_keyed")
     engine.execute("DROP TABLE identity_hashed")
     # values that never identify anyone
@@ -150,46 +154,50 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
     """Take apart every component that breaks a limit; all at once, so the cost is one pass.
 
     The links of those components leave the engine as two columns of node numbers, already sorted
-    strongest first (the order of ``link_strength``), so the union-find only walks them once.
+    strongest first (the order of ``link_strength``: node numbers sort as node names do), so the
+    union-find only walks them once.
     """
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE over_limit AS
         SELECT DISTINCT label FROM (
-            SELECT label, split_part(node, ':', 1) AS kind, count(*) AS n FROM identity_labels GROUP BY 1, 2
+            SELECT l.label, split_part(n.node, ':', 1) AS kind, count(*) AS n
+            FROM identity_labels l JOIN identity_nodes n ON n.rowid = l.id GROUP BY 1, 2
         ) JOIN {_limits_sql(config.limits)} USING (kind) WHERE n > most""")
     components = engine.scalar("SELECT count(*) FROM over_limit")
     if not components:
         return 0
+
     def rank(kind: str) -> str:
         return f"CASE {kind} " + " ".join(f"WHEN '{k}' THEN {config.rank(k)}" for k in config.priority) + " END"
 
+    # numbered again from 0, in the order of the node numbers
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE _split_nodes AS
-        SELECT node, {rank("split_part(node, ':', 1)")} AS kind
-        FROM identity_labels WHERE label IN (SELECT label FROM over_limit)""")
-    nodes = engine.query("SELECT rowid::INTEGER AS id, node, kind FROM _split_nodes ORDER BY id")
+        SELECT l.id, {rank("split_part(n.node, ':', 1)")} AS kind
+        FROM identity_labels l JOIN identity_nodes n ON n.rowid = l.id
+        WHERE l.label IN (SELECT label FROM over_limit) ORDER BY l.id""")
+    nodes = engine.query("SELECT id, kind FROM _split_nodes ORDER BY rowid")
     links = engine.query(f"""
-        SELECT na.rowid::INTEGER AS a, nb.rowid::INTEGER AS b FROM identity_edges e
-        JOIN _split_nodes na ON na.node = e.a JOIN _split_nodes nb ON nb.node = e.b
-        WHERE e.status = 'kept'
-        ORDER BY greatest({rank('e.a_type')}, {rank('e.b_type')}),
-                 e.events DESC, e.first_seen_at, e.a, e.b""")
-    names = nodes.column("node").to_pylist()
-    a_ids, b_ids = links.column("a").to_pylist(), links.column("b").to_pylist()
-    labels, refused = strongest_first(a_ids, b_ids, nodes.column("kind").to_pylist(), names, config)
+        SELECT k.link, sa.rowid::INTEGER AS a, sb.rowid::INTEGER AS b
+        FROM kept_edges k JOIN _split_nodes sa ON sa.id = k.a JOIN _split_nodes sb ON sb.id = k.b
+        JOIN identity_edges e ON e.rowid = k.link
+        ORDER BY greatest({rank('e.a_type')}, {rank('e.b_type')}), e.events DESC, e.first_seen_at, k.a, k.b""")
+    ids = nodes.column("id").to_pylist()
+    labels, refused = strongest_first(links.column("a").to_pylist(), links.column("b").to_pylist(),
+                                      nodes.column("kind").to_pylist(), ids, config)
+    rows = links.column("link").to_pylist()
     del nodes, links
     engine.execute("DROP TABLE _split_nodes")
-    engine.register("_refused", pa.table({"a": [names[a_ids[i]] for i, _ in refused],
-                                          "b": [names[b_ids[i]] for i, _ in refused],
-                                          "reason": [reason for _, reason in refused]}, schema=pa.schema(
-        [("a", pa.string()), ("b", pa.string()), ("reason", pa.string())])))
-    engine.register("_relabel", pa.table({"node": names, "label": labels},
-                                         schema=pa.schema([("node", pa.string()), ("label", pa.string())])))
+    engine.register("_refused", pa.table({"link": [rows[i] for i, _ in refused],
+                                          "reason": [reason for _, reason in refused]},
+                                         schema=pa.schema([("link", pa.int64()), ("reason", pa.string())])))
+    engine.register("_relabel", pa.table({"id": ids, "label": labels},
+                                         schema=pa.schema([("id", pa.int64()), ("label", pa.int64())])))
     try:
         engine.execute("""
             UPDATE identity_edges SET status = 'dropped', reason = r.reason FROM _refused r
-            WHERE r.a = identity_edges.a AND r.b = identity_edges.b""")
-        engine.execute("UPDATE identity_labels SET label = r.label FROM _relabel r WHERE r.node = identity_labels.node")
+            WHERE r.link = identity_edges.rowid""")
+        engine.execute("UPDATE identity_labels SET label = r.label FROM _relabel r WHERE r.id = identity_labels.id")
     finally:
         engine.unregister("_refused")
         engine.unregister("_relabel")
@@ -205,21 +213,23 @@ def _name_persons(engine: Engine) -> None:
     """
     previous = engine.has_table("identity_map")
     engine.execute("CREATE OR REPLACE TEMP TABLE previous_map AS " + (
-        "SELECT identifier AS node, person_id AS old_person_id FROM identity_map WHERE person_id IS NOT NULL"
-        if previous else "SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS old_person_id WHERE false"))
+        "SELECT n.rowid AS id, m.person_id AS old_person_id FROM identity_map m "
+        "JOIN identity_nodes n ON n.node = m.identifier WHERE m.person_id IS NOT NULL"
+        if previous else "SELECT NULL::BIGINT AS id, NULL::VARCHAR AS old_person_id WHERE false"))
     engine.execute("""
         CREATE OR REPLACE TEMP TABLE person_names AS
         WITH overlap AS (
             SELECT l.label, p.old_person_id, count(*) AS shared
-            FROM identity_labels l JOIN previous_map p USING (node) GROUP BY 1, 2
+            FROM identity_labels l JOIN previous_map p USING (id) GROUP BY 1, 2
         ), claimed AS (
             SELECT * FROM overlap
             QUALIFY row_number() OVER (PARTITION BY old_person_id ORDER BY shared DESC, label) = 1
         ), kept AS (
             SELECT * FROM claimed QUALIFY row_number() OVER (PARTITION BY label ORDER BY shared DESC, old_person_id) = 1
         )
-        SELECT DISTINCT l.label, coalesce(k.old_person_id, 'p_' || left(md5(l.label), 16)) AS person_id
-        FROM identity_labels l LEFT JOIN kept k USING (label)""")
+        SELECT l.label, coalesce(k.old_person_id, 'p_' || left(md5(n.node), 16)) AS person_id
+        FROM (SELECT DISTINCT label FROM identity_labels) l JOIN identity_nodes n ON n.rowid = l.label
+        LEFT JOIN kept k USING (label)""")
 
 
 def _redirect_retired(engine: Engine) -> None:
@@ -228,7 +238,7 @@ def _redirect_retired(engine: Engine) -> None:
         INSERT INTO person_redirects
         SELECT old_person_id, person_id, now(), 'merged on rebuild' FROM (
             SELECT p.old_person_id, m.person_id, count(*) AS shared FROM previous_map p
-            JOIN identity_map m ON m.identifier = p.node AND m.person_id IS NOT NULL
+            JOIN identity_labels l USING (id) JOIN person_names m USING (label)
             WHERE p.old_person_id NOT IN (SELECT person_id FROM persons)
             GROUP BY 1, 2
             QUALIFY row_number() OVER (PARTITION BY p.old_person_id ORDER BY count(*) DESC, m.person_id) = 1)""")
@@ -256,15 +266,21 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
     else:
         engine.execute("DROP TABLE IF EXISTS identity_match_model")
     lap = report.lap("matching", lap)
-    engine.execute("CREATE OR REPLACE TEMP TABLE kept_edges AS SELECT a, b FROM identity_edges WHERE status = 'kept'")
+    # the kept links between node numbers, with the row of each
+    engine.execute("""
+        CREATE OR REPLACE TEMP TABLE kept_edges AS
+        SELECT e.rowid AS link, na.rowid AS a, nb.rowid AS b FROM identity_edges e
+        JOIN identity_nodes na ON na.node = e.a JOIN identity_nodes nb ON nb.node = e.b
+        WHERE e.status = 'kept'""")
     report.rounds = connected_components(engine, "kept_edges", "identity_labels")
     # identifiers that no kept link touches are persons of their own
     engine.execute("""
         INSERT INTO identity_labels
-        SELECT node, node FROM identity_nodes
-        WHERE node NOT IN (SELECT node FROM identity_labels) AND node NOT IN (SELECT node FROM blocked_nodes)""")
+        SELECT rowid, rowid FROM identity_nodes
+        WHERE rowid NOT IN (SELECT id FROM identity_labels) AND node NOT IN (SELECT node FROM blocked_nodes)""")
     lap = report.lap("components", lap)
     report.split_components = _split_components(engine, config)
+    engine.execute("DROP TABLE kept_edges")
     lap = report.lap("split", lap)
     engine.execute("CREATE TABLE IF NOT EXISTS person_redirects (old_person_id VARCHAR, person_id VARCHAR, "
                    "redirected_at TIMESTAMPTZ, reason VARCHAR)")
@@ -275,7 +291,7 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
         CREATE OR REPLACE TABLE identity_map AS
         SELECT n.node AS identifier, split_part(n.node, ':', 1) AS identifier_type, ids.person_id,
                b.reason AS blocked_reason, n.events, n.first_seen_at, n.last_seen_at
-        FROM identity_nodes n LEFT JOIN identity_labels l USING (node) LEFT JOIN person_names ids USING (label)
+        FROM identity_nodes n LEFT JOIN identity_labels l ON l.id = n.rowid LEFT JOIN person_names ids USING (label)
         LEFT JOIN blocked_nodes b USING (node)""")
     engine.execute(f"CREATE OR REPLACE TABLE persons AS {persons_sql()}")
     _redirect_retired(engine)
@@ -289,5 +305,7 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
     report.links_kept = engine.scalar("SELECT count(*) FROM identity_edges WHERE status = 'kept'")
     report.links_dropped = {r["reason"]: r["n"] for r in engine.rows(
         "SELECT reason, count(*) AS n FROM identity_edges WHERE status = 'dropped' GROUP BY 1 ORDER BY 2 DESC, 1")}
+    for table in ("identity_labels", "person_names", "previous_map", "over_limit", "blocked_nodes"):
+        engine.execute(f"DROP TABLE IF EXISTS {table}")  # temporary tables hold memory until dropped
     report.seconds = time.perf_counter() - started
     return report
