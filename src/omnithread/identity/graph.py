@@ -32,7 +32,8 @@ _ANONYMOUS = """CASE WHEN anonymous_id IS NULL THEN NULL
 def rule_names(engine: Engine, source: str = "events") -> list[str]:
     """The distinct rules (event names, else the call) of the events of ``source``, sorted: the
     vocabulary ``keyed_sql``, ``hashed_sql`` and ``edges_sql`` record each link's rules in."""
-    return [row["rule"] for row in engine.rows(f"SELECT DISTINCT coalesce(event, call) AS rule FROM {source} ORDER BY 1")]
+    sql = f"SELECT DISTINCT coalesce(event, call) AS rule FROM {source} ORDER BY 1"
+    return [row["rule"] for row in engine.rows(sql)]
 
 
 def _names(names: list[str]) -> str:
