@@ -50,3 +50,22 @@ def test_a_long_chain_a_star_and_random_graphs_get_the_smallest_node_as_label(wo
     # hooking and pointer jumping: a 2,000-link chain settles in a handful of rounds, not 2,000
     assert rounds <= 15
 
+
+
+def test_nodes_that_only_join_two_others_are_set_aside_without_changing_the_components(workspace):
+    rng = random.Random(3)
+    edges = []
+    for person in range(300):  # a card and a token joined by many store visits, each with its own device
+        card, token = f"card{person:03d}", f"token{person:03d}"
+        for visit in range(rng.randrange(1, 6)):
+            session = f"s{person:03d}-{visit}"
+            edges += [(session, card), (session, token), (session, f"dev{person:03d}-{visit}")]
+        if person % 7 == 0:  # a visit joining two persons' cards, and a chain of visits between visits
+            edges += [(f"x{person:03d}", card), (f"x{person:03d}", f"card{(person + 1) % 300:03d}")]
+            edges += [(f"y{person:03d}a", token), (f"y{person:03d}a", f"y{person:03d}b"),
+                      (f"y{person:03d}b", f"y{person:03d}c"), (f"y{person:03d}c", f"token{(person + 2) % 300:03d}")]
+    rng.shuffle(edges)
+    labels, _ = _components(workspace, edges)
+    assert labels == _expected(edges)
+    assert labels["card007"] == labels["card008"] == labels["token009"] == labels["s008-0"]
+    assert labels["card000"] == labels["card001"] == labels["token002"] != labels["card003"]

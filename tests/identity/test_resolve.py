@@ -88,6 +88,39 @@ def test_a_link_keeps_the_names_of_the_events_that_made_it_sorted_and_at_most_ei
         assert links[("device", "email")]["rules"] == ["identify"]
 
 
+def test_a_pair_linked_by_its_account_and_by_a_hash_on_its_device_is_one_link_with_both_rules(tmp_path, settings):
+    # a sender whose user ids are email hashes: the account is an email node, which the device's
+    # own identify names too, so the same pair comes from both halves of the graph's reading
+    hashed = "em_" + "a" * 32
+    ws, _ = resolved(tmp_path, settings, [
+        web_order(1, hashed, "d1", "tok_a"),
+        {**identify(2, None, "d1", email=hashed), "timestamp": "2026-09-01T11:00:00Z"},
+        {**identify(3, None, "d1", email=hashed), "timestamp": "2026-09-01T12:00:00Z"},
+    ])
+    with ws:
+        links = ws.engine.rows("SELECT a, b, events, rules, first_message_id FROM identity_edges "
+                               f"WHERE a = 'device:d1' AND b = 'email:{hashed}'")
+        assert links == [{"a": "device:d1", "b": f"email:{hashed}", "events": 3,
+                          "rules": ["Order Completed", "identify"], "first_message_id": "o1"}]
+
+
+def test_a_rebuild_keeps_person_ids_and_redirects_the_id_a_merge_retired(tmp_path, settings):
+    first = [identify(1, None, "d1", email="ann@example.com"), identify(2, None, "d1", email="ann@example.com"),
+             identify(3, None, "d2", phone="+442079460000"), identify(4, None, "d3", email="cy@example.com")]
+    ws, report = resolved(tmp_path, settings, first)
+    with ws:
+        assert report.persons == 3
+        before = {key: person_of(ws, key) for key in ("d1", "d2", "d3")}
+        # d2 gives ann's email too: the person with more identifiers keeps its id, the other's redirects
+        ws.ingestor().ingest_paths([write_lines(tmp_path / "more.jsonl", [
+            identify(5, None, "d2", email="ann@example.com")])])
+        report = resolve_identities(ws.engine, ws.pseudonymiser)
+        assert report.persons == 2
+        assert person_of(ws, "d1") == person_of(ws, "d2") == before["d1"] and person_of(ws, "d3") == before["d3"]
+        assert ws.engine.rows("SELECT old_person_id, person_id, reason FROM person_redirects") == [
+            {"old_person_id": before["d2"], "person_id": before["d1"], "reason": "merged on rebuild"}]
+
+
 def test_a_family_card_does_not_merge_two_accounts(tmp_path, settings):
     ws, report = resolved(tmp_path, settings, [
         web_order(1, "alice", "d1", "tok_family"), web_order(2, "alice", "d1", "tok_family"),

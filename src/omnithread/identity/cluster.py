@@ -27,8 +27,9 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
 
     Nodes with a single link (most identifiers: a device seen with one account) take no
     part in the rounds: they are set aside and take their neighbour's label at the end,
-    which at scale halves the tables every round reads. Among the rest, each round every
-    node takes the smallest label among itself and its neighbours; the node a label names
+    which at scale halves the tables every round reads; so do nodes that only join two
+    others (see ``_cc_bridges``), whose neighbours are linked directly instead. Among the
+    rest, each round every node takes the smallest label among itself and its neighbours; the node a label names
     takes the smallest label any of its followers found (hooking); then every node takes
     the label of its label (pointer jumping). Labels only fall and always name a node of
     the same component, so when nothing changes each component carries its smallest
@@ -46,10 +47,32 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
         UNION ALL
         SELECT e.b, e.a FROM {edges} e JOIN _cc_degree d ON d.id = e.b WHERE d.degree = 1""")
     engine.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _cc_edges AS
+        CREATE OR REPLACE TEMP TABLE _cc_core AS
         SELECT a, b FROM {edges}
         WHERE a NOT IN (SELECT id FROM _cc_leaves) AND b NOT IN (SELECT id FROM _cc_leaves)""")
-    engine.execute("CREATE OR REPLACE TEMP TABLE _cc_labels AS SELECT id, id AS label FROM _cc_degree WHERE degree > 1")
+    # (node, one neighbour) for every node that only joins two others: two links left once its leaves
+    # are set aside, to two nodes that are not such nodes themselves (a store visit between a loyalty
+    # card and a payment token). It is set aside as well and its two neighbours are linked directly,
+    # once however many such nodes join them, which at scale halves the links the rounds read again.
+    engine.execute("""
+        CREATE OR REPLACE TEMP TABLE _cc_bridges AS
+        WITH two AS (
+            SELECT id FROM (SELECT a AS id FROM _cc_core UNION ALL SELECT b FROM _cc_core) GROUP BY id
+            HAVING count(*) = 2
+        ), ends AS (
+            SELECT a AS id, b AS other FROM _cc_core WHERE a IN (SELECT id FROM two)
+            UNION ALL SELECT b, a FROM _cc_core WHERE b IN (SELECT id FROM two)
+        )
+        SELECT id, min(other) AS x, max(other) AS y FROM ends GROUP BY id
+        HAVING min(other) NOT IN (SELECT id FROM two) AND max(other) NOT IN (SELECT id FROM two)""")
+    engine.execute("""
+        CREATE OR REPLACE TEMP TABLE _cc_edges AS
+        SELECT a, b FROM _cc_core WHERE a NOT IN (SELECT id FROM _cc_bridges) AND b NOT IN (SELECT id FROM _cc_bridges)
+        UNION SELECT x, y FROM _cc_bridges""")
+    engine.execute("DROP TABLE _cc_core")
+    engine.execute("""
+        CREATE OR REPLACE TEMP TABLE _cc_labels AS SELECT id, id AS label FROM _cc_degree
+        WHERE degree > 1 AND id NOT IN (SELECT id FROM _cc_bridges)""")
     rounds = 0
     # labels only fall, so their sum falls exactly when one changes: one scan, no join, per round
     total = engine.scalar("SELECT sum(label) FROM _cc_labels")
@@ -77,14 +100,17 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
             break
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE {labels} AS
-        WITH held AS (  -- every node of a component with more than one link, and the leaves hanging off it
+        WITH joined AS (  -- every node of a component with more than one link
             SELECT id, label FROM _cc_labels
-            UNION ALL SELECT f.id, l.label FROM _cc_leaves f JOIN _cc_labels l ON l.id = f.neighbour
+            UNION ALL SELECT j.id, l.label FROM _cc_bridges j JOIN _cc_labels l ON l.id = j.x
+        ), held AS (  -- and the leaves hanging off them
+            SELECT id, label FROM joined
+            UNION ALL SELECT f.id, l.label FROM _cc_leaves f JOIN joined l ON l.id = f.neighbour
         ), smallest AS (SELECT label, min(id) AS first FROM held GROUP BY label)
         SELECT h.id, s.first AS label FROM held h JOIN smallest s USING (label)
         UNION ALL  -- two nodes linked only to each other
         SELECT id, least(id, neighbour) FROM _cc_leaves WHERE neighbour IN (SELECT id FROM _cc_leaves)""")
-    for table in ("_cc_degree", "_cc_leaves", "_cc_edges", "_cc_labels", "_cc_next"):
+    for table in ("_cc_degree", "_cc_leaves", "_cc_bridges", "_cc_edges", "_cc_labels", "_cc_next"):
         engine.execute(f"DROP TABLE IF EXISTS {table}")
     return rounds
 

@@ -127,11 +127,21 @@ def edges_sql(keyed: str, hashed: str, names: list[str]) -> str:
 
     A pair comes from ``keyed`` or from ``hashed``, rarely both (an account that is an
     email hash, and the same hash named on an event of its device), so one grouping
-    merges them. The rules are the first eight names, in order, of the bits set; few sets of
-    rules occur, so each is spelt out once and joined to the links.
+    merges them. The rules are the first eight names, in order, of the bits set. Few sets of
+    rules occur, so each set the grouped rows bring is spelt out once and joined to the links;
+    only a pair found in both (whose sets were merged) spells out its own.
     """
+    def spell(bits: str) -> str:
+        return (f"list_transform(list_filter(range(1, {len(names)} + 1), "
+                f"lambda i: get_bit({bits}, (i - 1)::INTEGER) = 1)[:8], lambda i: ({_names(names)})[i])")
+
     return f"""
-WITH links AS (
+WITH spelt AS (
+    SELECT bits, {spell('bits')} AS rules
+    FROM (SELECT rules AS bits FROM {keyed} WHERE rules IS NOT NULL UNION SELECT rules FROM {hashed})
+)
+SELECT a, b, events, first_seen_at, last_seen_at, first_message_id, coalesce(s.rules, {spell('l.bits')}, []) AS rules
+FROM (
     SELECT a, b, sum(events)::BIGINT AS events, min(first_at) AS first_seen_at, max(last_at) AS last_seen_at,
            arg_min(first_message_id, first_at) AS first_message_id, bit_or(rules) AS bits
     FROM (
@@ -144,14 +154,7 @@ WITH links AS (
         FROM {hashed}
     )
     GROUP BY 1, 2
-), spelt AS (
-    SELECT bits, list_transform(
-               list_filter(range(1, {len(names)} + 1), lambda i: get_bit(bits, (i - 1)::INTEGER) = 1)[:8],
-               lambda i: ({_names(names)})[i]) AS rules
-    FROM (SELECT DISTINCT bits FROM links)
-)
-SELECT a, b, events, first_seen_at, last_seen_at, first_message_id, coalesce(rules, []) AS rules
-FROM links LEFT JOIN spelt USING (bits)
+) l LEFT JOIN spelt s ON s.bits = l.bits
 """
 
 

@@ -236,6 +236,16 @@ def _patterns(con, pairs: str, comparisons: list[Comparison], left_out: set[str]
         GROUP BY ALL ORDER BY ALL""").to_arrow_table()
 
 
+def _patterns_within(con, comparisons: list[Comparison], block: tuple[str, ...], left_out: set[str]) -> pa.Table:
+    """``_patterns`` of the pairs equal on ``block``, when a blocking rule already found them all: read from
+    the compared candidates (table ``_compared``), where equal means the top level of each column."""
+    keys = ", ".join(("-1" if c.column in left_out else f"c{k}") + f"::TINYINT AS c{k}"
+                     for k, c in enumerate(comparisons))
+    equal = " AND ".join(f"c{k} = {c.levels - 1}" for k, c in enumerate(comparisons) if c.column in block)
+    sql = f"SELECT {keys}, count(*) AS n FROM _compared WHERE {equal} GROUP BY ALL ORDER BY ALL"
+    return con.sql(sql).to_arrow_table()
+
+
 def _matrix(table: pa.Table, k: int) -> np.ndarray:
     return np.stack([table.column(f"c{i}").to_numpy().astype(np.int64) for i in range(k)], axis=1)
 
@@ -264,6 +274,7 @@ def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], 
         name for table in tables for name in table.column_names if name != unique_id})
     sizes = [t.num_rows for t in tables]
     total_pairs = sizes[0] * sizes[1] if link_type == "link_only" else sum(sizes) * (sum(sizes) - 1) / 2
+    compared = {c.column for c in comparisons}
     con = duckdb.connect()
     try:
         _records(con, tables, unique_id, columns)
@@ -280,9 +291,13 @@ def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], 
             start_m.append(start)
         estimates: list[list[np.ndarray]] = [[] for _ in comparisons]
         iterations = 0
+        grouped = _compare(con, comparisons, [blocked(rule) for rule in blocking])
         for block in training:
             left_out = set(block.block) | set(block.ignore)
-            table = _patterns(con, blocked(block_on(*block.block)), comparisons, left_out)
+            if block_on(*block.block) in blocking and all(c in compared for c in block.block):
+                table = _patterns_within(con, comparisons, block.block, left_out)
+            else:
+                table = _patterns(con, blocked(block_on(*block.block)), comparisons, left_out)
             if table.num_rows == 0:
                 continue
             _, _, m, used = em(_matrix(table, len(comparisons)), table.column("n").to_numpy(), start_m, u, 0.5)
@@ -291,7 +306,6 @@ def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], 
                 if c.column not in left_out:
                     estimates[k].append(m[k])
         m = [np.mean(found, axis=0) if found else start for found, start in zip(estimates, start_m)]
-        grouped = _compare(con, comparisons, [blocked(rule) for rule in blocking])
         candidates = int(sum(grouped.column("n").to_pylist()))
         if candidates == 0:
             return LinkResult(_EMPTY, 0, 0, 0.0, m, u, iterations)

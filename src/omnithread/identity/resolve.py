@@ -84,8 +84,12 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
     engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_keyed AS {keyed_sql(names)}")
     engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_hashed AS {hashed_sql(names)}")
     # in the order of their names, so that a node's row number (its rowid) sorts as its name does: the
-    # components and the split then work on numbers, and the smallest number names a component
-    engine.execute(f"CREATE OR REPLACE TABLE identity_nodes AS SELECT * FROM "
+    # components and the split then work on numbers, and the smallest number names a component. Only
+    # this resolve reads it, so it is never written to disk (where it would also keep erased hashes).
+    for row in engine.rows("SELECT database_name FROM duckdb_tables() WHERE table_name = 'identity_nodes' "
+                           "AND NOT temporary"):  # written by earlier versions
+        engine.execute(f'DROP TABLE "{row["database_name"]}".main.identity_nodes')
+    engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_nodes AS SELECT * FROM "
                    f"({nodes_sql('identity_keyed', 'identity_hashed')}) ORDER BY node")
     engine.execute(f"""
         CREATE OR REPLACE TABLE identity_edges AS
@@ -212,17 +216,16 @@ def _name_persons(engine: Engine) -> None:
     a new id derived from its smallest identifier.
     """
     previous = engine.has_table("identity_map")
-    engine.execute("CREATE OR REPLACE TEMP TABLE previous_map AS " + (
-        "SELECT n.rowid AS id, m.person_id AS old_person_id FROM identity_map m "
-        "JOIN identity_nodes n ON n.node = m.identifier WHERE m.person_id IS NOT NULL"
-        if previous else "SELECT NULL::BIGINT AS id, NULL::VARCHAR AS old_person_id WHERE false"))
+    # how many identifiers each new cluster shares with each previous person
+    engine.execute("CREATE OR REPLACE TEMP TABLE person_overlap AS " + (
+        "SELECT l.label, m.person_id AS old_person_id, count(*) AS shared FROM identity_map m "
+        "JOIN identity_nodes n ON n.node = m.identifier JOIN identity_labels l ON l.id = n.rowid "
+        "WHERE m.person_id IS NOT NULL GROUP BY 1, 2"
+        if previous else "SELECT NULL::BIGINT AS label, NULL::VARCHAR AS old_person_id, 0 AS shared WHERE false"))
     engine.execute("""
         CREATE OR REPLACE TEMP TABLE person_names AS
-        WITH overlap AS (
-            SELECT l.label, p.old_person_id, count(*) AS shared
-            FROM identity_labels l JOIN previous_map p USING (id) GROUP BY 1, 2
-        ), claimed AS (
-            SELECT * FROM overlap
+        WITH claimed AS (
+            SELECT * FROM person_overlap
             QUALIFY row_number() OVER (PARTITION BY old_person_id ORDER BY shared DESC, label) = 1
         ), kept AS (
             SELECT * FROM claimed QUALIFY row_number() OVER (PARTITION BY label ORDER BY shared DESC, old_person_id) = 1
@@ -236,12 +239,10 @@ def _redirect_retired(engine: Engine) -> None:
     """Previous ids no cluster kept redirect to where most of their identifiers went."""
     engine.execute("""
         INSERT INTO person_redirects
-        SELECT old_person_id, person_id, now(), 'merged on rebuild' FROM (
-            SELECT p.old_person_id, m.person_id, count(*) AS shared FROM previous_map p
-            JOIN identity_labels l USING (id) JOIN person_names m USING (label)
-            WHERE p.old_person_id NOT IN (SELECT person_id FROM persons)
-            GROUP BY 1, 2
-            QUALIFY row_number() OVER (PARTITION BY p.old_person_id ORDER BY count(*) DESC, m.person_id) = 1)""")
+        SELECT o.old_person_id, n.person_id, now(), 'merged on rebuild' FROM person_overlap o
+        JOIN person_names n USING (label)
+        WHERE o.old_person_id NOT IN (SELECT person_id FROM persons)
+        QUALIFY row_number() OVER (PARTITION BY o.old_person_id ORDER BY o.shared DESC, n.person_id) = 1""")
     engine.execute("""
         UPDATE person_redirects SET person_id = r.person_id FROM person_redirects r
         WHERE person_redirects.person_id = r.old_person_id AND r.reason = 'merged on rebuild'""")
@@ -305,7 +306,7 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
     report.links_kept = engine.scalar("SELECT count(*) FROM identity_edges WHERE status = 'kept'")
     report.links_dropped = {r["reason"]: r["n"] for r in engine.rows(
         "SELECT reason, count(*) AS n FROM identity_edges WHERE status = 'dropped' GROUP BY 1 ORDER BY 2 DESC, 1")}
-    for table in ("identity_labels", "person_names", "previous_map", "over_limit", "blocked_nodes"):
+    for table in ("identity_nodes", "identity_labels", "person_names", "person_overlap", "over_limit", "blocked_nodes"):
         engine.execute(f"DROP TABLE IF EXISTS {table}")  # temporary tables hold memory until dropped
     report.seconds = time.perf_counter() - started
     return report
