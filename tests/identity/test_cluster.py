@@ -69,3 +69,51 @@ def test_nodes_that_only_join_two_others_are_set_aside_without_changing_the_comp
     assert labels == _expected(edges)
     assert labels["card007"] == labels["card008"] == labels["token009"] == labels["s008-0"]
     assert labels["card000"] == labels["card001"] == labels["token002"] != labels["card003"]
+
+
+def _reference_strongest_first(a_ids, b_ids, kinds, names, config):
+    """The split with no shortcuts: every cluster counts every type, every link is tried in order."""
+    most = [config.limits.get(kind, 1 << 62) for kind in config.priority]
+    parent = list(range(len(names)))
+    counts = [{kinds[node]: 1} for node in range(len(names))]
+
+    def find(node):
+        while parent[node] != node:
+            node = parent[node]
+        return node
+
+    refused = []
+    for index, (a, b) in enumerate(zip(a_ids, b_ids)):
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        broken = [kind for kind, n in counts[rb].items() if counts[ra].get(kind, 0) + n > most[kind]]
+        if broken:
+            kind = min(broken)
+            refused.append((index, f"limit: at most {most[kind]} {config.priority[kind]} per person"))
+            continue
+        for kind, n in counts[rb].items():
+            counts[ra][kind] = counts[ra].get(kind, 0) + n
+        parent[rb] = ra
+    labels = {}
+    for node in range(len(names)):
+        root = find(node)
+        labels[root] = min(labels.get(root, names[node]), names[node])
+    return [labels[find(node)] for node in range(len(names))], refused
+
+
+def test_the_split_refuses_and_labels_as_a_plain_union_find_does():
+    from omnithread.identity.cluster import strongest_first
+    from omnithread.identity.config import IdentityConfig
+
+    config = IdentityConfig(limits={"account": 1, "loyalty_card": 2, "device": 3})
+    rng = random.Random(4)
+    for trial in range(20):
+        n = rng.randrange(5, 200)
+        kinds = [rng.choice([0, 4, 8, 9, 9, 9]) for _ in range(n)]  # account, card, device, many store visits
+        links = {tuple(sorted(rng.sample(range(n), 2))) for _ in range(rng.randrange(1, 2 * n))}
+        order = sorted(links, key=lambda link: rng.random())
+        a_ids, b_ids = [a for a, _ in order], [b for _, b in order]
+        names = [f"n{rng.randrange(10_000):05d}-{i}" for i in range(n)]
+        assert strongest_first(a_ids, b_ids, kinds, names, config) == _reference_strongest_first(
+            a_ids, b_ids, kinds, names, config), trial

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from omnithread.engine.base import Engine
 from omnithread.identity.config import IdentityConfig
 
@@ -186,13 +188,26 @@ def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names:
     strings, or numbers that sort as the strings do) and the refused links as (index, reason).
 
     Kept lean, since every link of every over-limit component passes through it: lists of
-    numbers, and type counts only for clusters of more than one node.
+    numbers, and type counts only for clusters of more than one node. A link whose one end
+    has no other link and a type without a limit (a store visit seen with one card) can
+    never be refused nor change what a cluster holds of a limited type, so it only hangs
+    its end on the other at the end.
     """
     most = [config.limits.get(kind, 1 << 62) for kind in config.priority]
+    unlimited = np.array([kind not in config.limits for kind in config.priority], dtype=bool)
+    a_all, b_all = np.asarray(a_ids, dtype=np.int64), np.asarray(b_ids, dtype=np.int64)
+    degree = np.bincount(a_all, minlength=len(names)) + np.bincount(b_all, minlength=len(names))
+    free_kind = unlimited[np.asarray(kinds, dtype=np.int64)] if len(names) else np.zeros(0, dtype=bool)
+    hang_a = (degree[a_all] == 1) & free_kind[a_all]
+    hang_b = (degree[b_all] == 1) & free_kind[b_all] & ~hang_a
+    hanging = hang_a | hang_b
+    order = np.flatnonzero(~hanging).tolist()
+    a_ids, b_ids = a_all.tolist(), b_all.tolist()
     parent = list(range(len(names)))
     counts: dict[int, dict[int, int]] = {}
     refused = []
-    for index, (a, b) in enumerate(zip(a_ids, b_ids)):
+    for index in order:
+        a, b = a_ids[index], b_ids[index]
         ra = a
         while parent[ra] != ra:
             ra = parent[ra]
@@ -230,6 +245,9 @@ def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names:
             held[kind] = held.get(kind, 0) + n
         del counts[rb]
         parent[rb] = ra
+    for leaf, other in zip(np.where(hang_a, a_all, b_all)[hanging].tolist(),
+                           np.where(hang_a, b_all, a_all)[hanging].tolist()):
+        parent[leaf] = other
     smallest: dict[int, int] = {}
     roots = []
     for node in range(len(names)):
