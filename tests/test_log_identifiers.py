@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from omnithread.privacy import IdentifierType
 from omnithread.workspace import Workspace
 from tests.conftest import write_lines
@@ -39,3 +41,48 @@ def test_each_event_keeps_the_keyed_hashes_it_names_and_an_old_log_gets_them_on_
         again = {r["message_id"]: r["identifiers"] for r in ws.engine.rows(
             "SELECT message_id, identifiers FROM events ORDER BY message_id")}
     assert again == stored
+
+
+def _sql_and_python(engine):
+    from omnithread.engine.tables import identifiers_of, identifiers_sql
+
+    rows = engine.rows(f"SELECT message_id, event, traits::VARCHAR AS traits, properties::VARCHAR AS properties, "
+                       f"context::VARCHAR AS context, identifiers, {identifiers_sql()} AS by_sql FROM events")
+    return rows, [identifiers_of(r["event"], r["traits"], r["properties"], r["context"]) for r in rows]
+
+
+def test_the_identifiers_derived_in_python_equal_the_engines_on_the_simulated_retailer(small_world, workspace):
+    manifest = small_world[1]
+    workspace.ingestor().ingest_paths(manifest["sources"])
+    rows, by_python = _sql_and_python(workspace.engine)
+    assert sum(r["by_sql"] is not None for r in rows) > 1_000
+    assert [r["by_sql"] for r in rows] == by_python == [r["identifiers"] for r in rows]
+
+
+def test_the_identifiers_derived_in_python_equal_the_engines_on_odd_shapes(tmp_path, settings, monkeypatch):
+    monkeypatch.setenv("OMNITHREAD_SECRET", "a secret both data directories share, long enough")
+    h = "0123456789abcdef" * 2
+    events = [
+        {"type": "identify", "messageId": "a", "userId": "u", "traits": {"email": f"em_{h}", "mobile": f"ph_{h}",
+                                                                       "nested": {"phone": f"ph_{'1' * 32}"}}},
+        {"type": "track", "event": "Store Entered", "messageId": "b", "anonymousId": "s",
+         "properties": {"store_id": "S1", "entry_method": "app_code", "entry_token": f"ac_{h}"},
+         "context": {"channel": "store", "store_id": "S1", "traits": {"email": f"em_{'2' * 32}"}}},
+        {"type": "track", "event": "Coupon Shown", "messageId": "c", "anonymousId": "d",
+         "properties": {"entry_token": f"ac_{h}", "note": f"em_{h}", "payment_token": f"pt_{h.upper()}"}},
+        {"type": "track", "event": "Order Completed", "messageId": "d", "anonymousId": "d",
+         "properties": {"order_id": "1", "products": [], "payment_token": f"pt_{h}", "loyalty_card": f"lc_{h}",
+                        "app_code": 12345}, "context": {"traits": {"phone": f"ph_{h}"}, "email": f"em_{h}"}},
+    ]
+    source = write_lines(tmp_path / "odd.jsonl", events)
+    stored = []
+    # the file import's set-based path derives them in the engine; the row by row path (the collector's) in Python
+    for fast in (True, False):
+        with Workspace(replace(settings, data_dir=tmp_path / f"data-{fast}", fast_path=fast)) as ws:
+            ws.ingestor().ingest_paths([source])
+            rows, by_python = _sql_and_python(ws.engine)
+        assert len(rows) == 4
+        assert [r["by_sql"] for r in rows] == by_python == [r["identifiers"] for r in rows]
+        stored.append({r["message_id"]: r["identifiers"] for r in rows})
+    assert stored[0] == stored[1]
+    assert stored[0]["b"] == [f"app_code:ac_{h}", f"email:em_{'2' * 32}"] and stored[0]["c"] == [stored[0]["c"][0]]

@@ -45,7 +45,7 @@ def _vectorised(function):
 def _with_derived(table: str, columns: str) -> tuple[str, str]:
     """(columns to insert, what to select) for rows of ``columns``: the log's events also get the
     keyed hashes they name (see ``identifiers_sql``), derived here as they are stored."""
-    if table != "events":
+    if table != "events" or "identifiers" in columns.split(", "):  # not events, or derived by the caller
         return columns, columns
     return f"{columns}, identifiers", f"{columns}, {identifiers_sql()}"
 

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Sequence
 import pyarrow as pa
 
 from omnithread.engine.base import Engine
-from omnithread.engine.tables import EVENT_COLUMNS, REJECTED_COLUMNS
+from omnithread.engine.tables import EVENT_COLUMNS, REJECTED_COLUMNS, identifiers_of
 
 __all__ = ["EventLog", "EVENT_ARROW_SCHEMA", "REJECTED_ARROW_SCHEMA"]
 
@@ -35,6 +35,18 @@ def _table_from_rows(rows: Sequence[tuple], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema
     )
+
+
+_EVENT_INDEX = {name: i for i, (name, _, _) in enumerate(EVENT_COLUMNS)}
+
+
+def _events_table(rows: Sequence[tuple]) -> pa.Table:
+    """Rows as an Arrow table with the keyed hashes each names (``identifiers``) already derived, so a
+    small write does not prepare the engine's expression for them (see ``identifiers_of``)."""
+    table = _table_from_rows(rows, EVENT_ARROW_SCHEMA)
+    event, traits, properties, context = (_EVENT_INDEX[c] for c in ("event", "traits", "properties", "context"))
+    found = [identifiers_of(r[event], r[traits], r[properties], r[context]) for r in rows]
+    return table.append_column("identifiers", pa.array(found, pa.list_(pa.string())))
 
 
 class EventLog:
@@ -80,13 +92,13 @@ class EventLog:
         """Append events whose message id is new; return how many were stored. Events naming a
         suppressed identifier are refused here, before anything is written."""
         rows = self._refuse_suppressed(rows)
-        return self.engine.append_new("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA), "message_id")
+        return self.engine.append_new("events", _events_table(rows), "message_id")
 
     def append_known_new(self, rows: Sequence[tuple]) -> list[str]:
         """Append rows the caller knows are new (a process that alone writes the log and remembers
         every message id); returns the message ids stored (suppression applies)."""
         rows = self._refuse_suppressed(rows)
-        self.engine.insert_rows("events", _table_from_rows(rows, EVENT_ARROW_SCHEMA))
+        self.engine.insert_rows("events", _events_table(rows))
         return [r[0] for r in rows]
 
     def message_ids(self) -> set[str]:
