@@ -6,7 +6,7 @@ rejected equals events sent (zero loss) and prints sustained events/s and p50/p9
 With ``--kill``, a second run kills the server (SIGKILL) halfway, restarts it, and has the clients
 retry every batch that got no answer: still zero loss and zero duplicates.
 
-    python benchmarks/collector_load.py [--seconds 20] [--batch 100] [--clients 4] [--kill] [--json]
+    python benchmarks/collector_load.py [--seconds 20] [--batch 100] [--clients 6] [--kill] [--json]
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--kill", action="store_true", help="also run with the server killed halfway")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
