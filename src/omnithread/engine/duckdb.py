@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from omnithread.engine.base import Engine, names_any_sql
-from omnithread.engine.tables import identifiers_sql
+from omnithread.engine.tables import MESSAGE_KEY_SQL, identifiers_sql
 from omnithread.errors import OmnithreadError
 
 __all__ = ["DuckDBEngine", "EngineError"]
@@ -17,6 +17,7 @@ __all__ = ["DuckDBEngine", "EngineError"]
 _TYPES = {
     "string": "VARCHAR",
     "string[]": "VARCHAR[]",
+    "uint64": "UBIGINT",
     "timestamp": "TIMESTAMPTZ",
     "int": "INTEGER",
     "json": "JSON",
@@ -44,10 +45,24 @@ def _vectorised(function):
 
 def _with_derived(table: str, columns: str) -> tuple[str, str]:
     """(columns to insert, what to select) for rows of ``columns``: the log's events also get the
-    keyed hashes they name (see ``identifiers_sql``), derived here as they are stored."""
-    if table != "events" or "identifiers" in columns.split(", "):  # not events, or derived by the caller
+    keyed hashes they name (see ``identifiers_sql``; unless the caller derived them) and their
+    message key (``MESSAGE_KEY_SQL``), derived here as they are stored."""
+    if table != "events":
         return columns, columns
-    return f"{columns}, identifiers", f"{columns}, {identifiers_sql()}"
+    target, select = f"{columns}, message_key", f"{columns}, {MESSAGE_KEY_SQL}"
+    if "identifiers" not in columns.split(", "):
+        target, select = f"{target}, identifiers", f"{select}, {identifiers_sql()}"
+    return target, select
+
+
+def _not_stored(incoming: str, keys_from: str) -> str:
+    """A condition on rows ``incoming`` of the log's shape: their message id is not in the log yet.
+
+    Stored message keys (numbers) are matched against those of ``keys_from`` (a relation with a
+    ``message_id`` column) first, so the log is read as one narrow column of numbers; ids are compared
+    only for the few stored rows whose number meets one of them."""
+    return (f"{incoming}.message_id NOT IN (SELECT e.message_id FROM events AS e WHERE e.message_key IN "
+            f"(SELECT {MESSAGE_KEY_SQL} FROM {keys_from}))")
 
 
 class DuckDBEngine(Engine):
@@ -69,12 +84,17 @@ class DuckDBEngine(Engine):
         self.ensure_tables()
 
     def ensure_tables(self) -> None:
-        """Create missing tables; a log stored before events carried their identifiers gets them now, once."""
+        """Create missing tables; a log stored before events carried their identifiers or message keys gets
+        them now, once."""
         super().ensure_tables()
         if not self.scalar("SELECT count(*) FROM information_schema.columns "
                            "WHERE table_name = 'events' AND column_name = 'identifiers'"):
             self.execute("ALTER TABLE events ADD COLUMN identifiers VARCHAR[]")
             self.execute(f"UPDATE events SET identifiers = {identifiers_sql()} WHERE {identifiers_sql()} IS NOT NULL")
+        if not self.scalar("SELECT count(*) FROM information_schema.columns "
+                           "WHERE table_name = 'events' AND column_name = 'message_key'"):
+            self.execute("ALTER TABLE events ADD COLUMN message_key UBIGINT")
+            self.execute(f"UPDATE events SET message_key = {MESSAGE_KEY_SQL}")
 
     def _column_type(self, logical: str) -> str:
         return _TYPES[logical]
@@ -98,10 +118,9 @@ class DuckDBEngine(Engine):
         self._con.register("_incoming", rows)
         try:
             target, select = _with_derived(table, ", ".join(rows.column_names))
-            return self._insert(
-                f"INSERT INTO {table} ({target}) SELECT {select} FROM _incoming AS i "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = i.{key})"
-            )
+            new = (_not_stored("i", "_incoming") if (table, key) == ("events", "message_id") else
+                   f"NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = i.{key})")
+            return self._insert(f"INSERT INTO {table} ({target}) SELECT {select} FROM _incoming AS i WHERE {new}")
         finally:
             self._con.unregister("_incoming")
 
@@ -175,7 +194,7 @@ class DuckDBEngine(Engine):
                 f"INSERT INTO events ({target}) SELECT {select} FROM ("
                 f"SELECT * FROM (SELECT {columns} FROM _staged UNION ALL BY NAME SELECT {columns} FROM _others) "
                 f"QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY line_no) = 1) AS i "
-                f"WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.message_id = i.message_id)"
+                f"WHERE {_not_stored('i', '(SELECT message_id FROM _staged UNION ALL SELECT message_id FROM _others)')}"
             )
             offered = self._con.execute("SELECT count(*) FROM _staged").fetchall()[0][0] + others.num_rows
             return stored, offered

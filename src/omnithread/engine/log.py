@@ -15,6 +15,7 @@ __all__ = ["EventLog", "EVENT_ARROW_SCHEMA", "REJECTED_ARROW_SCHEMA"]
 _ARROW = {
     "string": pa.string(),
     "string[]": pa.list_(pa.string()),
+    "uint64": pa.uint64(),
     "timestamp": pa.timestamp("us", tz="UTC"),
     "int": pa.int32(),
     "json": pa.string(),

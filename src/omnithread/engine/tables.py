@@ -8,7 +8,8 @@ import orjson
 
 from omnithread.events.schema import IDENTIFIER_KEYS
 
-__all__ = ["TABLES", "EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES", "identifiers_sql", "identifiers_of", "node_sql"]
+__all__ = ["TABLES", "EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES", "MESSAGE_KEY_SQL", "identifiers_sql",
+           "identifiers_of", "node_sql"]
 
 # keyed-hash prefix -> identifier type (see omnithread.privacy.IdentifierType)
 HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
@@ -53,10 +54,17 @@ REJECTED_COLUMNS = [
     ("replayed_at", "timestamp", True),
 ]
 
-# Derived by the engine as each event is stored (see identifiers_sql), never sent by a client.
+# Derived by the engine as each event is stored (see identifiers_sql and MESSAGE_KEY_SQL), never sent
+# by a client.
 DERIVED_EVENT_COLUMNS = [
     ("identifiers", "string[]", True),
+    ("message_key", "uint64", True),
 ]
+
+# A 64-bit number from the message id (half its MD5, which no engine version changes): the duplicate
+# check of an import compares these numbers across the whole log, and message ids only where numbers
+# meet, since reading and hashing every stored id made each import slower as the log grew.
+MESSAGE_KEY_SQL = "md5_number_lower(message_id)"
 
 TABLES = {"events": EVENT_COLUMNS + DERIVED_EVENT_COLUMNS, "rejected_events": REJECTED_COLUMNS}
 
