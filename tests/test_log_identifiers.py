@@ -108,3 +108,12 @@ def test_every_event_gets_its_message_key_and_a_key_shared_by_two_ids_stores_bot
         ws.engine.execute("ALTER TABLE events DROP COLUMN message_key")
     with Workspace(replace(settings, data_dir=tmp_path / "data-True")) as ws:
         assert ws.engine.scalar("SELECT count(*) FROM events WHERE message_key = md5_number_lower(message_id)") == 4
+
+
+def test_the_message_key_in_python_equals_the_engines(workspace):
+    from omnithread.engine.tables import MESSAGE_KEY_SQL, message_key
+
+    ids = ["abc", "", "load-0-1-2", "é–😀", "x" * 300, "0123456789abcdef0123456789abcdef"]
+    rows = workspace.engine.rows(f"SELECT message_id, {MESSAGE_KEY_SQL} AS k FROM (SELECT unnest(?::VARCHAR[]) "
+                                 "AS message_id)", [ids])
+    assert {r["message_id"]: r["k"] for r in rows} == {m: message_key(m) for m in ids}

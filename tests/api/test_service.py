@@ -289,3 +289,25 @@ def test_sql_meta_characters_in_every_field_are_just_text(server, keys):
     assert httpx.get(f"{server.url}/health").json()["events"] > 0  # the log is still there
     store = httpx.get(f"{server.url}/v1/stores/{evil}/receipts", headers=basic(made["read"]))
     assert store.status_code == 200 and store.json()["events"] == []
+
+
+def test_the_collector_compares_message_ids_only_where_their_keys_meet(settings):
+    from fastapi.testclient import TestClient
+
+    from omnithread.api.app import create_app
+    from omnithread.engine.tables import message_key
+
+    app = create_app(settings)
+    service = app.state.service
+    headers = basic(service.keys.create("write", "test")[0])
+    with TestClient(app) as client:
+        assert client.post("/v1/batch", json={"batch": [track(1), track(2)]}, headers=headers).json()["accepted"] == 2
+        # a stored event's key made equal to the key of an id not stored yet (as a collision would), read again
+        with service.lock:
+            service.ws.engine.execute(f"UPDATE events SET message_key = {message_key('m-3')} WHERE message_id = 'm-2'")
+            service.forget_keys()
+        answer = client.post("/v1/batch", json={"batch": [track(3), track(1), track(3)]}, headers=headers).json()
+        assert (answer["accepted"], answer["duplicates"]) == (1, 2)
+        assert client.post("/v1/batch", json={"batch": [track(3)]}, headers=headers).json()["duplicates"] == 1
+        with service.lock:
+            assert service.ws.engine.scalar("SELECT count(*) FROM events") == 3

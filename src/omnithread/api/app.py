@@ -20,6 +20,7 @@ import threading
 import zlib
 from datetime import UTC, datetime
 
+import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnithread.api.keys import ApiKey, KeyStore
 from omnithread.config import Settings
+from omnithread.engine.tables import message_key
 from omnithread.errors import OmnithreadError
 from omnithread.events.schema import MAX_BATCH_BYTES
 from omnithread.privacy.secret import load_secret
@@ -50,7 +52,9 @@ class Service:
         self.lock = threading.RLock()
         self._recommendations = None
         self._queue: list[dict] = []
-        self._ids: set[str] | None = None  # message ids in the log (loaded at the first write)
+        # the message keys of the log (loaded at the first write, sorted) and of what this process stored since
+        self._keys: np.ndarray | None = None
+        self._new_keys: set[int] = set()
         self._cv = threading.Condition()
         threading.Thread(target=self._committer, name="group-commit", daemon=True).start()
 
@@ -108,16 +112,18 @@ class Service:
                 group, self._queue = self._queue, []
             try:
                 with self.lock:
-                    if self._ids is None:  # every message id in the log, kept while this process owns it
-                        self._ids = self.ws.log.message_ids()
-                    seen, rows = set(), []
-                    for item in group:  # the first of a message id within the group wins
-                        for r in item["rows"]:
-                            if r[0] not in seen and r[0] not in self._ids:
-                                seen.add(r[0])
-                                rows.append(r)
+                    offered = [r for item in group for r in item["rows"]]
+                    keys = [message_key(r[0]) for r in offered]
+                    # ids are compared only where a key is already in the log (a retry, almost always)
+                    stored_before = self.ws.log.stored_ids(k for k, hit in zip(keys, self._known(keys)) if hit)
+                    seen, rows, new_keys = set(), [], []
+                    for r, k in zip(offered, keys):  # the first of a message id within the group wins
+                        if r[0] not in seen and r[0] not in stored_before:
+                            seen.add(r[0])
+                            rows.append(r)
+                            new_keys.append(k)
                     stored = set(self.ws.log.append_known_new(rows))
-                    self._ids |= stored
+                    self._remember([k for r, k in zip(rows, new_keys) if r[0] in stored])
                     rejected = [r for item in group for r in item["rejected"]]
                     if rejected:
                         self.ws.log.add_rejected(rejected)
@@ -134,6 +140,26 @@ class Service:
                 for item in group:
                     item["done"] = True
                 self._cv.notify_all()
+
+    def _known(self, keys: list[int]) -> list[bool]:
+        """Whether each message key may be in the log: in the keys loaded at the first write, or stored since.
+        Held as a sorted array of numbers (8 bytes an event), not the ids themselves."""
+        if self._keys is None:
+            self._keys, self._new_keys = self.ws.log.message_keys(), set()
+        wanted = np.array(keys, dtype=np.uint64)
+        at = np.minimum(np.searchsorted(self._keys, wanted), max(len(self._keys) - 1, 0))
+        loaded = (self._keys[at] == wanted) if len(self._keys) else np.zeros(len(keys), dtype=bool)
+        return [bool(hit) or k in self._new_keys for hit, k in zip(loaded, keys)]
+
+    def _remember(self, keys: list[int]) -> None:
+        self._new_keys.update(keys)
+        if len(self._new_keys) > 1_000_000:  # folded into the sorted array now and then
+            self._keys = np.union1d(self._keys, np.fromiter(self._new_keys, dtype=np.uint64, count=len(self._new_keys)))
+            self._new_keys = set()
+
+    def forget_keys(self) -> None:
+        """Something wrote to the log outside the collector: read its keys again before the next write."""
+        self._keys = None
 
     def close(self) -> None:
         self.ws.close()
@@ -382,7 +408,7 @@ def create_app(settings: Settings) -> FastAPI:
         with service.lock:
             result = record_consent(service.ws, str(body.get("person", "")), body.get("purposes"),
                                     str(body.get("source") or "api"))
-            service._ids = None  # written outside the collector: re-read before the next write
+            service.forget_keys()  # written outside the collector: re-read before the next write
         service.keys.audit(who, "record consent", _fingerprint(result["person_id"]), "ok",
                            orjson.dumps(result["purposes"]).decode())
         return result
@@ -398,7 +424,7 @@ def create_app(settings: Settings) -> FastAPI:
         with service.lock:
             report = erase(service.ws, key, mode, tuple(str(v) for v in body.get("raw_values", ()) if v))
             service._recommendations = None  # reopened from the retrained model
-            service._ids = None
+            service.forget_keys()
         service.keys.audit(who, f"erasure {mode}", report.request_id, "done",
                            f"events {report.events_deleted}, rejected {report.rejected_deleted}")
         return report.as_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from omnithread.engine.base import Engine
@@ -102,8 +103,22 @@ class EventLog:
         self.engine.insert_rows("events", _events_table(rows))
         return [r[0] for r in rows]
 
-    def message_ids(self) -> set[str]:
-        return set(self.engine.query("SELECT message_id FROM events").column(0).to_pylist())
+    def message_keys(self) -> np.ndarray:
+        """Every stored event's message key (see ``MESSAGE_KEY_SQL``), sorted: 8 bytes an event."""
+        return np.sort(np.asarray(self.engine.query("SELECT message_key FROM events").column(0).to_numpy(),
+                                  dtype=np.uint64))
+
+    def stored_ids(self, keys: Iterable[int]) -> set[str]:
+        """The message ids stored under any of ``keys``."""
+        keys = sorted(set(keys))
+        if not keys:
+            return set()
+        self.engine.register("_keys", pa.table({"k": pa.array(keys, pa.uint64())}))
+        try:
+            return set(self.engine.query("SELECT message_id FROM events WHERE message_key IN (SELECT k FROM _keys)")
+                       .column(0).to_pylist())
+        finally:
+            self.engine.unregister("_keys")
 
     def append_with_staged(self, rows: Sequence[tuple], line_numbers: Sequence[int]) -> tuple[int, int]:
         """Store these rows together with the rows the engine's fast path holds, earliest line first.

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import orjson
 
 from omnithread.events.schema import IDENTIFIER_KEYS
 
-__all__ = ["TABLES", "EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES", "MESSAGE_KEY_SQL", "identifiers_sql",
-           "identifiers_of", "node_sql"]
+__all__ = ["TABLES", "EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES", "MESSAGE_KEY_SQL", "message_key",
+           "identifiers_sql", "identifiers_of", "node_sql"]
 
 # keyed-hash prefix -> identifier type (see omnithread.privacy.IdentifierType)
 HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
@@ -65,6 +66,11 @@ DERIVED_EVENT_COLUMNS = [
 # check of an import compares these numbers across the whole log, and message ids only where numbers
 # meet, since reading and hashing every stored id made each import slower as the log grew.
 MESSAGE_KEY_SQL = "md5_number_lower(message_id)"
+
+
+def message_key(message_id: str) -> int:
+    """``MESSAGE_KEY_SQL`` in Python (bytes 8 to 16 of the MD5, little-endian); a test holds them equal."""
+    return int.from_bytes(hashlib.md5(message_id.encode()).digest()[8:16], "little")
 
 TABLES = {"events": EVENT_COLUMNS + DERIVED_EVENT_COLUMNS, "rejected_events": REJECTED_COLUMNS}
 
