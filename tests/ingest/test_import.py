@@ -211,15 +211,12 @@ def test_replay_decrypts_what_it_kept_encrypted(tmp_path, settings):
         assert "jane@example" not in ws.log.rejected()[0]["reasons"]  # reasons show only a masked value
 
 
-def test_chunked_reading_matches_reading_whole(tmp_path, settings, small_world, monkeypatch):
+def test_chunked_reading_matches_reading_whole(tmp_path, settings, small_world):
     out, manifest = small_world
     source = Path(manifest["sources"][0])
     with Workspace(settings) as ws:
         whole = ws.ingestor().ingest_paths([source]).as_dict()
-    import omnithread.ingest.pipeline as pipeline
-    original = pipeline.line_chunks
-    monkeypatch.setattr(pipeline, "line_chunks", lambda handle: original(handle, chunk_bytes=200_000))
-    with Workspace(settings.with_(data_dir=tmp_path / "chunked")) as ws:
+    with Workspace(settings.with_(data_dir=tmp_path / "chunked", import_chunk_bytes=200_000)) as ws:
         chunked = ws.ingestor().ingest_paths([source]).as_dict()
     for key in ("accepted", "duplicates", "rejected", "rejected_by_reason"):
         assert whole[key] == chunked[key]

@@ -188,7 +188,7 @@ class Ingestor:
         params = {"now": self.now, "source_prefix": f"{source}:"}
         done = 0
         with open(path, "rb") as handle:
-            for first_line, data in line_chunks(handle):
+            for first_line, data in line_chunks(handle, self.settings.import_chunk_bytes):
                 table, offsets = chunk_table(first_line, data)
                 self.flush()
                 rest = self.log.engine.stage_events_fast(
