@@ -103,6 +103,16 @@ def test_numeric_ids_are_read_as_strings_and_channel_aliases_mapped():
     assert problems == [] and checked.user_id == "42" and checked.channel == "web"
 
 
+def test_group_and_previous_ids_are_checked_on_every_call_that_carries_them():
+    # found by the API fuzzing: a page with a numeric groupId reached the log as a number and failed the write
+    payload = {"type": "page", "userId": "u", "groupId": -9563753349, "previousId": 7}
+    checked, problems = validate_event(payload, NOW)
+    assert problems == [] and (payload["groupId"], payload["previousId"]) == ("-9563753349", "7")
+    assert codes({"type": "page", "userId": "u", "groupId": {"a": 1}}) == [("invalid_type", "groupId")]
+    assert codes({"type": "group", "userId": "u"}) == [("missing_field", "groupId")]
+    assert codes({"type": "group", "userId": "u", "groupId": ["g"]}) == [("invalid_type", "groupId")]
+
+
 def test_store_events_default_to_the_store_channel():
     checked, _ = validate_event(track("Product Picked", {"store_id": "S4", "product_id": "p"}), NOW)
     assert checked.channel == "store" and checked.store_id == "S4"

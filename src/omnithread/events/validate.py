@@ -283,6 +283,9 @@ def validate_event(
     _check_object(payload, "traits", problems)
     name = None
     schema_version = None
+    # checked on every call that carries them (they are stored as strings), required on alias and group
+    previous_id = _check_id(payload, "previousId", problems)
+    group_id = _check_id(payload, "groupId", problems)
     if call == "track":
         name = payload.get("event")
         if not isinstance(name, str) or not name.strip() or len(name) > _MAX_EVENT_NAME_CHARS:
@@ -299,12 +302,12 @@ def validate_event(
             problems.append(Problem("invalid_type", "name", show(name), f"name: {show(name)} must be a string"))
             name = None
     elif call == "alias":
-        if _check_id(payload, "previousId", problems) is None and not any(p.field == "previousId" for p in problems):
+        if previous_id is None and not any(p.field == "previousId" for p in problems):
             problems.append(Problem("missing_field", "previousId", "", "previousId is required for alias"))
         if user_id is None:
             problems.append(Problem("missing_field", "userId", "", "userId is required for alias"))
     elif call == "group":
-        if _check_id(payload, "groupId", problems) is None and not any(p.field == "groupId" for p in problems):
+        if group_id is None and not any(p.field == "groupId" for p in problems):
             problems.append(Problem("missing_field", "groupId", "", "groupId is required for group"))
     channel = context.get("channel")
     if channel is not None:
