@@ -70,7 +70,7 @@ MESSAGE_KEY_SQL = "md5_number_lower(message_id)"
 
 def message_key(message_id: str) -> int:
     """``MESSAGE_KEY_SQL`` in Python (bytes 8 to 16 of the MD5, little-endian); a test holds them equal."""
-    return int.from_bytes(hashlib.md5(message_id.encode()).digest()[8:16], "little")
+    return int.from_bytes(hashlib.md5(message_id.encode("utf-8", "surrogatepass")).digest()[8:16], "little")
 
 TABLES = {"events": EVENT_COLUMNS + DERIVED_EVENT_COLUMNS, "rejected_events": REJECTED_COLUMNS}
 
