@@ -9,13 +9,18 @@ A new engine implements the four hooks below; the rest is shared.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 
 from omnithread.engine.tables import TABLES
 
 __all__ = ["Engine"]
+
+
+def string_list_sql(values: Iterable[str]) -> str:
+    """A SQL list literal of ``values`` (quotes doubled), typed ``VARCHAR[]`` even when empty."""
+    return "[" + ", ".join("'" + value.replace("'", "''") + "'" for value in values) + "]::VARCHAR[]"
 
 
 def names_any_sql(row: str, values: str) -> str:

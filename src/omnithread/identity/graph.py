@@ -14,7 +14,7 @@ grouped by as well, which would multiply the rows to group by the rules seen.
 
 from __future__ import annotations
 
-from omnithread.engine.base import Engine
+from omnithread.engine.base import Engine, string_list_sql
 from omnithread.engine.tables import HASH_TYPES, node_sql
 
 __all__ = ["node_sql", "edges_sql", "nodes_sql", "keyed_sql", "hashed_sql", "rule_names", "HASH_TYPES",
@@ -36,10 +36,6 @@ def rule_names(engine: Engine, source: str = "events") -> list[str]:
     return [row["rule"] for row in engine.rows(sql)]
 
 
-def _names(names: list[str]) -> str:
-    return "[" + ", ".join("'" + name.replace("'", "''") + "'" for name in names) + "]::VARCHAR[]"
-
-
 def _rules_agg(names: list[str], index: str) -> str:
     # one bit per rule name, in sorted order: a link's rules are gathered as bits while grouping, which
     # costs next to nothing, where grouping by rule as well multiplied the rows to group
@@ -47,7 +43,7 @@ def _rules_agg(names: list[str], index: str) -> str:
 
 
 def _rule_index(names: list[str]) -> str:
-    return f"list_position({_names(names)}, coalesce(event, call))"
+    return f"list_position({string_list_sql(names)}, coalesce(event, call))"
 
 
 def keyed_sql(names: list[str], source: str = "events") -> str:
@@ -133,7 +129,7 @@ def edges_sql(keyed: str, hashed: str, names: list[str]) -> str:
     """
     def spell(bits: str) -> str:
         return (f"list_transform(list_filter(range(1, {len(names)} + 1), "
-                f"lambda i: get_bit({bits}, (i - 1)::INTEGER) = 1)[:8], lambda i: ({_names(names)})[i])")
+                f"lambda i: get_bit({bits}, (i - 1)::INTEGER) = 1)[:8], lambda i: ({string_list_sql(names)})[i])")
 
     return f"""
 WITH spelt AS (

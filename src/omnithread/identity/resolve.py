@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from omnithread.engine.base import Engine
+from omnithread.engine.base import Engine, string_list_sql
 from omnithread.identity.cluster import connected_components, strongest_first
 from omnithread.identity.config import NODE_TYPES, IdentityConfig
 from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql, rule_names
@@ -70,10 +70,6 @@ def persons_sql(where: str = "") -> str:
         FROM identity_map WHERE person_id IS NOT NULL{condition} GROUP BY person_id"""
 
 
-def _quote_list(values) -> str:
-    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]::VARCHAR[]"
-
-
 def _limits_sql(mapping: dict[str, int]) -> str:
     return "(VALUES " + ", ".join(f"('{k}', {v})" for k, v in mapping.items()) + ") AS limits(kind, most)"
 
@@ -102,9 +98,9 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE blocked_nodes AS
         SELECT node, 'blocked value' AS reason FROM identity_nodes
-        WHERE list_contains({_quote_list(config.blocked_values)}, lower(node[strpos(node, ':') + 1:]))
+        WHERE list_contains({string_list_sql(config.blocked_values)}, lower(node[strpos(node, ':') + 1:]))
            OR regexp_full_match(node[strpos(node, ':') + 1:], '0+')
-           OR list_contains({_quote_list(blocked) if blocked else '[]::VARCHAR[]'}, node)""")
+           OR list_contains({string_list_sql(blocked)}, node)""")
     # identifiers linked to implausibly many accounts
     engine.execute(f"""
         INSERT INTO blocked_nodes

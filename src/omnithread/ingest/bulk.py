@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from omnithread.engine.base import string_list_sql
 from omnithread.engine.tables import EVENT_COLUMNS
 from omnithread.events.schema import (
     BIOMETRIC_KEYS,
@@ -59,10 +60,6 @@ def _quote(text: str) -> str:
 
 def _sql_list(values) -> str:
     return "(" + ", ".join(_quote(v) for v in values) + ")"
-
-
-def _sql_array(values) -> str:
-    return "[" + ", ".join(_quote(v) for v in values) + "]::VARCHAR[]"
 
 
 def _none_if_empty(json: str) -> str:
@@ -351,7 +348,7 @@ class FastPathSQL:
         checks.append(f"(call <> 'track' OR ({t('$.event')} = 1 AND strlen(event_name) <= 200 "
                       f"AND regexp_matches(event_name, '[!-~]')))")
         checks.append(f"(call NOT IN ('page', 'screen') OR {t('$.name')} IS NULL OR {t('$.name')} = 1)")
-        checks.append(f"list_has_all({_sql_array(_TOP_LEVEL)}, top_keys)")
+        checks.append(f"list_has_all({string_list_sql(_TOP_LEVEL)}, top_keys)")
         channels = sorted(set(CHANNELS) | set(CHANNEL_ALIASES))
         checks.append(f"({t('$.context.channel')} IS NULL OR ({t('$.context.channel')} = 1 "
                       f"AND {s('$.context.channel')} IN {_sql_list(channels)}))")
