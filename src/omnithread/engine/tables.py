@@ -85,6 +85,11 @@ def _json_paths(*prefixes: str) -> str:
     return "[" + ", ".join(f"'$.{prefix}{key}'" for prefix in prefixes for key in IDENTIFIER_KEYS) + "]"
 
 
+# a keyed hash's prefix inside JSON text (a string starting "xx_"), and a whole keyed hash
+_HINT = re.compile('"(' + "|".join(sorted(HASH_TYPES)) + ')_')
+_HASH = re.compile("(" + "|".join(sorted(HASH_TYPES)) + ")_[0-9a-f]{32}")
+
+
 def identifiers_sql() -> str:
     """SQL, over a row of the event log, for the keyed hashes the event names: as identity-graph node
     ids (``email:em_...``), distinct and sorted, or NULL when it names none.
@@ -96,19 +101,15 @@ def identifiers_sql() -> str:
     than parsing), so most events (page and product views) cost a scan of their text. The
     engine stores the result with each event, so identity resolution never parses the log.
     """
-    hint = "'\"(" + "|".join(sorted(HASH_TYPES)) + ")_'"
+    hint = "'" + _HINT.pattern + "'"
     sections = [("traits", _json_paths("")), ("properties", _json_paths("")),
                 ("context", _json_paths("", "traits."))]
     found = ", ".join(f"CASE WHEN regexp_matches({column}, {hint}) THEN json_extract_string({column}, {paths}) "
                       f"ELSE []::VARCHAR[] END" for column, paths in sections)
     return f"""nullif(list_sort(list_distinct(list_transform(list_filter(list_concat({found},
                [CASE WHEN event = 'Store Entered' THEN json_extract_string(properties, '$.entry_token') END]),
-               lambda x: regexp_full_match(x, '({"|".join(sorted(HASH_TYPES))})_[0-9a-f]{{32}}')),
+               lambda x: regexp_full_match(x, '{_HASH.pattern}')),
                lambda h: {node_sql('h')}))), []::VARCHAR[])"""
-
-
-_HINT = re.compile('"(' + "|".join(sorted(HASH_TYPES)) + ')_')
-_HASH = re.compile("(" + "|".join(sorted(HASH_TYPES)) + ")_[0-9a-f]{32}")
 
 
 def identifiers_of(event: str | None, traits: str | None, properties: str | None, context: str | None) -> list | None:
@@ -117,19 +118,19 @@ def identifiers_of(event: str | None, traits: str | None, properties: str | None
     write the cost of preparing the SQL expression (most of a collector commit); a test holds the two equal
     on the simulated retailer's log and on edge cases."""
     found: list[str] = []
-    for text, nested in ((traits, False), (properties, False), (context, True)):
-        if text is None or not _HINT.search(text):
+    entered = event == "Store Entered"
+    for text, nested, entry in ((traits, False, False), (properties, False, entered), (context, True, False)):
+        hinted = text is not None and _HINT.search(text) is not None
+        if not (hinted or (entry and text is not None)):
             continue
-        values = orjson.loads(text)
+        values = orjson.loads(text)  # each section parsed once, the entry token read from the same parse
         if not isinstance(values, dict):
             continue
-        sections = [values]
-        if nested and isinstance(values.get("traits"), dict):
+        sections = [values] if hinted else []
+        if hinted and nested and isinstance(values.get("traits"), dict):
             sections.append(values["traits"])
         found += [section[key] for section in sections for key in IDENTIFIER_KEYS if isinstance(section.get(key), str)]
-    if event == "Store Entered" and properties is not None:
-        values = orjson.loads(properties)
-        if isinstance(values, dict) and isinstance(values.get("entry_token"), str):
+        if entry and isinstance(values.get("entry_token"), str):
             found.append(values["entry_token"])
     nodes = sorted({f"{HASH_TYPES[value[:2]]}:{value}" for value in found if _HASH.fullmatch(value)})
     return nodes or None
