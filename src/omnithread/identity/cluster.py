@@ -31,9 +31,9 @@ def connected_components(engine: Engine, edges: str, labels: str, max_rounds: in
     part in the rounds: they are set aside and take their neighbour's label at the end,
     which at scale halves the tables every round reads; so do nodes that only join two
     others (see ``_cc_bridges``), whose neighbours are linked directly instead. Among the
-    rest, each round every node takes the smallest label among itself and its neighbours; the node a label names
-    takes the smallest label any of its followers found (hooking); then every node takes
-    the label of its label (pointer jumping). Labels only fall and always name a node of
+    rest, each round every node takes the smallest label among itself and its neighbours;
+    the node a label names takes the smallest label any of its followers found (hooking);
+    then every node takes the label of its label (pointer jumping). Labels only fall and always name a node of
     the same component, so when nothing changes each component carries its smallest
     number; hooking and jumping make that take a few rounds on long chains, where plain
     propagation needs one per link. Last, each component's label becomes the smallest of
@@ -194,6 +194,7 @@ def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names:
     its end on the other at the end.
     """
     most = [config.limits.get(kind, 1 << 62) for kind in config.priority]
+    why = [f"limit: at most {most[kind]} {name} per person" for kind, name in enumerate(config.priority)]
     unlimited = np.array([kind not in config.limits for kind in config.priority], dtype=bool)
     a_all, b_all = np.asarray(a_ids, dtype=np.int64), np.asarray(b_ids, dtype=np.int64)
     degree = np.bincount(a_all, minlength=len(names)) + np.bincount(b_all, minlength=len(names))
@@ -229,7 +230,7 @@ def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names:
                 held = counts[ra] = {kinds[ra]: 1}
             n = held.get(kind, 0) + 1
             if n > most[kind]:
-                refused.append((index, f"limit: at most {most[kind]} {config.priority[kind]} per person"))
+                refused.append((index, why[kind]))
                 continue
             held[kind] = n
             parent[rb] = ra
@@ -238,8 +239,7 @@ def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names:
             ra, rb, held, joining = rb, ra, joining, held
         broken = [kind for kind, n in joining.items() if held.get(kind, 0) + n > most[kind]]
         if broken:
-            kind = min(broken)
-            refused.append((index, f"limit: at most {most[kind]} {config.priority[kind]} per person"))
+            refused.append((index, why[min(broken)]))
             continue
         for kind, n in joining.items():
             held[kind] = held.get(kind, 0) + n
