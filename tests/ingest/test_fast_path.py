@@ -98,3 +98,36 @@ def test_generated_events_are_judged_and_stored_identically(tmp_path_factory, se
     path = write_lines(tmp / "generated.jsonl", payloads)
     fast, python = both_paths(tmp, settings, [path])
     assert_same(fast, python)
+
+
+def test_escapes_nulls_booleans_and_number_forms_are_judged_identically(tmp_path, settings, shared_secret):
+    """Shapes the fast path reads in its own way: a key spelt with an escape, JSON nulls where
+    strings belong, both booleans, numbers in exponent form."""
+    base = b'"userId":"u1","originalTimestamp":"2026-09-01T10:00:00Z","context":{"channel":"web"}'
+    store = b'"userId":"u1","originalTimestamp":"2026-09-01T10:00:00Z","context":{"channel":"store"}'
+    lines = [
+        # an escaped "products" key holding a line without its product_id, and a good one
+        b'{"type":"track","event":"Order Completed","messageId":"e1",' + base
+        + b',"properties":{"order_id":"o1","product\\u0073":[{"price":3}]}}',
+        b'{"type":"track","event":"Order Completed","messageId":"e2",' + base
+        + b',"properties":{"order_id":"o2","product\\u0073":[{"product_id":"P1","price":3}]}}',
+        b'{"type":"page","messageId":"e3","userId":"u1","context":{"channel":null}}',
+        b'{"type":"identify","messageId":"e4",' + base + b',"traits":{"email":null,"phone":null,"firstName":"A"}}',
+        b'{"type":"track","event":"Store Entered","messageId":"e5",' + store
+        + b',"properties":{"store_id":"S1","entry_method":"palm","entry_token":null}}',
+        b'{"type":"track","event":"Product Returned To Shelf","messageId":"e6",' + store
+        + b',"properties":{"store_id":"S1","product_id":"P1","misplaced":false}}',
+        b'{"type":"track","event":"Product Returned To Shelf","messageId":"e7",' + store
+        + b',"properties":{"store_id":"S1","product_id":"P1","misplaced":true}}',
+        b'{"type":"track","event":"Product Viewed","messageId":"e8",' + base
+        + b',"properties":{"product_id":"P1","price":1e1,"quantity":2}}',
+        b'{"type":"track","event":"Product Viewed","messageId":"e9",' + base
+        + b',"properties":{"product_id":"P1","price":1.5E-1,"quantity":2.0}}',
+        b'{"type":"track","event":"Product Viewed","messageId":"e10",' + base
+        + b',"properties":{"product_id":"P\\u00e9","name":null}}',
+    ]
+    path = write_lines(tmp_path / "edges.jsonl", lines)
+    fast, python = both_paths(tmp_path, settings, [path])
+    assert {"e2", "e3", "e6", "e7", "e8", "e10"} <= fast[0].keys()
+    assert "e1" not in fast[0] and "e5" not in fast[0]
+    assert_same(fast, python)

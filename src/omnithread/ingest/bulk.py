@@ -64,23 +64,21 @@ def _sql_list(values) -> str:
 
 def _none_if_empty(json: str) -> str:
     """NULL for an empty object, as the Python path stores nothing for one."""
-    return f"CASE WHEN ({json})::VARCHAR = '{{}}' THEN NULL ELSE {json} END"
+    return f"nullif(({json})::VARCHAR, '{{}}')::JSON"
 
 
 def _type_sql(f: str) -> str:
     """The JSON type of a JSON text, read from its first character (NULL for null or absent).
 
-    Types are small integers, cheap to compare: 1 string, 2 object, 3 array, 4 boolean, 5 number.
+    Types are small integers, cheap to compare, found with one search of the first character:
+    1 string, 2 object, 3 array, 4 true, 5 false, 0 number.
     """
-    return (f"(CASE WHEN {f} IS NULL THEN NULL ELSE CASE left({f}, 1) WHEN '\"' THEN 1 WHEN '{{' "
-            f"THEN 2 WHEN '[' THEN 3 WHEN 't' THEN 4 WHEN 'f' THEN 4 WHEN 'n' THEN NULL "
-            f"ELSE 5 END END)::UTINYINT")
+    return f"nullif(strpos('\"{{[tfn', left({f}, 1)), 6)"
 
 
 def _value_sql(f: str) -> str:
-    """The text of a JSON value: strings unquoted (unescaped only where they hold a backslash)."""
-    return (f"CASE WHEN left({f}, 1) <> '\"' THEN {f}::VARCHAR WHEN contains({f}, '\\') "
-            f"THEN json_extract_string({f}, '$') ELSE ({f}::VARCHAR)[2:-2] END")
+    """The text of a JSON value: strings unquoted and unescaped, NULL for a JSON null."""
+    return f"json_extract_string({f}, '$')"
 
 
 class _Fields:
@@ -139,7 +137,7 @@ class _Fields:
 
 
 _TYPE_SQL = {
-    "string": "= 1", "number": "= 5", "integer": "= 5", "boolean": "= 4",
+    "string": "= 1", "number": "= 0", "integer": "= 0", "boolean": "IN (4, 5)",
     "object": "= 2", "products": "= 3", "identifier": "= 1",
 }
 
@@ -343,7 +341,7 @@ class FastPathSQL:
         checks.append(f"({t('$.userId')} = 1 OR {t('$.anonymousId')} = 1)")
         checks.append(f"({t('$.messageId')} = 1 AND strlen({s('$.messageId')}) BETWEEN 1 AND 256)")
         for i in range(1, 5):  # properties, traits, context, context.consent: absent or objects
-            checks.append(f"(section_types[{i}] IS NULL OR section_types[{i}] = 2)")
+            checks.append(f"(sections[{i}] IS NULL OR left(sections[{i}]::VARCHAR, 1) IN ('{{', 'n'))")
         checks.append(f"call IN {_sql_list(_CALLS)}")
         checks.append(f"(call <> 'track' OR ({t('$.event')} = 1 AND strlen(event_name) <= 200 "
                       f"AND regexp_matches(event_name, '[!-~]')))")
@@ -414,24 +412,28 @@ class FastPathSQL:
         channel_map = " ".join(f"WHEN {_quote(a)} THEN {_quote(c)}" for a, c in CHANNEL_ALIASES.items())
         store_events = _sql_list(sorted(n for n, sc in EVENT_SCHEMAS.items() if sc.requires_store))
         section_paths = "['$.properties', '$.traits', '$.context', '$.context.consent']"
+        # Product lines are judged on their own parse of the few lines that name products (or might,
+        # behind an escape), so the main parse has one reader and streams instead of being kept whole.
+        objects = ("(SELECT line_no, raw FROM _chunk WHERE raw IS NOT NULL AND left(ltrim(raw, ' ' || chr(9) || "
+                   "chr(10) || chr(13)), 1) = '{' AND json_valid(raw))")
+        product_list = orjson.dumps([{name: "JSON" for name in PRODUCT_FIELDS}]).decode()
         return f"""
 WITH parsed AS (
     SELECT line_no, raw, json_keys(raw) AS top_keys,
            json_transform(raw, '{p.spec({_PRODUCTS: list(PRODUCT_FIELDS)})}') AS j,
            json_extract(raw, {section_paths}) AS sections
-    FROM _chunk
-    WHERE raw IS NOT NULL AND left(ltrim(raw, ' ' || chr(9) || chr(10) || chr(13)), 1) = '{{' AND json_valid(raw)
+    FROM {objects}
 ), raw_fields AS (
     SELECT line_no, raw, top_keys, sections, sections[4] AS consent_json,
-           [{_type_sql('sections[1]')}, {_type_sql('sections[2]')}, {_type_sql('sections[3]')},
-            {_type_sql('sections[4]')}] AS section_types,
            {p.access(_PRODUCTS)} AS products, {p.raw_columns()}
     FROM parsed
 ), bad_lines AS (
-    SELECT DISTINCT line_no FROM (SELECT line_no, unnest(products) AS x FROM raw_fields WHERE products IS NOT NULL)
+    SELECT DISTINCT line_no FROM (
+        SELECT line_no, unnest(json_transform(json_extract(raw, '{_PRODUCTS}'), '{product_list}')) AS x
+        FROM {objects} WHERE contains(raw, '"products"') OR contains(raw, '\\u'))
     WHERE NOT ({_product_line_ok()})
 ), spread AS (
-    SELECT line_no, raw, top_keys, sections, consent_json, section_types, products,
+    SELECT line_no, raw, top_keys, sections, consent_json, products,
            line_no IN (SELECT line_no FROM bad_lines) AS has_bad_line, {p.typed_columns()}
     FROM raw_fields
 ), named AS (
