@@ -131,3 +131,23 @@ def test_escapes_nulls_booleans_and_number_forms_are_judged_identically(tmp_path
     assert {"e2", "e3", "e6", "e7", "e8", "e10"} <= fast[0].keys()
     assert "e1" not in fast[0] and "e5" not in fast[0]
     assert_same(fast, python)
+
+
+def test_a_message_id_repeated_across_both_paths_keeps_its_earliest_line(tmp_path, settings):
+    """Lines the fast path stores and lines it leaves to Python go in together: per message id the
+    earliest line wins, whichever path read it, and an id the log holds already is not stored again."""
+    def line(message_id, user):  # a numeric userId is left to the Python path
+        return {"type": "page", "messageId": message_id, "userId": user, "name": "Home",
+                "originalTimestamp": "2026-09-01T10:00:00Z", "context": {"channel": "web"}}
+
+    first = write_lines(tmp_path / "first.jsonl", [line("old", "u1")])
+    lines = [line("a", 7), line("a", "u2"), line("b", "u3"), line("b", 8), line("c", "u4"), line("c", "u5"),
+             line("old", "u6")]
+    second = write_lines(tmp_path / "second.jsonl", lines)
+    with Workspace(settings.with_(data_dir=tmp_path / "data", fast_path=True)) as ws:
+        ws.ingestor().ingest_paths([first])
+        report = ws.ingestor().ingest_paths([second])
+        rows = {r["message_id"]: (r["user_id"], r["source"].rsplit(":", 1)[1])
+                for r in ws.engine.rows("SELECT message_id, user_id, source FROM events")}
+    assert rows == {"old": ("u1", "1"), "a": ("7", "1"), "b": ("u3", "3"), "c": ("u4", "5")}
+    assert (report.accepted, report.duplicates) == (3, 4)
