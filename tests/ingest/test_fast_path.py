@@ -151,3 +151,24 @@ def test_a_message_id_repeated_across_both_paths_keeps_its_earliest_line(tmp_pat
                 for r in ws.engine.rows("SELECT message_id, user_id, source FROM events")}
     assert rows == {"old": ("u1", "1"), "a": ("7", "1"), "b": ("u3", "3"), "c": ("u4", "5")}
     assert (report.accepted, report.duplicates) == (3, 4)
+
+
+def test_file_chunks_hold_whole_lines_and_a_small_remainder_joins_the_last(tmp_path):
+    from omnithread.ingest.bulk import line_chunks
+
+    path = tmp_path / "lines.jsonl"
+    lines = [f'{{"n":{i:05d}}}\n'.encode() for i in range(100)]  # 12 bytes each, 1,200 in all
+    path.write_bytes(b"".join(lines))
+    with open(path, "rb") as handle:
+        chunks = list(line_chunks(handle, 400))
+    assert len(chunks) == 3
+    assert b"".join(data for _, data in chunks) == path.read_bytes()
+    assert [first for first, _ in chunks] == [1] + [1 + sum(d.count(b"\n") for _, d in chunks[:i])
+                                                    for i in range(1, len(chunks))]
+    with open(path, "rb") as handle:  # three reads of 390 bytes leave 30, which join the third chunk
+        small_rest = list(line_chunks(handle, 390))
+    assert len(small_rest) == 3 and b"".join(d for _, d in small_rest) == path.read_bytes()
+    with open(path, "rb") as handle:  # a remainder over a quarter of a chunk stays a chunk of its own
+        assert len(list(line_chunks(handle, 300))) == 4
+    with open(path, "rb") as handle:
+        assert len(list(line_chunks(handle, 350))) == 4  # 350 x 3, then 150 bytes
