@@ -189,20 +189,21 @@ class DuckDBEngine(Engine):
         self._con.register("_others", others)
         try:
             target, select = _with_derived("events", ", ".join(c for c in others.column_names if c != "line_no"))
-            # Lines whose message id an earlier line of this chunk holds, found on the two narrow columns;
-            # then each part goes in whole (a union of the wide rows, deduplicated as one, cost half again).
+            # The lines to skip, found on two narrow columns: those whose message id an earlier line of
+            # this chunk holds or the log holds (read once for both parts); then each part goes in whole
+            # (a union of the wide rows, deduplicated as one, cost half again).
             self._con.execute(
-                "CREATE OR REPLACE TEMP TABLE _later AS SELECT line_no FROM (SELECT line_no, message_id FROM _staged "
+                "CREATE OR REPLACE TEMP TABLE _skip AS WITH incoming AS (SELECT line_no, message_id FROM _staged "
                 "UNION ALL SELECT line_no, message_id FROM _others) "
-                "QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY line_no) > 1").fetchall()
+                "SELECT line_no FROM incoming QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY line_no) > 1 "
+                f"UNION ALL SELECT line_no FROM incoming AS i WHERE NOT {_not_stored('i', 'incoming')}").fetchall()
             offered = self._con.execute("SELECT count(*) FROM _staged").fetchall()[0][0] + others.num_rows
             stored = 0
             self._con.execute("BEGIN TRANSACTION")
             try:
                 for part in ("_staged", "_others"):
-                    stored += self._insert(
-                        f"INSERT INTO events ({target}) SELECT {select} FROM {part} AS i "
-                        f"WHERE line_no NOT IN (SELECT line_no FROM _later) AND {_not_stored('i', part)}")
+                    stored += self._insert(f"INSERT INTO events ({target}) SELECT {select} FROM {part} "
+                                           "WHERE line_no NOT IN (SELECT line_no FROM _skip)")
                 self._con.execute("COMMIT").fetchall()
             except BaseException:
                 self._con.execute("ROLLBACK").fetchall()
@@ -211,7 +212,7 @@ class DuckDBEngine(Engine):
         finally:
             self._con.unregister("_others")
             self._con.execute("DROP TABLE IF EXISTS _staged").fetchall()
-            self._con.execute("DROP TABLE IF EXISTS _later").fetchall()
+            self._con.execute("DROP TABLE IF EXISTS _skip").fetchall()
 
     def register(self, name: str, table: pa.Table) -> None:
         self._con.register(name, table)
