@@ -38,8 +38,9 @@ class Settings:
     far ahead of its receipt an event may claim to have happened; ``memory_limit`` caps the
     memory the engine may take before it spills to disk (``6GB``, ``512MB``; the engine's own
     default when unset); ``import_chunk_bytes`` is how much of a file the import hands the engine
-    at once: larger chunks import faster (each costs a fixed ~0.4 s to plan) and hold more memory
-    (one million events: 64 MB 17 s / 1.1 GB peak, 128 MB 14 s / 1.6 GB, 256 MB 13 s / 2.5 GB).
+    at once: larger chunks import faster (each costs a fixed ~0.6 s to plan and write) and hold
+    more memory (one million events: 64 MB 13.1 s / 0.9 GB peak, 128 MB 9.8-10.1 s / 1.1 GB,
+    256 MB 9.3-9.7 s / 1.4 GB).
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -49,7 +50,7 @@ class Settings:
     chunk_rows: int = 50_000
     fast_path: bool = True
     memory_limit: str | None = None
-    import_chunk_bytes: int = 128 << 20
+    import_chunk_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
