@@ -172,3 +172,22 @@ def test_file_chunks_hold_whole_lines_and_a_small_remainder_joins_the_last(tmp_p
         assert len(list(line_chunks(handle, 300))) == 4
     with open(path, "rb") as handle:
         assert len(list(line_chunks(handle, 350))) == 4  # 350 x 3, then 150 bytes
+
+
+def test_a_batch_line_whose_one_event_is_stored_already_keeps_its_others(tmp_path, settings):
+    """A line holding a Segment batch makes several rows with one line number: one stored event among
+    them must not cost the others their place."""
+    def event(message_id):
+        return {"type": "page", "messageId": message_id, "userId": "u1", "name": "Home",
+                "originalTimestamp": "2026-09-01T10:00:00Z", "context": {"channel": "web"}}
+
+    first = write_lines(tmp_path / "first.jsonl", [event("b2")])
+    second = write_lines(tmp_path / "second.jsonl", [event("x1"), {"batch": [event("b1"), event("b2"), event("b3")]},
+                                                     event("b3")])
+    with Workspace(settings.with_(data_dir=tmp_path / "data", fast_path=True)) as ws:
+        ws.ingestor().ingest_paths([first])
+        report = ws.ingestor().ingest_paths([second])
+        sources = {r["message_id"]: r["source"].rsplit(":", 1)[1]
+                   for r in ws.engine.rows("SELECT message_id, source FROM events")}
+    assert sources == {"b2": "1", "x1": "1", "b1": "2#0", "b3": "2#2"}
+    assert (report.accepted, report.duplicates) == (3, 2)

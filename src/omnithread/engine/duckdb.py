@@ -189,21 +189,25 @@ class DuckDBEngine(Engine):
         self._con.register("_others", others)
         try:
             target, select = _with_derived("events", ", ".join(c for c in others.column_names if c != "line_no"))
-            # The lines to skip, found on two narrow columns: those whose message id an earlier line of
-            # this chunk holds or the log holds (read once for both parts); then each part goes in whole
-            # (a union of the wide rows, deduplicated as one, cost half again).
+            # The rows to skip, found on two narrow columns: those whose message id an earlier line of this
+            # chunk holds or the log holds (read once for both parts); then each part goes in whole (a union
+            # of the wide rows, deduplicated as one, cost half again). A row is its line and message id: a
+            # line holding a batch makes several rows, each with its own id.
             self._con.execute(
                 "CREATE OR REPLACE TEMP TABLE _skip AS WITH incoming AS (SELECT line_no, message_id FROM _staged "
                 "UNION ALL SELECT line_no, message_id FROM _others) "
-                "SELECT line_no FROM incoming QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY line_no) > 1 "
-                f"UNION ALL SELECT line_no FROM incoming AS i WHERE NOT {_not_stored('i', 'incoming')}").fetchall()
+                "SELECT line_no, message_id FROM incoming "
+                "QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY line_no) > 1 "
+                f"UNION ALL SELECT line_no, message_id FROM incoming AS i WHERE NOT {_not_stored('i', 'incoming')}"
+            ).fetchall()
             offered = self._con.execute("SELECT count(*) FROM _staged").fetchall()[0][0] + others.num_rows
             stored = 0
             self._con.execute("BEGIN TRANSACTION")
             try:
                 for part in ("_staged", "_others"):
-                    stored += self._insert(f"INSERT INTO events ({target}) SELECT {select} FROM {part} "
-                                           "WHERE line_no NOT IN (SELECT line_no FROM _skip)")
+                    stored += self._insert(
+                        f"INSERT INTO events ({target}) SELECT {select} FROM {part} AS i WHERE NOT EXISTS "
+                        "(SELECT 1 FROM _skip AS s WHERE s.line_no = i.line_no AND s.message_id = i.message_id)")
                 self._con.execute("COMMIT").fetchall()
             except BaseException:
                 self._con.execute("ROLLBACK").fetchall()
