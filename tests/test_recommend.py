@@ -243,10 +243,22 @@ def test_the_ablation_runs_every_variant(served):
     ws, _, out = served
     result = run_ablation(ws.engine, ws.pseudonymiser, out / "truth")
     assert list(result["variants"]) == ["siloed", "online only", "store only", "joined, no picks", "joined",
-                                        "ceiling, no picks", "ceiling"]
+                                        "ceiling, no picks", "ceiling", "ceiling, linkable"]
     for v in result["variants"].values():
         assert 0 <= v["all"]["ndcg@10"] <= 1 and v["all"]["users"] > 0
     assert result["assumptions"] and ablation_svg(result).startswith("<svg")
+    # the linkable ceiling keeps the truth for exactly the identifiers some link touches
+    counts = ws.engine.rows("""SELECT count(*) FILTER (WHERE l.identifier IS NOT NULL) AS kept,
+        count(*) FILTER (WHERE l.identifier IS NULL) AS left_out,
+        count(*) FILTER (WHERE (l.identifier IS NULL) = (t.identifier IN (SELECT a FROM identity_edges
+                                                                           UNION SELECT b FROM identity_edges)))
+            AS wrong
+        FROM true_identity_map t LEFT JOIN linkable_identity_map l USING (identifier)""")[0]
+    assert counts["kept"] > 0 and counts["left_out"] > 0 and counts["wrong"] == 0
+    base, joined = (result["variants"][k]["all"]["ndcg@10"] for k in ("siloed", "joined"))
+    linkable = result["variants"]["ceiling, linkable"]["all"]["ndcg@10"]
+    if linkable > base:
+        assert result["captured_share_of_linkable_ceiling_gain"] == round((joined - base) / (linkable - base), 4)
 
 
 def test_a_persons_rows_read_the_quick_way_equal_the_full_scan(served):
