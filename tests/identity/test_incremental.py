@@ -41,14 +41,30 @@ def test_a_new_link_merges_two_persons_and_the_old_id_redirects(tmp_path, settin
 
 
 def test_an_incremental_link_that_breaks_a_limit_is_refused_and_logged(tmp_path, settings):
+    # a payment card may join up to four accounts here, so the one-account limit is what stops it
+    lenient = IdentityConfig(max_accounts={**IdentityConfig().max_accounts, "payment_token": 4})
+    with Workspace(settings) as ws:
+        ingest(ws, tmp_path, "first", [web_order(1, "alice", "d1", "tok_family"), identify(2, "bob", "d2")])
+        resolve_identities(ws.engine, ws.pseudonymiser, lenient)
+        ingest(ws, tmp_path, "second", [web_order(3, "bob", "d2", "tok_family")])
+        report = update_identities(ws.engine, ws.pseudonymiser, lenient)
+        assert report.refused == {"limit: at most 1 account per person": 1} and report.merges == 0
+        assert person(ws, "alice") != person(ws, "bob")
+        assert ws.engine.scalar("SELECT count(*) FROM identity_changes WHERE change = 'refused'") == 1
+
+
+def test_a_payment_card_a_second_account_uses_is_blocked_by_default(tmp_path, settings):
+    """A card two accounts pay with is a household's: by default it then joins nobody (its
+    sessions cannot tell which of them paid)."""
     with Workspace(settings) as ws:
         ingest(ws, tmp_path, "first", [web_order(1, "alice", "d1", "tok_family"), identify(2, "bob", "d2")])
         resolve_identities(ws.engine, ws.pseudonymiser)
         ingest(ws, tmp_path, "second", [web_order(3, "bob", "d2", "tok_family")])
         report = update_identities(ws.engine, ws.pseudonymiser)
-        assert report.refused == {"limit: at most 1 account per person": 1} and report.merges == 0
+        assert report.blocked == 1 and report.merges == 0
         assert person(ws, "alice") != person(ws, "bob")
-        assert ws.engine.scalar("SELECT count(*) FROM identity_changes WHERE change = 'refused'") == 1
+        reason = ws.engine.scalar("SELECT blocked_reason FROM identity_map WHERE identifier LIKE 'payment_token:%'")
+        assert reason == "linked to 2 accounts, more than 1 allowed for a payment_token"
 
 
 def test_removing_the_link_that_joined_two_persons_splits_them_again(tmp_path, settings):

@@ -121,15 +121,26 @@ def test_a_rebuild_keeps_person_ids_and_redirects_the_id_a_merge_retired(tmp_pat
             {"old_person_id": before["d2"], "person_id": before["d1"], "reason": "merged on rebuild"}]
 
 
+FAMILY_CARD = [web_order(1, "alice", "d1", "tok_family"), web_order(2, "alice", "d1", "tok_family"),
+               web_order(3, "bob", "d2", "tok_family")]
+
+
 def test_a_family_card_does_not_merge_two_accounts(tmp_path, settings):
-    ws, report = resolved(tmp_path, settings, [
-        web_order(1, "alice", "d1", "tok_family"), web_order(2, "alice", "d1", "tok_family"),
-        web_order(3, "bob", "d2", "tok_family"),
-    ])
+    # by default a card two accounts pay with is blocked: it joins nobody
+    ws, report = resolved(tmp_path, settings, FAMILY_CARD)
+    with ws:
+        assert person_of(ws, "alice") != person_of(ws, "bob")
+        reason = "identifier blocked: linked to 2 accounts, more than 1 allowed for a payment_token"
+        assert report.links_dropped == {reason: 2}
+    # allowed to join up to four accounts, the card is split off by the one-account limit instead, and
+    # the stronger evidence (two orders) keeps it with alice
+    lenient = IdentityConfig(max_accounts={**IdentityConfig().max_accounts, "payment_token": 4})
+    (tmp_path / "lenient").mkdir()
+    ws, report = resolved(tmp_path / "lenient", settings.with_(data_dir=tmp_path / "lenient" / "data"), FAMILY_CARD,
+                          lenient)
     with ws:
         assert person_of(ws, "alice") != person_of(ws, "bob")
         assert report.links_dropped == {"limit: at most 1 account per person": 1}
-        # the stronger evidence (two orders) keeps the card with alice
         card = ws.engine.scalar("SELECT person_id FROM identity_map WHERE identifier_type = 'payment_token'")
         assert card == person_of(ws, "alice")
 

@@ -29,11 +29,11 @@ class IdentityConfig:
     """
 
     limits: dict[str, int] = field(default_factory=lambda: {
-        "account": 1, "email": 5, "phone": 3, "app_code": 1, "loyalty_card": 3, "palm_token": 2,
+        "account": 1, "email": 5, "phone": 1, "app_code": 1, "loyalty_card": 1, "palm_token": 2,
         "payment_token": 10, "voice_device": 3, "device": 20,
     })
     max_accounts: dict[str, int] = field(default_factory=lambda: {
-        "email": 2, "phone": 4, "app_code": 1, "loyalty_card": 4, "palm_token": 1, "payment_token": 4,
+        "email": 2, "phone": 4, "app_code": 1, "loyalty_card": 4, "palm_token": 1, "payment_token": 1,
         "voice_device": 4, "device": 6, "store_session": 1,
     })
     blocked_values: tuple[str, ...] = ("", "null", "none", "nil", "undefined", "anonymous", "unknown", "-1", "0",
