@@ -163,7 +163,7 @@ def test_file_chunks_hold_whole_lines_and_a_small_remainder_joins_the_last(tmp_p
         chunks = list(line_chunks(handle, 400))
     assert len(chunks) == 3
     assert b"".join(data for _, data in chunks) == path.read_bytes()
-    assert [first for first, _ in chunks] == [1] + [1 + sum(d.count(b"\n") for _, d in chunks[:i])
+    assert [first for first, _ in chunks] == [1] + [1 + sum(bytes(d).count(b"\n") for _, d in chunks[:i])
                                                     for i in range(1, len(chunks))]
     with open(path, "rb") as handle:  # three reads of 390 bytes leave 30, which join the third chunk
         small_rest = list(line_chunks(handle, 390))
@@ -191,3 +191,27 @@ def test_a_batch_line_whose_one_event_is_stored_already_keeps_its_others(tmp_pat
                    for r in ws.engine.rows("SELECT message_id, source FROM events")}
     assert sources == {"b2": "1", "x1": "1", "b1": "2#0", "b3": "2#2"}
     assert (report.accepted, report.duplicates) == (3, 2)
+
+
+def test_chunk_lines_that_are_not_utf8_are_null_and_the_rest_intact():
+    from omnithread.ingest.bulk import chunk_table
+
+    lines = []
+    for i in range(5000):  # accents in every seventh line, broken bytes at window edges and at the end
+        if i % 7 == 0:
+            lines.append(f'{{"n":"Zoë {i}"}}'.encode())
+        elif i % 1024 in (0, 1023) or i == 4999:
+            lines.append(b'{"n":"\xff\xfe"}')
+        else:
+            lines.append(b'{"n":%d}' % i)
+    table, _ = chunk_table(1, b"\n".join(lines) + b"\n")
+    raw = table.column("raw").to_pylist()
+    broken = []
+    for i, line in enumerate(lines):
+        try:
+            assert raw[i] == line.decode("utf-8") + "\n"
+        except UnicodeDecodeError:
+            broken.append(i)
+            assert raw[i] is None
+    assert broken == [i for i in range(5000) if i % 7 and (i % 1024 in (0, 1023) or i == 4999)]
+    assert len(broken) == 8 and table.column("line_no").to_pylist() == list(range(1, 5001))

@@ -464,11 +464,14 @@ WHERE {fast_ok}
 """
 
 
-def line_chunks(handle, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, bytes]]:
-    """Yield (first line number, bytes of whole lines) from a binary file, chunk by chunk.
+def line_chunks(handle, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, memoryview]]:
+    """Yield (first line number, whole lines) from a binary file, chunk by chunk.
 
-    A file's last quarter-chunk or less joins the chunk before it: each chunk costs the engine a
-    fixed time to plan, too much for a small remainder.
+    Each chunk is read straight into a buffer of its own (one copy, where joining the previous
+    chunk's last partial line to a block and then cutting the block's own partial line off each
+    copied the whole chunk again) and handed on as a view of its whole lines. A file's last
+    quarter-chunk or less joins the chunk before it: each chunk costs the engine a fixed time to
+    plan, too much for a small remainder.
     """
     carry = b""
     line = 1
@@ -477,48 +480,72 @@ def line_chunks(handle, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, byte
     except (AttributeError, OSError, ValueError):
         size = None
     while True:
-        block = handle.read(chunk_bytes)
-        if block and size is not None and 0 < size - handle.tell() <= chunk_bytes // 4:
-            block += handle.read()
-        if not block:
+        want = chunk_bytes
+        if size is not None:  # the rest of the file when it is a quarter-chunk more at most (at least
+            rest = size - handle.tell()  # 64 KB, should the file have grown since it was opened)
+            if rest - chunk_bytes <= chunk_bytes // 4:
+                want = max(rest, 1 << 16)
+        buf = bytearray(len(carry) + want)
+        buf[:len(carry)] = carry
+        got = handle.readinto(memoryview(buf)[len(carry):])
+        total = len(carry) + (got or 0)
+        if not got:
             if carry:
-                yield line, carry if carry.endswith(b"\n") else carry + b"\n"
+                yield line, memoryview(carry if carry.endswith(b"\n") else carry + b"\n")
             return
-        block = carry + block
-        cut = block.rfind(b"\n")
+        cut = buf.rfind(b"\n", 0, total)
         if cut < 0:
-            carry = block
+            carry = bytes(buf[:total])
             continue
-        carry = block[cut + 1:]
-        data = block[: cut + 1]
-        yield line, data
-        line += data.count(b"\n")
+        carry = bytes(buf[cut + 1:total])
+        yield line, memoryview(buf)[: cut + 1]
+        line += buf.count(b"\n", 0, cut + 1)
 
 
-def _undecodable_lines(data: bytes, buf: np.ndarray, offsets: np.ndarray) -> list[int]:
-    """Lines of ``data`` that are not UTF-8: only lines holding a byte outside ASCII are decoded."""
-    high = np.flatnonzero(buf >= 0x80)
+def _positions(buf: np.ndarray, test, step: int = 8 << 20) -> np.ndarray:
+    """Positions of the bytes of ``buf`` that pass ``test``, found slice by slice: a mask of the whole
+    chunk would take a fresh block of memory the size of the chunk each time, which costs more to map
+    than the comparison itself."""
+    found = [np.flatnonzero(test(buf[start:start + step])) + start for start in range(0, len(buf), step)]
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+def _mark_undecodable(data: bytes | memoryview, offsets: np.ndarray, lo: int, hi: int, valid: np.ndarray) -> None:
+    """Mark lines lo..hi that are not UTF-8, halving the range until the culprits are found."""
+    try:
+        str(data[offsets[lo]:offsets[hi]], "utf-8")
+    except UnicodeDecodeError:
+        if hi - lo == 1:
+            valid[lo] = False
+            return
+        mid = (lo + hi) // 2
+        _mark_undecodable(data, offsets, lo, mid, valid)
+        _mark_undecodable(data, offsets, mid, hi, valid)
+
+
+def _mark_undecodable_lines(data: bytes | memoryview, buf: np.ndarray, offsets: np.ndarray, valid: np.ndarray,
+                            window: int = 1024) -> None:
+    """Mark the lines of ``data`` that are not UTF-8. Only windows of lines holding a byte outside
+    ASCII are decoded (one decode a window, halved only where it fails), so an ASCII file costs one
+    scan of its bytes and a file full of accents one decode a window, not one a line."""
+    high = _positions(buf, lambda part: part >= 0x80)
     if not len(high):
-        return []
-    bad = []
-    for i in np.unique(np.searchsorted(offsets, high, side="right") - 1).tolist():
-        try:
-            data[offsets[i]:offsets[i + 1]].decode("utf-8")
-        except UnicodeDecodeError:
-            bad.append(i)
-    return bad
+        return
+    lines = len(offsets) - 1
+    for w in np.unique((np.searchsorted(offsets, high, side="right") - 1) // window).tolist():
+        _mark_undecodable(data, offsets, w * window, min((w + 1) * window, lines), valid)
 
 
-def chunk_table(first_line: int, data: bytes, batch_rows: int = 4096) -> tuple[pa.Table, np.ndarray]:
+def chunk_table(first_line: int, data: bytes | memoryview, batch_rows: int = 4096) -> tuple[pa.Table, np.ndarray]:
     """An Arrow table (line_no, raw) over ``data`` without copying; lines not UTF-8 are null.
 
     It comes in batches of ``batch_rows`` so the engine can scan it on every core.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 10)
+    newlines = _positions(buf, lambda part: part == 10)
     offsets = np.r_[0, newlines + 1].astype(np.int64)
     valid = np.ones(len(newlines), dtype=bool)
-    valid[_undecodable_lines(data, buf, offsets)] = False
+    _mark_undecodable_lines(data, buf, offsets, valid)
     bitmap = pa.array(valid).buffers()[1] if not valid.all() else None
     raw = pa.Array.from_buffers(
         pa.large_string(), len(newlines), [bitmap, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)],

@@ -195,7 +195,7 @@ class Ingestor:
                     table, fast.sql, params, {PHONE_FUNCTION: self._phone_or_none})
                 for line_no in rest:
                     i = line_no - first_line
-                    line = data[offsets[i]:offsets[i + 1]]
+                    line = bytes(data[offsets[i]:offsets[i + 1]])
                     if line.strip():
                         self.submit_line(line, f"{source}:{line_no}", flush=False)
                 # Both paths' rows go in together so the earliest line wins a shared message id.
