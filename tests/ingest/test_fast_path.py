@@ -172,6 +172,11 @@ def test_file_chunks_hold_whole_lines_and_a_small_remainder_joins_the_last(tmp_p
         assert len(list(line_chunks(handle, 300))) == 4
     with open(path, "rb") as handle:
         assert len(list(line_chunks(handle, 350))) == 4  # 350 x 3, then 150 bytes
+    # a last line without its newline comes whole, with one, whatever the chunk size
+    path.write_bytes(b"".join(lines)[:-1])
+    for size in (50, 400, 1 << 20):
+        with open(path, "rb") as handle:
+            assert b"".join(data for _, data in line_chunks(handle, size)) == b"".join(lines)
 
 
 def test_a_batch_line_whose_one_event_is_stored_already_keeps_its_others(tmp_path, settings):

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from omnithread.engine.base import Engine, names_any_sql
-from omnithread.engine.tables import MESSAGE_KEY_SQL, identifiers_sql
+from omnithread.engine.tables import DERIVED_EVENT_COLUMNS, MESSAGE_KEY_SQL, identifiers_sql
 from omnithread.errors import OmnithreadError
 
 __all__ = ["DuckDBEngine", "EngineError"]
@@ -87,14 +87,16 @@ class DuckDBEngine(Engine):
         """Create missing tables; a log stored before events carried their identifiers or message keys gets
         them now, once."""
         super().ensure_tables()
-        if not self.scalar("SELECT count(*) FROM information_schema.columns "
-                           "WHERE table_name = 'events' AND column_name = 'identifiers'"):
-            self.execute("ALTER TABLE events ADD COLUMN identifiers VARCHAR[]")
-            self.execute(f"UPDATE events SET identifiers = {identifiers_sql()} WHERE {identifiers_sql()} IS NOT NULL")
-        if not self.scalar("SELECT count(*) FROM information_schema.columns "
-                           "WHERE table_name = 'events' AND column_name = 'message_key'"):
-            self.execute("ALTER TABLE events ADD COLUMN message_key UBIGINT")
-            self.execute(f"UPDATE events SET message_key = {MESSAGE_KEY_SQL}")
+        present = {r["column_name"] for r in self.rows(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'")}
+        # each derived column's value, and which rows get one (most events name no identifier)
+        fills = {"identifiers": (identifiers_sql(), f"{identifiers_sql()} IS NOT NULL"),
+                 "message_key": (MESSAGE_KEY_SQL, "true")}
+        for name, logical, _ in DERIVED_EVENT_COLUMNS:
+            if name not in present:
+                value, where = fills[name]
+                self.execute(f"ALTER TABLE events ADD COLUMN {name} {_TYPES[logical]}")
+                self.execute(f"UPDATE events SET {name} = {value} WHERE {where}")
 
     def _column_type(self, logical: str) -> str:
         return _TYPES[logical]

@@ -9,8 +9,8 @@ import orjson
 
 from omnithread.events.schema import IDENTIFIER_KEYS
 
-__all__ = ["TABLES", "EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES", "MESSAGE_KEY_SQL", "message_key",
-           "identifiers_sql", "identifiers_of", "node_sql"]
+__all__ = ["TABLES", "EVENT_COLUMNS", "DERIVED_EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES",
+           "MESSAGE_KEY_SQL", "message_key", "identifiers_sql", "identifiers_of", "node_sql"]
 
 # keyed-hash prefix -> identifier type (see omnithread.privacy.IdentifierType)
 HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
