@@ -599,11 +599,13 @@ def _print_ablation(res: dict) -> None:
             for name, v in res["variants"].items()]
     console.print(_table("Ablation: NDCG@10 on held-out purchases", rows))
     share = res["captured_share_of_ceiling_gain"]
-    linkable = res.get("captured_share_of_linkable_ceiling_gain")
+    reachable = res.get("captured_share_of_reachable_ceiling_gain")
+    evidence = res.get("reachable_share_of_ceiling_gain")
     console.print("Share of the ceiling's gain over siloed data that omnithread's identity resolution captures: "
                   + (f"{share:.0%}" if share is not None else "n/a (the ceiling does not beat siloed data)")
-                  + (f" ({linkable:.0%} of the linkable ceiling's, which leaves out identifiers no link touches)"
-                     if linkable is not None else "")
+                  + (f" ({reachable:.0%} of the reachable ceiling's: every link decided right"
+                     + (f", which itself holds {evidence:.0%} of the ceiling's gain" if evidence is not None else "")
+                     + ")" if reachable is not None else "")
                   + (f". Chart: {res['chart']}" if res.get("chart") else ""))
     console.print("Simulator assumptions behind this result: " + " ".join(res["assumptions"]))
 
