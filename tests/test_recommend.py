@@ -200,6 +200,49 @@ def test_in_store_only_offers_what_the_store_sells(served):
     assert none.surface == "trending" and "no known inventory" in none.fallback_reason
 
 
+def test_the_imported_inventory_and_catalogue_decide_what_may_be_served(served, tmp_path):
+    ws, service, _ = served
+    person = _a_buyer(ws)
+    store = ws.engine.scalar("SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
+                             "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+    for_you = service.recommend(person, "for_you", n=10)
+    in_store = service.recommend(person, "in_store", n=10, store=store)
+    assert for_you.meta["availability"].startswith("sales") and in_store.meta["availability"].startswith("sales")
+    off_sale, sold_out = for_you.items[0]["product_id"], in_store.items[0]["product_id"]
+    similar_to = next(p for p in service.products if off_sale in
+                      {i["product_id"] for i in service.recommend(surface="similar", product=p, n=10).items})
+    carried = [p for p in service.products if service._sold(service.serving.available_days, store)[
+        service.product_index[p]] > 0]
+    (tmp_path / "catalogue.csv").write_text(
+        "product_id,available,launched_at\n" + f"{off_sale},false,\n"
+        + f"P-LAUNCHED,true,{ws.engine.scalar('SELECT max(event_at) FROM events').isoformat()}\n")
+    (tmp_path / "inventory.csv").write_text("store_id,product_id,quantity\n" + "".join(
+        f"{store},{p},{0 if p == sold_out else 5}\n" for p in carried + ["P-LAUNCHED"]))
+    ws.ingestor().ingest_reference([tmp_path / "catalogue.csv"], "catalogue")
+    ws.ingestor().ingest_reference([tmp_path / "inventory.csv"], "inventory")
+    service.refresh()
+    try:
+        # off sale: never served, on any surface
+        after = service.recommend(person, "for_you", n=10)
+        assert off_sale not in {i["product_id"] for i in after.items}
+        assert off_sale not in {i["product_id"] for i in service.recommend(surface="similar", product=similar_to).items}
+        assert off_sale not in {i["product_id"] for i in service.recommend(surface="trending", n=50).items}
+        # launched by the catalogue, seen by nobody yet: it still gets its slot, marked new
+        assert after.items[-1] == {"product_id": "P-LAUNCHED", "score": 0.0, "new": True}
+        # in the store: what its inventory holds, nothing sold out, whatever sold there lately
+        there = service.recommend(person, "in_store", n=10, store=store)
+        assert there.meta["availability"] == f"inventory of {store}"
+        shown = {i["product_id"] for i in there.items}
+        assert sold_out not in shown and shown <= set(carried) | {"P-LAUNCHED"} and len(shown) == 10
+        trending = service.recommend(surface="trending", store=store, n=50)
+        assert trending.meta["availability"] == f"inventory of {store}"
+        assert sold_out not in {i["product_id"] for i in trending.items}
+    finally:
+        ws.engine.execute("DROP TABLE catalogue")
+        ws.engine.execute("DROP TABLE inventory")
+        service.refresh()
+
+
 def test_unknown_anonymous_and_refusing_people_get_the_non_personal_surface(served):
     ws, service, _ = served
     unknown = service.recommend("nobody-at-all@example.com", "for_you", n=5)

@@ -30,6 +30,7 @@ class DemoRun:
     sources_dir: Path
     manifest: dict = field(default_factory=dict)
     ingest: IngestReport | None = None
+    reference: dict = field(default_factory=dict)  # catalogue and inventory imported, and what is stored
     stats: dict = field(default_factory=dict)
     rejected: list = field(default_factory=list)
     identity: dict = field(default_factory=dict)
@@ -51,6 +52,7 @@ class DemoRun:
                       "stores": self.manifest.get("stores"),
                       "checkout_free_stores": self.manifest.get("checkout_free_stores")},
             "ingest": self.ingest.as_dict() if self.ingest else None,
+            "reference": self.reference,
             "stats": self.stats,
             "rejected_by_reason": self.rejected,
             "identity": self.identity,
@@ -84,6 +86,13 @@ def _sensed_receipts(run: DemoRun, ws: Workspace, progress: Callable[[str], None
 def _ingest(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
     progress("ingesting every source")
     run.ingest = ws.ingestor().ingest_paths(run.manifest["sources"])
+    reference = run.manifest.get("reference") or {}
+    if reference:
+        from omnithread.ingest.reference import reference_summary
+
+        for kind in ("catalogue", "inventory"):
+            run.reference[kind] = ws.ingestor().ingest_reference([reference[kind]], kind).as_dict()
+        run.reference["stored"] = reference_summary(ws.engine)
 
 
 def _summarise(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:

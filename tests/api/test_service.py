@@ -311,3 +311,25 @@ def test_the_collector_compares_message_ids_only_where_their_keys_meet(settings)
         assert client.post("/v1/batch", json={"batch": [track(3)]}, headers=headers).json()["duplicates"] == 1
         with service.lock:
             assert service.ws.engine.scalar("SELECT count(*) FROM events") == 3
+
+
+def test_catalogue_and_stock_arrive_over_http_and_refused_rows_say_why(server, keys):
+    _, made = keys
+    w = basic(made["write"])
+    rows = [{"store_id": "S01", "product_id": "P1", "quantity": 3, "as_of": "2026-10-01T10:00:00Z"},
+            {"store_id": "S01", "product_id": "P2", "quantity": -1},
+            "not a row"]
+    sent = httpx.post(f"{server.url}/v1/inventory", json={"rows": rows}, headers=w)
+    assert sent.status_code == 200 and sent.json()["accepted"] == 1
+    assert [r["index"] for r in sent.json()["rejected"]] == [1, 2]
+    assert "quantity: -1 is below 0" in sent.json()["rejected"][0]["reasons"][0]
+    again = httpx.post(f"{server.url}/v1/inventory", json={"rows": rows[:1]}, headers=w)
+    assert again.json() == {"success": True, "accepted": 0, "unchanged": 1}
+    products = httpx.post(f"{server.url}/v1/catalogue", json={"rows": [{"product_id": "P1", "available": "no"}]},
+                          headers=w)
+    assert products.status_code == 200 and products.json()["accepted"] == 1
+    refused = httpx.post(f"{server.url}/v1/catalogue", json={"rows": [{"price": 2}]}, headers=w)
+    assert refused.status_code == 400
+    assert "product_id is empty or missing" in refused.json()["rejected"][0]["reasons"][0]
+    assert httpx.post(f"{server.url}/v1/inventory", json={"items": []}, headers=w).json()["code"] == "missing_field"
+    assert httpx.post(f"{server.url}/v1/inventory", json={"rows": []}, headers=basic(made["read"])).status_code == 403

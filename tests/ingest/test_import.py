@@ -96,6 +96,13 @@ def test_a_missing_file_and_an_empty_file_are_reported(tmp_path, workspace):
     empty.write_bytes(b"")
     report = workspace.ingestor().ingest_paths([empty, tmp_path / "nope.jsonl"])
     assert report.by_reason == {"empty_file": 1, "not_found": 1}
+    # replayed while still empty and missing, both keep their records; once there, the file is imported
+    _, replayed, failing = replay_rejected(workspace.ingestor())
+    assert replayed == [] and len(failing) == 2
+    write_lines(tmp_path / "nope.jsonl", [good(1)])
+    _, replayed, failing = replay_rejected(workspace.ingestor())
+    assert len(replayed) == 1 and len(failing) == 1
+    assert workspace.engine.scalar("SELECT count(*) FROM events WHERE message_id = 'good-1'") == 1
 
 
 TILL_HEADER = "store_id,till_id,timestamp,order_id,product_id,quantity,price,loyalty_card,payment_token\n"

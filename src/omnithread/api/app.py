@@ -329,15 +329,16 @@ def create_app(settings: Settings) -> FastAPI:
                               "401": {"description": "no valid write key"}, "403": {"description": "not a write key"},
                               "413": {"description": "body too large"}}}
 
-    def _call_endpoint(call: str):
+    def _write_endpoint(handle, what: str):
+        """An endpoint that checks the write key, then runs ``handle(raw, what, key)`` off the event loop."""
         async def endpoint(request: Request):
             key, raw = await _authorised_write(request)
-            return await run_in_threadpool(_collect, raw, call, key)
-        endpoint.__name__ = f"send_{call}"
+            return await run_in_threadpool(handle, raw, what, key)
+        endpoint.__name__ = f"send_{what}"
         return endpoint
 
     for call in CALLS:
-        app.add_api_route(f"/v1/{call}", _call_endpoint(call), methods=["POST"], tags=["collector"],
+        app.add_api_route(f"/v1/{call}", _write_endpoint(_collect, call), methods=["POST"], tags=["collector"],
                           summary=f"Send one {call} call (Segment HTTP Tracking API)",
                           openapi_extra=_body_doc({**call_schema, "properties": {
                               **call_schema["properties"], "type": {"type": "string", "enum": [call]}}}))
@@ -350,6 +351,49 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_api_route("/v1/import", batch, methods=["POST"], tags=["collector"], summary="Alias of /v1/batch",
                       openapi_extra=_body_doc(batch_schema))
+
+    # ------------------------------------------------------------------ reference data: catalogue, stock
+
+    def _reference(raw: bytes, kind: str, key: ApiKey) -> JSONResponse:
+        payload = _json_object(raw)
+        rows = payload.get("rows")
+        if not isinstance(rows, list):
+            return _problem(400, "missing_field", f"/v1/{kind} needs a 'rows' array of {kind} rows")
+        received = datetime.now(UTC)
+        source = f"http:{key.key_id}:{received.isoformat()}"
+        with service.lock:
+            ingestor = service.ws.ingestor(received_at=received)
+            ingestor.begin(source)
+            for line, row in enumerate(rows, start=1):
+                if isinstance(row, dict):
+                    ingestor.submit_reference_row(kind, line, row, source)
+                else:
+                    ingestor.reject_reference_text(kind, line, orjson.dumps(row).decode(), source)
+            refused = [{"index": int(r[2].rsplit(":", 1)[1]) - 1,
+                        "reasons": [x["message"] for x in orjson.loads(r[5])]} for r in ingestor._rejected.values()]
+            ingestor.flush()  # written before the answer, refused rows kept with their reasons
+            if service._recommendations is not None:
+                service._recommendations.refresh()  # the next answer reads the new stock
+        report = ingestor.report
+        body = {"success": not refused or report.accepted + report.duplicates > 0, "accepted": report.accepted,
+                "unchanged": report.duplicates}
+        if refused:
+            body["rejected"] = sorted(refused, key=lambda r: r["index"])
+        return JSONResponse(body, status_code=200 if body["success"] else 400)
+
+    from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
+
+    _json_types = {"text": "string", "number": "number", "boolean": "boolean", "time": "string"}
+    for kind, summary in (("catalogue", "Products: a row replaces its product's (name, category, price, "
+                                        "available, launched_at)"),
+                          ("inventory", "Stock per store (or 'online'): units in stock as of a time; an older count "
+                                        "never replaces a newer one")):
+        row_schema = {"type": "object", "properties": {c: {"type": _json_types[t]}
+                                                       for c, t in REFERENCE_COLUMNS[kind].items()}}
+        app.add_api_route(f"/v1/{kind}", _write_endpoint(_reference, kind), methods=["POST"], tags=["reference"],
+                          summary=summary, openapi_extra=_body_doc({
+                              "type": "object", "required": ["rows"],
+                              "properties": {"rows": {"type": "array", "items": row_schema}}}))
 
     # ------------------------------------------------------------------ read API
 

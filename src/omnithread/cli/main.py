@@ -112,6 +112,50 @@ def ingest(
             console.print(table)
 
 
+def _import_reference(kind: str, paths: list[Path], data_dir: Optional[Path], as_json: bool) -> None:
+    from omnithread.ingest.reference import reference_summary
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            report = ws.ingestor().ingest_reference(paths, kind)
+            summary = reference_summary(ws.engine)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json({**report.as_dict(), "stored": summary})
+        return
+    for table in _report_tables(report):
+        console.print(table)
+    if kind == "catalogue" and summary["catalogue"]:
+        console.print(f"Catalogue: {summary['catalogue']['products']:,} products, "
+                      f"{summary['catalogue']['off_sale']:,} off sale")
+    if kind == "inventory" and summary["inventory"]:
+        console.print(_table("Inventory by location", summary["inventory"]))
+
+
+@app.command()
+def catalogue(
+    paths: list[Path] = typer.Argument(..., help="CSV (with a header), JSON Lines or Parquet files: product_id, "
+                                                 "name, category, price, available, launched_at."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Import the product catalogue: a row replaces its product's; refused rows are kept with their reasons."""
+    _import_reference("catalogue", paths, data_dir, as_json)
+
+
+@app.command()
+def inventory(
+    paths: list[Path] = typer.Argument(..., help="CSV (with a header), JSON Lines or Parquet files: store_id "
+                                                 "(or 'online'), product_id, quantity, as_of."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Import stock levels per store (or 'online'); a newer count is never replaced by an older one."""
+    _import_reference("inventory", paths, data_dir, as_json)
+
+
 @app.command()
 def stats(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
     """The event log by channel, by event and by day."""
@@ -347,6 +391,12 @@ def _print_demo(run) -> None:
         console.print(table)
     console.print(_table("Events by channel", run.stats["by_channel"]))
     console.print(_table("Events by name", run.stats["by_event"]))
+    stored = run.reference.get("stored") or {}
+    if stored.get("catalogue") and stored.get("inventory"):
+        stock = stored["inventory"]
+        console.print(f"Catalogue: {stored['catalogue']['products']:,} products ({stored['catalogue']['off_sale']:,} "
+                      f"off sale); inventory of {len(stock)} locations: {sum(r['products'] for r in stock):,} rows, "
+                      f"{sum(r['out_of_stock'] for r in stock):,} out of stock.")
     _print_resolve({**run.identity, "connection": run.connection})
     accuracy = run.accuracy
     console.print(f"Against the simulator's truth: pairwise precision {accuracy['pairwise']['precision']:.3f}, "

@@ -22,9 +22,10 @@ import orjson
 
 from omnithread.config import Settings
 from omnithread.engine.log import EventLog
-from omnithread.errors import Problem
+from omnithread.errors import ConfigError, Problem
 from omnithread.events.schema import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from omnithread.events.validate import TimePolicy, validate_event
+from omnithread.ingest import reference
 from omnithread.ingest.bulk import PHONE_FUNCTION, FastPathSQL, chunk_table, line_chunks
 from omnithread.ingest.till import TillOrders, check_till_row, missing_columns, order_event
 from omnithread.privacy import (
@@ -124,6 +125,7 @@ class Ingestor:
         self.last_rejected_id: str | None = None
         self._fast: FastPathSQL | None = None
         self._phones: dict[str, str | None] = {}
+        self._reference: dict[str, list[dict]] = {}  # checked catalogue and inventory rows, not yet written
 
     # -- sources ------------------------------------------------------------------
     def ingest_paths(self, paths: Iterable[Path | str], progress: Progress | None = None) -> IngestReport:
@@ -136,11 +138,7 @@ class Ingestor:
 
     def ingest_file(self, path: Path, progress: Progress | None = None) -> FileReport:
         self.begin(str(path))
-        if not path.is_file():
-            self._reject_file(path, Problem("not_found", "path", str(path), f"{path}: no such file"))
-        elif path.stat().st_size == 0:
-            self._reject_file(path, Problem("empty_file", "path", str(path), f"{path}: the file is empty"))
-        else:
+        if not self.refuse_unreadable(path, "file", {"path": str(path)}):
             suffix = path.suffix.lower()
             reader = {".csv": self._read_till_csv, ".parquet": self._read_parquet, ".json": self._read_json}.get(
                 suffix, self._read_jsonl
@@ -288,6 +286,39 @@ class Ingestor:
                 self.submit_till_order(order, source)
             progress(path.stat().st_size)
 
+    # -- reference data -----------------------------------------------------------
+    def ingest_reference(self, paths: Iterable[Path | str], kind: str) -> IngestReport:
+        """Import catalogue or inventory files (``kind``; see :mod:`omnithread.ingest.reference`): each
+        row checked, stored or kept with its reasons; one report for all."""
+        if kind not in reference.KINDS:
+            raise ConfigError("kind", kind, " or ".join(reference.KINDS))
+        started = datetime.now(UTC)
+        for path in map(Path, paths):
+            self.begin(str(path))
+            if not self.refuse_unreadable(path, f"{kind}_file", {"path": str(path), "kind": kind}):
+                for line, row, text in reference.read_rows(path):
+                    if row is None:
+                        self.reject_reference_text(kind, line, text, str(path))
+                    else:
+                        self.submit_reference_row(kind, line, row, str(path))
+            self._end()
+        self.report.seconds = (datetime.now(UTC) - started).total_seconds()
+        return self.report
+
+    def reject_reference_text(self, kind: str, line: int, text: str | None, source: str) -> None:
+        """Keep a line of a JSON Lines catalogue or inventory that is not a JSON object."""
+        self._reject({"kind": kind, "line": line, "text": text}, f"{kind}_row", f"{source}:{line}",
+                     [Problem("not_an_object", "", f"line {line}",
+                              f"line {line}: not a JSON object: {show_text(text)}")])
+
+    def submit_reference_row(self, kind: str, line: int, row: dict, source: str) -> None:
+        """One catalogue or inventory row: staged to be stored, or kept with every problem it has."""
+        clean, problems = reference.check_row(kind, row, line, self.now, self.settings.max_future)
+        if problems:
+            self._reject({"kind": kind, "line": line, "row": row}, f"{kind}_row", f"{source}:{line}", problems)
+        else:
+            self._reference.setdefault(kind, []).append(clean)
+
     # -- payloads -----------------------------------------------------------------
     def submit_line(self, line: bytes, source: str, flush: bool = True) -> None:
         """One line of JSON Lines: an event or a Segment batch."""
@@ -416,8 +447,17 @@ class Ingestor:
                 rows.append(row)
         self._reject({"rows": rows, "lines": [line for line, _ in lines]}, "till_csv", f"{source}:{lines[0][0]}", problems)
 
-    def _reject_file(self, path: Path, problem: Problem) -> None:
-        self._reject({"path": str(path)}, "file", str(path), [problem])
+    def refuse_unreadable(self, path: Path, fmt: str, payload: dict) -> bool:
+        """Stage the refusal of a file that is missing or empty (``fmt`` and ``payload`` say how to try
+        it again); False if it can be read."""
+        if not path.is_file():
+            problem = Problem("not_found", "path", str(path), f"{path}: no such file")
+        elif path.stat().st_size == 0:
+            problem = Problem("empty_file", "path", str(path), f"{path}: the file is empty")
+        else:
+            return False
+        self._reject(payload, fmt, str(path), [problem])
+        return True
 
     def _reject_raw(self, raw: bytes, source: str, problems: list[Problem]) -> None:
         rejected_id = self.pseudonymiser.fingerprint(b"raw:" + raw.rstrip(b"\r\n"))
@@ -456,6 +496,10 @@ class Ingestor:
         else:
             stored, duplicates = 0, self._pending_duplicates
         self._pending_duplicates = 0
+        for kind, rows in self._reference.items():
+            written, unchanged = reference.write_rows(self.log.engine, kind, rows, self.now)
+            stored, duplicates = stored + written, duplicates + unchanged
+        self._reference.clear()
         self._count(stored, duplicates)
         self._flush_rejected()
 
@@ -468,6 +512,11 @@ class Ingestor:
         if self._rejected:
             self.report.rejected_stored += self.log.add_rejected(list(self._rejected.values()))
             self._rejected.clear()
+
+
+def show_text(text: str | None, limit: int = 60) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def pseudonymise_payload_deep(batch: dict, pseudonymiser: Pseudonymiser, cipher: PayloadCipher) -> list[Problem]:

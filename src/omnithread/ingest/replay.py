@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 
 from omnithread.ingest.pipeline import Ingestor, IngestReport
+from omnithread.ingest.reference import parse_line
 from omnithread.privacy import reveal_encrypted_values
 
 __all__ = ["replay_rejected"]
@@ -42,10 +43,25 @@ def _resubmit(ingestor: Ingestor, record: dict) -> bool:
     if fmt == "till_csv":
         ingestor.submit_till_order(_till_lines(ingestor, payload), source.rsplit(":", 1)[0])
         return True
+    if fmt.endswith("_row") and payload.get("kind"):  # a catalogue or inventory row
+        kind, line, where = payload["kind"], payload["line"], source.rsplit(":", 1)[0]
+        row = payload.get("row") if "row" in payload else parse_line(payload.get("text") or "")
+        if row is None:
+            ingestor.reject_reference_text(kind, line, payload.get("text"), where)
+        else:
+            ingestor.submit_reference_row(kind, line, row, where)
+        return True
+    if fmt == "file" or (fmt.endswith("_file") and payload.get("kind")):
+        path = Path(payload["path"])
+        if ingestor.refuse_unreadable(path, fmt, payload):
+            return True  # still missing or empty: one unit, which keeps its record
+        if fmt == "file":
+            ingestor.ingest_file(path)
+        else:
+            ingestor.ingest_reference([path], payload["kind"])
+        return False
     if fmt == "segment_batch":
         ingestor.submit_batch(payload, len(orjson.dumps(payload)), source)
-    elif fmt == "file":
-        ingestor.ingest_file(Path(payload["path"]))
     return False
 
 

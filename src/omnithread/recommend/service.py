@@ -15,16 +15,21 @@ Surfaces:
   anonymous and new shoppers and for anyone whose consent says no to personalisation.
 
 Business rules: products a person bought are not recommended again unless they are bought again
-(products that at least ``repeat_share`` of their buyers bought more than once); products not sold in
-the last ``available_days`` are treated as out of stock; a person whose latest consent refuses
+(products that at least ``repeat_share`` of their buyers bought more than once); nothing out of stock
+where the shopper is: the imported inventory of that store (or of ``online``) says what is in stock
+(``omnithread inventory``), and where none was imported, products not sold in the last
+``available_days`` count as out of stock (each answer says which it used, ``meta.availability``);
+nothing the catalogue marks off sale (``omnithread catalogue``); a person whose latest consent refuses
 personalisation gets ``trending`` and the answer says why; a share ``new_product_share`` of the slots
-go to products first seen in the last ``new_days`` (they have too little history to rank).
+go to new products, first seen in the log or launched (by the catalogue) in the last ``new_days``:
+they have too little history to rank, and a launched product nobody has seen yet is shown too.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +38,7 @@ import scipy.sparse as sp
 from omnithread.engine.base import Engine
 from omnithread.errors import ConfigError, NotFoundError
 from omnithread.identity.graph import EVENT_PERSONS_SQL
+from omnithread.ingest.reference import ONLINE_LOCATION, catalogue_facts, stock_levels
 from omnithread.recommend.interactions import SignalConfig, build_matrix, interaction_rows
 from omnithread.recommend.models import FORMAT_VERSION, DLAE, Recommender, load_model, top_n
 
@@ -222,19 +228,70 @@ class Recommendations:
                 out[i] = r["units"]
         return out
 
-    def _new_products(self) -> list[int]:
-        if "new" not in self._memo:
-            self._memo["new"] = self._read_new_products()
-        return self._memo["new"]
+    def _catalogue(self) -> dict:
+        if "catalogue" not in self._memo:
+            self._memo["catalogue"] = catalogue_facts(self.engine)
+        return self._memo["catalogue"]
 
-    def _read_new_products(self) -> list[int]:
+    def _stock(self, location: str) -> dict[str, float] | None:
+        key = ("stock", location)
+        if key not in self._memo:
+            self._memo[key] = stock_levels(self.engine, location)
+        return self._memo[key]
+
+    def _availability(self, store: str | None = None) -> tuple[np.ndarray, str]:
+        """Which of the model's products may be served at ``store`` (else online), and how that is known:
+        from the inventory imported for that location (units above 0) when there is one, else from sales
+        there (anywhere, online) in the last ``available_days``; never what the catalogue marks off sale."""
+        key = ("available", store)
+        if key not in self._memo:
+            stock = self._stock(store or ONLINE_LOCATION)
+            if stock is not None:
+                mask = np.array([stock.get(p, 0) > 0 for p in self.products], bool)
+                source = f"inventory of {store or ONLINE_LOCATION}"
+            else:
+                mask = self._sold(self.serving.available_days, store) > 0
+                source = f"sales of the last {self.serving.available_days:g} days" + (f" at {store}" if store else "")
+            off = self._catalogue()["unavailable"]
+            if off:
+                mask &= np.array([p not in off for p in self.products], bool)
+            self._memo[key] = (mask, source)
+        return self._memo[key]
+
+    def _new_products(self, store: str | None = None) -> list[str]:
+        """New products that may be served at ``store`` (else online), newest first: first seen in the log
+        in the last ``new_days``, or launched then by the catalogue (a product nobody has seen yet)."""
+        key = ("new", store)
+        if key not in self._memo:
+            stocked, _ = self._availability(store)
+            stock, off = self._stock(store or ONLINE_LOCATION), self._catalogue()["unavailable"]
+
+            def may_serve(product: str) -> bool:
+                i = self.product_index.get(product)
+                if i is not None:
+                    return bool(stocked[i])
+                return product not in off and (stock is None or stock.get(product, 0) > 0)
+
+            self._memo[key] = [p for p in self._read_new_products() if may_serve(p)]
+        return self._memo[key]
+
+    def _read_new_products(self) -> list[str]:
+        if "new_products" in self._memo:
+            return self._memo["new_products"]
+        latest = self.engine.scalar("SELECT max(event_at) FROM events")
         rows = self.engine.rows("""
-            WITH latest AS (SELECT max(event_at) AS t FROM events),
-                 firsts AS (SELECT properties->>'product_id' AS product_id, min(event_at) AS first_at FROM events
+            WITH firsts AS (SELECT properties->>'product_id' AS product_id, min(event_at) AS first_at FROM events
                             WHERE properties->>'product_id' IS NOT NULL GROUP BY 1)
-            SELECT product_id FROM firsts WHERE first_at >= (SELECT t FROM latest) - to_seconds(CAST(? AS BIGINT))
-            ORDER BY first_at DESC, product_id""", [int(self.serving.new_days * 86400)])
-        return [self.product_index[r["product_id"]] for r in rows if r["product_id"] in self.product_index]
+            SELECT product_id, first_at FROM firsts WHERE first_at >= ?::TIMESTAMPTZ - to_seconds(CAST(? AS BIGINT))
+            """, [latest, int(self.serving.new_days * 86400)]) if latest is not None else []
+        seen = {r["product_id"]: r["first_at"] for r in rows if r["product_id"] in self.product_index}
+        if latest is not None:
+            since = latest - timedelta(days=self.serving.new_days)
+            for product, launched in self._catalogue()["launched"].items():
+                if since <= launched <= latest and (product in seen or product not in self.product_index):
+                    seen[product] = max(seen.get(product, launched), launched)
+        self._memo["new_products"] = sorted(seen, key=lambda p: (-seen[p].timestamp(), p))
+        return self._memo["new_products"]
 
     def consent_refuses_personalisation(self, person: str) -> bool:
         try:
@@ -253,8 +310,14 @@ class Recommendations:
         sold = self._sold(self.serving.trending_days, store)
         if not sold.any():
             sold = self._sold(3650, store)  # a quiet week: all-time best sellers
+        stock, off = self._stock(store or ONLINE_LOCATION), self._catalogue()["unavailable"]
+        if stock is not None or off:  # what sold lately is on the shelf unless the inventory or catalogue says not
+            sold = np.where([(stock is None or stock.get(p, 0) > 0) and p not in off for p in self.products],
+                            sold, -np.inf)
         idx = top_n(sold, n, list(exclude))
-        return Answer("trending", self._items(idx, sold), meta={"store": store, "days": self.serving.trending_days})
+        return Answer("trending", self._items(idx, sold), meta={
+            "store": store, "days": self.serving.trending_days,
+            "availability": f"inventory of {store or ONLINE_LOCATION}" if stock is not None else "recent sales"})
 
     def recommend(self, key: str | None = None, surface: str = "for_you", n: int = 10, store: str | None = None,
                   product: str | None = None, basket: list[str] | None = None,
@@ -270,9 +333,9 @@ class Recommendations:
             i = self.product_index.get(product or "")
             if i is None:
                 raise NotFoundError("product", product)
-            available = self._sold(self.serving.available_days) > 0
+            available, source = self._availability()
             idx = [j for j in self.model.similar_items(i, n * 3).tolist() if available[j]][:n]
-            return Answer("similar", self._items(idx), meta={"product": product})
+            return Answer("similar", self._items(idx), meta={"product": product, "availability": source})
         if surface == "bought_together":
             return self._bought_together(basket or ([product] if product else []), n)
         person = self._resolve_person(key) if key else None
@@ -297,25 +360,26 @@ class Recommendations:
         if surface == "in_store":
             if not store:
                 raise ConfigError("store", None, "a store for the in_store surface")
-            stocked = self._sold(self.serving.available_days, store) > 0
+            stocked, source = self._availability(store)
             if not stocked.any():
                 answer = self.trending(n, None, exclude)
                 answer.person_id = person
                 answer.fallback_reason = f"no known inventory at store {store}: served overall trending"
                 return answer
         else:
-            stocked = self._sold(self.serving.available_days) > 0
+            store = None  # for_you: what can be bought online
+            stocked, source = self._availability()
         scores[~stocked] = -np.inf
         idx = top_n(scores, n, list(exclude)).tolist()
-        new = [i for i in self._new_products() if i not in exclude and stocked[i] and i not in idx]
-        slots = int(round(n * self.serving.new_product_share))
-        if slots and new:
-            keep = idx[:n - min(slots, len(new))]
-            idx = keep + new[:n - len(keep)]
-        answer = Answer(surface, self._items(idx, np.where(np.isfinite(scores), scores, 0.0)), person,
-                        meta={"store": store, "history_items": int(history.nnz),
-                              "new_products_shown": len([i for i in idx if i in set(new)])})
-        return answer
+        chosen = {self.products[i] for i in idx} | {self.products[i] for i in exclude}
+        new = [p for p in self._new_products(store) if p not in chosen]
+        slots = min(int(round(n * self.serving.new_product_share)), len(new))
+        shown = np.where(np.isfinite(scores), scores, 0.0)
+        items = self._items(idx[:n - slots], shown)
+        items += [{"product_id": p, "score": round(float(shown[self.product_index[p]]), 5) if p in self.product_index
+                   else 0.0, "new": True} for p in new[:slots]]
+        return Answer(surface, items, person, meta={"store": store, "history_items": int(history.nnz),
+                                                    "new_products_shown": slots, "availability": source})
 
     def _bought_together(self, basket: list[str], n: int) -> Answer:
         idx = [self.product_index[p] for p in basket if p in self.product_index]
@@ -339,7 +403,7 @@ class Recommendations:
             co.setdiag(0)
             self._memo["co"] = co
         scores = np.asarray(self._memo["co"][idx].sum(axis=0)).ravel().astype(np.float64)
-        available = self._sold(self.serving.available_days) > 0
+        available, source = self._availability()
         scores[~available] = 0
         top = [i for i in top_n(scores, n, idx).tolist() if scores[i] > 0]
-        return Answer("bought_together", self._items(top, scores), meta={"basket": basket})
+        return Answer("bought_together", self._items(top, scores), meta={"basket": basket, "availability": source})
