@@ -234,6 +234,12 @@ def test_the_imported_inventory_and_catalogue_decide_what_may_be_served(served, 
         assert there.meta["availability"] == f"inventory of {store}"
         shown = {i["product_id"] for i in there.items}
         assert sold_out not in shown and shown <= set(carried) | {"P-LAUNCHED"} and len(shown) == 10
+        empty = tmp_path / "empty_store.csv"
+        empty.write_text("store_id,product_id,quantity\n" + "".join(f"S-EMPTY,{p},0\n" for p in carried))
+        ws.ingestor().ingest_reference([empty], "inventory")
+        service.refresh()
+        nothing = service.recommend(person, "in_store", n=5, store="S-EMPTY")
+        assert nothing.surface == "trending" and "nothing in stock at store S-EMPTY" in nothing.fallback_reason
         trending = service.recommend(surface="trending", store=store, n=50)
         assert trending.meta["availability"] == f"inventory of {store}"
         assert sold_out not in {i["product_id"] for i in trending.items}

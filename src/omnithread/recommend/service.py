@@ -364,7 +364,9 @@ class Recommendations:
             if not stocked.any():
                 answer = self.trending(n, None, exclude)
                 answer.person_id = person
-                answer.fallback_reason = f"no known inventory at store {store}: served overall trending"
+                answer.fallback_reason = (f"nothing in stock at store {store} by its {source}: served overall trending"
+                                          if source.startswith("inventory") else
+                                          f"no known inventory at store {store}: served overall trending")
                 return answer
         else:
             store = None  # for_you: what can be bought online
