@@ -249,6 +249,37 @@ def test_the_imported_inventory_and_catalogue_decide_what_may_be_served(served, 
         service.refresh()
 
 
+def test_every_persons_answers_computed_together_equal_one_request_each(served, tmp_path):
+    import pyarrow.parquet as pq
+
+    ws, service, _ = served
+    answers = {a.person_id: a for a in service.recommend_all("for_you", n=8)}
+    assert len(answers) == ws.engine.scalar("SELECT count(DISTINCT person_id) FROM identity_map")
+    reasons = {a.fallback_reason for a in answers.values()}
+    assert None in reasons and any(r and "consent" in r for r in reasons) and any(r and "no history" in r
+                                                                                   for r in reasons)
+    # every non-personal answer and a spread of personal ones, each against its own request
+    personal = sorted(p for p, a in answers.items() if a.fallback_reason is None)
+    sample = [p for p, a in answers.items() if a.fallback_reason] + personal[::max(1, len(personal) // 40)]
+    for person in sample:
+        one = service.recommend(person, "for_you", n=8)
+        assert (one.surface, one.items, one.fallback_reason) == \
+            (answers[person].surface, answers[person].items, answers[person].fallback_reason), person
+    store = ws.engine.scalar("SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
+                             "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+    there = {a.person_id: a for a in service.recommend_all("in_store", n=5, store=store)}
+    for person in personal[::max(1, len(personal) // 10)]:
+        assert service.recommend(person, "in_store", n=5, store=store).items == there[person].items
+    summary = service.export_all(tmp_path / "all.parquet", n=8)
+    table = pq.read_table(tmp_path / "all.parquet").to_pydict()
+    assert summary["persons"] == len(answers) and summary["rows"] == len(table["person_id"])
+    first = personal[0]
+    assert [p for who, p in zip(table["person_id"], table["product_id"]) if who == first] == \
+        [i["product_id"] for i in answers[first].items]
+    with pytest.raises(ConfigError, match="surface"):
+        next(service.recommend_all("similar"))
+
+
 def test_unknown_anonymous_and_refusing_people_get_the_non_personal_surface(served):
     ws, service, _ = served
     unknown = service.recommend("nobody-at-all@example.com", "for_you", n=5)

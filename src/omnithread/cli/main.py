@@ -579,20 +579,39 @@ def recommend(
     product: Optional[str] = typer.Option(None, help="The product (similar)."),
     basket: Optional[str] = typer.Option(None, help="Comma-separated products (bought_together)."),
     n: int = typer.Option(10, "-n", help="How many."),
+    every: bool = typer.Option(False, "--all", help="Every person the identity map knows (for_you or in_store), "
+                                                    "written to --out as Parquet."),
+    out: Optional[Path] = typer.Option(None, help="The Parquet file for --all."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
-    """Recommendations for a person on any surface; trains first if no model was trained yet."""
+    """Recommendations for a person on any surface, or with --all for everyone (an export for campaigns or a
+    cache); trains first if no model was trained yet."""
     from omnithread.recommend.service import Recommendations
     from omnithread.workspace import Workspace
 
+    if every and (person or out is None):
+        _fail(ConfigError("--all", person or "", "no PERSON, and --out FILE.parquet") if person else
+              ConfigError("--out", None, "a Parquet file to write every person's recommendations to"))
     try:
         with Workspace(_settings(data_dir)) as ws:
             service = Recommendations.open_or_train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models")
-            answer = service.recommend(person, surface.replace("-", "_"), n=n, store=store, product=product,
-                                       basket=basket.split(",") if basket else None)
+            if every:
+                summary = service.export_all(out, surface.replace("-", "_"), n=n, store=store)
+            else:
+                answer = service.recommend(person, surface.replace("-", "_"), n=n, store=store, product=product,
+                                           basket=basket.split(",") if basket else None)
     except OmnithreadError as error:
         _fail(error)
+    if every:
+        if as_json:
+            _print_json(summary)
+        else:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in summary["non_personal_by_reason"].items())
+            console.print(f"{summary['persons']:,} persons ({summary['personal']:,} personal"
+                          + (f"; non-personal: {reasons}" if reasons else "") + f"), {summary['rows']:,} rows -> "
+                          f"{summary['path']} in {summary['seconds']} s ({summary['persons_per_second']:,} persons/s)")
+        return
     if as_json:
         _print_json(answer.as_dict())
         return

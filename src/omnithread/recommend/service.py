@@ -33,6 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from omnithread.engine.base import Engine
@@ -344,22 +345,26 @@ class Recommendations:
             answer.fallback_reason = "unknown person: served the non-personal surface" if key else \
                 "anonymous: served the non-personal surface"
             return answer
+        if surface == "in_store" and not store:
+            raise ConfigError("store", None, "a store for the in_store surface")
         if self.consent_refuses_personalisation(person):
-            answer = self.trending(n, store)
-            answer.person_id = person
-            answer.fallback_reason = "consent refuses personalisation: served the non-personal surface"
-            return answer
+            return self._non_personal(person, n, store, "consent refuses personalisation")
         history = self._history(person, recent)
         if not history.nnz:
-            answer = self.trending(n, store)
-            answer.person_id = person
-            answer.fallback_reason = "no history yet: served the non-personal surface"
-            return answer
-        scores = self.model.scores(history)[0].astype(np.float64)
-        exclude = self._bought(person) - self._repeatable()
+            return self._non_personal(person, n, store, "no history yet")
+        return self._personal(person, surface, n, store, self.model.scores(history)[0].astype(np.float64),
+                              self._bought(person) - self._repeatable(), int(history.nnz))
+
+    def _non_personal(self, person: str, n: int, store: str | None, why: str) -> Answer:
+        answer = self.trending(n, store)
+        answer.person_id = person
+        answer.fallback_reason = f"{why}: served the non-personal surface"
+        return answer
+
+    def _personal(self, person: str, surface: str, n: int, store: str | None, scores: np.ndarray, exclude: set[int],
+                  history_items: int) -> Answer:
+        """The answer for a person from their model scores (changed in place): the business rules applied."""
         if surface == "in_store":
-            if not store:
-                raise ConfigError("store", None, "a store for the in_store surface")
             stocked, source = self._availability(store)
             if not stocked.any():
                 answer = self.trending(n, None, exclude)
@@ -380,8 +385,84 @@ class Recommendations:
         items = self._items(idx[:n - slots], shown)
         items += [{"product_id": p, "score": round(float(shown[self.product_index[p]]), 5) if p in self.product_index
                    else 0.0, "new": True} for p in new[:slots]]
-        return Answer(surface, items, person, meta={"store": store, "history_items": int(history.nnz),
+        return Answer(surface, items, person, meta={"store": store, "history_items": history_items,
                                                     "new_products_shown": slots, "availability": source})
+
+    def recommend_all(self, surface: str = "for_you", n: int = 10, store: str | None = None, block: int = 2048):
+        """Answers for every person the identity map knows, computed together (for a campaign, an export,
+        a cache): the same answers a request for each would get, read from one scan of the log and scored
+        a block of persons at a time. Yields :class:`Answer` objects, persons in sorted order."""
+        if surface not in ("for_you", "in_store"):
+            raise ConfigError("surface", surface, "for_you or in_store for every person")
+        if n < 1 or n > 500:
+            raise ConfigError("n", n, "between 1 and 500")
+        if surface == "in_store" and not store:
+            raise ConfigError("store", None, "a store for the in_store surface")
+        persons = [r["person_id"] for r in self.engine.rows(
+            "SELECT DISTINCT person_id FROM identity_map WHERE person_id IS NOT NULL ORDER BY person_id")]
+        try:
+            refusing = {r["person_id"] for r in self.engine.rows(
+                "SELECT person_id FROM profiles WHERE consent_personalisation = false")}
+        except Exception:  # noqa: BLE001 - no profiles table yet: no recorded refusal
+            refusing = set()
+        rows = interaction_rows(self.engine)
+        if "latest" not in self._memo:
+            self._memo["latest"] = self.engine.scalar("SELECT max(event_at) FROM events")
+        matrix = build_matrix(rows, self.signals, products=self.products, persons=persons, as_of=self._memo["latest"])
+        X = matrix.matrix.tocsr()
+        X.data = np.maximum(X.data, 0)
+        X.eliminate_zeros()
+        repeatable = self._repeatable()
+        bought: dict[str, set[int]] = {}
+        orders = rows.filter(pc.equal(rows["signal"], "order")).select(["person_id", "product_id"]).to_pydict()
+        for who, product in zip(orders["person_id"], orders["product_id"]):
+            i = self.product_index.get(product)
+            if i is not None:
+                bought.setdefault(who, set()).add(i)
+        for start in range(0, len(persons), block):
+            names = persons[start:start + block]
+            H = X[start:start + block]
+            scores = self.model.scores(H).astype(np.float64) if H.nnz else None
+            counts = np.diff(H.indptr)
+            for row, person in enumerate(names):
+                if person in refusing:
+                    yield self._non_personal(person, n, store, "consent refuses personalisation")
+                elif not counts[row]:
+                    yield self._non_personal(person, n, store, "no history yet")
+                else:
+                    yield self._personal(person, surface, n, store, scores[row], bought.get(person, set()) - repeatable,
+                                         int(counts[row]))
+
+    def export_all(self, path: Path | str, surface: str = "for_you", n: int = 10, store: str | None = None) -> dict:
+        """Write :meth:`recommend_all`'s answers to a Parquet file, one row per person and rank
+        (person_id, rank, product_id, score, new, surface, fallback_reason); returns a summary."""
+        import time
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        started = time.perf_counter()
+        columns: dict[str, list] = {k: [] for k in ("person_id", "rank", "product_id", "score", "new", "surface",
+                                                     "fallback_reason")}
+        persons, reasons = 0, {}
+        for answer in self.recommend_all(surface, n, store):
+            persons += 1
+            if answer.fallback_reason:
+                why = answer.fallback_reason.split(":")[0]
+                reasons[why] = reasons.get(why, 0) + 1
+            for rank, item in enumerate(answer.items, start=1):
+                for key, value in (("person_id", answer.person_id), ("rank", rank), ("product_id", item["product_id"]),
+                                   ("score", item.get("score")), ("new", bool(item.get("new"))),
+                                   ("surface", answer.surface), ("fallback_reason", answer.fallback_reason)):
+                    columns[key].append(value)
+        schema = pa.schema([("person_id", pa.string()), ("rank", pa.int16()), ("product_id", pa.string()),
+                            ("score", pa.float64()), ("new", pa.bool_()), ("surface", pa.string()),
+                            ("fallback_reason", pa.string())])
+        pq.write_table(pa.table(columns, schema=schema), path)
+        seconds = time.perf_counter() - started
+        return {"path": str(path), "persons": persons, "rows": len(columns["person_id"]),
+                "personal": persons - sum(reasons.values()), "non_personal_by_reason": reasons,
+                "seconds": round(seconds, 2), "persons_per_second": round(persons / seconds, 1) if seconds else None}
 
     def _bought_together(self, basket: list[str], n: int) -> Answer:
         idx = [self.product_index[p] for p in basket if p in self.product_index]
