@@ -86,7 +86,8 @@ def test_the_readme_documents_every_command():
                     "omnithread resolve", "omnithread person", "omnithread sensing simulate",
                     "omnithread sensing run", "omnithread sensing evaluate", "omnithread train",
                     "omnithread recommend", "omnithread evaluate", "omnithread serve", "omnithread keys create",
-                    "omnithread keys list", "omnithread keys revoke", "omnithread consent", "omnithread erase"):
+                    "omnithread keys list", "omnithread keys revoke", "omnithread consent", "omnithread erase",
+                    "omnithread catalogue", "omnithread inventory", "omnithread recommend --all"):
         assert command in readme, command
 
 
@@ -156,6 +157,15 @@ def test_train_recommend_and_evaluate(tmp_path, data_dir):
     assert stranger["surface"] == "trending" and "unknown person" in stranger["fallback_reason"]
     result = runner.invoke(app, ["recommend", "--surface", "similar", "--product", "NOPE", "--data-dir", data_dir])
     assert result.exit_code == 2 and "NOPE" in result.output
+    # the demo imported the world's catalogue and stock; stats shows them, recommendations say they used them
+    stats = run_json("stats", "--data-dir", data_dir)["reference"]
+    assert stats["catalogue"]["products"] > 0 and {r["location"] for r in stats["inventory"]} >= {"online"}
+    assert mine["meta"]["availability"] == "inventory of online"
+    assert run_json("inventory", str(tmp_path / "w" / "reference" / "inventory.csv"), "--data-dir",
+                    data_dir)["accepted"] == 0  # the same counts again change nothing
+    everyone = run_json("recommend", "--all", "--out", str(tmp_path / "all.parquet"), "-n", "3", "--data-dir", data_dir)
+    assert everyone["persons"] == report["identity"]["persons"] and everyone["rows"] == 3 * everyone["persons"]
+    assert runner.invoke(app, ["recommend", "--all", "--data-dir", data_dir]).exit_code == 2  # no --out
     scored = run_json("evaluate", "--truth", str(tmp_path / "w" / "truth"), "--chart", str(tmp_path / "a.svg"),
                       "--data-dir", data_dir)
     assert {"popularity", "dlae", "als"} <= set(scored["temporal"]["models"])

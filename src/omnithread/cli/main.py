@@ -158,12 +158,14 @@ def inventory(
 
 @app.command()
 def stats(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
-    """The event log by channel, by event and by day."""
+    """The event log by channel, by event and by day; the catalogue and stock imported."""
+    from omnithread.ingest.reference import reference_summary
     from omnithread.workspace import Workspace
 
     with Workspace(_settings(data_dir)) as ws:
         result = ws.log.stats()
         result["rejected_by_reason"] = ws.log.rejected_summary()
+        result["reference"] = reference_summary(ws.engine)
     if as_json:
         _print_json(result)
         return
@@ -171,6 +173,13 @@ def stats(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
     console.print(_table("Events by name", result["by_event"]))
     console.print(_table("Events by day", result["by_day"]))
     console.print(_table("Open rejected events by reason", result["rejected_by_reason"], ["reason", "events"]))
+    catalogue, stock = result["reference"]["catalogue"], result["reference"]["inventory"]
+    console.print(f"Catalogue: {catalogue['products']:,} products, {catalogue['off_sale']:,} off sale" if catalogue
+                  else "Catalogue: none imported (omnithread catalogue FILE)")
+    if stock:
+        console.print(_table("Inventory by location", stock))
+    else:
+        console.print("Inventory: none imported (omnithread inventory FILE); stock is inferred from recent sales")
 
 
 @rejected_app.command("list")
