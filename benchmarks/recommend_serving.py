@@ -56,6 +56,7 @@ def measure(people: int, requests: int, seed: int = 7) -> dict:
             resolve_identities(ws.engine, ws.pseudonymiser)
             build_profiles(ws.engine)
             service = Recommendations.train(ws.engine, ws.pseudonymiser, Path(scratch) / "models")
+            events = ws.engine.scalar("SELECT count(*) FROM events")
             store = ws.engine.scalar("SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
                                      "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")
             with_history = [r["person_id"] for r in ws.engine.rows(
@@ -69,7 +70,7 @@ def measure(people: int, requests: int, seed: int = 7) -> dict:
             everyone = sum(1 for _ in service.recommend_all("for_you", n=10))
             batch_seconds = time.perf_counter() - started
     per_person_ms = batch_seconds * 1000 / everyone
-    return {"people": people, "persons": everyone, "store": store, "for_you": for_you, "in_store": in_store,
+    return {"people": people, "events": events, "persons": everyone, "store": store, "for_you": for_you, "in_store": in_store,
             "batch": {"seconds": round(batch_seconds, 2), "persons_per_second": round(everyone / batch_seconds, 1),
                       "ms_per_person": round(per_person_ms, 3)},
             "batch_cheaper_than_a_request": round(for_you["mean_ms"] / per_person_ms, 1)}
@@ -86,7 +87,8 @@ def main() -> None:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
         return
-    print(f"Serving on the simulated retailer: {args.people:,} people, {result['persons']:,} persons resolved")
+    print(f"Serving on the simulated retailer: {args.people:,} people, {result['events']:,} events, "
+          f"{result['persons']:,} persons resolved")
     print(f"{'what':36} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for name, key in (("for_you, one request", "for_you"), (f"in_store at {result['store']}, one request",
                                                               "in_store")):

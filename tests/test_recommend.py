@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -382,3 +383,72 @@ def test_a_persons_rows_read_the_quick_way_equal_the_full_scan(served):
         quick = Counter(tuple(sorted(r.items())) for r in service._person_rows(person).to_pylist())
         full = interaction_rows(ws.engine, f"SELECT * FROM ({EVENT_PERSONS_SQL}) WHERE person_id = ?", [person])
         assert quick == Counter(tuple(sorted(r.items())) for r in full.to_pylist()), person
+
+
+def test_histories_summed_at_training_equal_reading_the_log_after_new_events_and_merges(small_world, tmp_path):
+    from omnithread.config import Settings
+    from omnithread.identity import resolve_identities
+    from omnithread.identity.incremental import update_identities
+    from omnithread.recommend.interactions import SignalConfig
+    from omnithread.recommend.models import DLAE
+    from omnithread.recommend.service import Recommendations
+    from omnithread.workspace import Workspace
+    from tests.conftest import write_lines
+
+    _, manifest = small_world
+    with Workspace(Settings(data_dir=tmp_path / "data")) as ws:
+        ws.ingestor().ingest_paths(manifest["sources"])
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        signals = SignalConfig(weights={"view": 0.5, "cart_add": 1.0, "cart_remove": -1.0, "order": 2.0, "pick": 0.5,
+                                        "put_back": 0.5}, half_life_days=20.0)
+        trained = Recommendations.train(ws.engine, ws.pseudonymiser, tmp_path / "models", model=DLAE(lam=100.0),
+                                        signals=signals)
+        service = Recommendations.open(ws.engine, ws.pseudonymiser, tmp_path / "models")
+        assert service.history is not None and trained.history is not None
+
+        def both_ways(person):
+            service._cached_for, service._rows_for = (None, None), (None, None)
+            cached, bought = service._history(person, None).toarray().ravel(), service._bought(person)
+            saved, service.history = service.history, None
+            try:
+                service._rows_for = (None, None)
+                return cached, bought, service._history(person, None).toarray().ravel(), service._bought(person)
+            finally:
+                service.history = saved
+
+        people = [r["person_id"] for r in ws.engine.rows(
+            "SELECT person_id, count(*) FROM identity_map GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 40")]
+        for person in people:
+            cached, bought, logged, bought_logged = both_ways(person)
+            assert np.allclose(cached, logged, rtol=1e-5, atol=1e-6) and bought == bought_logged, person
+        # events loaded after training: a later view, cart add and order by one account, on a later day
+        account = ws.engine.scalar("SELECT user_id FROM events WHERE user_id IS NOT NULL AND event = 'Order Completed' "
+                                   "ORDER BY user_id LIMIT 1")
+        device = ws.engine.scalar("""
+            SELECT substr(identifier, 8) FROM identity_map WHERE identifier LIKE 'device:%' AND person_id IN (
+                SELECT person_id FROM identity_map GROUP BY 1 HAVING count(*) = 1) ORDER BY 1 LIMIT 1""")
+        later = (ws.engine.scalar("SELECT max(event_at) FROM events") + timedelta(days=3)).isoformat()
+        product = service.products[-1]
+        write_lines(tmp_path / "new.jsonl", [
+            {"type": "track", "event": "Product Viewed", "userId": account, "messageId": "late-1", "timestamp": later,
+             "properties": {"product_id": product}, "context": {"channel": "web"}},
+            {"type": "track", "event": "Order Completed", "userId": account, "messageId": "late-2", "timestamp": later,
+             "properties": {"order_id": "late", "products": [{"product_id": product, "quantity": 1}]},
+             "context": {"channel": "web"}},
+            # an anonymous device's views, then the device logs in to the account: a merge
+            {"type": "track", "event": "Product Viewed", "anonymousId": device, "messageId": "late-3",
+             "timestamp": later, "properties": {"product_id": service.products[0]}, "context": {"channel": "web"}},
+            {"type": "identify", "userId": account, "anonymousId": device, "messageId": "late-4", "timestamp": later,
+             "context": {"channel": "web"}},
+        ])
+        assert ws.ingestor().ingest_paths([tmp_path / "new.jsonl"]).accepted == 4
+        update_identities(ws.engine, ws.pseudonymiser)
+        service.refresh()
+        person = ws.engine.scalar("SELECT person_id FROM identity_map WHERE identifier = ?", [f"account:{account}"])
+        assert ws.engine.scalar("SELECT person_id FROM identity_map WHERE identifier = ?", [f"device:{device}"]) == person
+        cached, bought, logged, bought_logged = both_ways(person)
+        assert np.allclose(cached, logged, rtol=1e-5, atol=1e-6) and bought == bought_logged
+        assert service.product_index[product] in bought and cached[service.product_index[product]] > 0
+        for other in people[:10]:
+            cached, bought, logged, bought_logged = both_ways(other)
+            assert np.allclose(cached, logged, rtol=1e-5, atol=1e-6) and bought == bought_logged, other

@@ -117,9 +117,11 @@ class Interactions:
         return out
 
     def matrix(self, config: SignalConfig = SignalConfig(), *, products: list[str] | None = None,
-               persons: list[str] | None = None, as_of=None) -> InteractionMatrix:
+               persons: list[str] | None = None, as_of=None, floor: bool = True) -> InteractionMatrix:
         """Weigh, decay and sum into a matrix. ``products`` / ``persons`` fix the index (others are
-        dropped); ``as_of`` is the moment decay counts from (default the newest interaction)."""
+        dropped); ``as_of`` is the moment decay counts from (default the newest interaction). Sums are
+        floored at zero (a removal cannot make interest negative) and kept as float32, unless ``floor``
+        is false (then float64, to be summed further: see ``omnithread.recommend.history``)."""
         keep = np.ones(self.n, bool)
         if config.channels is not None:
             keep &= np.isin(self.channel, list(config.channels))
@@ -148,8 +150,9 @@ class Interactions:
         ok = (rows_i >= 0) & (cols_i >= 0)
         m = sp.csr_matrix((weight[keep][ok], (rows_i[ok], cols_i[ok])), shape=(len(persons), len(products)))
         m.sum_duplicates()
-        m.data = np.maximum(m.data, 0).astype(np.float32)
-        m.eliminate_zeros()
+        if floor:
+            m.data = np.maximum(m.data, 0).astype(np.float32)
+            m.eliminate_zeros()
         return InteractionMatrix(m, list(persons), list(products))
 
 

@@ -40,6 +40,7 @@ from omnithread.engine.base import Engine
 from omnithread.errors import ConfigError, NotFoundError
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.ingest.reference import ONLINE_LOCATION, catalogue_facts, stock_levels
+from omnithread.recommend.history import HistoryCache
 from omnithread.recommend.interactions import SignalConfig, build_matrix, interaction_rows
 from omnithread.recommend.models import FORMAT_VERSION, DLAE, Recommender, load_model, top_n
 
@@ -83,6 +84,8 @@ class Recommendations:
         self.tuning: dict | None = None  # how training chose signals and model (set by train)
         self._memo: dict = {}  # store-wide facts read from the log once (see refresh)
         self._rows_for: tuple = (None, None)  # the person of this request and their interactions
+        self.history: HistoryCache | None = None  # each identifier's interactions, summed at training
+        self._cached_for: tuple = (None, None)  # the person of this request, their history row and purchases
 
     # ------------------------------------------------------------------ training
 
@@ -109,6 +112,8 @@ class Recommendations:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         model.save(directory / "model.npz")
+        history = HistoryCache.build(engine, signals, matrix.products)
+        history.save(directory)
         stats = {"format": FORMAT_VERSION, "persons": len(matrix.persons), "products": len(matrix.products),
                  "interactions": int(matrix.matrix.nnz), "model": model.describe(),
                  "fit_seconds": round(model.fit_seconds, 3), "signals": asdict(signals),
@@ -118,6 +123,7 @@ class Recommendations:
                                                           "stats": stats}))
         service = cls(engine, pseudonymiser, directory, model, matrix.products, matrix.persons, signals, serving, stats)
         service.tuning = tuning
+        service.history = history
         return service
 
     @classmethod
@@ -131,9 +137,10 @@ class Recommendations:
             raise ConfigError("model", str(directory), f"a model of format {FORMAT_VERSION}: run `omnithread train` "
                                                        "again with this version")
         model = load_model(directory / "model.npz")
-        return cls(engine, pseudonymiser, directory, model, index["products"], index["persons"],
-                   SignalConfig(**index["signals"]),
-                   ServingConfig(**index["serving"]), index["stats"])
+        service = cls(engine, pseudonymiser, directory, model, index["products"], index["persons"],
+                      SignalConfig(**index["signals"]), ServingConfig(**index["serving"]), index["stats"])
+        service.history = HistoryCache.load(directory)
+        return service
 
     @classmethod
     def open_or_train(cls, engine: Engine, pseudonymiser, directory: Path) -> "Recommendations":
@@ -169,12 +176,28 @@ class Recommendations:
         self._rows_for = (person, table)
         return table
 
-    def _history(self, person: str, recent: list[dict] | None) -> sp.csr_matrix:
-        table = self._person_rows(person)
+    def _latest(self):
         if "latest" not in self._memo:  # decay counts from the log's newest event, as in training
             self._memo["latest"] = self.engine.scalar("SELECT max(event_at) FROM events")
-        m = build_matrix(table, self.signals, products=self.products, persons=[person], as_of=self._memo["latest"])
-        row = m.matrix
+        return self._memo["latest"]
+
+    def _cached(self, person: str) -> tuple[sp.csr_matrix, set[int]]:
+        """History row and purchases from the identifiers' rows summed at training plus what was loaded
+        since (see ``omnithread.recommend.history``)."""
+        if self._cached_for[0] != person:
+            identifiers = [r["identifier"] for r in self.engine.rows(
+                "SELECT identifier FROM identity_map WHERE person_id = ?", [person])]
+            self._cached_for = (person, self.history.person(self.engine, identifiers, self.signals, self.products,
+                                                            self._latest()))
+        return self._cached_for[1]
+
+    def _history(self, person: str, recent: list[dict] | None) -> sp.csr_matrix:
+        if self.history is not None:
+            row = self._cached(person)[0]
+        else:  # a model saved without the cache: read the person's events from the log
+            table = self._person_rows(person)
+            row = build_matrix(table, self.signals, products=self.products, persons=[person],
+                               as_of=self._latest()).matrix
         for ev in recent or []:
             i = self.product_index.get(ev.get("product_id"))
             w = self.signals.weights.get(ev.get("signal", ""), 0.0)
@@ -184,6 +207,8 @@ class Recommendations:
         return sp.csr_matrix(row)
 
     def _bought(self, person: str) -> set[int]:
+        if self.history is not None:
+            return set(self._cached(person)[1])
         d = self._person_rows(person).to_pydict()
         return {self.product_index[p] for p, s in zip(d["product_id"], d["signal"])
                 if s == "order" and p in self.product_index}
@@ -323,7 +348,8 @@ class Recommendations:
     def recommend(self, key: str | None = None, surface: str = "for_you", n: int = 10, store: str | None = None,
                   product: str | None = None, basket: list[str] | None = None,
                   recent: list[dict] | None = None) -> Answer:
-        self._rows_for = (None, None)  # the person's rows are read once per request, never reused across requests
+        # the person's rows are read once per request, never reused across requests
+        self._rows_for, self._cached_for = (None, None), (None, None)
         if surface not in SURFACES:
             raise ConfigError("surface", surface, f"one of {', '.join(SURFACES)}")
         if n < 1 or n > 500:
