@@ -70,7 +70,8 @@ def measure(people: int, requests: int, seed: int = 7) -> dict:
             everyone = sum(1 for _ in service.recommend_all("for_you", n=10))
             batch_seconds = time.perf_counter() - started
     per_person_ms = batch_seconds * 1000 / everyone
-    return {"people": people, "events": events, "persons": everyone, "store": store, "for_you": for_you, "in_store": in_store,
+    return {"people": people, "events": events, "persons": everyone, "store": store, "for_you": for_you,
+            "in_store": in_store,
             "batch": {"seconds": round(batch_seconds, 2), "persons_per_second": round(everyone / batch_seconds, 1),
                       "ms_per_person": round(per_person_ms, 3)},
             "batch_cheaper_than_a_request": round(for_you["mean_ms"] / per_person_ms, 1)}

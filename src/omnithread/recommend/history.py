@@ -2,9 +2,10 @@
 
 A request needs the person's history: every interaction of every identifier the person holds. Read
 from the log, that is a scan of every event, which grows with the log (a for_you request took 19 ms
-p50 on 178,000 events and 88 ms on 1.76 million; ``benchmarks/recommend_serving.py``). Instead, training sums each identifier's interactions (an account's, a device's, a
-store visit's) into a row, weighted and decayed as the model's signals say, and keeps the rows beside
-the model with the moment they were read to (the newest ``loaded_at``). A request then adds the rows
+p50 on 178,000 events and 88 ms on 1.76 million; ``benchmarks/recommend_serving.py``). Instead,
+training sums each identifier's interactions (an account's, a device's, a store visit's) into a row,
+weighted and decayed as the model's signals say, and keeps the rows beside the model with the moment
+they were read to (the newest ``loaded_at``). A request then adds the rows
 of the identifiers the identity map gives the person *now*, so merges and splits since training count
 at once, plus the events loaded since (a scan the log's zone maps limit to its newest part).
 
