@@ -51,6 +51,20 @@ def test_catalogue_rows_are_stored_and_bad_ones_kept_with_field_and_value(tmp_pa
         assert len(p1) == 1 and p1[0]["price"] == 3.1 and p1[0]["available"] is False and p1[0]["name"] is None
 
 
+def test_a_spreadsheet_export_with_a_byte_order_mark_and_odd_values(tmp_path, settings):
+    path = tmp_path / "catalogue.csv"
+    path.write_bytes("\ufeffproduct_id,price,available\nP1,1.5,YES\nP2,NaN,\n".encode("utf-8"))
+    lines = write_lines(tmp_path / "catalogue.jsonl", [{"product_id": {"id": 3}}, {"product_id": "P4", "price": True},
+                                                        {"product_id": 5, "available": False}])
+    with Workspace(settings) as ws:
+        report = ws.ingestor().ingest_reference([path, lines], "catalogue")
+        assert (report.accepted, report.rejected) == (2, 3)
+        assert {r["product_id"]: r["available"] for r in ws.engine.rows("SELECT * FROM catalogue")} == \
+            {"P1": True, "5": False}
+        assert reasons(ws) == {f"{path}:3": {"price": "'NaN'"}, f"{lines}:1": {"product_id": "{'id': 3}"},
+                               f"{lines}:2": {"price": "True"}}
+
+
 def test_inventory_keeps_the_newest_count_and_reads_json_lines_and_parquet(tmp_path, settings):
     day = datetime(2026, 10, 1, tzinfo=UTC)
     lines = write_lines(tmp_path / "stock.jsonl", [

@@ -137,7 +137,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
         return
     if suffix == ".csv":
         with open(path, "rb") as raw:
-            handle = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+            # utf-8-sig: a spreadsheet's export often starts with a byte-order mark, which would rename the
+            # first column
+            handle = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
             reader = csv.DictReader(handle)
             reader.fieldnames = [h.strip() for h in (reader.fieldnames or [])]
             for row in reader:
