@@ -125,6 +125,14 @@ def test_till_rows_are_grouped_into_orders_even_when_interleaved(tmp_path, works
     assert workspace.ingestor().ingest_paths([path]).accepted == 0
 
 
+def test_a_till_export_with_a_byte_order_mark_keeps_its_first_column(tmp_path, workspace):
+    path = tmp_path / "till.csv"
+    path.write_bytes(("\ufeff" + TILL_HEADER + "S1,T1,2026-09-01T10:00:00,A,P1,2,1.50,,\n").encode("utf-8"))
+    report = workspace.ingestor().ingest_paths([path])
+    assert report.accepted == 1 and report.rejected == 0
+    assert workspace.engine.scalar("SELECT store_id FROM events WHERE properties->>'order_id' = 'A'") == "S1"
+
+
 def test_a_till_row_with_a_bad_price_rejects_its_order_with_the_line(tmp_path, workspace):
     path = tmp_path / "till.csv"
     path.write_text(TILL_HEADER + "S1,T1,2026-09-01T10:00:00,A,P1,2,abc,,\n"

@@ -262,7 +262,8 @@ class Ingestor:
     def _read_till_csv(self, path: Path, progress: Progress) -> None:
         source = str(path)
         with open(path, "rb") as raw_handle:
-            handle = io.TextIOWrapper(raw_handle, encoding="utf-8", errors="surrogateescape", newline="")
+            # utf-8-sig: a byte-order mark (spreadsheet exports) would otherwise rename the first column
+            handle = io.TextIOWrapper(raw_handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
             reader = csv.DictReader(handle)
             header = [h.strip() for h in (reader.fieldnames or [])]
             reader.fieldnames = header
