@@ -80,6 +80,7 @@ def test_pages_load_with_real_numbers_and_a_person_search_works(served, browser)
 
     page.goto(f"{server.url}/dashboard/recommend?surface=trending")
     assert page.inner_text("#served") == "trending" and page.locator("table.recs tr").count() > 5
+    assert page.inner_text("#availability").startswith("(stock:")
 
     page.goto(f"{server.url}/dashboard/person?q=nobody%40example.com")
     assert "No person found" in page.inner_text("#not-found")

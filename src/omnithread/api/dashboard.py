@@ -217,9 +217,13 @@ def mount(app: FastAPI, service, authorised) -> None:
                 answer = service.recommendations().recommend(
                     person or None, surface, n=10, store=store or None, product=product or None,
                     basket=[product] if product and surface == "bought_together" else None)
+                stock = answer.meta.get("availability")
+                columns = ["product_id"] + [c for c in ("score", "new") if any(c in i for i in answer.items)]
                 result = ((f"<p class='muted'>{html.escape(answer.fallback_reason)}</p>" if answer.fallback_reason
-                           else "") + f"<p>surface served: <b id='served'>{answer.surface}</b></p>"
-                          + _table(answer.items, cls="recs"))
+                           else "") + f"<p>surface served: <b id='served'>{answer.surface}</b>"
+                          + (f" <span class='muted' id='availability'>(stock: {html.escape(stock)})</span>"
+                             if stock else "") + "</p>"
+                          + _table([{"new": "", **i} for i in answer.items], columns, cls="recs"))
             except OmnithreadError as exc:
                 result = f"<p id='error'>{html.escape(str(exc))}</p>"
         service.keys.audit(who, "dashboard recommendations", None, "ok")
