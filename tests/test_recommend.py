@@ -444,11 +444,32 @@ def test_histories_summed_at_training_equal_reading_the_log_after_new_events_and
         assert ws.ingestor().ingest_paths([tmp_path / "new.jsonl"]).accepted == 4
         update_identities(ws.engine, ws.pseudonymiser)
         service.refresh()
-        person = ws.engine.scalar("SELECT person_id FROM identity_map WHERE identifier = ?", [f"account:{account}"])
-        assert ws.engine.scalar("SELECT person_id FROM identity_map WHERE identifier = ?", [f"device:{device}"]) == person
+        owner = "SELECT person_id FROM identity_map WHERE identifier = ?"
+        person = ws.engine.scalar(owner, [f"account:{account}"])
+        assert ws.engine.scalar(owner, [f"device:{device}"]) == person
         cached, bought, logged, bought_logged = both_ways(person)
         assert np.allclose(cached, logged, rtol=1e-5, atol=1e-6) and bought == bought_logged
         assert service.product_index[product] in bought and cached[service.product_index[product]] > 0
         for other in people[:10]:
             cached, bought, logged, bought_logged = both_ways(other)
             assert np.allclose(cached, logged, rtol=1e-5, atol=1e-6) and bought == bought_logged, other
+
+
+def test_training_writes_the_person_by_product_interactions_table(served):
+    from omnithread.recommend.interactions import interaction_rows
+
+    ws, service, _ = served
+    rows = interaction_rows(ws.engine).to_pydict()
+    totals = ws.engine.rows("""SELECT count(*) AS pairs, count(*) FILTER (WHERE weight > 0) AS weighted,
+                                      sum(views) AS views, sum(units_ordered) AS units, sum(picks) AS picks,
+                                      sum(put_backs) AS put_backs, count(DISTINCT person_id) AS persons
+                               FROM interactions""")[0]
+    assert totals["weighted"] == service.stats["interactions"]  # what the model was trained on
+    assert totals["pairs"] == len(set(zip(rows["person_id"], rows["product_id"])))
+    assert totals["views"] == rows["signal"].count("view") and totals["picks"] == rows["signal"].count("pick")
+    assert totals["put_backs"] == rows["signal"].count("put_back")
+    assert totals["units"] == sum(q for s, q in zip(rows["signal"], rows["quantity"]) if s == "order")
+    one = ws.engine.rows("SELECT * FROM interactions WHERE units_ordered > 0 ORDER BY person_id LIMIT 1")[0]
+    mine = [(s, c) for p, q, s, c in zip(rows["person_id"], rows["product_id"], rows["signal"], rows["channel"])
+            if p == one["person_id"] and q == one["product_id"]]
+    assert one["channels"] == sorted({c for _, c in mine if c}) and one["first_at"] <= one["last_at"]

@@ -85,8 +85,11 @@ def erase(ws, key: str, mode: str = "suppress_and_delete", raw_values: tuple[str
         ws.log.reload_suppression()
     if mode in ("delete", "suppress_and_delete"):
         _delete(ws, person_id, person_ids, values, raw_values, report)
-        # nobody left behind inherits the erased person's id: the rebuild names their groups anew
         marks = ", ".join("?" for _ in person_ids)
+        if engine.has_table("interactions"):  # the last training's snapshot, rebuilt below if a model exists
+            report.history_rows_deleted += _count_delete(engine, "interactions", f"person_id IN ({marks})",
+                                                         [*person_ids])
+        # nobody left behind inherits the erased person's id: the rebuild names their groups anew
         engine.execute(f"UPDATE identity_map SET person_id = NULL WHERE person_id IN ({marks})", [*person_ids])
         resolve_identities(engine, ws.pseudonymiser)
         for table, cols in (("person_redirects", ("old_person_id", "person_id")),
@@ -108,9 +111,10 @@ def erase(ws, key: str, mode: str = "suppress_and_delete", raw_values: tuple[str
             try:
                 Recommendations.train(engine, ws.pseudonymiser, models)
                 report.model_retrained = True
-            except ConfigError:  # nothing left to train on: drop the model
+            except ConfigError:  # nothing left to train on: drop the model and what it was trained on
                 for f in models.iterdir():
                     f.unlink()
+                engine.execute("DROP TABLE IF EXISTS interactions")
                 report.notes.append("no interactions left to train on: the model was removed")
         engine.execute("CHECKPOINT")
     return report

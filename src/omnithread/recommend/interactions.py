@@ -20,7 +20,7 @@ from omnithread.engine.base import Engine
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 
 __all__ = ["SIGNALS", "SignalConfig", "interaction_rows", "Interactions", "InteractionMatrix", "build_matrix", "ONLINE",
-           "STORE"]
+           "STORE", "write_interactions_table"]
 
 SIGNALS = ("view", "cart_add", "cart_remove", "order", "pick", "put_back")
 ONLINE = ("web", "app", "voice")
@@ -161,3 +161,36 @@ def build_matrix(rows: pa.Table | Interactions, config: SignalConfig = SignalCon
     """Weigh, decay and sum ``rows`` into a matrix (see :meth:`Interactions.matrix`)."""
     data = rows if isinstance(rows, Interactions) else Interactions(rows)
     return data.matrix(config, products=products, persons=persons, as_of=as_of)
+
+
+def write_interactions_table(engine, rows: pa.Table, matrix: InteractionMatrix) -> int:
+    """Write ``interactions``: one row per person and product, for analysts as much as for the model.
+
+    Counts per signal (orders count units), the channels seen, the first and last time, and
+    ``weight``, what the model was trained on (signal weights, decay and the floor at zero applied;
+    0 where the weights leave a pair out). Returns the number of rows. A snapshot as of the training
+    that wrote it: ``omnithread train`` writes it again."""
+    coo = matrix.matrix.tocoo()
+    weights = pa.table({"person_id": pa.array([matrix.persons[i] for i in coo.row.tolist()], pa.string()),
+                        "product_id": pa.array([matrix.products[j] for j in coo.col.tolist()], pa.string()),
+                        "weight": pa.array(coo.data.astype(np.float64))})
+    counts = ", ".join(
+        f"sum(CASE WHEN signal = '{s}' THEN {'quantity' if s == 'order' else '1'} ELSE 0 END) AS "
+        f"{'units_ordered' if s == 'order' else s + 's'}" for s in SIGNALS)
+    engine.register("_interaction_rows", rows.select(["person_id", "product_id", "signal", "channel", "event_at",
+                                                      "quantity"]))
+    engine.register("_interaction_weights", weights)
+    try:
+        engine.execute(f"""
+            CREATE OR REPLACE TABLE interactions AS
+            SELECT r.*, coalesce(w.weight, 0) AS weight
+            FROM (SELECT person_id, product_id, {counts},
+                         list_sort(list(DISTINCT channel) FILTER (WHERE channel IS NOT NULL)) AS channels,
+                         min(event_at) AS first_at, max(event_at) AS last_at
+                  FROM _interaction_rows GROUP BY 1, 2) r
+            LEFT JOIN _interaction_weights w USING (person_id, product_id)
+            ORDER BY person_id, product_id""")
+    finally:
+        engine.unregister("_interaction_rows")
+        engine.unregister("_interaction_weights")
+    return engine.scalar("SELECT count(*) FROM interactions")

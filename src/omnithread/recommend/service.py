@@ -41,7 +41,7 @@ from omnithread.errors import ConfigError, NotFoundError
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.ingest.reference import ONLINE_LOCATION, catalogue_facts, stock_levels
 from omnithread.recommend.history import HistoryCache
-from omnithread.recommend.interactions import SignalConfig, build_matrix, interaction_rows
+from omnithread.recommend.interactions import SignalConfig, build_matrix, interaction_rows, write_interactions_table
 from omnithread.recommend.models import FORMAT_VERSION, DLAE, Recommender, load_model, top_n
 
 __all__ = ["ServingConfig", "Recommendations", "SURFACES"]
@@ -114,6 +114,7 @@ class Recommendations:
         model.save(directory / "model.npz")
         history = HistoryCache.build(engine, signals, matrix.products)
         history.save(directory)
+        write_interactions_table(engine, rows, matrix)
         stats = {"format": FORMAT_VERSION, "persons": len(matrix.persons), "products": len(matrix.products),
                  "interactions": int(matrix.matrix.nnz), "model": model.describe(),
                  "fit_seconds": round(model.fit_seconds, 3), "signals": asdict(signals),
