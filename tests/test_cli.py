@@ -146,11 +146,15 @@ def test_train_recommend_and_evaluate(tmp_path, data_dir):
     report = run_json("demo", "--people", "300", "--days", "14", "--data-dir", data_dir, "--sources", str(tmp_path / "w"))
     assert report["recommend"]["stats"]["tuning"]["model"] in {"dlae", "ease", "itemknn", "als"}
     assert set(report["ablation"]["variants"]) >= {"siloed", "joined", "ceiling"}
-    trained = run_json("train", "--data-dir", data_dir)
+    trained = run_json("train", "--new-share", "0.5", "--data-dir", data_dir)
     assert trained["interactions"] > 0 and trained["signals"]["weights"]["order"] > 0
     person = report["recommend"]["example"]["person_id"]
     mine = run_json("recommend", person, "-n", "4", "--data-dir", data_dir)
     assert mine["surface"] == "for_you" and mine["person_id"] == person and len(mine["items"]) == 4
+    assert mine["meta"]["new_products_shown"] == 2  # half the slots, as trained; the world launched three
+    refused = runner.invoke(app, ["train", "--new-share", "2", "--data-dir", data_dir])
+    assert refused.exit_code == 2 and "--new-share" in refused.output and "2.0" in refused.output
+    run_json("train", "--data-dir", data_dir)
     trending = run_json("recommend", "--surface", "trending", "-n", "3", "--data-dir", data_dir)
     assert trending["surface"] == "trending" and len(trending["items"]) == 3
     stranger = run_json("recommend", "nobody@example.com", "--data-dir", data_dir)

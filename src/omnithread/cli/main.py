@@ -562,14 +562,33 @@ def sensing_evaluate(
 
 
 @app.command()
-def train(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
-    """Train the recommendation model on the event log (every channel, through the identity map)."""
-    from omnithread.recommend.service import Recommendations
+def train(
+    new_share: float = typer.Option(0.1, help="Share of slots for new products (0 to 1)."),
+    new_days: float = typer.Option(7.0, help="A product is new this many days after it is first seen or launched."),
+    available_days: float = typer.Option(30.0, help="Where no stock was imported, unsold this long means out of "
+                                                    "stock."),
+    trending_days: float = typer.Option(7.0, help="The window trending counts sales over."),
+    repeat_share: float = typer.Option(0.2, help="Re-recommend a bought product when at least this share of its "
+                                                 "buyers bought it again."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Train the recommendation model on the event log (every channel, through the identity map); the serving
+    rules given here are kept with the model."""
+    from omnithread.recommend.service import Recommendations, ServingConfig
     from omnithread.workspace import Workspace
 
+    for name, value, low, high in (("--new-share", new_share, 0, 1), ("--repeat-share", repeat_share, 0, 1),
+                                   ("--new-days", new_days, 0, 3650), ("--available-days", available_days, 0, 3650),
+                                   ("--trending-days", trending_days, 0, 3650)):
+        if not low <= value <= high or value != value:
+            _fail(ConfigError(name, value, f"a number from {low} to {high}"))
+    serving = ServingConfig(trending_days=trending_days, available_days=available_days, new_days=new_days,
+                            new_product_share=new_share, repeat_share=repeat_share)
     try:
         with Workspace(_settings(data_dir)) as ws:
-            service = Recommendations.train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models")
+            service = Recommendations.train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models",
+                                            serving=serving)
     except OmnithreadError as error:
         _fail(error)
     if as_json:
