@@ -435,13 +435,17 @@ def test_histories_summed_at_training_equal_reading_the_log_after_new_events_and
             {"type": "track", "event": "Order Completed", "userId": account, "messageId": "late-2", "timestamp": later,
              "properties": {"order_id": "late", "products": [{"product_id": product, "quantity": 1}]},
              "context": {"channel": "web"}},
+            # a client that sends 'undefined' as the user: the event is the device's (the account is blocked)
+            {"type": "track", "event": "Product Added", "userId": "undefined", "anonymousId": device,
+             "messageId": "late-5", "timestamp": later, "properties": {"product_id": service.products[1]},
+             "context": {"channel": "web"}},
             # an anonymous device's views, then the device logs in to the account: a merge
             {"type": "track", "event": "Product Viewed", "anonymousId": device, "messageId": "late-3",
              "timestamp": later, "properties": {"product_id": service.products[0]}, "context": {"channel": "web"}},
             {"type": "identify", "userId": account, "anonymousId": device, "messageId": "late-4", "timestamp": later,
              "context": {"channel": "web"}},
         ])
-        assert ws.ingestor().ingest_paths([tmp_path / "new.jsonl"]).accepted == 4
+        assert ws.ingestor().ingest_paths([tmp_path / "new.jsonl"]).accepted == 5
         update_identities(ws.engine, ws.pseudonymiser)
         service.refresh()
         owner = "SELECT person_id FROM identity_map WHERE identifier = ?"

@@ -10,10 +10,11 @@ of the identifiers the identity map gives the person *now*, so merges and splits
 at once, plus the events loaded since (a scan the log's zone maps limit to its newest part).
 
 Summing by identifier first is exact: each event belongs to one identifier (its account when it has
-a ``userId``, else its anonymous id), which is how the log gives events to persons
-(``EVENT_PERSONS_SQL``); weights add; decay is exponential, so rows summed as of ``T0`` are the rows
-as of ``T1`` times ``0.5 ** ((T1 - T0) / half_life)``; negative sums (removals) are floored at zero
-only once the person's rows are added. A test holds it equal to reading the log.
+a ``userId`` that is someone's, else its anonymous id), which is how the log gives events to persons
+(``EVENT_PERSONS_SQL``; an account that is blocked, or stops being, between training and a request is
+the one case where the two part, until the next training); weights add; decay is exponential, so rows
+summed as of ``T0`` are the rows as of ``T1`` times ``0.5 ** ((T1 - T0) / half_life)``; negative sums
+(removals) are floored at zero only once the person's rows are added. A test holds it equal to reading the log.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from omnithread.recommend.interactions import Interactions, SignalConfig, intera
 
 __all__ = ["HistoryCache", "IDENTIFIER_SQL"]
 
-# the identifier an event belongs to: its account, else its anonymous id (as EVENT_PERSONS_SQL reads it)
-IDENTIFIER_SQL = """CASE WHEN e.user_id IS NOT NULL THEN 'account:' || e.user_id
+# the identifier an event belongs to, as EVENT_PERSONS_SQL reads it: its account when the account is
+# someone's (a blocked one such as 'undefined' is nobody's), else its anonymous id
+IDENTIFIER_SQL = """CASE WHEN a.person_id IS NOT NULL THEN 'account:' || e.user_id
      WHEN e.anonymous_id IS NOT NULL THEN (CASE e.channel WHEN 'store' THEN 'store_session:'
           WHEN 'voice' THEN 'voice_device:' ELSE 'device:' END) || e.anonymous_id END"""
-_BY_IDENTIFIER = f"SELECT e.*, {IDENTIFIER_SQL} AS person_id FROM events e"
+_FROM = "events e LEFT JOIN identity_map a ON a.identifier = 'account:' || e.user_id"
+_BY_IDENTIFIER = f"SELECT e.*, {IDENTIFIER_SQL} AS person_id FROM {_FROM}"
 _FILE, _META = "history.npz", "history.json"
 
 
@@ -108,11 +111,16 @@ class HistoryCache:
             row = row * 0.5 ** (max((as_of - self.as_of).total_seconds(), 0.0) / (signals.half_life_days * 86400.0))
         bought = set(self.orders[known].indices.tolist()) if known else set()
         since = "" if self.through is None else "e.loaded_at > ? AND "
-        params = ([self.through] if self.through is not None else []) + [identifiers]
+        after = [self.through] if self.through is not None else []
+        params = after + [identifiers]
         mine = f"{since}list_contains(?::VARCHAR[], {IDENTIFIER_SQL})"
-        # most requests find nothing new: asking first costs a fifth of reading the interactions
-        if identifiers and engine.scalar(f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE {mine} LIMIT 1)",
-                                         params):
+        # most requests find nothing new: asking first (on the raw ids, without the identity map) costs a
+        # fraction of reading the interactions
+        accounts = [i.split(":", 1)[1] for i in identifiers if i.startswith("account:")]
+        anonymous = [i.split(":", 1)[1] for i in identifiers if not i.startswith("account:")]
+        if identifiers and engine.scalar(
+                f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE {since}(list_contains(?::VARCHAR[], e.user_id) "
+                f"OR list_contains(?::VARCHAR[], e.anonymous_id)) LIMIT 1)", after + [accounts, anonymous]):
             table = interaction_rows(engine, f"SELECT * FROM ({_BY_IDENTIFIER} WHERE {mine})", params)
             if table.num_rows:
                 data = Interactions(table)
