@@ -445,9 +445,16 @@ def test_histories_summed_at_training_equal_reading_the_log_after_new_events_and
             {"type": "identify", "userId": account, "anonymousId": device, "messageId": "late-4", "timestamp": later,
              "context": {"channel": "web"}},
         ])
+        before = service._latest()
         assert ws.ingestor().ingest_paths([tmp_path / "new.jsonl"]).accepted == 5
         update_identities(ws.engine, ws.pseudonymiser)
-        service.refresh()
+        # store-wide facts (here the newest event, which decay counts from) are kept for refresh_seconds
+        # (60 by default), then read again by themselves at the next request
+        service.recommend(surface="trending", n=3)
+        assert service._latest() == before
+        service._memo_at -= service.serving.refresh_seconds
+        service.recommend(surface="trending", n=3)
+        assert service._latest() == ws.engine.scalar("SELECT max(event_at) FROM events") > before
         owner = "SELECT person_id FROM identity_map WHERE identifier = ?"
         person = ws.engine.scalar(owner, [f"account:{account}"])
         assert ws.engine.scalar(owner, [f"device:{device}"]) == person

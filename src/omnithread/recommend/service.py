@@ -28,6 +28,7 @@ they have too little history to rank, and a launched product nobody has seen yet
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -56,6 +57,9 @@ class ServingConfig:
     new_days: float = 7.0
     new_product_share: float = 0.1
     repeat_share: float = 0.2
+    # store-wide facts (sales, stock, new products, the newest event) are read again after this long,
+    # so a long-running service follows the log without reading them on every request
+    refresh_seconds: float = 60.0
 
 
 @dataclass
@@ -83,6 +87,7 @@ class Recommendations:
         self.person_index = {p: i for i, p in enumerate(persons)}
         self.tuning: dict | None = None  # how training chose signals and model (set by train)
         self._memo: dict = {}  # store-wide facts read from the log once (see refresh)
+        self._memo_at = time.monotonic()
         self._rows_for: tuple = (None, None)  # the person of this request and their interactions
         self.history: HistoryCache | None = None  # each identifier's interactions, summed at training
         self._cached_for: tuple = (None, None)  # the person of this request, their history row and purchases
@@ -228,8 +233,10 @@ class Recommendations:
         return self._memo["repeat"]
 
     def refresh(self) -> None:
-        """Forget the store-wide facts read from the log (sales, repeat buying, new products)."""
+        """Forget the store-wide facts read from the log (sales, repeat buying, new products, catalogue
+        and stock); they are read again when next needed. Happens by itself every ``refresh_seconds``."""
         self._memo = {}
+        self._memo_at = time.monotonic()
 
     def _sold(self, days: float, store: str | None = None) -> np.ndarray:
         """Units sold per product in the last ``days`` (at ``store``); read once, then kept (see refresh)."""
@@ -351,6 +358,8 @@ class Recommendations:
                   recent: list[dict] | None = None) -> Answer:
         # the person's rows are read once per request, never reused across requests
         self._rows_for, self._cached_for = (None, None), (None, None)
+        if time.monotonic() - self._memo_at >= self.serving.refresh_seconds:
+            self.refresh()
         if surface not in SURFACES:
             raise ConfigError("surface", surface, f"one of {', '.join(SURFACES)}")
         if n < 1 or n > 500:
