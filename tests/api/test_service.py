@@ -332,4 +332,10 @@ def test_catalogue_and_stock_arrive_over_http_and_refused_rows_say_why(server, k
     assert refused.status_code == 400
     assert "product_id is empty or missing" in refused.json()["rejected"][0]["reasons"][0]
     assert httpx.post(f"{server.url}/v1/inventory", json={"items": []}, headers=w).json()["code"] == "missing_field"
+    r = basic(made["read"])
+    stock = httpx.get(f"{server.url}/v1/stores/S01/inventory", headers=r).json()
+    assert stock["products"] == [{"product_id": "P1", "quantity": 3.0, "in_stock": True,
+                                  "as_of": "2026-10-01T10:00:00+00:00", "on_sale": False}]
+    nowhere = httpx.get(f"{server.url}/v1/stores/S99/inventory", headers=r)
+    assert nowhere.status_code == 404 and "recent sales" in nowhere.json()["message"]
     assert httpx.post(f"{server.url}/v1/inventory", json={"rows": []}, headers=basic(made["read"])).status_code == 403

@@ -442,6 +442,26 @@ def create_app(settings: Settings) -> FastAPI:
         service.keys.audit(who, "read store receipts", store_id, "ok")
         return _jsonable({"store_id": store_id, "events": rows})
 
+    @app.get("/v1/stores/{store_id}/inventory", tags=["read"],
+             summary="A location's stock as imported (a store id, or 'online'), with each product's catalogue state")
+    def inventory(store_id: str, product: str | None = None, limit: int = Query(1000, ge=1, le=100_000),
+                  who: ApiKey = Depends(authorised("read"))):
+        from omnithread.ingest.reference import ensure_reference_tables
+
+        with service.lock:
+            ensure_reference_tables(service.ws.engine)
+            rows = service.ws.engine.rows(f"""
+                SELECT i.product_id, i.quantity, i.quantity > 0 AS in_stock, i.as_of,
+                       c.available IS NOT false AS on_sale
+                FROM inventory i LEFT JOIN catalogue c USING (product_id)
+                WHERE i.store_id = ?{" AND i.product_id = ?" if product else ""}
+                ORDER BY i.product_id LIMIT ?""", [store_id] + ([product] if product else []) + [limit])
+        service.keys.audit(who, "read inventory", store_id, "ok")
+        if not rows and not product:
+            raise HTTPException(404, detail={"code": "not_found", "message": f"no inventory imported for {store_id!r}: "
+                                             "recommendations there infer stock from recent sales"})
+        return _jsonable({"store_id": store_id, "products": rows})
+
     # ------------------------------------------------------------------ admin: consent, erasure, audit
 
     @app.post("/v1/admin/consent", tags=["admin"], summary="Record a person's consent per purpose")
