@@ -25,11 +25,10 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from omnithread.engine.base import Engine
-from omnithread.recommend.interactions import Interactions, SignalConfig, interaction_rows
+from omnithread.recommend.interactions import Interactions, SignalConfig, interaction_rows, ordered_products
 
 __all__ = ["HistoryCache", "IDENTIFIER_SQL"]
 
@@ -65,17 +64,11 @@ class HistoryCache:
         data = Interactions(table) if table is not None and table.num_rows else None
         identifiers = sorted(data.person_names.tolist()) if data else []
         rows = _sum(data, signals, products, identifiers, as_of)
-        orders = sp.csr_matrix((len(identifiers), len(products)), dtype=np.int8)
-        if data:
-            index, column = {p: i for i, p in enumerate(identifiers)}, {p: i for i, p in enumerate(products)}
-            mine = table.filter(pc.equal(table["signal"], "order")).select(["person_id", "product_id"]).to_pydict()
-            pairs = [(index[who], column[p]) for who, p in zip(mine["person_id"], mine["product_id"]) if p in column]
-            if pairs:
-                r, c = zip(*pairs)
-                orders = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=orders.shape)
-                orders.sum_duplicates()
-                orders = orders.astype(np.int8)
-                orders.data[:] = 1
+        bought = ordered_products(table, {p: i for i, p in enumerate(products)}) if data else {}
+        index = {p: i for i, p in enumerate(identifiers)}
+        r = [index[who] for who, ordered in bought.items() for _ in ordered]
+        c = [j for ordered in bought.values() for j in ordered]
+        orders = sp.csr_matrix((np.ones(len(r), np.int8), (r, c)), shape=(len(identifiers), len(products)))
         return cls(identifiers, rows, orders, through, as_of)
 
     # -- kept beside the model
@@ -126,9 +119,8 @@ class HistoryCache:
                 data = Interactions(table)
                 new = _sum(data, signals, products, None, as_of)
                 row = row + np.asarray(new.sum(axis=0)).ravel()
-                index = {p: i for i, p in enumerate(products)}
-                ordered = table.filter(pc.equal(table["signal"], "order")).column("product_id").to_pylist()
-                bought |= {index[p] for p in ordered if p in index}
+                for more in ordered_products(table, {p: i for i, p in enumerate(products)}).values():
+                    bought |= more
         row = np.maximum(row, 0).astype(np.float32)
         return sp.csr_matrix(row.reshape(1, -1)), bought
 

@@ -20,7 +20,7 @@ from omnithread.engine.base import Engine
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 
 __all__ = ["SIGNALS", "SignalConfig", "interaction_rows", "Interactions", "InteractionMatrix", "build_matrix", "ONLINE",
-           "STORE", "write_interactions_table"]
+           "STORE", "write_interactions_table", "ordered_products"]
 
 SIGNALS = ("view", "cart_add", "cart_remove", "order", "pick", "put_back")
 ONLINE = ("web", "app", "voice")
@@ -161,6 +161,20 @@ def build_matrix(rows: pa.Table | Interactions, config: SignalConfig = SignalCon
     """Weigh, decay and sum ``rows`` into a matrix (see :meth:`Interactions.matrix`)."""
     data = rows if isinstance(rows, Interactions) else Interactions(rows)
     return data.matrix(config, products=products, persons=persons, as_of=as_of)
+
+
+def ordered_products(rows: pa.Table, product_index: dict[str, int]) -> dict[str, set[int]]:
+    """The indices (in ``product_index``) of the products each person (``person_id`` of ``rows``, interaction
+    rows) ordered; products outside the index are left out."""
+    import pyarrow.compute as pc
+
+    ordered = rows.filter(pc.equal(rows["signal"], "order")).select(["person_id", "product_id"]).to_pydict()
+    out: dict[str, set[int]] = {}
+    for who, product in zip(ordered["person_id"], ordered["product_id"]):
+        i = product_index.get(product)
+        if i is not None:
+            out.setdefault(who, set()).add(i)
+    return out
 
 
 def write_interactions_table(engine, rows: pa.Table, matrix: InteractionMatrix) -> int:

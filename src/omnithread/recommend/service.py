@@ -34,7 +34,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from omnithread.engine.base import Engine
@@ -42,7 +41,8 @@ from omnithread.errors import ConfigError, NotFoundError
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.ingest.reference import ONLINE_LOCATION, catalogue_facts, stock_levels
 from omnithread.recommend.history import HistoryCache
-from omnithread.recommend.interactions import SignalConfig, build_matrix, interaction_rows, write_interactions_table
+from omnithread.recommend.interactions import SignalConfig, build_matrix, interaction_rows, ordered_products, \
+    write_interactions_table
 from omnithread.recommend.models import FORMAT_VERSION, DLAE, Recommender, load_model, top_n
 
 __all__ = ["ServingConfig", "Recommendations", "SURFACES"]
@@ -215,9 +215,7 @@ class Recommendations:
     def _bought(self, person: str) -> set[int]:
         if self.history is not None:
             return set(self._cached(person)[1])
-        d = self._person_rows(person).to_pydict()
-        return {self.product_index[p] for p, s in zip(d["product_id"], d["signal"])
-                if s == "order" and p in self.product_index}
+        return ordered_products(self._person_rows(person), self.product_index).get(person, set())
 
     def _repeatable(self) -> set[int]:
         if "repeat" not in self._memo:
@@ -442,19 +440,9 @@ class Recommendations:
         except Exception:  # noqa: BLE001 - no profiles table yet: no recorded refusal
             refusing = set()
         rows = interaction_rows(self.engine)
-        if "latest" not in self._memo:
-            self._memo["latest"] = self.engine.scalar("SELECT max(event_at) FROM events")
-        matrix = build_matrix(rows, self.signals, products=self.products, persons=persons, as_of=self._memo["latest"])
-        X = matrix.matrix.tocsr()
-        X.data = np.maximum(X.data, 0)
-        X.eliminate_zeros()
+        X = build_matrix(rows, self.signals, products=self.products, persons=persons, as_of=self._latest()).matrix
         repeatable = self._repeatable()
-        bought: dict[str, set[int]] = {}
-        orders = rows.filter(pc.equal(rows["signal"], "order")).select(["person_id", "product_id"]).to_pydict()
-        for who, product in zip(orders["person_id"], orders["product_id"]):
-            i = self.product_index.get(product)
-            if i is not None:
-                bought.setdefault(who, set()).add(i)
+        bought = ordered_products(rows, self.product_index)
         for start in range(0, len(persons), block):
             names = persons[start:start + block]
             H = X[start:start + block]
@@ -472,8 +460,6 @@ class Recommendations:
     def export_all(self, path: Path | str, surface: str = "for_you", n: int = 10, store: str | None = None) -> dict:
         """Write :meth:`recommend_all`'s answers to a Parquet file, one row per person and rank
         (person_id, rank, product_id, score, new, surface, fallback_reason); returns a summary."""
-        import time
-
         import pyarrow as pa
         import pyarrow.parquet as pq
 
