@@ -277,18 +277,21 @@ class Recommendations:
         there (anywhere, online) in the last ``available_days``; never what the catalogue marks off sale."""
         key = ("available", store)
         if key not in self._memo:
-            stock = self._stock(store or ONLINE_LOCATION)
-            if stock is not None:
-                mask = np.array([stock.get(p, 0) > 0 for p in self.products], bool)
+            allows = self._allows(store)
+            mask = np.array([allows(p) for p in self.products], bool)
+            if self._stock(store or ONLINE_LOCATION) is not None:
                 source = f"inventory of {store or ONLINE_LOCATION}"
             else:
-                mask = self._sold(self.serving.available_days, store) > 0
+                mask &= self._sold(self.serving.available_days, store) > 0
                 source = f"sales of the last {self.serving.available_days:g} days" + (f" at {store}" if store else "")
-            off = self._catalogue()["unavailable"]
-            if off:
-                mask &= np.array([p not in off for p in self.products], bool)
             self._memo[key] = (mask, source)
         return self._memo[key]
+
+    def _allows(self, store: str | None = None):
+        """What the imported feeds allow at ``store`` (else online), as a test of a product id: not off sale
+        in the catalogue, and in stock there if stock was imported for that location."""
+        stock, off = self._stock(store or ONLINE_LOCATION), self._catalogue()["unavailable"]
+        return lambda product: product not in off and (stock is None or stock.get(product, 0) > 0)
 
     def _new_products(self, store: str | None = None) -> list[str]:
         """New products that may be served at ``store`` (else online), newest first: first seen in the log
@@ -296,15 +299,9 @@ class Recommendations:
         key = ("new", store)
         if key not in self._memo:
             stocked, _ = self._availability(store)
-            stock, off = self._stock(store or ONLINE_LOCATION), self._catalogue()["unavailable"]
-
-            def may_serve(product: str) -> bool:
-                i = self.product_index.get(product)
-                if i is not None:
-                    return bool(stocked[i])
-                return product not in off and (stock is None or stock.get(product, 0) > 0)
-
-            self._memo[key] = [p for p in self._read_new_products() if may_serve(p)]
+            allows = self._allows(store)  # a product the model does not know has no sales to go by
+            self._memo[key] = [p for p in self._read_new_products()
+                               if (stocked[self.product_index[p]] if p in self.product_index else allows(p))]
         return self._memo[key]
 
     def _read_new_products(self) -> list[str]:
@@ -342,10 +339,10 @@ class Recommendations:
         sold = self._sold(self.serving.trending_days, store)
         if not sold.any():
             sold = self._sold(3650, store)  # a quiet week: all-time best sellers
-        stock, off = self._stock(store or ONLINE_LOCATION), self._catalogue()["unavailable"]
-        if stock is not None or off:  # what sold lately is on the shelf unless the inventory or catalogue says not
-            sold = np.where([(stock is None or stock.get(p, 0) > 0) and p not in off for p in self.products],
-                            sold, -np.inf)
+        stock = self._stock(store or ONLINE_LOCATION)
+        if stock is not None or self._catalogue()["unavailable"]:
+            allows = self._allows(store)  # what sold lately is on the shelf unless the inventory or catalogue says not
+            sold = np.where([allows(p) for p in self.products], sold, -np.inf)
         idx = top_n(sold, n, list(exclude))
         return Answer("trending", self._items(idx, sold), meta={
             "store": store, "days": self.serving.trending_days,
