@@ -15,6 +15,10 @@ __all__ = [
     "ConfigError",
     "NotFoundError",
     "ConsentError",
+    "InvalidRequestError",
+    "NothingToTrainError",
+    "ErasureFailedError",
+    "UnavailableError",
 ]
 
 
@@ -84,3 +88,46 @@ class ConsentError(OmnithreadError):
     def __init__(self, purpose: str, person: str):
         self.purpose, self.person = purpose, person
         super().__init__(f"person {person!r} has not consented to {purpose!r}")
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class InvalidRequestError(OmnithreadError):
+    """A field of a request (an API body, a command's argument) has a value omnithread cannot use."""
+
+    http_status = 400
+
+    def __init__(self, field: str, value: object, expected: str):
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(f"{field}: {_shown(value)} is not valid: expected {expected}")
+
+
+class NothingToTrainError(ConfigError):
+    """The log holds nothing a model could be trained on (yet)."""
+
+    def __init__(self, what: str = "an event log with product interactions to train on"):
+        super().__init__("events", 0, what)
+
+
+class ErasureFailedError(OmnithreadError):
+    """An erasure stopped part-way; everything it had done was undone, so nothing has changed."""
+
+    http_status = 500
+
+    def __init__(self, step: str, cause: BaseException):
+        self.step, self.cause = step, cause
+        super().__init__(f"the erasure failed while {step} and nothing was changed "
+                         f"({type(cause).__name__}); it can be asked for again")
+
+
+class UnavailableError(OmnithreadError):
+    """Storage cannot take the request now (disk full, file unreadable); try again later."""
+
+    http_status = 503
+
+    def __init__(self, what: str):
+        self.what = what
+        super().__init__(what)

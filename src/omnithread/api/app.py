@@ -82,11 +82,11 @@ class Service:
             try:
                 self._recommendations = Recommendations.open(self.ws.engine, self.ws.pseudonymiser, directory)
             except NotFoundError:
-                from omnithread.errors import ConfigError
+                from omnithread.errors import NothingToTrainError
 
                 try:
                     self._recommendations = Recommendations.train(self.ws.engine, self.ws.pseudonymiser, directory)
-                except ConfigError as exc:
+                except NothingToTrainError as exc:
                     raise NotFoundError("trained recommendation model", f"none yet ({exc})") from exc
         return self._recommendations
 
@@ -480,15 +480,22 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/admin/erasure", tags=["admin"],
               summary="Erase a person: suppress, suppress_and_delete or delete (Segment's regulation types)")
     async def erasure(request: Request, who: ApiKey = Depends(authorised("admin"))):
-        from omnithread.privacy.erasure import erase
+        from omnithread.privacy.erasure import check_request, erase
 
         body = _json_object(await _body(request))
-        key = str(body.get("person", ""))
-        mode = str(body.get("mode", "suppress_and_delete"))
-        with service.lock:
-            report = erase(service.ws, key, mode, tuple(str(v) for v in body.get("raw_values", ()) if v))
-            service._recommendations = None  # reopened from the retrained model
-            service.forget_keys()
+        key, mode, raw_values = check_request(body.get("person"), body.get("mode", "suppress_and_delete"),
+                                              body.get("raw_values", ()))
+        try:
+            with service.lock:
+                try:
+                    report = erase(service.ws, key, mode, raw_values)
+                finally:
+                    service._recommendations = None  # reopened from the (retrained) model
+                    service.forget_keys()
+        except OmnithreadError as exc:
+            service.keys.audit(who, f"erasure {mode}", service.ws.pseudonymiser.fingerprint(f"erasure:{key}".encode()),
+                               f"failed: {type(exc).__name__}")
+            raise
         service.keys.audit(who, f"erasure {mode}", report.request_id, "done",
                            f"events {report.events_deleted}, rejected {report.rejected_deleted}")
         return report.as_dict()

@@ -772,6 +772,14 @@ def keys_revoke(key_id: str, data_dir: Optional[Path] = DataDir, as_json: bool =
         console.print(f"revoked {record.key_id} ({record.role}) at {record.revoked_at}")
 
 
+def _audit(data_dir: Optional[Path], action: str, target: str | None, outcome: str) -> None:
+    store = _key_store(data_dir)
+    try:
+        store.audit(None, action, target, outcome)
+    finally:
+        store.close()
+
+
 @app.command()
 def erase(
     person: str = typer.Argument(..., help="Person id or any identifier (account, device, email, phone, card)."),
@@ -785,10 +793,13 @@ def erase(
 
     try:
         with Workspace(_settings(data_dir)) as ws:
-            report = do_erase(ws, person, mode, raw_values=(person,))
-        store = _key_store(data_dir)
-        store.audit(None, f"erasure {mode}", report.request_id, "cli")
-        store.close()
+            try:
+                report = do_erase(ws, person, mode, raw_values=(person,))
+            except OmnithreadError as error:
+                target = ws.pseudonymiser.fingerprint(f"erasure:{person}".encode())
+                _audit(data_dir, f"erasure {mode}", target, f"failed (cli): {type(error).__name__}")
+                raise
+        _audit(data_dir, f"erasure {mode}", report.request_id, "cli")
     except OmnithreadError as error:
         _fail(error)
     if as_json:

@@ -9,7 +9,8 @@ A new engine implements the four hooks below; the rest is shared.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
@@ -96,7 +97,39 @@ class Engine(ABC):
     def _column_type(self, logical: str) -> str:
         """The engine's SQL type for a logical column type."""
 
+    def compact(self) -> None:
+        """Give the space of deleted rows back so their bytes no longer lie in the engine's files (engines
+        that keep files of their own)."""
+
+    def _begin(self) -> None:
+        """Start a transaction (engines that have them)."""
+        raise NotImplementedError(f"the {self.name} engine has no transactions")
+
+    def _commit(self) -> None:
+        raise NotImplementedError(f"the {self.name} engine has no transactions")
+
+    def _rollback(self) -> None:
+        raise NotImplementedError(f"the {self.name} engine has no transactions")
+
     # -- shared template methods ----------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator["Engine"]:
+        """All or nothing: every statement run inside commits together, or none does when the block raises.
+        Nested blocks join the outer one."""
+        if getattr(self, "_in_transaction", False):
+            yield self
+            return
+        self._begin()
+        self._in_transaction = True
+        try:
+            yield self
+        except BaseException:
+            self._in_transaction = False
+            self._rollback()
+            raise
+        self._in_transaction = False
+        self._commit()
+
     def ensure_tables(self) -> None:
         """Create every table omnithread needs, if it is missing."""
         for table, columns in TABLES.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -72,16 +73,45 @@ class DuckDBEngine(Engine):
 
     def __init__(self, path: Path | str = ":memory:", threads: int | None = None, memory_limit: str | None = None):
         self.path = str(path)
+        self.threads, self.memory_limit = threads, memory_limit
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._connect()
+        self.ensure_tables()
+
+    def _connect(self) -> None:
         self._con = duckdb.connect(self.path)
         self._functions: set[str] = set()
         self._con.execute("SET TimeZone = 'UTC'")
-        if threads:
-            self._con.execute(f"SET threads = {int(threads)}")
-        if memory_limit:
-            self._con.execute("SET memory_limit = ?", [memory_limit])
-        self.ensure_tables()
+        if self.threads:
+            self._con.execute(f"SET threads = {int(self.threads)}")
+        if self.memory_limit:
+            self._con.execute("SET memory_limit = ?", [self.memory_limit])
+
+    def compact(self) -> None:
+        """Rewrite the database file with only what its tables hold now.
+
+        Deleting rows frees their blocks, but the bytes stay in the file until the blocks are reused;
+        after an erasure that is personal data nobody can reach through a table yet anyone with the
+        file can read. The live tables are copied into a new file, which then replaces the old one in
+        one rename (a crash before it leaves the old file whole)."""
+        if self.path == ":memory:":
+            return
+        fresh = Path(self.path + ".compact")
+        for leftover in (fresh, Path(f"{fresh}.wal")):
+            leftover.unlink(missing_ok=True)
+        alias = self.scalar("SELECT current_database()")
+        self.execute("ATTACH ? AS _compacted", [str(fresh)])
+        try:
+            self.execute(f'COPY FROM DATABASE "{alias}" TO _compacted')
+        finally:
+            self.execute("DETACH _compacted")
+        self._con.close()
+        try:
+            Path(self.path + ".wal").unlink(missing_ok=True)
+            os.replace(fresh, self.path)
+        finally:
+            self._connect()
 
     def ensure_tables(self) -> None:
         """Create missing tables; a log stored before events carried their identifiers or message keys gets
@@ -219,6 +249,15 @@ class DuckDBEngine(Engine):
             self._con.unregister("_others")
             self._con.execute("DROP TABLE IF EXISTS _staged").fetchall()
             self._con.execute("DROP TABLE IF EXISTS _skip").fetchall()
+
+    def _begin(self) -> None:
+        self.execute("BEGIN TRANSACTION")
+
+    def _commit(self) -> None:
+        self.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        self.execute("ROLLBACK")
 
     def register(self, name: str, table: pa.Table) -> None:
         self._con.register(name, table)

@@ -7,9 +7,9 @@ import re
 
 import orjson
 
-from omnithread.events.schema import IDENTIFIER_KEYS
+from omnithread.events.schema import IDENTIFIER_KEYS, MAX_COUNT, MAX_MONEY
 
-__all__ = ["TABLES", "EVENT_COLUMNS", "DERIVED_EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES",
+__all__ = ["number_sql", "count_ok_sql", "money_ok_sql", "TABLES", "EVENT_COLUMNS", "DERIVED_EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES",
            "MESSAGE_KEY_SQL", "message_key", "identifiers_sql", "identifiers_of", "node_sql"]
 
 # keyed-hash prefix -> identifier type (see omnithread.privacy.IdentifierType)
@@ -134,3 +134,20 @@ def identifiers_of(event: str | None, traits: str | None, properties: str | None
             found.append(values["entry_token"])
     nodes = sorted({f"{HASH_TYPES[value[:2]]}:{value}" for value in found if _HASH.fullmatch(value)})
     return nodes or None
+
+
+def number_sql(text: str, default: int) -> str:
+    """A number read from JSON text ``text`` (``line->>'quantity'``) as DOUBLE: ``default`` when it is absent,
+    NULL when it is there but not a number. Every stage reads counts and money through this, so a value the
+    door would refuse (stored before the door checked it) reads as out of range, never as a failed cast."""
+    return f"(CASE WHEN {text} IS NULL THEN {default} ELSE TRY_CAST({text} AS DOUBLE) END)"
+
+
+def count_ok_sql(value: str) -> str:
+    """True when ``value`` (a DOUBLE) is a count the schema allows: a whole number from 1 to ``MAX_COUNT``."""
+    return f"coalesce({value} BETWEEN 1 AND {MAX_COUNT} AND {value} = floor({value}), false)"
+
+
+def money_ok_sql(value: str) -> str:
+    """True when ``value`` (a DOUBLE) is an amount the schema allows: 0 to ``MAX_MONEY``."""
+    return f"coalesce({value} BETWEEN 0 AND {MAX_MONEY}, false)"

@@ -20,6 +20,10 @@ from omnithread.events.schema import (
 
 __all__ = ["render_markdown"]
 
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+
 INTRO = """# Events
 
 Every source speaks one schema: the [Segment Spec](https://segment.com/docs/connections/spec/) calls
@@ -57,9 +61,9 @@ def _type(spec: FieldSpec) -> str:
     if spec.choices:
         kind += ": " + ", ".join(f"`{c}`" for c in spec.choices)
     if spec.minimum is not None:
-        kind += f", ≥ {spec.minimum:g}"
+        kind += f", ≥ {_number(spec.minimum)}"
     if spec.maximum is not None:
-        kind += f", ≤ {spec.maximum:g}"
+        kind += f", ≤ {_number(spec.maximum)}"
     return kind
 
 

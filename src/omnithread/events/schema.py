@@ -20,6 +20,10 @@ __all__ = [
     "CONSENT_PURPOSES",
     "MAX_EVENT_BYTES",
     "MAX_BATCH_BYTES",
+    "MAX_DEPTH",
+    "MAX_COUNT",
+    "MAX_MONEY",
+    "MAX_SECONDS",
     "FieldSpec",
     "EventSchema",
     "EVENT_SCHEMAS",
@@ -38,6 +42,16 @@ CONSENT_PURPOSES = ("analytics", "personalisation", "biometric")
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
+# How deeply objects and arrays may nest in one call: deeper calls are refused (each on its own, so the
+# rest of a batch is stored). Real Segment payloads nest a few levels; 32 leaves room for any of them.
+MAX_DEPTH = 32
+
+# Ranges every number of a known event must fall in, so that every stage can read it with a fixed-width
+# type: a count of units, a position or a group at most a million, money at most a billion a line or an
+# order, a time span at most a year. Values past them are refused at the door with the field and value.
+MAX_COUNT = 1_000_000
+MAX_MONEY = 1_000_000_000
+MAX_SECONDS = 366 * 86_400
 
 # Keys of traits, context.traits and properties that hold direct identifiers,
 # with the identifier type they hold. Their values are stored only as keyed hashes.
@@ -93,7 +107,11 @@ class EventSchema:
 
 
 def _money(description: str, required: bool = False) -> FieldSpec:
-    return FieldSpec("number", required=required, minimum=0, description=description)
+    return FieldSpec("number", required=required, minimum=0, maximum=MAX_MONEY, description=description)
+
+
+def _count(description: str, minimum: int = 1) -> FieldSpec:
+    return FieldSpec("integer", minimum=minimum, maximum=MAX_COUNT, description=description)
 
 
 _PRODUCT = {
@@ -104,9 +122,9 @@ _PRODUCT = {
     "brand": FieldSpec("string", description="brand"),
     "variant": FieldSpec("string", description="variant"),
     "price": _money("unit price"),
-    "quantity": FieldSpec("integer", minimum=1, description="units"),
+    "quantity": _count("units"),
     "currency": FieldSpec("string", description="ISO 4217 currency code"),
-    "position": FieldSpec("integer", minimum=0, description="position in a list"),
+    "position": _count("position in a list", minimum=0),
     "coupon": FieldSpec("string", description="coupon code"),
     "url": FieldSpec("string", description="product page"),
     "image_url": FieldSpec("string", description="product image"),
@@ -139,7 +157,7 @@ _ORDER = {
 _STORE_ITEM = {
     "store_id": FieldSpec("string", required=True, description="the store"),
     "product_id": FieldSpec("string", required=True, description="the product"),
-    "quantity": FieldSpec("integer", minimum=1, description="units (default 1)"),
+    "quantity": _count("units (default 1)"),
     "shelf_id": FieldSpec("string", description="shelf the product was on"),
     "plate_id": FieldSpec("string", description="weight plate that registered the change"),
     "confidence": FieldSpec("number", minimum=0, maximum=1, description="sensing confidence"),
@@ -179,7 +197,7 @@ _SCHEMAS = [
                 "identifier", description="app code, palm token or payment token (hashed); required unless method is none"
             ),
             "gate_id": FieldSpec("string", description="the gate"),
-            "group_size": FieldSpec("integer", minimum=1, description="people entering on this identity"),
+            "group_size": _count("people entering on this identity"),
             "visit_id": FieldSpec("string", description="the store visit that starts here"),
         },
         requires_store=True,
@@ -190,7 +208,7 @@ _SCHEMAS = [
             "store_id": FieldSpec("string", required=True, description="the store"),
             "gate_id": FieldSpec("string", description="the gate"),
             "visit_id": FieldSpec("string", description="the store visit that ends here"),
-            "dwell_seconds": FieldSpec("number", minimum=0, description="time in the store"),
+            "dwell_seconds": FieldSpec("number", minimum=0, maximum=MAX_SECONDS, description="time in the store"),
             "aisle_dwell": FieldSpec("object", description="seconds spent in each aisle, from the cameras"),
             "exit_reason": FieldSpec("string", description="set when no exit was seen and the trip was closed"),
         },

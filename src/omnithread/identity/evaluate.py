@@ -109,8 +109,8 @@ def connection_summary(engine: Engine) -> dict:
                count(DISTINCT person_id) AS persons
         FROM identity_map""")[0]
     revenue = engine.rows("""
-        SELECT sum(CAST(e.properties->>'total' AS DOUBLE)) AS store_revenue,
-               sum(CAST(e.properties->>'total' AS DOUBLE)) FILTER (WHERE p.account > 0) AS known_revenue
+        SELECT sum(TRY_CAST(e.properties->>'total' AS DOUBLE)) AS store_revenue,
+               sum(TRY_CAST(e.properties->>'total' AS DOUBLE)) FILTER (WHERE p.account > 0) AS known_revenue
         FROM events e
         JOIN identity_map m ON m.identifier = 'store_session:' || e.anonymous_id
         LEFT JOIN persons p USING (person_id)

@@ -58,7 +58,7 @@ def describe_person(engine: Engine, person_id: str) -> dict:
     activity = engine.rows(f"""
         SELECT coalesce(channel, 'unspecified') AS channel, count(*) AS events,
                count(*) FILTER (WHERE event = 'Order Completed') AS orders,
-               round(sum(CAST(properties->>'total' AS DOUBLE)) FILTER (WHERE event = 'Order Completed'), 2) AS revenue,
+               round(sum(TRY_CAST(properties->>'total' AS DOUBLE)) FILTER (WHERE event = 'Order Completed'), 2) AS revenue,
                min(event_at) AS first_seen_at, max(event_at) AS last_seen_at
         FROM ({EVENT_PERSONS_SQL}) WHERE person_id = ?
         GROUP BY 1 ORDER BY events DESC""", [person_id])

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from omnithread.engine.base import Engine
 from omnithread.errors import Problem
+from omnithread.events.schema import MAX_COUNT, MAX_MONEY
 from omnithread.events.validate import show
 
 __all__ = ["KINDS", "ONLINE_LOCATION", "COLUMNS", "REQUIRED", "check_row", "read_rows", "parse_line",
@@ -43,6 +44,8 @@ COLUMNS = {
     "inventory": {"store_id": "text", "product_id": "text", "quantity": "number", "as_of": "time"},
 }
 REQUIRED = {"catalogue": ("product_id",), "inventory": ("store_id", "product_id", "quantity")}
+# the events' own ranges: a price at most a billion, a stock count at most a million units
+REFERENCE_MAXIMUM = {"price": MAX_MONEY, "quantity": MAX_COUNT}
 KEYS = {"catalogue": ("product_id",), "inventory": ("store_id", "product_id")}
 
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
@@ -86,9 +89,10 @@ def check_row(kind: str, row: dict, line: int, now: datetime,
                 problems.append(Problem("invalid_number", column, show(value), f"line {line}: {column}: {show(value)} "
                                                                                 "is not a number"))
                 continue
-            if number < 0:
+            highest = REFERENCE_MAXIMUM[column]
+            if not 0 <= number <= highest:
                 problems.append(Problem("out_of_range", column, show(value), f"line {line}: {column}: {show(value)} "
-                                                                              "is below 0"))
+                                                                              f"is outside 0 to {highest:g}"))
                 continue
             clean[column] = number
         elif sort == "boolean":

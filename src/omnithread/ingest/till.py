@@ -15,6 +15,7 @@ from typing import Iterator
 import orjson
 
 from omnithread.errors import Problem
+from omnithread.events.schema import PRODUCT_FIELDS
 from omnithread.events.validate import show
 
 __all__ = ["TILL_COLUMNS", "TILL_OPTIONAL_COLUMNS", "TillOrders", "check_till_row", "order_event", "missing_columns"]
@@ -35,7 +36,7 @@ def check_till_row(row: dict, line: int) -> list[Problem]:
         value = row.get(column)
         if value is None or str(value).strip() == "":
             problems.append(Problem("missing_field", column, "", f"line {line}: {column} is empty or missing"))
-    for column, kind, minimum in (("quantity", int, 1), ("price", float, 0)):
+    for column, kind in (("quantity", int), ("price", float)):
         value = row.get(column)
         if value is None or str(value).strip() == "":
             continue
@@ -45,8 +46,10 @@ def check_till_row(row: dict, line: int) -> list[Problem]:
             word = "an integer" if kind is int else "a number"
             problems.append(Problem("invalid_number", column, show(value), f"line {line}: {column}: {show(value)} is not {word}"))
             continue
-        if number < minimum or number != number:
-            problems.append(Problem("out_of_range", column, show(value), f"line {line}: {column}: {show(value)} is below {minimum}"))
+        spec = PRODUCT_FIELDS[column]  # the event's own ranges: one rule for a till line and an order line
+        if number != number or not spec.minimum <= number <= spec.maximum:
+            problems.append(Problem("out_of_range", column, show(value), f"line {line}: {column}: {show(value)} is "
+                                    f"outside {spec.minimum:g} to {spec.maximum:g}"))
     stamp = row.get("timestamp")
     if stamp:
         try:

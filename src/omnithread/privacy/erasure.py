@@ -16,12 +16,15 @@ What is logged: the request's mode, when, by which key, and counts; never the pe
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omnithread.engine.base import names_any_sql
-from omnithread.errors import ConfigError
+from omnithread.errors import ErasureFailedError, InvalidRequestError, NotFoundError, NothingToTrainError
 
-__all__ = ["MODES", "ErasureReport", "erase", "SUPPRESSION_TABLE"]
+__all__ = ["MODES", "ErasureReport", "erase", "check_request", "SUPPRESSION_TABLE"]
 
 MODES = ("suppress", "delete", "suppress_and_delete")
 SUPPRESSION_TABLE = "suppressed_identifiers"
@@ -49,20 +52,78 @@ def ensure_suppression_table(engine) -> None:
         value VARCHAR PRIMARY KEY, identifier_type VARCHAR, suppressed_at TIMESTAMPTZ DEFAULT now())""")
 
 
+def check_request(key: object, mode: object, raw_values: object) -> tuple[str, str, tuple[str, ...]]:
+    """An erasure request's parts, checked: every problem names the field and the value."""
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidRequestError("person", key, "the person id or one of their identifiers, as a non-empty string")
+    if mode not in MODES:
+        raise InvalidRequestError("mode", mode, f"one of {', '.join(MODES)}")
+    if raw_values is None:
+        raw_values = ()
+    if not isinstance(raw_values, (list, tuple)) or not all(isinstance(v, str) for v in raw_values):
+        raise InvalidRequestError("raw_values", raw_values, "a list of strings (raw emails, phones)")
+    return key.strip(), mode, tuple(v for v in raw_values if v)
+
+
 def erase(ws, key: str, mode: str = "suppress_and_delete", raw_values: tuple[str, ...] = ()) -> ErasureReport:
     """Carry out an erasure request for the person found by ``key`` (person id or any identifier).
 
-    ``raw_values`` are raw forms the requester gave (an email, a phone) to look for in encrypted
-    rejected payloads, which hold unparseable input that was never pseudonymised field by field."""
+    All or nothing: the identifiers seen since the last resolution are folded in first (so a device or
+    phone first seen a minute ago is the person's too), then every table changes in one transaction and
+    a retrained model replaces the old one only once that transaction has committed. If any step fails,
+    nothing has changed and :class:`ErasureFailedError` says which step. ``raw_values`` are raw forms the
+    requester gave (an email, a phone) to look for in encrypted rejected payloads, which hold unparseable
+    input that was never pseudonymised field by field."""
+    key, mode, raw_values = check_request(key, mode, raw_values)
+    models = ws.settings.data_dir / "models"
+    staging = models.with_name("models.erasure")
+    shutil.rmtree(staging, ignore_errors=True)
+    step = "finding the person"
+    try:
+        with ws.engine.transaction():
+            _fold_new_identifiers(ws)
+            report = _erase_in_transaction(ws, key, mode, raw_values)
+            if mode in ("delete", "suppress_and_delete") and (models / "index.json").is_file():
+                step = "retraining the recommendation model"
+                report.model_retrained = _retrain(ws, models, staging, report)
+            step = "committing"
+    except NotFoundError:
+        shutil.rmtree(staging, ignore_errors=True)
+        ws.log.reload_suppression()
+        raise
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        ws.log.reload_suppression()
+        raise ErasureFailedError(step, exc) from exc
+    _swap_models(models, staging, report)
+    ws.log.reload_suppression()
+    if mode in ("delete", "suppress_and_delete"):
+        try:
+            ws.engine.compact()  # deleted rows' bytes leave the file, not only its tables
+        except Exception as exc:  # noqa: BLE001 - the erasure itself has committed; say what is left
+            report.notes.append(f"the database file could not be rewritten ({type(exc).__name__}): the erased "
+                                "rows are gone from every table, but their bytes may stay in the file's free "
+                                "space until it is rewritten")
+    return report
+
+
+def _fold_new_identifiers(ws) -> None:
+    """Bring the identity graph up to the log, so the person is everything they are now."""
+    from omnithread.identity import resolve_identities
+    from omnithread.identity.incremental import update_identities
+
+    if ws.engine.has_table("identity_state"):
+        update_identities(ws.engine, ws.pseudonymiser)
+    else:
+        resolve_identities(ws.engine, ws.pseudonymiser)
+
+
+def _erase_in_transaction(ws, key: str, mode: str, raw_values: tuple[str, ...]) -> ErasureReport:
     from omnithread.identity import resolve_identities
     from omnithread.identity.lookup import find_person
     from omnithread.profile import build_profiles
 
-    if mode not in MODES:
-        raise ConfigError("mode", mode, f"one of {', '.join(MODES)}")
     engine = ws.engine
-    if not engine.has_table("identity_map"):
-        resolve_identities(engine, ws.pseudonymiser)
     person_id = find_person(engine, key, ws.pseudonymiser)
     report = ErasureReport(mode, ws.pseudonymiser.fingerprint(f"erasure:{person_id}".encode()))
     rows = engine.rows("SELECT identifier, identifier_type FROM identity_map WHERE person_id = ?", [person_id])
@@ -82,7 +143,6 @@ def erase(ws, key: str, mode: str = "suppress_and_delete", raw_values: tuple[str
             engine.execute(f"INSERT INTO {SUPPRESSION_TABLE} (value, identifier_type) VALUES (?, ?) "
                            "ON CONFLICT DO NOTHING", [v, types[v]])
         report.suppressed = len(values)
-        ws.log.reload_suppression()
     if mode in ("delete", "suppress_and_delete"):
         _delete(ws, person_id, person_ids, values, raw_values, report)
         marks = ", ".join("?" for _ in person_ids)
@@ -94,30 +154,48 @@ def erase(ws, key: str, mode: str = "suppress_and_delete", raw_values: tuple[str
         resolve_identities(engine, ws.pseudonymiser)
         for table, cols in (("person_redirects", ("old_person_id", "person_id")),
                             ("identity_changes", ("person_id", "other_person_id"))):
-            marks = ", ".join("?" for _ in person_ids)
             where = " OR ".join(f"{c} IN ({marks})" for c in cols)
             report.history_rows_deleted += _count_delete(engine, table, where, [*person_ids] * len(cols))
         if values:
-            marks = ", ".join("?" for _ in values)
+            value_marks = ", ".join("?" for _ in values)
             report.history_rows_deleted += _count_delete(
                 engine, "identity_changes",
-                f"split_part(a, ':', 2) IN ({marks}) OR split_part(b, ':', 2) IN ({marks})", values * 2)
+                f"split_part(a, ':', 2) IN ({value_marks}) OR split_part(b, ':', 2) IN ({value_marks})", values * 2)
         build_profiles(engine)
         report.persons_after = engine.scalar("SELECT count(*) FROM persons")
-        models = ws.settings.data_dir / "models"
-        if (models / "index.json").is_file():
-            from omnithread.recommend.service import Recommendations
-
-            try:
-                Recommendations.train(engine, ws.pseudonymiser, models)
-                report.model_retrained = True
-            except ConfigError:  # nothing left to train on: drop the model and what it was trained on
-                for f in models.iterdir():
-                    f.unlink()
-                engine.execute("DROP TABLE IF EXISTS interactions")
-                report.notes.append("no interactions left to train on: the model was removed")
-        engine.execute("CHECKPOINT")
     return report
+
+
+def _retrain(ws, models: Path, staging: Path, report: ErasureReport) -> bool:
+    """Train the model again without the person, into ``staging`` (swapped in after the commit), with
+    the serving rules the old model was trained with. False when nothing is left to train on."""
+    from omnithread.recommend.service import Recommendations, ServingConfig
+
+    try:
+        serving = ServingConfig(**json.loads((models / "index.json").read_text()).get("serving", {}))
+    except (ValueError, TypeError, OSError):
+        serving = ServingConfig()
+    try:
+        Recommendations.train(ws.engine, ws.pseudonymiser, staging, serving=serving)
+    except NothingToTrainError:  # nothing left to train on: the model and what it was trained on go
+        ws.engine.execute("DROP TABLE IF EXISTS interactions")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        report.notes.append("no interactions left to train on: the model was removed")
+        return False
+    return True
+
+
+def _swap_models(models: Path, staging: Path, report: ErasureReport) -> None:
+    """Put the retrained model (or, when nothing was left to train on, no model) in place of the old."""
+    if not staging.exists():
+        return
+    retired = models.with_name("models.retired")
+    shutil.rmtree(retired, ignore_errors=True)
+    if models.exists():
+        models.rename(retired)
+    staging.rename(models)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 BRIDGES = ("payment_token", "device", "voice_device", "store_session")  # what families and households share

@@ -8,22 +8,56 @@ the same product bought at a till.
 
 from __future__ import annotations
 
+import logging
+
 from omnithread.engine.base import Engine
+from omnithread.engine.tables import count_ok_sql, money_ok_sql, number_sql
 from omnithread.events.schema import CONSENT_PURPOSES
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 
-__all__ = ["build_profiles", "get_profile"]
+__all__ = ["build_profiles", "get_profile", "skipped_rows"]
 
+_log = logging.getLogger(__name__)
 
 
 def _consent_columns() -> str:
     # Consent Updated events and context.consent (Segment's categoryPreferences) both count; the latest wins.
     parts = []
     for purpose in CONSENT_PURPOSES:
-        value = (f"coalesce(CAST(properties->'purposes'->>'{purpose}' AS BOOLEAN), "
-                 f"CAST(consent->'categoryPreferences'->>'{purpose}' AS BOOLEAN))")
+        value = (f"coalesce(TRY_CAST(properties->'purposes'->>'{purpose}' AS BOOLEAN), "
+                 f"TRY_CAST(consent->'categoryPreferences'->>'{purpose}' AS BOOLEAN))")
         parts.append(f"arg_max({value}, event_at) FILTER (WHERE {value} IS NOT NULL) AS consent_{purpose}")
     return ",\n           ".join(parts)
+
+
+_LINE_OK = f"{count_ok_sql('quantity')} AND {money_ok_sql('price')}"
+
+
+def _report_skipped(engine: Engine) -> None:
+    """Keep the order lines this build left out in ``skipped_rows`` (stage ``profiles``), each with
+    its event, field, value and reason, and log how many."""
+    engine.execute(f"""CREATE TABLE IF NOT EXISTS skipped_rows (
+        stage VARCHAR, message_id VARCHAR, field VARCHAR, value VARCHAR, reason VARCHAR, skipped_at TIMESTAMPTZ)""")
+    engine.execute("DELETE FROM skipped_rows WHERE stage = 'profiles'")
+    engine.execute(f"""
+        INSERT INTO skipped_rows
+        SELECT 'profiles', message_id,
+               CASE WHEN NOT {count_ok_sql('quantity')} THEN 'products[].quantity' ELSE 'products[].price' END,
+               left(CASE WHEN NOT {count_ok_sql('quantity')} THEN quantity_text ELSE price_text END, 40),
+               'outside the range the schema allows', now()
+        FROM order_line_values WHERE NOT ({_LINE_OK})""")
+    skipped = engine.scalar("SELECT count(*) FROM skipped_rows WHERE stage = 'profiles'")
+    if skipped:
+        _log.warning("profiles: %d order line(s) left out, their numbers outside the schema's ranges "
+                     "(listed in skipped_rows)", skipped)
+
+
+def skipped_rows(engine: Engine, stage: str | None = None) -> list[dict]:
+    """Rows a stage left out at its last run, with the field, the value and the reason."""
+    if not engine.has_table("skipped_rows"):
+        return []
+    where, params = ("WHERE stage = ?", [stage]) if stage else ("", [])
+    return engine.rows(f"SELECT * FROM skipped_rows {where} ORDER BY stage, message_id", params)
 
 
 def build_profiles(engine: Engine) -> int:
@@ -35,14 +69,21 @@ def build_profiles(engine: Engine) -> int:
             SELECT properties->>'product_id' AS product_id, properties->>'category' AS category FROM events
             WHERE properties->>'category' IS NOT NULL AND properties->>'product_id' IS NOT NULL)
         GROUP BY product_id""")
-    engine.execute("""
-        CREATE OR REPLACE TEMP TABLE order_lines AS
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE order_line_values AS
         SELECT ep.person_id, ep.channel, ep.store_id, ep.message_id, ep.event_at,
-               line->>'product_id' AS product_id,
-               coalesce(CAST(line->>'quantity' AS INTEGER), 1) AS quantity,
-               coalesce(CAST(line->>'price' AS DOUBLE), 0) AS price
-        FROM (SELECT *, unnest(CAST(properties->'products' AS JSON[])) AS line
+               line->>'product_id' AS product_id, line->>'quantity' AS quantity_text, line->>'price' AS price_text,
+               {number_sql("line->>'quantity'", 1)} AS quantity, {number_sql("line->>'price'", 0)} AS price
+        FROM (SELECT *, unnest(TRY_CAST(properties->'products' AS JSON[])) AS line
               FROM event_persons WHERE event = 'Order Completed' AND person_id IS NOT NULL) ep""")
+    # A line whose numbers lie outside the schema's ranges (stored before the door checked them, or
+    # by another writer) is left out and reported, never the end of the build.
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE order_lines AS
+        SELECT person_id, channel, store_id, message_id, event_at, product_id,
+               CAST(quantity AS BIGINT) AS quantity, price
+        FROM order_line_values WHERE {_LINE_OK}""")
+    _report_skipped(engine)
     engine.execute(f"""
         CREATE OR REPLACE TABLE profiles AS
         WITH activity AS (

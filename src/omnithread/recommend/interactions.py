@@ -17,6 +17,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from omnithread.engine.base import Engine
+from omnithread.engine.tables import count_ok_sql, number_sql
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 
 __all__ = ["SIGNALS", "SignalConfig", "interaction_rows", "Interactions", "InteractionMatrix", "build_matrix", "ONLINE",
@@ -53,17 +54,19 @@ def _rows_sql(persons_sql: str) -> str:
     cases = " ".join(f"WHEN '{e}' THEN '{s}'" for e, s in _EVENT_SIGNAL.items())
     return f"""
         WITH ep AS ({persons_sql})
-        SELECT person_id, properties->>'product_id' AS product_id, CASE event {cases} END AS signal,
-               channel, store_id, event_at, coalesce(TRY_CAST(properties->>'quantity' AS DOUBLE), 1) AS quantity
-        FROM ep
-        WHERE person_id IS NOT NULL AND event IN ({", ".join(f"'{e}'" for e in _EVENT_SIGNAL)})
-              AND properties->>'product_id' IS NOT NULL
-        UNION ALL
-        SELECT person_id, line->>'product_id' AS product_id, 'order' AS signal, channel, store_id, event_at,
-               coalesce(TRY_CAST(line->>'quantity' AS DOUBLE), 1) AS quantity
-        FROM (SELECT *, unnest(CAST(properties->'products' AS JSON[])) AS line
-              FROM ep WHERE event = 'Order Completed' AND person_id IS NOT NULL)
-        WHERE line->>'product_id' IS NOT NULL"""
+        SELECT * FROM (
+            SELECT person_id, properties->>'product_id' AS product_id, CASE event {cases} END AS signal,
+                   channel, store_id, event_at, {number_sql("properties->>'quantity'", 1)} AS quantity
+            FROM ep
+            WHERE person_id IS NOT NULL AND event IN ({", ".join(f"'{e}'" for e in _EVENT_SIGNAL)})
+                  AND properties->>'product_id' IS NOT NULL
+            UNION ALL
+            SELECT person_id, line->>'product_id' AS product_id, 'order' AS signal, channel, store_id, event_at,
+                   {number_sql("line->>'quantity'", 1)} AS quantity
+            FROM (SELECT *, unnest(TRY_CAST(properties->'products' AS JSON[])) AS line
+                  FROM ep WHERE event = 'Order Completed' AND person_id IS NOT NULL)
+            WHERE line->>'product_id' IS NOT NULL)
+        WHERE {count_ok_sql("quantity")}  -- a count outside the schema's range is no signal"""
 
 
 def interaction_rows(engine: Engine, persons_sql: str = EVENT_PERSONS_SQL, params=()) -> pa.Table:

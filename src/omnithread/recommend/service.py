@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from omnithread.engine.base import Engine
-from omnithread.errors import ConfigError, NotFoundError
+from omnithread.errors import ConfigError, NotFoundError, NothingToTrainError
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.ingest.reference import ONLINE_LOCATION, catalogue_facts, stock_levels
 from omnithread.recommend.history import HistoryCache
@@ -105,7 +105,7 @@ class Recommendations:
 
         rows = interaction_rows(engine)
         if rows.num_rows == 0:
-            raise ConfigError("events", 0, "an event log with product interactions to train on")
+            raise NothingToTrainError()
         tuning = None
         if (model is None or signals is None) and tune_days:
             tuning = tune(engine, tune_days)
@@ -221,7 +221,7 @@ class Recommendations:
         if "repeat" not in self._memo:
             rows = self.engine.rows(f"""
                 WITH lines AS (SELECT person_id, line->>'product_id' AS product_id, count(*) AS n
-                    FROM (SELECT person_id, unnest(CAST(properties->'products' AS JSON[])) AS line
+                    FROM (SELECT person_id, unnest(TRY_CAST(properties->'products' AS JSON[])) AS line
                           FROM ({EVENT_PERSONS_SQL}) WHERE event = 'Order Completed' AND person_id IS NOT NULL)
                     GROUP BY 1, 2)
                 SELECT product_id FROM lines GROUP BY product_id
@@ -249,7 +249,7 @@ class Recommendations:
         rows = self.engine.rows(f"""
             WITH latest AS (SELECT max(event_at) AS t FROM events)
             SELECT line->>'product_id' AS product_id, sum(coalesce(TRY_CAST(line->>'quantity' AS DOUBLE), 1)) AS units
-            FROM (SELECT store_id, event_at, unnest(CAST(properties->'products' AS JSON[])) AS line FROM events
+            FROM (SELECT store_id, event_at, unnest(TRY_CAST(properties->'products' AS JSON[])) AS line FROM events
                   WHERE event = 'Order Completed')
             WHERE event_at >= (SELECT t FROM latest) - to_seconds(CAST(? * 86400 AS BIGINT)) {where}
             GROUP BY 1""", params)
@@ -490,7 +490,7 @@ class Recommendations:
         if "co" not in self._memo:
             rows = self.engine.rows("""
                 SELECT message_id, line->>'product_id' AS product_id
-                FROM (SELECT message_id, unnest(CAST(properties->'products' AS JSON[])) AS line FROM events
+                FROM (SELECT message_id, unnest(TRY_CAST(properties->'products' AS JSON[])) AS line FROM events
                       WHERE event = 'Order Completed')""")
             orders, items = [], []
             ids: dict[str, int] = {}
