@@ -322,7 +322,7 @@ def test_catalogue_and_stock_arrive_over_http_and_refused_rows_say_why(server, k
     sent = httpx.post(f"{server.url}/v1/inventory", json={"rows": rows}, headers=w)
     assert sent.status_code == 200 and sent.json()["accepted"] == 1
     assert [r["index"] for r in sent.json()["rejected"]] == [1, 2]
-    assert "quantity: -1 is below 0" in sent.json()["rejected"][0]["reasons"][0]
+    assert "quantity: -1 is outside 0 to 1,000,000" in sent.json()["rejected"][0]["reasons"][0]
     again = httpx.post(f"{server.url}/v1/inventory", json={"rows": rows[:1]}, headers=w)
     assert again.json() == {"success": True, "accepted": 0, "unchanged": 1}
     products = httpx.post(f"{server.url}/v1/catalogue", json={"rows": [{"product_id": "P1", "available": "no"}]},

@@ -186,11 +186,11 @@ def _check_fields(values: dict, specs: dict[str, FieldSpec], prefix: str, proble
             continue
         if spec.minimum is not None and spec.type in ("number", "integer") and value < spec.minimum:
             problems.append(
-                Problem("out_of_range", field, show(value), f"{field}: {show(value)} is below the minimum {spec.minimum:g}")
+                Problem("out_of_range", field, show(value), f"{field}: {show(value)} is below the minimum {spec.minimum:,}")
             )
         elif spec.maximum is not None and spec.type in ("number", "integer") and value > spec.maximum:
             problems.append(
-                Problem("out_of_range", field, show(value), f"{field}: {show(value)} is above the maximum {spec.maximum:g}")
+                Problem("out_of_range", field, show(value), f"{field}: {show(value)} is above the maximum {spec.maximum:,}")
             )
         elif spec.choices is not None and value not in spec.choices:
             problems.append(

@@ -92,7 +92,7 @@ def check_row(kind: str, row: dict, line: int, now: datetime,
             highest = REFERENCE_MAXIMUM[column]
             if not 0 <= number <= highest:
                 problems.append(Problem("out_of_range", column, show(value), f"line {line}: {column}: {show(value)} "
-                                                                              f"is outside 0 to {highest:g}"))
+                                                                              f"is outside 0 to {highest:,}"))
                 continue
             clean[column] = number
         elif sort == "boolean":

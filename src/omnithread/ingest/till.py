@@ -49,7 +49,7 @@ def check_till_row(row: dict, line: int) -> list[Problem]:
         spec = PRODUCT_FIELDS[column]  # the event's own ranges: one rule for a till line and an order line
         if number != number or not spec.minimum <= number <= spec.maximum:
             problems.append(Problem("out_of_range", column, show(value), f"line {line}: {column}: {show(value)} is "
-                                    f"outside {spec.minimum:g} to {spec.maximum:g}"))
+                                    f"outside {spec.minimum:,} to {spec.maximum:,}"))
     stamp = row.get("timestamp")
     if stamp:
         try:
