@@ -40,7 +40,9 @@ class Settings:
     default when unset); ``import_chunk_bytes`` is how much of a file the import hands the engine
     at once: larger chunks import faster (each costs a fixed ~0.6 s to plan and write) and hold
     more memory (one million events: 64 MB 13.1 s / 0.9 GB peak, 128 MB 9.8-10.1 s / 1.1 GB,
-    256 MB 9.3-9.7 s / 1.4 GB).
+    256 MB 9.3-9.7 s / 1.4 GB); ``ip_mode`` is what becomes of an IP address in a payload: ``truncate``
+    (IPv4 to its /24, IPv6 to its /48: enough for a region, not a household) or ``hash`` (a keyed hash:
+    equal addresses stay equal, none can be read back).
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -51,11 +53,14 @@ class Settings:
     fast_path: bool = True
     memory_limit: str | None = None
     import_chunk_bytes: int = 256 << 20
+    ip_mode: str = "truncate"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if not isinstance(self.import_chunk_bytes, int) or self.import_chunk_bytes < 1024:
             raise ConfigError("import_chunk_bytes", self.import_chunk_bytes, "a number of bytes of at least 1024")
+        if self.ip_mode not in ("truncate", "hash"):
+            raise ConfigError("ip_mode", self.ip_mode, "truncate (IPv4 to its /24, IPv6 to its /48) or hash (keyed)")
         if self.memory_limit is not None and not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB)", self.memory_limit.upper()):
             raise ConfigError("memory_limit", self.memory_limit, "an amount such as 6GB or 512MB")
 
@@ -70,6 +75,8 @@ class Settings:
         if "OMNITHREAD_MAX_FUTURE_HOURS" in env:
             hours = _positive_float("OMNITHREAD_MAX_FUTURE_HOURS", env["OMNITHREAD_MAX_FUTURE_HOURS"])
             values["max_future"] = timedelta(hours=hours)
+        if "OMNITHREAD_IP_MODE" in env:
+            values["ip_mode"] = env["OMNITHREAD_IP_MODE"].lower()
         if "OMNITHREAD_MEMORY_LIMIT" in env:
             values["memory_limit"] = env["OMNITHREAD_MEMORY_LIMIT"]
         if "OMNITHREAD_IMPORT_CHUNK_MB" in env:

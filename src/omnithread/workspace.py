@@ -28,7 +28,7 @@ class Workspace:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         secret = load_secret(settings.data_dir)
-        self.pseudonymiser = Pseudonymiser(secret, settings.phone_region)
+        self.pseudonymiser = Pseudonymiser(secret, settings.phone_region, settings.ip_mode)
         self.cipher = PayloadCipher(secret)
         self.engine = open_engine(settings)
         self.log = EventLog(self.engine)

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from omnithread.engine.base import string_list_sql
 from omnithread.engine.tables import EVENT_COLUMNS
+from omnithread.privacy.detect import SCREEN
 from omnithread.events.schema import (
     BIOMETRIC_KEYS,
     CHANNEL_ALIASES,
@@ -35,14 +36,16 @@ from omnithread.events.schema import (
     ENTRY_TOKEN_TYPES,
     EVENT_SCHEMAS,
     IDENTIFIER_KEYS,
+    MAX_DEPTH,
     MAX_EVENT_BYTES,
     PRODUCT_FIELDS,
     FieldSpec,
 )
 
-__all__ = ["FastPathSQL", "line_chunks", "chunk_table", "PHONE_FUNCTION"]
+__all__ = ["FastPathSQL", "line_chunks", "chunk_table", "hmac_pads", "PHONE_FUNCTION", "PERSONAL_DATA_FUNCTION"]
 
 PHONE_FUNCTION = "omnithread_e164"
+PERSONAL_DATA_FUNCTION = "omnithread_personal_data"
 _CALLS = ("track", "identify", "page", "screen")
 _TOP_LEVEL = ("type", "messageId", "userId", "anonymousId", "event", "name", "properties", "traits", "context",
               "timestamp", "originalTimestamp", "sentAt", "receivedAt", "writeKey")
@@ -66,6 +69,16 @@ def _sql_list(values) -> str:
 def _none_if_empty(json: str) -> str:
     """NULL for an empty object, as the Python path stores nothing for one."""
     return f"nullif(({json})::VARCHAR, '{{}}')::JSON"
+
+
+_SCREEN_SQL = _quote(SCREEN)
+
+
+def _personal_data(column: str) -> str:
+    """A section's JSON after the personal-data rule: the screen passes most as they are; the rule itself
+    (a Python function registered in the engine) takes the few it matches."""
+    return (f"CASE WHEN {column} IS NOT NULL AND regexp_matches({column}::VARCHAR, {_SCREEN_SQL}) "
+            f"THEN {PERSONAL_DATA_FUNCTION}({column}::VARCHAR)::JSON ELSE {column} END")
 
 
 def _type_sql(f: str) -> str:
@@ -187,12 +200,17 @@ def _products_ok(required: bool) -> str:
     return f"CASE WHEN NOT {present} THEN {absent_ok} WHEN products IS NULL THEN false ELSE NOT has_bad_line END"
 
 
-def _hmac_sql(key: bytes, kind: str, normal: str) -> str:
-    """HMAC-SHA256(key, kind:normal), first 16 bytes in hex, written as the Python pseudonymiser writes it."""
+def hmac_pads(key: bytes) -> dict[str, bytes]:
+    """The statement's parameters ``$hmac_inner`` and ``$hmac_outer``: the key's HMAC pads. They are passed as
+    parameters, never written into the statement, so no error carrying the SQL can carry the key."""
     block = key.ljust(64, b"\0")
-    inner = bytes(b ^ 0x36 for b in block).hex()
-    outer = bytes(b ^ 0x5C for b in block).hex()
-    digest = f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode('{kind}:' || {normal}))))"
+    return {"hmac_inner": bytes(b ^ 0x36 for b in block), "hmac_outer": bytes(b ^ 0x5C for b in block)}
+
+
+def _hmac_sql(kind: str, normal: str) -> str:
+    """HMAC-SHA256(key, kind:normal), first 16 bytes in hex, written as the Python pseudonymiser writes it; the
+    key's pads are the parameters of :func:`hmac_pads`."""
+    digest = f"sha256($hmac_outer::BLOB || unhex(sha256($hmac_inner::BLOB || encode('{kind}:' || {normal}))))"
     return f"'{_CODES[kind]}_' || left({digest}, 32)"
 
 
@@ -250,7 +268,7 @@ class FastPathSQL:
         hashed = f"regexp_full_match({s}, '{_CODES[kind]}_[0-9a-f]{{32}}')"
         any_hash = f"regexp_full_match({s}, '[a-z]{{2}}_[0-9a-f]{{32}}')"
         ok = f"({hashed} OR (NOT {any_hash} AND {fast}))"
-        return ok, f"CASE WHEN {hashed} THEN {s} ELSE {_hmac_sql(self.hash_key, kind, normal)} END"
+        return ok, f"CASE WHEN {hashed} THEN {s} ELSE {_hmac_sql(kind, normal)} END"
 
     def _identifier(self, ident: _Identifier) -> tuple[str, str]:
         """(condition the identifier is absent or hashable here, SQL of its hash)."""
@@ -337,9 +355,13 @@ class FastPathSQL:
     def _checks(self) -> list[str]:
         s, t = self.p.s, self.p.t
         checks = []
-        for key in ("userId", "anonymousId"):  # strings; numbers, emails and "" are left to Python
+        for key in ("userId", "anonymousId"):  # strings; numbers, "" and what may hold personal data: Python
             checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 1 AND strlen({s('$.' + key)}) "
-                          f"BETWEEN 1 AND 256 AND NOT contains({s('$.' + key)}, '@')))")
+                          f"BETWEEN 1 AND 256 AND NOT regexp_matches({s('$.' + key)}, {_SCREEN_SQL})))")
+        for text in (s("$.messageId"), "event_name", s("$.name")):  # the rule reads these strings too
+            checks.append(f"NOT coalesce(regexp_matches({text}, {_SCREEN_SQL}), false)")
+        # nesting: no deeper than the brackets a line holds, so a line with few enough is shallow enough
+        checks.append(f"strlen(raw) - strlen(replace(replace(raw, '{{', ''), '[', '')) <= {MAX_DEPTH}")
         checks.append(f"({t('$.userId')} = 1 OR {t('$.anonymousId')} = 1)")
         checks.append(f"({t('$.messageId')} = 1 AND strlen({s('$.messageId')}) BETWEEN 1 AND 256)")
         for i in range(1, 5):  # properties, traits, context, context.consent: absent or objects
@@ -459,8 +481,10 @@ WITH parsed AS (
                 ELSE coalesce(device_at, received, now) END AS event_at
     FROM timed
 )
-SELECT line_no, {columns} FROM corrected
-WHERE {fast_ok}
+SELECT line_no, * EXCLUDE (line_no, properties, traits, context, consent),
+       {_personal_data('properties')} AS properties, {_personal_data('traits')} AS traits,
+       {_personal_data('context')} AS context, {_personal_data('consent')} AS consent
+FROM (SELECT line_no, {columns} FROM corrected WHERE {fast_ok})
 """
 
 

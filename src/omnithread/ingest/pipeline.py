@@ -26,13 +26,21 @@ from omnithread.errors import ConfigError, Problem
 from omnithread.events.schema import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from omnithread.events.validate import TimePolicy, validate_event
 from omnithread.ingest import reference
-from omnithread.ingest.bulk import PHONE_FUNCTION, FastPathSQL, chunk_table, line_chunks
+from omnithread.ingest.bulk import (
+    PERSONAL_DATA_FUNCTION,
+    PHONE_FUNCTION,
+    FastPathSQL,
+    chunk_table,
+    hmac_pads,
+    line_chunks,
+)
 from omnithread.ingest.till import TillOrders, check_till_row, missing_columns, order_event
 from omnithread.privacy import (
     IdentifierError,
     PayloadCipher,
     Pseudonymiser,
     normalise_phone,
+    personal_data_rule,
     pseudonymise_payload,
     reveal_encrypted_values,
 )
@@ -183,14 +191,16 @@ class Ingestor:
         """Chunks of lines to the engine; what it cannot vouch for, line by line here."""
         source = str(path)
         fast = self._fast_sql()
-        params = {"now": self.now, "source_prefix": f"{source}:"}
+        params = {"now": self.now, "source_prefix": f"{source}:", **hmac_pads(self.pseudonymiser.hash_key)}
+        functions = {PHONE_FUNCTION: self._phone_or_none,
+                     PERSONAL_DATA_FUNCTION: personal_data_rule(self.pseudonymiser, self.cipher).json_text}
         done = 0
         with open(path, "rb") as handle:
             for first_line, data in line_chunks(handle, self.settings.import_chunk_bytes):
                 table, offsets = chunk_table(first_line, data)
                 self.flush()
                 rest = self.log.engine.stage_events_fast(
-                    table, fast.sql, params, {PHONE_FUNCTION: self._phone_or_none})
+                    table, fast.sql, params, functions)
                 for line_no in rest:
                     i = line_no - first_line
                     line = bytes(data[offsets[i]:offsets[i + 1]])
@@ -315,6 +325,9 @@ class Ingestor:
     def submit_reference_row(self, kind: str, line: int, row: dict, source: str) -> None:
         """One catalogue or inventory row: staged to be stored, or kept with every problem it has."""
         clean, problems = reference.check_row(kind, row, line, self.now, self.settings.max_future)
+        if clean is not None:  # names and categories are free text: the personal-data rule reads them too
+            rule = personal_data_rule(self.pseudonymiser, self.cipher)
+            clean = {k: rule.text(v) if isinstance(v, str) else v for k, v in clean.items()}
         if problems:
             self._reject({"kind": kind, "line": line, "row": row}, f"{kind}_row", f"{source}:{line}", problems)
         else:
@@ -465,6 +478,7 @@ class Ingestor:
         self._stage_rejected(rejected_id, source, "raw", problems, None, self.cipher.encrypt(raw.rstrip(b"\r\n")))
 
     def _reject(self, payload: dict, fmt: str, source: str, problems: list[Problem]) -> None:
+        personal_data_rule(self.pseudonymiser, self.cipher).walk(payload)  # whatever door it came through
         body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
         # Encrypted values differ on every encryption; the id is taken over the plain
         # content so the same bad payload is recognised when it comes again.
@@ -474,6 +488,9 @@ class Ingestor:
         self._stage_rejected(rejected_id, source, fmt, problems, body.decode(), None)
 
     def _stage_rejected(self, rejected_id, source, fmt, problems, payload_json, encrypted) -> None:
+        # a reason quotes the value it refused: the personal-data rule takes what it holds, as in the payload
+        rule = personal_data_rule(self.pseudonymiser, self.cipher)
+        problems = [Problem(p.code, p.field, rule.text(p.value), rule.text(p.message)) for p in problems]
         codes = sorted({p.code for p in problems}) or ["unknown"]
         self.report.rejected += 1
         self._file.rejected += 1

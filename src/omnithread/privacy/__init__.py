@@ -11,7 +11,7 @@ from omnithread.privacy.identifiers import (
     normalise_phone,
     normalise_token,
 )
-from omnithread.privacy.payload import REMOVED, pseudonymise_payload, reveal_encrypted_values
+from omnithread.privacy.payload import REMOVED, personal_data_rule, pseudonymise_payload, reveal_encrypted_values
 from omnithread.privacy.secret import SECRET_ENV, Secret, load_secret
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "normalise_email",
     "normalise_phone",
     "normalise_token",
+    "personal_data_rule",
     "pseudonymise_payload",
     "reveal_encrypted_values",
 ]

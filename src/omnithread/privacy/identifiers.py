@@ -155,10 +155,11 @@ class Pseudonymiser:
 
     _CACHE_LIMIT = 1_000_000
 
-    def __init__(self, secret: Secret, phone_region: str = "GB"):
+    def __init__(self, secret: Secret, phone_region: str = "GB", ip_mode: str = "truncate"):
         self._key = secret.derive("omnithread identifiers v1")
         self._fingerprint_key = secret.derive("omnithread fingerprints v1")
         self.phone_region = phone_region
+        self.ip_mode = ip_mode
         self._cache: dict[tuple[IdentifierType, object], str] = {}
 
     @property

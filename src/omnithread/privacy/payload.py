@@ -1,11 +1,12 @@
-"""Pseudonymise the identifier fields of a parsed payload, in place.
+"""Pseudonymise a parsed payload, in place.
 
-Every value under an identifier key (``email``, ``phone``, ``loyalty_card``...)
-in ``traits``, ``context.traits`` and ``properties``, a Store Entered
-``entry_token``, and a ``userId`` or ``anonymousId`` that is an email address, is
-replaced by its keyed hash. A value that cannot be normalised is encrypted in
-place and reported, so the payload can be kept and replayed without the raw
-value ever being written. Raw biometric data is removed and reported.
+The identifier fields identity resolution reads (``email``, ``phone``, ``loyalty_card``... in ``traits``,
+``context.traits``, ``context`` and ``properties``, and a Store Entered ``entry_token``) are replaced by their
+keyed hashes; a value there that cannot be normalised is encrypted in place and reported, so the event is
+refused and can be kept and replayed without the raw value ever being written. Then the personal-data rule
+(:mod:`omnithread.privacy.detect`) takes everything else: identifier keys at any depth under any spelling,
+emails and phone numbers inside any string, ids that are emails or phones, IP addresses. Raw biometric data
+is removed at any depth and reported.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from __future__ import annotations
 from omnithread.errors import Problem
 from omnithread.events.schema import BIOMETRIC_KEYS, ENTRY_TOKEN_TYPES, IDENTIFIER_KEYS
 from omnithread.privacy.crypto import PayloadCipher
+from omnithread.privacy.detect import PersonalData
 from omnithread.privacy.identifiers import IdentifierError, IdentifierType, Pseudonymiser
 
-__all__ = ["pseudonymise_payload", "reveal_encrypted_values", "REMOVED"]
+__all__ = ["pseudonymise_payload", "personal_data_rule", "reveal_encrypted_values", "REMOVED"]
 
 REMOVED = "[removed: biometric data is never stored]"
 _TYPES = {key: IdentifierType(kind) for key, kind in IDENTIFIER_KEYS.items()}
-_IDENTIFIER_OR_BIOMETRIC = frozenset(_TYPES) | BIOMETRIC_KEYS
 
 
 def _hash_in_place(
@@ -40,21 +41,40 @@ def _hash_in_place(
 
 def _scan(section: dict, prefix: str, pseudonymiser, cipher, problems: list[Problem]) -> None:
     # Most sections hold no identifier at all; a set intersection skips them cheaply.
-    if _IDENTIFIER_OR_BIOMETRIC.isdisjoint(section):
+    if _TYPES.keys().isdisjoint(section):
         return
     for key in list(section):
-        if key in BIOMETRIC_KEYS:
-            if section[key] != REMOVED:
-                section[key] = REMOVED
-                problems.append(
-                    Problem("biometric_data", f"{prefix}.{key}", "<removed>",
-                            f"{prefix}.{key}: raw biometric data is refused and was removed; send a palm_token instead")
-                )
-            else:
-                problems.append(Problem("biometric_data", f"{prefix}.{key}", "<removed>",
-                                        f"{prefix}.{key}: raw biometric data was removed"))
-        elif key in _TYPES:
+        if key in _TYPES:
             _hash_in_place(section, key, _TYPES[key], f"{prefix}.{key}", pseudonymiser, cipher, problems)
+
+
+def _remove_biometric(value: object, prefix: str, problems: list[Problem]) -> None:
+    """Remove raw biometric data under any key at any depth of ``value``, each removal a problem."""
+    stack = [(value, prefix)]
+    while stack:
+        node, path = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, item in list(items):
+            here = f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]"
+            if isinstance(node, dict) and key in BIOMETRIC_KEYS:
+                if item != REMOVED:
+                    node[key] = REMOVED
+                    problems.append(Problem("biometric_data", here, "<removed>", f"{here}: raw biometric data is "
+                                            "refused and was removed; send a palm_token instead"))
+                else:
+                    problems.append(Problem("biometric_data", here, "<removed>",
+                                            f"{here}: raw biometric data was removed"))
+            elif isinstance(item, (dict, list)):
+                stack.append((item, here))
+
+
+def personal_data_rule(pseudonymiser: Pseudonymiser, cipher: PayloadCipher) -> PersonalData:
+    """The personal-data rule for this installation (one per pseudonymiser and cipher, cached on it)."""
+    rule = getattr(pseudonymiser, "_personal_data", None)
+    if rule is None or rule.cipher is not cipher:
+        rule = PersonalData(pseudonymiser, cipher, getattr(pseudonymiser, "ip_mode", "truncate"))
+        pseudonymiser._personal_data = rule
+    return rule
 
 
 def pseudonymise_payload(payload: dict, pseudonymiser: Pseudonymiser, cipher: PayloadCipher) -> list[Problem]:
@@ -69,9 +89,11 @@ def pseudonymise_payload(payload: dict, pseudonymiser: Pseudonymiser, cipher: Pa
     True
     """
     problems: list[Problem] = []
-    for key in ("userId", "anonymousId", "previousId"):
+    _remove_biometric(payload, "", problems)
+    for key in ("userId", "anonymousId", "previousId", "groupId"):
         value = payload.get(key)
-        if isinstance(value, str) and "@" in value:
+        if isinstance(value, str) and "@" in value and personal_data_rule(pseudonymiser, cipher).text(value) == value:
+            # an id with an '@' that holds no email the rule finds: refused as an email that is not one
             _hash_in_place(payload, key, IdentifierType.EMAIL, key, pseudonymiser, cipher, problems)
     for key in ("traits", "properties"):
         section = payload.get(key)
@@ -93,6 +115,7 @@ def pseudonymise_payload(payload: dict, pseudonymiser: Pseudonymiser, cipher: Pa
         else:
             _hash_in_place(properties, "entry_token", IdentifierType(kind), "properties.entry_token",
                            pseudonymiser, cipher, problems)
+    personal_data_rule(pseudonymiser, cipher).payload(payload)  # and personal data wherever else it is (privacy.detect)
     return problems
 
 

@@ -1,0 +1,284 @@
+"""Personal data wherever it arrives: one rule, written once, that every door follows.
+
+A fixed list of field names misses what clients really send (``traits.Email``, ``properties.customer.phone``,
+an email in a page URL's query string, a phone number as ``userId``). So the rule looks at keys *and* values,
+at any depth, in every section of a call, in rejected payloads and in reference rows:
+
+1. **Keys that name an identifier.** A key is split into words (``contactEmail``, ``contact_email`` and
+   ``Contact-Email`` are all *contact email*); when its last words spell an identifier type (see
+   :data:`KEY_WORDS`: *email*, *phone number*, *mobile*, *loyalty card*, *payment token*...), its value is
+   normalised and replaced by that type's keyed hash, and a value that is not a valid identifier of the type
+   is encrypted in place. When they spell an IP address (*ip*, *ip address*, *x forwarded for*), the address
+   is truncated (IPv4 to its /24, IPv6 to its /48) or replaced by a keyed hash, as the ``ip_mode`` setting
+   says.
+2. **Values that hold an identifier.** In every other string (and every key), email addresses and phone
+   numbers are found and replaced in place by their keyed hashes: ``"write to Jane@Example.org"`` becomes
+   ``"write to em_3f9a…"``. A phone number is a run of 7 to 17 digits in the usual groupings that starts
+   like one (``+44``, ``0044``, ``(020)``, ``07700``) and that the phone library accepts as a valid number
+   for the region setting. Percent-encoded text (URLs, query strings, form bodies) is decoded first; a
+   value in which an identifier was found is kept decoded, with the identifier replaced.
+3. **Ids.** A ``userId``, ``anonymousId``, ``previousId`` or ``groupId`` that *is* an email or a phone number
+   becomes that identifier's hash, so it joins the same person as the trait would; one that holds an
+   identifier is rewritten as in 2.
+
+Keyed hashes and encrypted values are left as they are, so applying the rule twice changes nothing.
+
+The fast import path runs in the engine. It does not repeat this rule: it runs :data:`SCREEN`, a regular
+expression (in the syntax both Python and the engine's RE2 read) that matches the JSON text of every value
+the rule could change, and hands what it matches to :func:`scrub_json_text`, this module's rule. A property
+test holds the screen to that promise, so the rule has one definition.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import unquote
+
+import orjson
+import phonenumbers
+
+from omnithread.privacy.crypto import PayloadCipher
+from omnithread.privacy.identifiers import IdentifierError, IdentifierType, Pseudonymiser, is_hashed
+
+__all__ = ["KEY_WORDS", "IP_MODES", "SCREEN", "PersonalData", "key_family", "screen_hits"]
+
+IP_MODES = ("truncate", "hash")
+ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
+
+# A key's last words, run together, and what its value is.
+KEY_WORDS: dict[str, str] = {
+    **dict.fromkeys(("email", "emailaddress", "emailaddr", "mail", "mailaddress"), "email"),
+    **dict.fromkeys(("phone", "phonenumber", "phoneno", "mobile", "mobilenumber", "mobileno", "mobilephone",
+                     "telephone", "telephonenumber", "tel", "cell", "cellphone", "cellnumber", "msisdn"), "phone"),
+    **dict.fromkeys(("loyaltycard", "loyaltycardnumber", "loyaltynumber", "loyaltyid"), "loyalty_card"),
+    "paymenttoken": "payment_token",
+    "palmtoken": "palm_token",
+    "appcode": "app_code",
+    **dict.fromkeys(("ip", "ipaddress", "ipaddr", "forwardedfor", "xforwardedfor", "realip"), "ip"),
+}
+_LONGEST = 3  # words a key's ending is read over
+_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+# -- patterns (each in the common subset of Python's and RE2's syntax) --------------------------------------
+_NOT_WORD = "[^0-9A-Za-z_+]"
+_PHONE_HEAD = r"(?:\+ ?\(?[1-9]|\(0?[1-9]|00[1-9]|0[1-9])"
+_PHONE_GROUPS = r"(?:[ ().\-/]{0,3}[0-9])"
+_PHONE = re.compile(rf"(?<![0-9A-Za-z_+]){_PHONE_HEAD}{_PHONE_GROUPS}{{5,14}}(?![0-9A-Za-z_])")
+_EMAIL_CHARS = r"[^\s@<>()\[\],;:\"/?#&=]"
+_EMAIL = re.compile(rf"{_EMAIL_CHARS}+@[^\s@<>()\[\],;:\"'/?#&=%]+\.[^\s@<>()\[\],;:\"'/?#&=%.]+")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_DATE = re.compile(r"\(?(?:[0-9]{1,2}[./-][0-9]{1,2}[./-][0-9]{2,4}|[0-9]{4}[./-][0-9]{1,2}[./-][0-9]{1,2})\b")
+# keys the rule may read as naming an identifier: a superset of KEY_WORDS' endings, to screen JSON text by
+_KEY_HINT = r"(?i:mail|phone|mobile|tel|cell|msisdn|loyalty|token|code|ip|forwarded)"
+
+# Matches the JSON text (as the engine writes it) of anything the rule could change: an '@', percent-encoding,
+# an escape that could hide a character, the start of a phone number, a key that may name an identifier.
+SCREEN = "|".join([
+    "@",
+    "%[0-9A-Fa-f]{2}",
+    r"\\[bfnrtu]",
+    rf"(?:^|{_NOT_WORD}){_PHONE_HEAD}{_PHONE_GROUPS}{{5,}}",
+    rf'"[^"]*{_KEY_HINT}[^"]*"\s*:',
+])
+_SCREEN = re.compile(SCREEN)
+# the same screen for one string (a value or a key): no key part, as the string's key is judged apart
+_STRING_SCREEN = re.compile("|".join(["@", "%[0-9A-Fa-f]{2}", rf"(?:^|{_NOT_WORD}){_PHONE_HEAD}"]))
+
+
+def screen_hits(text: str) -> bool:
+    """Whether the rule might change the JSON value whose text is ``text`` (False: it certainly would not)."""
+    return _SCREEN.search(text) is not None
+
+
+def key_family(key: str) -> str | None:
+    """The identifier type (or ``ip``) a key's last words name, else None.
+
+    >>> key_family("contactEmail"), key_family("Phone_Number"), key_family("x-forwarded-for"), key_family("zip")
+    ('email', 'phone', 'ip', None)
+    """
+    words = _WORDS.findall(key)
+    if not words:
+        return None
+    words = [w.lower() for w in words[-_LONGEST:]]
+    for n in range(len(words), 0, -1):
+        family = KEY_WORDS.get("".join(words[-n:]))
+        if family is not None:
+            return family
+    return None
+
+
+class PersonalData:
+    """The rule, bound to an installation's keyed hash, cipher and settings.
+
+    >>> from omnithread.privacy import Secret
+    >>> s = Secret(b"0123456789abcdef0123")
+    >>> rule = PersonalData(Pseudonymiser(s), PayloadCipher(s))
+    >>> rule.text("write to Jane@Example.org or 07700 900123 today").split()[2][:3], rule.text("P00109")
+    ('em_', 'P00109')
+    """
+
+    def __init__(self, pseudonymiser: Pseudonymiser, cipher: PayloadCipher, ip_mode: str = "truncate"):
+        if ip_mode not in IP_MODES:
+            from omnithread.errors import ConfigError
+
+            raise ConfigError("ip_mode", ip_mode, " or ".join(IP_MODES))
+        self.pseudonymiser, self.cipher, self.ip_mode = pseudonymiser, cipher, ip_mode
+        self._texts: dict[str, str] = {}
+
+    # -- strings -----------------------------------------------------------------------------------------
+    def text(self, value: str) -> str:
+        """``value`` with every email address and phone number in it replaced by its keyed hash."""
+        if len(value) < 7 or _STRING_SCREEN.search(value) is None or PayloadCipher.is_encrypted(value):
+            return value
+        cached = self._texts.get(value)
+        if cached is not None:
+            return cached
+        result = self._replace(value)
+        if result is value and _PERCENT.search(value):
+            decoded = _decode(value)
+            replaced = self._replace(decoded)
+            if replaced is not decoded:
+                result = replaced
+        if len(self._texts) > 100_000:
+            self._texts.clear()
+        self._texts[value] = result
+        return result
+
+    def _replace(self, value: str) -> str:
+        """``value`` with identifiers replaced (the same object when there were none)."""
+        original, changed = value, False
+        if "@" in value:
+            replaced = _EMAIL.sub(self._email_match, value)
+            changed, value = replaced != value, replaced
+        if _STRING_SCREEN.search(value) is not None:
+            replaced = _PHONE.sub(self._phone_match, value)
+            changed, value = changed or replaced != value, replaced
+        return value if changed else original
+
+    def _email_match(self, match: re.Match) -> str:
+        try:
+            return self.pseudonymiser.hash(IdentifierType.EMAIL, match.group(0))
+        except IdentifierError:
+            return match.group(0)
+
+    def _phone_match(self, match: re.Match) -> str:
+        candidate = match.group(0)
+        return self.pseudonymiser.hash(IdentifierType.PHONE, candidate) if self.is_phone(candidate) else candidate
+
+    def is_phone(self, candidate: str) -> bool:
+        """Whether a phone-shaped run of digits is a phone number: one the phone library knows as valid, or
+        (for numbers in ranges it does not know, such as those reserved for drama) one of a possible length
+        with at least ten digits that is not written as a date."""
+        try:
+            parsed = phonenumbers.parse(candidate, self.pseudonymiser.phone_region)
+        except phonenumbers.NumberParseException:
+            return False
+        if phonenumbers.is_valid_number(parsed):
+            return True
+        return (sum(c.isdigit() for c in candidate) >= 10 and _DATE.match(candidate) is None
+                and phonenumbers.is_possible_number_with_reason(parsed) == phonenumbers.ValidationResult.IS_POSSIBLE)
+
+    def identifier_id(self, value: str) -> str:
+        """An id field's value: an email or phone number it *is* becomes that identifier's hash; one it holds
+        is replaced in place."""
+        if is_hashed(value) or PayloadCipher.is_encrypted(value):
+            return value
+        if _PHONE.fullmatch(value.strip()) is not None:
+            try:  # a whole id of a phone's shape is judged as a phone field is: by its length
+                return self.pseudonymiser.hash(IdentifierType.PHONE, value)
+            except IdentifierError:
+                pass
+        return self.text(value)
+
+    # -- values under keys ------------------------------------------------------------------------------
+    def keyed(self, family: str, value: object) -> object:
+        """The value of a key that names an identifier type (or an IP address)."""
+        if family == "ip":
+            return self.ip(value) if isinstance(value, str) else self.walk(value)
+        if isinstance(value, bool) or value is None or value == "" or not isinstance(value, (str, int)):
+            return self.walk(value)
+        if (isinstance(value, str) and PayloadCipher.is_encrypted(value)):
+            return value
+        try:
+            return self.pseudonymiser.hash(IdentifierType(family), value)
+        except IdentifierError:
+            return self.cipher.encrypt_value(value)
+
+    def ip(self, value: str) -> str:
+        """An IP address truncated (IPv4 /24, IPv6 /48) or keyed, as ``ip_mode`` says; a list of them
+        (``X-Forwarded-For``) address by address; anything else by the text rule."""
+        if value.startswith("ip_") and len(value) == 35:
+            return value
+        parts = [p.strip() for p in value.split(",")]
+        try:
+            addresses = [ipaddress.ip_address(p) for p in parts]
+        except ValueError:
+            return self.text(value)
+        if self.ip_mode == "hash":
+            return ", ".join("ip_" + self.pseudonymiser.fingerprint(b"ip:" + a.packed) for a in addresses)
+        bits = {4: 24, 6: 48}
+        return ", ".join(str(ipaddress.ip_network(f"{a}/{bits[a.version]}", strict=False).network_address)
+                         for a in addresses)
+
+    # -- structures -------------------------------------------------------------------------------------
+    def walk(self, value: object) -> object:
+        """A JSON value with the rule applied at every depth (dicts and lists are changed in place)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            for key in list(value):
+                item = value[key]
+                family = key_family(key) if isinstance(key, str) else None
+                new_key = self.text(key) if isinstance(key, str) else key
+                item = self.keyed(family, item) if family else self.walk(item)
+                if new_key != key:
+                    del value[key]
+                value[new_key] = item
+            return value
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                value[i] = self.walk(item)
+            return value
+        return value
+
+    def payload(self, payload: dict, skip: frozenset[str] = frozenset()) -> None:
+        """Apply the rule to a whole call in place: ids by the id rule, every other key's value by the rest
+        (the keys in ``skip`` are left to the caller)."""
+        if not _SCREEN.search(_dumps(payload)):
+            return
+        for key in list(payload):
+            if key in skip:
+                continue
+            value = payload[key]
+            if key in ID_FIELDS and isinstance(value, str):
+                payload[key] = self.identifier_id(value)
+            else:
+                family = key_family(key)
+                payload[key] = self.keyed(family, value) if family else self.walk(value)
+
+    def json_text(self, text: str) -> str:
+        """The rule over one JSON text (a section of a call as the engine holds it): the engine's fast path
+        calls this for every text :data:`SCREEN` matches."""
+        value = orjson.loads(text)
+        before = orjson.dumps(value)
+        self.walk(value)
+        after = orjson.dumps(value)
+        return text if after == before else after.decode()
+
+
+def _dumps(value: object) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # too deep or an integer past 64 bits: screen it as a hit
+        return "@"
+
+
+def _decode(value: str) -> str:
+    """Percent-decoding, repeated while it changes (at most three times: doubly encoded URLs exist)."""
+    for _ in range(3):
+        decoded = unquote(value)
+        if decoded == value:
+            break
+        value = decoded
+    return value
