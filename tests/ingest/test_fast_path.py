@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from omnithread.events import EVENT_SCHEMAS
+from omnithread.privacy import reveal_encrypted_values
 from omnithread.workspace import Workspace
 from tests.conftest import write_lines
 
@@ -21,8 +22,9 @@ JSON_COLUMNS = ("properties", "traits", "context", "consent", "extra")
 def _snapshot(ws: Workspace) -> tuple[dict, dict]:
     events = {}
     for row in ws.engine.rows("SELECT * FROM events"):
-        for column in JSON_COLUMNS:
-            row[column] = orjson.loads(row[column]) if row[column] is not None else None
+        for column in JSON_COLUMNS:  # encrypted values compared by what they hold (each encryption differs)
+            row[column] = reveal_encrypted_values(orjson.loads(row[column]), ws.cipher) \
+                if row[column] is not None else None
         loaded = row.pop("loaded_at")
         for column in ("received_at", "event_at"):  # "now" differs between the two runs
             if row[column] == loaded:

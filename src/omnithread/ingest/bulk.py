@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from omnithread.engine.base import string_list_sql
 from omnithread.engine.tables import EVENT_COLUMNS
-from omnithread.privacy.detect import SCREEN
+from omnithread.privacy.detect import IPV4, SCREEN
 from omnithread.events.schema import (
     BIOMETRIC_KEYS,
     CHANNEL_ALIASES,
@@ -74,10 +74,14 @@ def _none_if_empty(json: str) -> str:
 _SCREEN_SQL = _quote(SCREEN)
 
 
-def _personal_data(column: str) -> str:
+_WITHOUT_IP = """CASE WHEN _ip_done THEN json_merge_patch(context, '{"ip": null}') ELSE context END"""
+
+
+def _personal_data(column: str, screened: str | None = None) -> str:
     """A section's JSON after the personal-data rule: the screen passes most as they are; the rule itself
-    (a Python function registered in the engine) takes the few it matches."""
-    return (f"CASE WHEN {column} IS NOT NULL AND regexp_matches({column}::VARCHAR, {_SCREEN_SQL}) "
+    (a Python function registered in the engine) takes the few it matches. ``screened`` is what the screen
+    reads, when not the section itself (the context without the IP address truncated already)."""
+    return (f"CASE WHEN {column} IS NOT NULL AND regexp_matches(({screened or column})::VARCHAR, {_SCREEN_SQL}) "
             f"THEN {PERSONAL_DATA_FUNCTION}({column}::VARCHAR)::JSON ELSE {column} END")
 
 
@@ -235,8 +239,11 @@ class FastPathSQL:
     """
 
     def __init__(self, hash_key: bytes, max_future_seconds: float, earliest: datetime,
-                 phone_normaliser: Callable[[str], str | None]):
+                 phone_normaliser: Callable[[str], str | None], ip_mode: str = "truncate"):
         self.hash_key = hash_key
+        self.ip_truncated = "false"
+        if ip_mode == "truncate":  # set in _build once the fields exist; in hash mode the rule's function keys it
+            self.ip_truncated = None
         self.max_future_seconds = max_future_seconds
         self.earliest = earliest
         self.phone_normaliser = phone_normaliser
@@ -321,6 +328,11 @@ class FastPathSQL:
         )
         expr = f"CASE WHEN {holds} THEN {expr} ELSE {base} END"
         if section == "context":
+            # the IP address nearly every web call carries, truncated here as the rule truncates it, so that
+            # the screen (which then skips it) passes such contexts without the rule's function
+            ip = self.p.s("$.context.ip")
+            expr = (f"CASE WHEN {self.ip_truncated} THEN json_merge_patch({expr}, json_object('ip', "
+                    f"regexp_replace({ip}, '\\.[0-9]+$', '.0'))) ELSE {expr} END")
             renamed = "CASE WHEN channel IS NULL THEN json_object('consent', NULL) " \
                       "ELSE json_object('consent', NULL, 'channel', channel) END"
             needs = f"(consent_json IS NOT NULL OR channel IS DISTINCT FROM {self.p.s('$.context.channel')})"
@@ -419,10 +431,13 @@ class FastPathSQL:
             "extra": "NULL",
             "source": "source_prefix || line_no::VARCHAR",
         }
-        return ", ".join(f"{column_sql[name]} AS {name}" for name, _, _ in EVENT_COLUMNS)
+        return ", ".join(f"{column_sql[name]} AS {name}" for name, _, _ in EVENT_COLUMNS) + \
+            f", {self.ip_truncated} AS _ip_done"
 
     def _build(self) -> str:
         p, s = self.p, self.p.s
+        if self.ip_truncated is None:
+            self.ip_truncated = f"({p.t('$.context.ip')} = 1 AND regexp_full_match({s('$.context.ip')}, '{IPV4}'))"
         for key in _TOP_LEVEL:
             if key not in ("properties", "traits", "context"):  # sections are read whole
                 p(f"$.{key}")
@@ -481,9 +496,9 @@ WITH parsed AS (
                 ELSE coalesce(device_at, received, now) END AS event_at
     FROM timed
 )
-SELECT line_no, * EXCLUDE (line_no, properties, traits, context, consent),
+SELECT line_no, * EXCLUDE (line_no, properties, traits, context, consent, _ip_done),
        {_personal_data('properties')} AS properties, {_personal_data('traits')} AS traits,
-       {_personal_data('context')} AS context, {_personal_data('consent')} AS consent
+       {_personal_data('context', _WITHOUT_IP)} AS context, {_personal_data('consent')} AS consent
 FROM (SELECT line_no, {columns} FROM corrected WHERE {fast_ok})
 """
 

@@ -10,7 +10,6 @@ importing the same input twice stores nothing new.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections import Counter
 from dataclasses import dataclass, field
@@ -172,7 +171,7 @@ class Ingestor:
     def _fast_sql(self) -> FastPathSQL:
         if self._fast is None:
             self._fast = FastPathSQL(self.pseudonymiser.hash_key, self.policy.max_ahead.total_seconds(),
-                                     self.policy.earliest, self._phone_or_none)
+                                     self.policy.earliest, self._phone_or_none, self.pseudonymiser.ip_mode)
         return self._fast
 
     def _phone_or_none(self, value: str) -> str | None:
@@ -403,9 +402,7 @@ class Ingestor:
         if problems or checked is None:
             self._reject(payload, "segment", source, problems)
             return
-        message_id = payload.get("messageId") or "derived-" + hashlib.sha256(
-            orjson.dumps({k: v for k, v in payload.items() if k not in _NOT_CONTENT}, option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()[:32]
+        message_id = payload.get("messageId") or self._derived_id(payload, source)
         if message_id in self._pending:
             self._pending_duplicates += 1
             return
@@ -425,6 +422,21 @@ class Ingestor:
         )
         if flush and len(self._pending) >= self.settings.chunk_rows:
             self.flush()
+
+    def _derived_id(self, payload: dict, source: str) -> str:
+        """The message id of a call sent without one: a keyed digest of its content and of where it came
+        from, so a retried delivery of the same line is stored once while a genuine repeat is not lost.
+
+        Where is a file's line (and batch item) without the file's path, so importing a file again, from
+        anywhere, stores nothing new; for the collector it is the moment of receipt, so two identical calls
+        are two events, as Segment's own id, generated when a client sends none, makes them. Encrypted values
+        count by what they hold (each encryption differs)."""
+        content = {k: v for k, v in payload.items() if k not in _NOT_CONTENT}
+        body = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+        if b'"enc1:' in body:
+            body = orjson.dumps(reveal_encrypted_values(orjson.loads(body), self.cipher), option=orjson.OPT_SORT_KEYS)
+        where = source if self.received_at is not None else source.rsplit(":", 1)[-1]
+        return "derived-" + self.pseudonymiser.fingerprint(where.encode("utf-8", "surrogatepass") + b"\n" + body)
 
     def submit_till_order(self, lines: list[tuple[int, dict]], source: str) -> None:
         problems = [p for line, row in lines for p in check_till_row(row, line)]

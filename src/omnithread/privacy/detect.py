@@ -38,11 +38,14 @@ from urllib.parse import unquote
 import orjson
 import phonenumbers
 
+from omnithread.errors import Problem
+from omnithread.events.schema import BIOMETRIC_KEYS
 from omnithread.privacy.crypto import PayloadCipher
 from omnithread.privacy.identifiers import IdentifierError, IdentifierType, Pseudonymiser, is_hashed
 
-__all__ = ["KEY_WORDS", "IP_MODES", "SCREEN", "PersonalData", "key_family", "screen_hits"]
+__all__ = ["KEY_WORDS", "KEY_HINTS", "IPV4", "IP_MODES", "SCREEN", "REMOVED", "PersonalData", "key_family", "screen_hits"]
 
+REMOVED = "[removed: biometric data is never stored]"
 IP_MODES = ("truncate", "hash")
 ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
 
@@ -69,8 +72,18 @@ _EMAIL_CHARS = r"[^\s@<>()\[\],;:\"/?#&=]"
 _EMAIL = re.compile(rf"{_EMAIL_CHARS}+@[^\s@<>()\[\],;:\"'/?#&=%]+\.[^\s@<>()\[\],;:\"'/?#&=%.]+")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _DATE = re.compile(r"\(?(?:[0-9]{1,2}[./-][0-9]{1,2}[./-][0-9]{2,4}|[0-9]{4}[./-][0-9]{1,2}[./-][0-9]{1,2})\b")
-# keys the rule may read as naming an identifier: a superset of KEY_WORDS' endings, to screen JSON text by
-_KEY_HINT = r"(?i:mail|phone|mobile|tel|cell|msisdn|loyalty|token|code|ip|forwarded)"
+# Words one of which every key the rule reads as naming an identifier (or raw biometric data) contains,
+# whatever its case: the screens look for them inside keys of JSON text.
+KEY_HINTS = ("mail", "phone", "mobile", "tel", "cell", "msisdn", "loyalty", "token", "code", "ip", "forwarded",
+             "palm", "face", "finger", "biometric")
+_KEY_HINT = "(?i:" + "|".join(KEY_HINTS) + ")"
+# a dotted-quad IPv4 address as Python's ipaddress reads one (no leading zeros)
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_IPV4 = re.compile(IPV4)
+_TIME_FIELDS = frozenset({"timestamp", "originalTimestamp", "sentAt", "receivedAt"})
+_TIMESTAMP = re.compile(r"[12][0-9]{3}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+                        r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?")
 
 # Matches the JSON text (as the engine writes it) of anything the rule could change: an '@', percent-encoding,
 # an escape that could hide a character, the start of a phone number, a key that may name an identifier.
@@ -79,16 +92,75 @@ SCREEN = "|".join([
     "%[0-9A-Fa-f]{2}",
     r"\\[bfnrtu]",
     rf"(?:^|{_NOT_WORD}){_PHONE_HEAD}{_PHONE_GROUPS}{{5,}}",
-    rf'"[^"]*{_KEY_HINT}[^"]*"\s*:',
+    rf'{_KEY_HINT}[^"]*"\s*:',
 ])
-_SCREEN = re.compile(SCREEN)
 # the same screen for one string (a value or a key): no key part, as the string's key is judged apart
 _STRING_SCREEN = re.compile("|".join(["@", "%[0-9A-Fa-f]{2}", rf"(?:^|{_NOT_WORD}){_PHONE_HEAD}"]))
+# Python's regular expressions try a boundary at every position; without it, this pattern finds the
+# places the screen's phone part may match several times quicker, and the boundary is checked by hand
+_PHONE_START = re.compile(rf"{_PHONE_HEAD}{_PHONE_GROUPS}{{5}}")
+_WORD_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_+")
 
 
 def screen_hits(text: str) -> bool:
-    """Whether the rule might change the JSON value whose text is ``text`` (False: it certainly would not)."""
-    return _SCREEN.search(text) is not None
+    """Whether the rule might change the JSON value whose text is ``text`` (False: it certainly would not).
+
+    The Python twin of :data:`SCREEN`, written for Python's speed: plain substring tests first, the phone
+    pattern without its boundary, and key words found with ``str.find`` on the lower-cased text."""
+    if "@" in text or "\\" in text or ("%" in text and _PERCENT.search(text)):
+        return True
+    at = 0
+    while (found := _PHONE_START.search(text, at)) is not None:
+        at = found.start()
+        if at == 0 or text[at - 1] not in _WORD_CHARS:  # where the rule's phone pattern may start
+            return True
+        at += 1
+    lower = text.lower()
+    for word in KEY_HINTS:
+        at = lower.find(word)
+        while at >= 0:
+            end = lower.find('"', at)
+            if end >= 0 and lower[end + 1:end + 2] == ":" and _key_changes(text, lower.rfind('"', 0, at), end):
+                return True
+            at = lower.find(word, at + 1)
+    return False
+
+
+def _key_changes(text: str, start: int, end: int) -> bool:
+    """Whether the rule could change the value of the key ``text[start + 1:end]`` (a key holding a hint word):
+    yes for raw biometric data and keys of an identifier type, unless the value is already that type's hash."""
+    key = text[start + 1:end]
+    if key in BIOMETRIC_KEYS:
+        return True
+    family = _family(key)
+    if family is None:
+        return False
+    value = text[end + 2:end + 39]
+    return not (family != "ip" and value[36:37] == '"' and is_hashed(value[1:36])
+                and value[1:3] == IdentifierType(family).code)
+
+
+_FAMILIES: dict[str, str | None] = {}
+_PLAIN_KEYS: set[str] = set()  # keys known to hold no identifier in their text
+
+
+def _family(key: str) -> str | None:
+    """``key_family``, remembered: the same few keys come again and again."""
+    try:
+        return _FAMILIES[key]
+    except KeyError:
+        family = key_family(key) if isinstance(key, str) else None
+        if len(_FAMILIES) < 100_000:
+            _FAMILIES[key] = family
+        return family
+
+
+def _remove_biometric(value: object, path: str, problems: list[Problem] | None) -> str:
+    if problems is not None:
+        problems.append(Problem("biometric_data", path, "<removed>", f"{path}: raw biometric data is refused and "
+                                "was removed; send a palm_token instead" if value != REMOVED else
+                                f"{path}: raw biometric data was removed"))
+    return REMOVED
 
 
 def key_family(key: str) -> str | None:
@@ -129,7 +201,8 @@ class PersonalData:
     # -- strings -----------------------------------------------------------------------------------------
     def text(self, value: str) -> str:
         """``value`` with every email address and phone number in it replaced by its keyed hash."""
-        if len(value) < 7 or _STRING_SCREEN.search(value) is None or PayloadCipher.is_encrypted(value):
+        if (len(value) < 5 or _STRING_SCREEN.search(value) is None or PayloadCipher.is_encrypted(value)
+                or _TIMESTAMP.fullmatch(value)):  # a timestamp is never personal data, whatever its digits
             return value
         cached = self._texts.get(value)
         if cached is not None:
@@ -182,8 +255,8 @@ class PersonalData:
     def identifier_id(self, value: str) -> str:
         """An id field's value: an email or phone number it *is* becomes that identifier's hash; one it holds
         is replaced in place."""
-        if is_hashed(value) or PayloadCipher.is_encrypted(value):
-            return value
+        if _STRING_SCREEN.search(value) is None or is_hashed(value) or PayloadCipher.is_encrypted(value):
+            return value  # (most ids: nothing that starts an email or a phone number)
         if _PHONE.fullmatch(value.strip()) is not None:
             try:  # a whole id of a phone's shape is judged as a phone field is: by its length
                 return self.pseudonymiser.hash(IdentifierType.PHONE, value)
@@ -222,40 +295,71 @@ class PersonalData:
                          for a in addresses)
 
     # -- structures -------------------------------------------------------------------------------------
-    def walk(self, value: object) -> object:
-        """A JSON value with the rule applied at every depth (dicts and lists are changed in place)."""
+    def walk(self, value: object, path: str = "", problems: list[Problem] | None = None) -> object:
+        """A JSON value with the rule applied at every depth (dicts and lists are changed in place). Raw
+        biometric data under any key is removed, each removal a problem in ``problems`` (at ``path``)."""
         if isinstance(value, str):
             return self.text(value)
-        if isinstance(value, dict):
-            for key in list(value):
-                item = value[key]
-                family = key_family(key) if isinstance(key, str) else None
-                new_key = self.text(key) if isinstance(key, str) else key
-                item = self.keyed(family, item) if family else self.walk(item)
-                if new_key != key:
-                    del value[key]
-                value[new_key] = item
-            return value
         if isinstance(value, list):
             for i, item in enumerate(value):
-                value[i] = self.walk(item)
+                if isinstance(item, (str, dict, list)):
+                    new = self.walk(item, f"{path}[{i}]", problems)
+                    if new is not item:
+                        value[i] = new
             return value
+        if not isinstance(value, dict):
+            return value
+        renamed = []
+        for key, item in value.items():
+            if key in BIOMETRIC_KEYS:
+                value[key] = _remove_biometric(item, f"{path}.{key}" if path else key, problems)
+                continue
+            family = _family(key)
+            if family is not None:
+                new = self.keyed(family, item)
+            elif isinstance(item, (str, dict, list)):
+                new = self.walk(item, f"{path}.{key}" if path else key, problems)
+            else:
+                new = item
+            if new is not item:
+                value[key] = new
+            if key not in _PLAIN_KEYS:
+                new_key = self.text(key)
+                if new_key != key:
+                    renamed.append((key, new_key))
+                elif len(_PLAIN_KEYS) < 100_000:
+                    _PLAIN_KEYS.add(key)
+        for key, new_key in renamed:
+            value[new_key] = value.pop(key)
         return value
 
-    def payload(self, payload: dict, skip: frozenset[str] = frozenset()) -> None:
-        """Apply the rule to a whole call in place: ids by the id rule, every other key's value by the rest
-        (the keys in ``skip`` are left to the caller)."""
-        if not _SCREEN.search(_dumps(payload)):
+    def payload(self, payload: dict, problems: list[Problem] | None = None) -> None:
+        """Apply the rule to a whole call in place: ids by the id rule, every other key's value by the rest.
+
+        Most calls hold nothing the rule changes: their JSON text is screened first (:func:`screen_hits`),
+        with the context's IP address, the one identifier nearly every web call carries, truncated apart."""
+        for key in ID_FIELDS:
+            value = payload.get(key)
+            if isinstance(value, str):
+                new = self.identifier_id(value)
+                if new is not value:
+                    payload[key] = new
+        # what the rule cannot change is left out of the screened text: ISO timestamps (never personal data)
+        # and the context's IPv4 address, truncated here
+        screened = {k: v for k, v in payload.items() if not (k in ID_FIELDS and isinstance(v, str) or (
+            k in _TIME_FIELDS and isinstance(v, str) and _TIMESTAMP.fullmatch(v)))}  # ids are done already
+        context = payload.get("context")
+        ip = context.get("ip") if isinstance(context, dict) else None
+        if isinstance(ip, str) and self.ip_mode == "truncate" and _IPV4.fullmatch(ip):
+            context["ip"] = ip[:ip.rfind(".")] + ".0"
+            screened["context"] = {k: v for k, v in context.items() if k != "ip"}
+        if not screen_hits(_dumps(screened)):
             return
-        for key in list(payload):
-            if key in skip:
-                continue
-            value = payload[key]
-            if key in ID_FIELDS and isinstance(value, str):
-                payload[key] = self.identifier_id(value)
-            else:
-                family = key_family(key)
-                payload[key] = self.keyed(family, value) if family else self.walk(value)
+        ids = {k: payload.pop(k) for k in ID_FIELDS if isinstance(payload.get(k), str)}
+        try:
+            self.walk(payload, "", problems)
+        finally:
+            payload.update(ids)
 
     def json_text(self, text: str) -> str:
         """The rule over one JSON text (a section of a call as the engine holds it): the engine's fast path

@@ -12,14 +12,13 @@ is removed at any depth and reported.
 from __future__ import annotations
 
 from omnithread.errors import Problem
-from omnithread.events.schema import BIOMETRIC_KEYS, ENTRY_TOKEN_TYPES, IDENTIFIER_KEYS
+from omnithread.events.schema import ENTRY_TOKEN_TYPES, IDENTIFIER_KEYS
 from omnithread.privacy.crypto import PayloadCipher
-from omnithread.privacy.detect import PersonalData
+from omnithread.privacy.detect import REMOVED, PersonalData
 from omnithread.privacy.identifiers import IdentifierError, IdentifierType, Pseudonymiser
 
 __all__ = ["pseudonymise_payload", "personal_data_rule", "reveal_encrypted_values", "REMOVED"]
 
-REMOVED = "[removed: biometric data is never stored]"
 _TYPES = {key: IdentifierType(kind) for key, kind in IDENTIFIER_KEYS.items()}
 
 
@@ -48,26 +47,6 @@ def _scan(section: dict, prefix: str, pseudonymiser, cipher, problems: list[Prob
             _hash_in_place(section, key, _TYPES[key], f"{prefix}.{key}", pseudonymiser, cipher, problems)
 
 
-def _remove_biometric(value: object, prefix: str, problems: list[Problem]) -> None:
-    """Remove raw biometric data under any key at any depth of ``value``, each removal a problem."""
-    stack = [(value, prefix)]
-    while stack:
-        node, path = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, item in list(items):
-            here = f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]"
-            if isinstance(node, dict) and key in BIOMETRIC_KEYS:
-                if item != REMOVED:
-                    node[key] = REMOVED
-                    problems.append(Problem("biometric_data", here, "<removed>", f"{here}: raw biometric data is "
-                                            "refused and was removed; send a palm_token instead"))
-                else:
-                    problems.append(Problem("biometric_data", here, "<removed>",
-                                            f"{here}: raw biometric data was removed"))
-            elif isinstance(item, (dict, list)):
-                stack.append((item, here))
-
-
 def personal_data_rule(pseudonymiser: Pseudonymiser, cipher: PayloadCipher) -> PersonalData:
     """The personal-data rule for this installation (one per pseudonymiser and cipher, cached on it)."""
     rule = getattr(pseudonymiser, "_personal_data", None)
@@ -89,7 +68,6 @@ def pseudonymise_payload(payload: dict, pseudonymiser: Pseudonymiser, cipher: Pa
     True
     """
     problems: list[Problem] = []
-    _remove_biometric(payload, "", problems)
     for key in ("userId", "anonymousId", "previousId", "groupId"):
         value = payload.get(key)
         if isinstance(value, str) and "@" in value and personal_data_rule(pseudonymiser, cipher).text(value) == value:
@@ -115,7 +93,8 @@ def pseudonymise_payload(payload: dict, pseudonymiser: Pseudonymiser, cipher: Pa
         else:
             _hash_in_place(properties, "entry_token", IdentifierType(kind), "properties.entry_token",
                            pseudonymiser, cipher, problems)
-    personal_data_rule(pseudonymiser, cipher).payload(payload)  # and personal data wherever else it is (privacy.detect)
+    # and personal data wherever else it is, raw biometric data too (privacy.detect)
+    personal_data_rule(pseudonymiser, cipher).payload(payload, problems)
     return problems
 
 
