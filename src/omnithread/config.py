@@ -42,7 +42,8 @@ class Settings:
     more memory (one million events: 64 MB 13.1 s / 0.9 GB peak, 128 MB 9.8-10.1 s / 1.1 GB,
     256 MB 9.3-9.7 s / 1.4 GB); ``ip_mode`` is what becomes of an IP address in a payload: ``truncate``
     (IPv4 to its /24, IPv6 to its /48: enough for a region, not a household) or ``hash`` (a keyed hash:
-    equal addresses stay equal, none can be read back).
+    equal addresses stay equal, none can be read back); ``request_timeout`` is how long the server gives
+    each request to arrive whole before it answers 408 and closes the connection.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -54,6 +55,7 @@ class Settings:
     memory_limit: str | None = None
     import_chunk_bytes: int = 256 << 20
     ip_mode: str = "truncate"
+    request_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -75,6 +77,8 @@ class Settings:
         if "OMNITHREAD_MAX_FUTURE_HOURS" in env:
             hours = _positive_float("OMNITHREAD_MAX_FUTURE_HOURS", env["OMNITHREAD_MAX_FUTURE_HOURS"])
             values["max_future"] = timedelta(hours=hours)
+        if "OMNITHREAD_REQUEST_TIMEOUT" in env:
+            values["request_timeout"] = _positive_float("OMNITHREAD_REQUEST_TIMEOUT", env["OMNITHREAD_REQUEST_TIMEOUT"])
         if "OMNITHREAD_IP_MODE" in env:
             values["ip_mode"] = env["OMNITHREAD_IP_MODE"].lower()
         if "OMNITHREAD_MEMORY_LIMIT" in env:

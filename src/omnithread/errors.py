@@ -6,6 +6,7 @@ never map exception types by hand.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "NothingToTrainError",
     "ErasureFailedError",
     "UnavailableError",
+    "safe_message",
 ]
 
 
@@ -131,3 +133,20 @@ class UnavailableError(OmnithreadError):
     def __init__(self, what: str):
         self.what = what
         super().__init__(what)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_LONG_NUMBERS = re.compile(r"\+?\d[\d .()-]{5,}\d")
+
+
+def safe_message(error: BaseException, limit: int = 200) -> str:
+    """An error's kind and the first line of its message with every quoted value, email and long number
+    masked: what a log line or an answer may say of a failure without carrying anyone's data or a statement.
+
+    >>> safe_message(ValueError("Could not convert string '2147483648' to INT32 for jane@example.org"))
+    "ValueError: Could not convert string '…' to INT32 for …"
+    """
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = _QUOTED.sub(lambda m: m.group(0)[0] + "…" + m.group(0)[0], text)
+    text = re.sub(r"\S+@\S+", "…", _LONG_NUMBERS.sub("…", text))
+    return f"{type(error).__name__}: {text[:limit]}"

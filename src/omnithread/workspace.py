@@ -11,6 +11,7 @@ from omnithread.config import Settings
 from omnithread.engine import EventLog, open_engine
 from omnithread.ingest import Ingestor
 from omnithread.privacy import PayloadCipher, Pseudonymiser, load_secret
+from omnithread.privacy.files import private_directory
 
 __all__ = ["Workspace"]
 
@@ -26,7 +27,7 @@ class Workspace:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(settings.data_dir)
         secret = load_secret(settings.data_dir)
         self.pseudonymiser = Pseudonymiser(secret, settings.phone_region, settings.ip_mode)
         self.cipher = PayloadCipher(secret)

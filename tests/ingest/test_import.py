@@ -235,3 +235,46 @@ def test_chunked_reading_matches_reading_whole(tmp_path, settings, small_world):
         chunked = ws.ingestor().ingest_paths([source]).as_dict()
     for key in ("accepted", "duplicates", "rejected", "rejected_by_reason"):
         assert whole[key] == chunked[key]
+
+
+def test_calls_without_a_message_id_keep_genuine_repeats_and_import_again_as_nothing_new(tmp_path, settings):
+    """An id derived from content alone dropped the second of two identical calls; it is derived from the
+    content and the line (file) or moment of receipt (collector) now."""
+    same = {"type": "track", "event": "Product Viewed", "userId": "n", "properties": {"product_id": "P1"}}
+    path = write_lines(tmp_path / "twice.jsonl", [same, same])
+    with Workspace(settings) as ws:
+        assert ws.ingestor().ingest_paths([path]).accepted == 2
+        copy = tmp_path / "elsewhere" / "twice.jsonl"
+        copy.parent.mkdir()
+        copy.write_bytes(path.read_bytes())
+        again = ws.ingestor().ingest_paths([copy])
+        assert (again.accepted, again.duplicates) == (0, 2)
+        from datetime import UTC, datetime
+
+        for _ in range(2):  # the collector: two calls a moment apart are two events
+            collector = ws.ingestor(received_at=datetime.now(UTC))
+            collector.submit_payload(dict(same), f"http:k:{collector.received_at.isoformat()}#0")
+            collector.flush()
+            assert collector.report.accepted == 1
+        assert ws.log.count() == 4
+        ids = [r["message_id"] for r in ws.engine.rows("SELECT message_id FROM events")]
+        assert all(i.startswith("derived-") for i in ids) and len(set(ids)) == 4
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "python-path"])
+@pytest.mark.parametrize("levels", [40, 300, 1000])
+def test_a_call_nested_too_deep_is_refused_alone_and_its_batch_stored(tmp_path, settings, fast_path, levels):
+    deep = '{"a":' * levels + '"jane@example.org"' + "}" * levels
+    batch = [good(i) for i in range(99)]
+    body = orjson.dumps({"batch": batch}).decode()[:-2] + (
+        ',{"type":"track","userId":"u","messageId":"deep","event":"Product Viewed",'
+        '"properties":{"product_id":"P1","n":' + deep + '}}]}')
+    single = '{"type":"track","userId":"u","messageId":"deep-1","event":"x","properties":{"n":' + deep + "}}"
+    path = tmp_path / "deep.jsonl"
+    path.write_text(body + "\n" + single + "\n")
+    with Workspace(settings.with_(fast_path=fast_path)) as ws:
+        report = ws.ingestor().ingest_paths([path])
+        assert (report.accepted, report.rejected, dict(report.by_reason)) == (99, 2, {"too_deep": 2})
+        kept = ws.log.rejected(status=None)
+        assert all("more than 32 levels" in r["reasons"] for r in kept)
+        assert not any("jane@example.org" in (r["payload"] or "") for r in kept)  # the deep part is encrypted

@@ -16,7 +16,11 @@ recommendations on every surface, a store's receipts and visits. ``GET /openapi.
 from __future__ import annotations
 
 import base64
+import logging
+import shutil
 import threading
+import time
+import uuid
 import zlib
 from datetime import UTC, datetime
 
@@ -31,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from omnithread.api.keys import ApiKey, KeyStore
 from omnithread.config import Settings
 from omnithread.engine.tables import message_key
-from omnithread.errors import OmnithreadError
+from omnithread.errors import OmnithreadError, UnavailableError, safe_message
 from omnithread.events.schema import MAX_BATCH_BYTES
 from omnithread.privacy.secret import load_secret
 from omnithread.workspace import Workspace
@@ -40,6 +44,32 @@ __all__ = ["create_app", "CALLS"]
 
 CALLS = ("track", "identify", "page", "screen", "alias", "group")
 MAX_BODY = MAX_BATCH_BYTES + 64 * 1024  # a batch at the limit, with room for its envelope
+MIN_FREE_BYTES = 64 << 20  # below this much free disk, /health says degraded
+_log = logging.getLogger("omnithread.api")
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """``corrupt`` when ``exc`` says the database file is damaged, a short description when storage cannot
+    take writes (a full disk, a file it may not write), else None."""
+    text = str(getattr(exc, "cause", None) or exc)
+    if "Corrupt database" in text or "checksum" in text or "Could not read enough bytes" in text:
+        return "corrupt"
+    for marker, kind in (("No space left", "the disk is full"), ("database or disk is full", "the disk is full"),
+                         ("Permission denied", "a file of the data directory may not be written"),
+                         ("read-only", "the data directory is read-only"),
+                         ("Could not write", "a file of the data directory could not be written")):
+        if marker in text:
+            return kind
+    return None
+
+
+def unavailable(exc: BaseException) -> BaseException:
+    """A storage failure as the 503 a client should retry later; anything else as it is."""
+    kind = storage_problem(exc)
+    if kind is None or isinstance(exc, UnavailableError):
+        return exc
+    return UnavailableError("storage cannot take the request now: " + (
+        "the database file is corrupt" if kind == "corrupt" else kind))
 
 
 class Service:
@@ -56,7 +86,10 @@ class Service:
         self._keys: np.ndarray | None = None
         self._new_keys: set[int] = set()
         self._cv = threading.Condition()
+        self.corrupt: str | None = None
+        self.last_write_failure: tuple[float, str] | None = None
         threading.Thread(target=self._committer, name="group-commit", daemon=True).start()
+        threading.Thread(target=self.verify_storage, name="verify-storage", daemon=True).start()
 
     def connect(self) -> None:
         """Fold events that arrived since the last resolution into persons (incrementally), so reads
@@ -72,6 +105,41 @@ class Service:
             return
         if update_identities(engine, self.ws.pseudonymiser).events:
             build_profiles(engine)
+
+    def fingerprint(self, person_id: str) -> str:
+        """What the audit log keeps of a person: a keyed digest, meaningless once the person is erased."""
+        return "person:" + self.ws.pseudonymiser.fingerprint(b"audit person:" + person_id.encode())
+
+    def note_failure(self, exc: BaseException) -> None:
+        """Remember a storage failure for ``/health`` (a full disk for a while, a corrupt file for good)."""
+        kind = storage_problem(exc)
+        if kind == "corrupt":
+            self.corrupt = "the database file is corrupt: reads of it fail; restore it from a backup"
+        elif kind is not None:
+            self.last_write_failure = (time.monotonic(), kind)
+
+    def health(self) -> list[str]:
+        """Why the service is not healthy (nothing when it is)."""
+        reasons = []
+        if self.corrupt:
+            reasons.append(self.corrupt)
+        free = shutil.disk_usage(self.settings.data_dir).free
+        if free < MIN_FREE_BYTES:
+            reasons.append(f"the disk holding the data directory has {free // (1 << 20)} MB free, less than "
+                           f"{MIN_FREE_BYTES >> 20} MB")
+        if self.last_write_failure and time.monotonic() - self.last_write_failure[0] < 60:
+            reasons.append(f"writes failed in the last minute: {self.last_write_failure[1]}")
+        return reasons
+
+    def verify_storage(self) -> None:
+        """Read every table of the database once, in the background, so a corrupt file shows in ``/health``
+        before a read trips on it."""
+        try:
+            self.ws.engine.verify()
+        except Exception as exc:  # noqa: BLE001 - whatever the engine raises, it is a storage problem to report
+            self.note_failure(exc)
+            if storage_problem(exc) is None:
+                self.corrupt = f"the database could not be read through ({type(exc).__name__})"
 
     def recommendations(self):
         from omnithread.errors import NotFoundError
@@ -91,9 +159,10 @@ class Service:
         return self._recommendations
 
     # -- group commit: requests that arrive while one write runs share the next one
-    def commit(self, rows: list[tuple], rejected: list[tuple]) -> set[str]:
-        """Store ``rows`` (and ``rejected``) in the next group write; returns the message ids stored.
-        Blocks until the write has committed, so an answer is never sent before."""
+    def commit(self, rows: list[tuple], rejected: list[tuple]) -> tuple[set[str], set[str]]:
+        """Store ``rows`` (and ``rejected``) in the next group write; returns the message ids stored and those
+        refused because they name a suppressed identifier. Blocks until the write has committed, so an answer
+        is never sent before."""
         item = {"rows": rows, "rejected": rejected, "done": False}
         with self._cv:
             self._queue.append(item)
@@ -102,7 +171,7 @@ class Service:
                 self._cv.wait()
         if "error" in item:
             raise item["error"]
-        return item["stored"]
+        return item["stored"], item["suppressed"]
 
     def _committer(self) -> None:
         while True:
@@ -123,6 +192,7 @@ class Service:
                             rows.append(r)
                             new_keys.append(k)
                     stored = set(self.ws.log.append_known_new(rows))
+                    refused = self.ws.log.last_suppressed_ids
                     self._remember([k for r, k in zip(rows, new_keys) if r[0] in stored])
                     rejected = [r for item in group for r in item["rejected"]]
                     if rejected:
@@ -133,9 +203,11 @@ class Service:
                         owner.setdefault(r[0], k)
                 for k, item in enumerate(group):
                     item["stored"] = {m for m in (r[0] for r in item["rows"]) if m in stored and owner[m] == k}
+                    item["suppressed"] = {m for m in (r[0] for r in item["rows"]) if m in refused and owner[m] == k}
             except Exception as exc:  # noqa: BLE001 - every waiter gets the failure, none a false success
+                self.note_failure(exc)
                 for item in group:
-                    item["error"] = exc
+                    item["error"] = unavailable(exc)
             with self._cv:
                 for item in group:
                     item["done"] = True
@@ -185,7 +257,9 @@ def _basic_user(request: Request) -> str | None:
 
 def create_app(settings: Settings) -> FastAPI:
     service = Service(settings)
-    app = FastAPI(title="omnithread", version="1", description=__doc__.split("\n\n")[0])
+    app = FastAPI(title="omnithread", version="1", description=__doc__.split("\n\n")[0], docs_url=None,
+                  redoc_url=None)
+    _mount_docs(app)
     app.state.service = service
 
     @app.on_event("shutdown")
@@ -194,21 +268,47 @@ def create_app(settings: Settings) -> FastAPI:
 
     def authorised(role: str):
         def check(request: Request) -> ApiKey:
+            action = _action(request)
+            refuse_cross_site(request, action)
             key = service.keys.check(_basic_user(request) or request.headers.get("x-api-key"))
             if key is None:
-                service.keys.audit(None, f"{request.method} {request.url.path}", None, "refused: no valid key")
+                service.keys.refused(None, action, "refused: no valid key")
                 raise HTTPException(401, detail={"code": "unauthorised", "message": "a valid API key is required"},
                                     headers={"WWW-Authenticate": 'Basic realm="omnithread"'})
             if key.role != role and key.role != "admin":
-                service.keys.audit(key, f"{request.method} {request.url.path}", None, f"refused: needs {role}")
+                service.keys.refused(key, action, f"refused: needs {role}")
                 raise HTTPException(403, detail={"code": "forbidden",
                                                  "message": f"a {key.role} key cannot do this; it needs a {role} key"})
             if not service.keys.allow(key):
+                service.keys.refused(key, action, "refused: rate limited")
                 raise HTTPException(429, detail={"code": "rate_limited",
                                                  "message": f"key {key.key_id} is over its rate limit"},
                                     headers={"Retry-After": "1"})
             return key
         return check
+
+    def refuse_cross_site(request: Request, action: str) -> None:
+        """What a page of another site can make a browser send, with the credentials the browser holds, is
+        refused on the read, admin and reference API (the collector takes what Segment's clients send):
+        a request another site started (``Sec-Fetch-Site``), other than following a link, and a request
+        whose ``Origin`` is not this server's."""
+        site = request.headers.get("sec-fetch-site", "")
+        navigation = request.method == "GET" and request.headers.get("sec-fetch-mode", "") == "navigate"
+        origin = request.headers.get("origin")
+        if (site in ("cross-site", "same-site") and not navigation) or (
+                origin is not None and origin != _own_origin(request)):
+            service.keys.refused(None, action, "refused: cross-site request")
+            raise HTTPException(403, detail={"code": "cross_site", "message": "requests started by another site "
+                                             "are refused here; call the API from a client, not a web page"})
+
+    def json_body_only(request: Request) -> None:
+        """Admin and reference bodies must say they are JSON: a browser cannot send that type to another
+        site without asking it first (a CORS preflight, which this server never grants)."""
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/json":
+            raise HTTPException(415, detail={"code": "unsupported_media_type",
+                                             "message": f"Content-Type {kind or 'none'!r} is not accepted here; "
+                                                        "send application/json"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -227,17 +327,38 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(OmnithreadError)
     async def _domain_error(request: Request, exc: OmnithreadError):
-        from omnithread.errors import ConfigError
+        from omnithread.errors import ConfigError, ErasureFailedError
 
+        exc = unavailable(exc)
         # a bad value in a request is the client's to fix, not the server's
         status = 400 if isinstance(exc, ConfigError) else exc.http_status
-        return JSONResponse({"success": False, "code": type(exc).__name__, "message": str(exc)}, status_code=status)
+        if status < 500 or isinstance(exc, (UnavailableError, ErasureFailedError)):
+            return JSONResponse({"success": False, "code": type(exc).__name__, "message": str(exc)},
+                                status_code=status, headers={"Retry-After": "30"} if status == 503 else None)
+        return _server_error(request, exc)
+
+    app.add_middleware(_ContainErrors)
+    app.add_middleware(_SecurityHeaders)
 
     async def _body(request: Request) -> bytes:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise HTTPException(413, detail={"code": "body_too_large",
-                                             "message": f"the body is {len(raw)} bytes; the limit is {MAX_BODY}"})
+        """The request body, refused past ``MAX_BODY`` before it is read when its length is declared, and as
+        soon as it passes it when not (chunked): no request costs more memory than the limit."""
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise HTTPException(400, detail={"code": "invalid_content_length",
+                                                 "message": "Content-Length must be a number of bytes"})
+            if int(declared) > MAX_BODY:
+                raise HTTPException(413, detail={"code": "body_too_large", "message": f"the body is {declared} "
+                                                 f"bytes; the limit is {MAX_BODY}"}, headers={"Connection": "close"})
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise HTTPException(413, detail={"code": "body_too_large", "message": f"the body is more than "
+                                                 f"{MAX_BODY} bytes, the limit"}, headers={"Connection": "close"})
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         encoding = request.headers.get("content-encoding", "").lower()
         if encoding == "gzip":
             try:
@@ -262,6 +383,8 @@ def create_app(settings: Settings) -> FastAPI:
             if payload.get("type") != call:
                 return _problem(400, "invalid_call", f"/v1/{call} takes {call} calls, not {payload.get('type')!r}")
         payload.pop("writeKey", None)
+        if service.corrupt:  # nothing is acknowledged into a file that cannot be read back
+            raise UnavailableError(service.corrupt)
         received = datetime.now(UTC)
         source = f"http:{key.key_id}:{received.isoformat()}"
         ingestor = service.ws.ingestor(received_at=received)  # validation needs no lock: it writes nothing
@@ -270,16 +393,18 @@ def create_app(settings: Settings) -> FastAPI:
         staged, rejected_rows = list(ingestor._pending.values()), list(ingestor._rejected.values())
         ingestor._pending.clear()
         ingestor._rejected.clear()
-        stored = service.commit(staged, rejected_rows)  # committed before the answer: nothing acknowledged is lost
-        accepted = len(stored)
-        duplicates = len(staged) - accepted + ingestor._pending_duplicates
+        stored, suppressed = service.commit(staged, rejected_rows)  # committed before the answer: nothing
+        accepted = len(stored)                                          # acknowledged is lost
+        duplicates = len(staged) - accepted - len(suppressed) + ingestor._pending_duplicates
         rejected = [{"source": row[2], "reasons": orjson.loads(row[5])} for row in rejected_rows]
         body = {"success": True, "accepted": accepted, "duplicates": duplicates}
+        if suppressed:  # they name an identifier an erasure suppressed: refused, and said so
+            body["suppressed"] = len(suppressed)
         if rejected:
             body["rejected"] = [{"index": int(r["source"].rsplit("#", 1)[1]) if "#" in r["source"] else 0,
                                  "reasons": [x.get("message", x) if isinstance(x, dict) else x for x in r["reasons"]]}
                                 for r in rejected]
-            if accepted == 0 and duplicates == 0:
+            if accepted == 0 and duplicates == 0 and not suppressed:
                 body["success"] = False
                 return JSONResponse(body, status_code=400)
         return JSONResponse(body)
@@ -292,20 +417,31 @@ def create_app(settings: Settings) -> FastAPI:
         return payload.get("writeKey") if isinstance(payload, dict) else None
 
     async def _authorised_write(request: Request) -> tuple[ApiKey, bytes]:
-        raw = await _body(request)
-        presented = _basic_user(request) or request.headers.get("x-api-key") or _write_key_from_body(raw)
+        """The write key and the body. A key in the headers is checked before a byte of the body is read;
+        only a body that may carry its key (``writeKey``, as some Segment clients send it) is read first,
+        and never past the limit."""
+        action = _action(request)
+        presented = _basic_user(request) or request.headers.get("x-api-key")
+        raw = None
+        if presented is None:
+            raw = await _body(request)
+            presented = _write_key_from_body(raw)
         key = service.keys.check(presented)
         if key is None:
+            service.keys.refused(None, action, "refused: no valid key")
             raise HTTPException(401, detail={"code": "unauthorised", "message": "a valid write key is required "
                                              "(HTTP Basic user name, as Segment's clients send it)"},
-                                headers={"WWW-Authenticate": 'Basic realm="omnithread"'})
+                                headers={"WWW-Authenticate": 'Basic realm="omnithread"', "Connection": "close"})
         if key.role not in ("write", "admin"):
+            service.keys.refused(key, action, "refused: needs write")
             raise HTTPException(403, detail={"code": "forbidden",
-                                             "message": f"a {key.role} key cannot send events; use a write key"})
+                                             "message": f"a {key.role} key cannot send events; use a write key"},
+                                headers={"Connection": "close"})
         if not service.keys.allow(key):
+            service.keys.refused(key, action, "refused: rate limited")
             raise HTTPException(429, detail={"code": "rate_limited", "message": f"key {key.key_id} is over its rate "
                                              "limit"}, headers={"Retry-After": "1"})
-        return key, raw
+        return key, raw if raw is not None else await _body(request)
 
     call_schema = {
         "type": "object", "additionalProperties": True,
@@ -329,9 +465,14 @@ def create_app(settings: Settings) -> FastAPI:
                               "401": {"description": "no valid write key"}, "403": {"description": "not a write key"},
                               "413": {"description": "body too large"}}}
 
-    def _write_endpoint(handle, what: str):
-        """An endpoint that checks the write key, then runs ``handle(raw, what, key)`` off the event loop."""
+    def _write_endpoint(handle, what: str, browsers: bool = True):
+        """An endpoint that checks the write key, then runs ``handle(raw, what, key)`` off the event loop.
+        With ``browsers`` false it refuses what a page of another site can send (the reference endpoints;
+        the collector takes what Segment's clients send, ``text/plain`` beacons included)."""
         async def endpoint(request: Request):
+            if not browsers:
+                refuse_cross_site(request, _action(request))
+                json_body_only(request)
             key, raw = await _authorised_write(request)
             return await run_in_threadpool(handle, raw, what, key)
         endpoint.__name__ = f"send_{what}"
@@ -390,7 +531,8 @@ def create_app(settings: Settings) -> FastAPI:
                                         "never replaces a newer one")):
         row_schema = {"type": "object", "properties": {c: {"type": _json_types[t]}
                                                        for c, t in REFERENCE_COLUMNS[kind].items()}}
-        app.add_api_route(f"/v1/{kind}", _write_endpoint(_reference, kind), methods=["POST"], tags=["reference"],
+        app.add_api_route(f"/v1/{kind}", _write_endpoint(_reference, kind, browsers=False), methods=["POST"],
+                          tags=["reference"],
                           summary=summary, openapi_extra=_body_doc({
                               "type": "object", "required": ["rows"],
                               "properties": {"rows": {"type": "array", "items": row_schema}}}))
@@ -414,7 +556,7 @@ def create_app(settings: Settings) -> FastAPI:
                 profile = get_profile(service.ws.engine, person_id)
             except Exception:  # noqa: BLE001 - no profiles built yet
                 profile = None
-        service.keys.audit(who, "read person", _fingerprint(person_id), "ok")
+        service.keys.audit(who, "read person", service.fingerprint(person_id), "ok")
         return _jsonable({"person_id": person_id, "profile": profile, **described})
 
     @app.get("/v1/recommendations", tags=["read"], summary="Recommendations on any surface")
@@ -426,7 +568,7 @@ def create_app(settings: Settings) -> FastAPI:
             answer = service.recommendations().recommend(
                 person, surface, n=n, store=store, product=product, basket=basket.split(",") if basket else None)
         service.keys.audit(who, f"recommendations {surface}",
-                           _fingerprint(answer.person_id) if answer.person_id else None, "ok")
+                           service.fingerprint(answer.person_id) if answer.person_id else None, "ok")
         return answer.as_dict()
 
     @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
@@ -465,7 +607,7 @@ def create_app(settings: Settings) -> FastAPI:
     # ------------------------------------------------------------------ admin: consent, erasure, audit
 
     @app.post("/v1/admin/consent", tags=["admin"], summary="Record a person's consent per purpose")
-    async def consent(request: Request, who: ApiKey = Depends(authorised("admin"))):
+    async def consent(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
         from omnithread.privacy.consent import record_consent
 
         body = _json_object(await _body(request))
@@ -473,13 +615,13 @@ def create_app(settings: Settings) -> FastAPI:
             result = record_consent(service.ws, str(body.get("person", "")), body.get("purposes"),
                                     str(body.get("source") or "api"))
             service.forget_keys()  # written outside the collector: re-read before the next write
-        service.keys.audit(who, "record consent", _fingerprint(result["person_id"]), "ok",
+        service.keys.audit(who, "record consent", service.fingerprint(result["person_id"]), "ok",
                            orjson.dumps(result["purposes"]).decode())
         return result
 
     @app.post("/v1/admin/erasure", tags=["admin"],
               summary="Erase a person: suppress, suppress_and_delete or delete (Segment's regulation types)")
-    async def erasure(request: Request, who: ApiKey = Depends(authorised("admin"))):
+    async def erasure(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
         from omnithread.privacy.erasure import check_request, erase
 
         body = _json_object(await _body(request))
@@ -510,13 +652,44 @@ def create_app(settings: Settings) -> FastAPI:
 
     mount(app, service, authorised)
 
-    @app.get("/health", tags=["service"], summary="Is the service up, and how many events does it hold")
+    @app.get("/health", tags=["service"], summary="Is the service healthy, and how many events does it hold",
+             responses={503: {"description": "degraded: the reasons say why (disk nearly full, writes failing, "
+                                             "a corrupt database file)"}})
     def health():
-        with service.lock:
-            count = service.ws.log.count()
-        return {"ok": True, "events": count}
+        reasons = service.health()
+        try:
+            with service.lock:
+                count = service.ws.log.count()
+        except Exception as exc:  # noqa: BLE001 - a health check reports, it does not fail
+            service.note_failure(exc)
+            reasons = service.health() or [f"the event log cannot be read ({type(exc).__name__})"]
+            count = None
+        if reasons:
+            return JSONResponse({"ok": False, "status": "degraded", "reasons": reasons, "events": count},
+                                status_code=503)
+        return {"ok": True, "status": "ok", "events": count}
 
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI served from an installed package's own copy (fastapi-offline's), nothing from another
+    site."""
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs/static", StaticFiles(directory=assets), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="omnithread API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon.png")
 
 
 def _json_object(raw: bytes) -> dict:
@@ -530,11 +703,87 @@ def _json_object(raw: bytes) -> dict:
     return body
 
 
-def _fingerprint(person_id: str) -> str:
-    """What the audit log keeps of a person: a one-way digest, meaningless once the person is erased."""
-    import hashlib
+def _server_error(request, exc: BaseException) -> JSONResponse:
+    """A failure of the server's own: logged with a reference and a message that masks every value, answered
+    with the reference only (no statement, no value, no secret)."""
+    reference = uuid.uuid4().hex[:12]
+    _log.error("%s %s failed (reference %s): %s", request.method, _action(request), reference, safe_message(exc))
+    return JSONResponse({"success": False, "code": "internal_error", "reference": reference,
+                         "message": f"the server could not do this ({type(exc).__name__}); its log says more under "
+                                    f"reference {reference}"}, status_code=500)
 
-    return "person:" + hashlib.sha256(person_id.encode()).hexdigest()[:16]
+
+class _ContainErrors:
+    """Any exception a handler did not expect becomes :func:`_server_error`'s answer, so neither the answer
+    nor the server's log shows a traceback, a statement or a value."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - contained: answered and logged safely
+            if started:
+                _log.error("a response failed part-way: %s", safe_message(exc))
+                return
+            await _server_error(Request(scope), exc)(scope, receive, send)
+
+
+_COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                   (b"referrer-policy", b"no-referrer")]
+_CSP = {
+    "/dashboard": b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
+                  b"frame-ancestors 'none'; base-uri 'none'",
+    "/docs": b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+             b"img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+class _SecurityHeaders:
+    """Every answer: no sniffing, no framing, no referrer; pages with a policy of what they may load (nothing
+    from another site); nothing cached but the API's own documentation assets."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        extra = list(_COMMON_HEADERS)
+        policy = next((v for prefix, v in _CSP.items() if path.startswith(prefix)), b"default-src 'none'; "
+                      b"frame-ancestors 'none'")
+        extra.append((b"content-security-policy", policy))
+        if not path.startswith("/docs/static"):
+            extra.append((b"cache-control", b"no-store"))
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _action(request: Request) -> str:
+    """What a request does, for the audit log: its method and route template (``GET /v1/persons/{key}``),
+    never its path, which may hold an email or a phone number."""
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', None) or '(no route)'}"
+
+
+def _own_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
 def _jsonable(value):

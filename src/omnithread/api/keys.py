@@ -7,7 +7,9 @@ secret) is stored, and a presented key is compared with every active key's hash 
 
 Roles: ``write`` keys may only send events; ``read`` keys may only read; ``admin`` keys manage keys,
 consent and erasure. Each key has a rate limit (requests a second, token bucket). The audit log is
-append-only: the code only ever inserts into it, and SQLite triggers refuse updates and deletes.
+append-only: the code only ever inserts into it, and SQLite triggers refuse updates and deletes. It holds
+no identifiers (actions are route templates, targets keyed digests) and refusals are counted per kind and
+window (:meth:`KeyStore.refused`), so no client can make it grow faster than a fixed rate.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from omnithread.errors import ConfigError, NotFoundError
+from omnithread.errors import ConfigError, NotFoundError, UnavailableError
+from omnithread.privacy.files import private_directory
 
 __all__ = ["ROLES", "ApiKey", "KeyStore"]
 
@@ -58,15 +61,29 @@ class ApiKey:
 
 
 class KeyStore:
+    """Keys and the audit log of one data directory (``keys.sqlite``)."""
+
+    REFUSAL_WINDOW = 60.0  # seconds over which refusals of one kind are counted into one entry
+    REFUSAL_KINDS = 10_000  # kinds counted at once, past which refusals are counted together
+
     def __init__(self, data_dir: Path, secret):
-        self.path = Path(data_dir) / "keys.sqlite"
+        self.path = private_directory(data_dir) / "keys.sqlite"
         self._key = secret.derive("api keys")  # HKDF from the installation secret, apart from every other use
         self._lock = threading.Lock()
-        self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.executescript(_SCHEMA)
+        try:
+            self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise UnavailableError(f"the key store {self.path} cannot be opened for writing ({exc}); is the data "
+                                   "directory read-only?") from None
         self._buckets: dict[str, tuple[float, float]] = {}
         self._cache: tuple[float, list] = (0.0, [])
+        self._refusals: dict[tuple, list] = {}  # kind -> [window start, refusals after the first]
+        self._refusal_lock = threading.Lock()
+        self.refusals_not_audited = 0
+        self._closed = threading.Event()
+        threading.Thread(target=self._flusher, name="audit-refusals", daemon=True).start()
 
     def _hash(self, key: str) -> str:
         return hmac.new(self._key, key.encode(), hashlib.sha256).hexdigest()
@@ -141,11 +158,66 @@ class KeyStore:
         return True
 
     def audit(self, key: ApiKey | None, action: str, target: str | None, outcome: str, detail: str | None = None):
-        with self._lock:
-            self._con.execute(
-                "INSERT INTO audit_log (at, key_id, role, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (datetime.now(UTC).isoformat(), key.key_id if key else None, key.role if key else None, action,
-                 target, outcome, detail))
+        """Append one entry. ``action`` names what was done (a route template, never a path that may hold an
+        identifier) and ``target`` is a keyed digest or an id that names nobody. Raises
+        :class:`UnavailableError` when the log cannot be written (a full disk): a read of personal data that
+        cannot be audited is not answered."""
+        try:
+            with self._lock:
+                self._insert(datetime.now(UTC).isoformat(), key.key_id if key else None, key.role if key else None,
+                             action, target, outcome, detail)
+        except sqlite3.Error as exc:
+            raise UnavailableError(f"the audit log cannot be written ({exc.__class__.__name__}); "
+                                   "free space in the data directory") from None
+
+    def _insert(self, at, key_id, role, action, target, outcome, detail) -> None:
+        self._con.execute(
+            "INSERT INTO audit_log (at, key_id, role, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, key_id, role, action, target, outcome, detail))
+
+    def refused(self, key: ApiKey | None, action: str, outcome: str) -> None:
+        """Record a refused request, aggregated so that no client can grow the log without bound: the first
+        refusal of a kind (key, action, outcome) in a window of ``REFUSAL_WINDOW`` seconds is written at once,
+        the others of the window are counted and written as one entry when it closes. Never raises: a
+        refusal stays a refusal when the log cannot be written (a full disk)."""
+        now = time.monotonic()
+        kind = (key.key_id if key else None, key.role if key else None, action, outcome)
+        with self._refusal_lock:
+            self._flush_refusals(now)
+            counted = self._refusals.get(kind)
+            if counted is not None:
+                counted[1] += 1
+                return
+            if len(self._refusals) >= self.REFUSAL_KINDS:  # more kinds than any real deployment has
+                kind = (None, None, "(other refusals)", outcome)
+                if kind in self._refusals:
+                    self._refusals[kind][1] += 1
+                    return
+            self._refusals[kind] = [now, 0]
+        self._write_refusal(kind, None)
+
+    def _write_refusal(self, kind: tuple, more: int | None) -> None:
+        key_id, role, action, outcome = kind
+        detail = None if more is None else f"{more} more in the {self.REFUSAL_WINDOW:.0f} s after the first"
+        try:
+            with self._lock:
+                self._insert(datetime.now(UTC).isoformat(), key_id, role, action, None, outcome, detail)
+        except sqlite3.Error:
+            self.refusals_not_audited += 1 if more is None else more
+
+    def _flush_refusals(self, now: float, every: bool = False) -> None:
+        """Write the counts of the windows that have closed (all of them with ``every``); call with the
+        refusal lock held."""
+        for kind, (started, more) in list(self._refusals.items()):
+            if every or now - started >= self.REFUSAL_WINDOW:
+                del self._refusals[kind]
+                if more:
+                    self._write_refusal(kind, more)
+
+    def _flusher(self) -> None:
+        while not self._closed.wait(self.REFUSAL_WINDOW / 4):
+            with self._refusal_lock:
+                self._flush_refusals(time.monotonic())
 
     def audit_entries(self, limit: int = 100) -> list[dict]:
         with self._lock:
@@ -155,4 +227,8 @@ class KeyStore:
         return [dict(zip(names, r)) for r in rows]
 
     def close(self) -> None:
-        self._con.close()
+        self._closed.set()
+        with self._refusal_lock:
+            self._flush_refusals(time.monotonic(), every=True)
+        with self._lock:
+            self._con.close()

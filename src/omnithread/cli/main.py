@@ -19,7 +19,8 @@ from omnithread.errors import ConfigError, OmnithreadError
 from omnithread.ingest import IngestReport, replay_rejected
 from omnithread.sim import WorldConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Tracebacks never print local variables: they may hold a shopper's raw email or phone.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="omnithread: one thread from sensing to service for retailers with shops and stores.")
 rejected_app = typer.Typer(no_args_is_help=True, help="List and replay events that failed validation.")
 app.add_typer(rejected_app, name="rejected")
@@ -74,7 +75,7 @@ def _report_tables(report: IngestReport) -> list[Table]:
 
 
 def _fail(error: OmnithreadError) -> None:
-    err.print(f"[red]error:[/red] {error}")
+    err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -847,9 +848,8 @@ def serve(
     data_dir: Optional[Path] = DataDir,
 ) -> None:
     """Run the collector and read API over the data directory (it holds the event log while it runs)."""
-    import uvicorn
-
     from omnithread.api.app import create_app
+    from omnithread.api.server import serve as serve_app
 
     settings = _settings(data_dir)
     application = create_app(settings)
@@ -861,12 +861,22 @@ def serve(
     # (p99 103 ms -> 58 ms at 20,000 events/s).
     gc.collect()
     gc.freeze()
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    serve_app(application, host, port, settings.request_timeout)
 
 
-def main() -> None:  # pragma: no cover - console script entry
-    app()
+def main() -> None:
+    """The console script: every command, with any error of omnithread's or of the data directory's files
+    (locked by a server, read-only, missing) said in one line instead of a traceback."""
+    try:
+        app()
+    except OmnithreadError as error:
+        err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except OSError as error:
+        err.print(f"[red]error:[/red] {error.strerror or error}: {error.filename or ''}", highlight=False,
+                  soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -97,6 +97,9 @@ class Engine(ABC):
     def _column_type(self, logical: str) -> str:
         """The engine's SQL type for a logical column type."""
 
+    def verify(self) -> None:
+        """Read everything stored once, raising on damage the engine detects (engines with files of their own)."""
+
     def compact(self) -> None:
         """Give the space of deleted rows back so their bytes no longer lie in the engine's files (engines
         that keep files of their own)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,7 +12,7 @@ import pyarrow as pa
 
 from omnithread.engine.base import Engine, names_any_sql
 from omnithread.engine.tables import DERIVED_EVENT_COLUMNS, MESSAGE_KEY_SQL, identifiers_sql
-from omnithread.errors import OmnithreadError
+from omnithread.errors import OmnithreadError, UnavailableError, safe_message
 
 __all__ = ["DuckDBEngine", "EngineError"]
 
@@ -28,11 +29,13 @@ _TYPES = {
 
 
 class EngineError(OmnithreadError):
-    """A statement failed in the engine; carries the SQL that failed."""
+    """A statement failed in the engine. It carries the statement (``sql``) and the engine's own error
+    (``cause``) for whoever debugs it, but its message holds neither: the kind of failure with every quoted
+    value masked, so an answer or a log line that shows it shows no one's data and no statement."""
 
     def __init__(self, sql: str, cause: Exception):
         self.sql, self.cause = sql, cause
-        super().__init__(f"{cause} -- while running: {sql.strip()[:300]}")
+        super().__init__(f"the engine failed: {safe_message(cause)}")
 
 
 def _vectorised(function):
@@ -66,6 +69,20 @@ def _not_stored(incoming: str, keys_from: str) -> str:
             f"(SELECT {MESSAGE_KEY_SQL} FROM {keys_from}))")
 
 
+def _unavailable(path: str, error: Exception) -> UnavailableError:
+    """Why a database file cannot be opened, in one sentence that says what to do."""
+    text = str(error)
+    holder = re.search(r"\(PID (\d+)\)", text)
+    if "lock" in text.lower():
+        who = f"another process (PID {holder.group(1)})" if holder else "another process"
+        return UnavailableError(f"{who} holds the data directory of {path}: stop it, or, if it is `omnithread "
+                                "serve`, send data through its collector and read through its API")
+    if "Permission denied" in text or "read-only" in text.lower():
+        return UnavailableError(f"{path} cannot be opened for writing (permission denied): omnithread needs to "
+                                "write to its data directory; give this user write access or copy the directory")
+    return UnavailableError(f"{path} cannot be opened: {safe_message(error)}")
+
+
 class DuckDBEngine(Engine):
     """DuckDB over ``path`` (``:memory:`` for a throwaway database)."""
 
@@ -80,13 +97,33 @@ class DuckDBEngine(Engine):
         self.ensure_tables()
 
     def _connect(self) -> None:
-        self._con = duckdb.connect(self.path)
+        try:
+            self._con = duckdb.connect(self.path)
+        except duckdb.Error as error:
+            raise _unavailable(self.path, error) from None
         self._functions: set[str] = set()
         self._con.execute("SET TimeZone = 'UTC'")
         if self.threads:
             self._con.execute(f"SET threads = {int(self.threads)}")
         if self.memory_limit:
             self._con.execute("SET memory_limit = ?", [self.memory_limit])
+
+    def verify(self) -> None:
+        """Read every stored value of every table once, on a connection of its own (so writes go on); the
+        engine checks each block as it reads it, so a damaged file raises :class:`EngineError` here."""
+        if self.path == ":memory:":
+            return
+        con = self._con.cursor()
+        try:
+            tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()
+            for (table,) in tables:
+                sql = f'SELECT count(hash(t)) FROM "{table}" AS t'
+                try:
+                    con.execute(sql).fetchall()
+                except duckdb.Error as error:
+                    raise EngineError(sql, error) from error
+        finally:
+            con.close()
 
     def compact(self) -> None:
         """Rewrite the database file with only what its tables hold now.

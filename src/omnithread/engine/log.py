@@ -60,7 +60,8 @@ class EventLog:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.refused_suppressed = 0
+        self.refused_suppressed = 0  # events refused at the door because they name a suppressed identifier
+        self.last_suppressed_ids: set[str] = set()  # the message ids the last write refused so
         self.reload_suppression()
 
     def reload_suppression(self) -> None:
@@ -79,12 +80,14 @@ class EventLog:
 
     def _kept(self, rows: Sequence[tuple]) -> list[bool]:
         """Which rows name no suppressed identifier (the others are counted as refused)."""
+        self.last_suppressed_ids: set[str] = set()
         if not self.suppressed:
             return [True] * len(rows)
         from omnithread.privacy.erasure import refused_by_suppression
 
         keep = [not refused_by_suppression(self.suppressed, r[3], r[4], r[15], r[16], r[17]) for r in rows]
         self.refused_suppressed += keep.count(False)
+        self.last_suppressed_ids = {r[0] for r, k in zip(rows, keep) if not k}
         return keep
 
     def _refuse_suppressed(self, rows: Sequence[tuple]) -> list[tuple]:

@@ -20,7 +20,7 @@ from omnithread.events.schema import (
     FieldSpec,
 )
 
-__all__ = ["EventTimes", "validate_event", "parse_timestamp", "resolve_times", "TimePolicy", "show"]
+__all__ = ["EventTimes", "validate_event", "parse_timestamp", "resolve_times", "TimePolicy", "show", "nesting_depth"]
 
 UTC = timezone.utc
 _MAX_ID_CHARS = 256
@@ -31,6 +31,29 @@ def show(value: object, limit: int = 60) -> str:
     """A short, quoted rendering of a value for an error message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def nesting_depth(value: object, stop: int | None = None) -> int:
+    """How many objects and arrays deep ``value`` nests (a scalar is 0), found without recursion; counting
+    stops past ``stop``.
+
+    >>> nesting_depth({"a": [1, {"b": {}}]})
+    4
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if stop is not None and deepest > stop:
+            return deepest
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 class TimePolicy:

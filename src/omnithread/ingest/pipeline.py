@@ -22,8 +22,8 @@ import orjson
 from omnithread.config import Settings
 from omnithread.engine.log import EventLog
 from omnithread.errors import ConfigError, Problem
-from omnithread.events.schema import MAX_BATCH_BYTES, MAX_EVENT_BYTES
-from omnithread.events.validate import TimePolicy, validate_event
+from omnithread.events.schema import MAX_BATCH_BYTES, MAX_DEPTH, MAX_EVENT_BYTES
+from omnithread.events.validate import TimePolicy, nesting_depth, validate_event
 from omnithread.ingest import reference
 from omnithread.ingest.bulk import (
     PERSONAL_DATA_FUNCTION,
@@ -63,9 +63,11 @@ class FileReport:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    suppressed: int = 0
 
     def as_dict(self) -> dict:
-        return {"source": self.source, "accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+        return {"source": self.source, "accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
+                "suppressed": self.suppressed}
 
 
 @dataclass
@@ -75,6 +77,7 @@ class IngestReport:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    suppressed: int = 0  # refused at the door: they name an identifier an erasure suppressed
     rejected_stored: int = 0
     by_reason: Counter = field(default_factory=Counter)
     files: list[FileReport] = field(default_factory=list)
@@ -82,7 +85,7 @@ class IngestReport:
 
     @property
     def received(self) -> int:
-        return self.accepted + self.duplicates + self.rejected
+        return self.accepted + self.duplicates + self.rejected + self.suppressed
 
     def as_dict(self) -> dict:
         return {
@@ -90,6 +93,7 @@ class IngestReport:
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
+            "suppressed": self.suppressed,
             "rejected_stored": self.rejected_stored,
             "rejected_by_reason": dict(self.by_reason.most_common()),
             "files": [f.as_dict() for f in self.files],
@@ -208,8 +212,10 @@ class Ingestor:
                 # Both paths' rows go in together so the earliest line wins a shared message id.
                 rows = list(self._pending.values())
                 lines = [int(r[-1].rsplit(":", 1)[1].split("#")[0]) for r in rows]  # source is path:line[#item]
+                refused = self.log.refused_suppressed
                 stored, offered = self.log.append_with_staged(rows, lines)
-                self._count(stored, offered - stored + self._pending_duplicates)
+                refused = self.log.refused_suppressed - refused
+                self._count(stored, offered - stored + self._pending_duplicates, refused)
                 self._pending.clear()
                 self._pending_duplicates = 0
                 self._flush_rejected()
@@ -353,7 +359,7 @@ class Ingestor:
 
     def _submit_parsed(self, payload: object, raw: bytes | None, source: str, flush: bool = True) -> None:
         if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
-            self.submit_batch(payload, len(raw.rstrip(b"\r\n")) if raw is not None else len(orjson.dumps(payload)), source)
+            self.submit_batch(payload, len(raw.rstrip(b"\r\n")) if raw is not None else len(_json_bytes(payload)), source)
         elif isinstance(payload, dict):
             self.submit_payload(payload, source, len(raw.rstrip(b"\r\n")) if raw is not None else None, flush)
         else:
@@ -366,6 +372,7 @@ class Ingestor:
     def submit_batch(self, batch: dict, size: int, source: str) -> None:
         """A Segment batch: refused whole past 500 KB, otherwise each call on its own."""
         if size > MAX_BATCH_BYTES:
+            batch = _cut_deep(batch, MAX_DEPTH + 1, self.cipher)
             problems = pseudonymise_payload_deep(batch, self.pseudonymiser, self.cipher)
             problems.insert(0, Problem(
                 "batch_too_large", "batch", f"{size} bytes",
@@ -378,7 +385,7 @@ class Ingestor:
             item_source = f"{source}#{index}"
             if not isinstance(item, dict):
                 shown = type(item).__name__
-                self._reject_raw(orjson.dumps(item), item_source,
+                self._reject_raw(_json_bytes(item), item_source,
                                  [Problem("not_an_object", "", shown, f"{item_source}: expected a JSON object, got {shown}")])
                 continue
             if "sentAt" in batch and "sentAt" not in item:
@@ -389,6 +396,12 @@ class Ingestor:
 
     def submit_payload(self, payload: dict, source: str, size: int | None = None, flush: bool = True) -> None:
         """Validate, pseudonymise and stage one call."""
+        depth = nesting_depth(payload, stop=MAX_DEPTH)
+        if depth > MAX_DEPTH:  # refused on its own (a batch's other calls go on), what is too deep kept encrypted
+            self._reject(_cut_deep(payload, MAX_DEPTH, self.cipher), "segment", source, [Problem(
+                "too_deep", "", f"more than {MAX_DEPTH} levels",
+                f"{source}: objects and arrays nest more than {MAX_DEPTH} levels deep, the limit")])
+            return
         problems = pseudonymise_payload(payload, self.pseudonymiser, self.cipher)
         if size is None and len(payload) > 0:
             size = len(orjson.dumps(payload))
@@ -518,10 +531,13 @@ class Ingestor:
     # -- writing ------------------------------------------------------------------
     def flush(self) -> None:
         """Write what is staged: events (deduplicated) and rejected payloads."""
+        refused = 0
         if self._pending:
             rows = list(self._pending.values())
+            refused = self.log.refused_suppressed
             stored = self.log.append(rows)
-            duplicates = len(rows) - stored + self._pending_duplicates
+            refused = self.log.refused_suppressed - refused
+            duplicates = len(rows) - stored - refused + self._pending_duplicates
             self._pending.clear()
         else:
             stored, duplicates = 0, self._pending_duplicates
@@ -530,13 +546,14 @@ class Ingestor:
             written, unchanged = reference.write_rows(self.log.engine, kind, rows, self.now)
             stored, duplicates = stored + written, duplicates + unchanged
         self._reference.clear()
-        self._count(stored, duplicates)
+        self._count(stored, duplicates, refused)
         self._flush_rejected()
 
-    def _count(self, stored: int, duplicates: int) -> None:
+    def _count(self, stored: int, duplicates: int, suppressed: int = 0) -> None:
         for counts in (self.report, self._file):
             counts.accepted += stored
             counts.duplicates += duplicates
+            counts.suppressed += suppressed
 
     def _flush_rejected(self) -> None:
         if self._rejected:
@@ -580,3 +597,53 @@ def _event_from_row(row: dict) -> dict:
                 pass
         payload[key] = value
     return payload
+
+
+def _json_bytes(value: object) -> bytes:
+    """JSON of any parsed value, however deep (orjson stops at 255 levels; this writes on without recursion)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        pass
+    out: list[bytes] = []
+    stack: list = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes):
+            out.append(item)
+        elif isinstance(item, dict):
+            parts: list = [b"{"]
+            for i, (key, child) in enumerate(item.items()):
+                parts += [(b"," if i else b"") + orjson.dumps(str(key)) + b":", child]
+            stack.extend(reversed(parts + [b"}"]))
+        elif isinstance(item, list):
+            parts = [b"["]
+            for i, child in enumerate(item):
+                parts += ([b","] if i else []) + [child]
+            stack.extend(reversed(parts + [b"]"]))
+        else:
+            try:
+                out.append(orjson.dumps(item))
+            except TypeError:  # an integer past 64 bits
+                out.append(str(item).encode())
+    return b"".join(out)
+
+
+def _cut_deep(payload: dict, limit: int, cipher: PayloadCipher) -> dict:
+    """A copy of ``payload`` whose objects and arrays below ``limit`` levels are each replaced by their JSON,
+    encrypted: what a refused call nests too deeply is kept, but never in the clear and never too deep to
+    write."""
+    top: dict = {}
+    stack = [(payload, top, 1)]
+    while stack:
+        source, target, depth = stack.pop()
+        for key, child in (source.items() if isinstance(source, dict) else enumerate(source)):
+            if isinstance(child, (dict, list)):
+                if depth >= limit:
+                    child = cipher.encrypt_value(_json_bytes(child).decode())
+                else:
+                    copy = {} if isinstance(child, dict) else [None] * len(child)
+                    stack.append((child, copy, depth + 1))
+                    child = copy
+            target[key] = child
+    return top
