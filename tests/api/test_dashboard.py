@@ -12,7 +12,7 @@ from omnithread.identity import resolve_identities
 from omnithread.privacy.secret import load_secret
 from omnithread.profile import build_profiles
 from omnithread.workspace import Workspace
-from tests.api.test_service import Server
+from tests.conftest import Server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")

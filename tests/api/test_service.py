@@ -18,48 +18,7 @@ import pytest
 
 from omnithread.api.keys import KeyStore
 from omnithread.privacy.secret import load_secret
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start(self) -> "Server":
-        env = dict(os.environ, OMNITHREAD_DATA_DIR=str(self.data_dir))
-        env.pop("OMNITHREAD_SECRET", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve", "--port", str(self.port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("the server did not start: " + (self.proc.stdout.read().decode() if self.proc.stdout else ""))
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+from tests.conftest import Server
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ recommendations on every surface, a store's receipts and visits. ``GET /openapi.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import shutil
 import threading
@@ -257,14 +258,15 @@ def _basic_user(request: Request) -> str | None:
 
 def create_app(settings: Settings) -> FastAPI:
     service = Service(settings)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        service.close()  # the key store's open counts of refusals are written as it closes
+
     app = FastAPI(title="omnithread", version="1", description=__doc__.split("\n\n")[0], docs_url=None,
-                  redoc_url=None)
+                  redoc_url=None, lifespan=lifespan)
     _mount_docs(app)
     app.state.service = service
-
-    @app.on_event("shutdown")
-    def _close() -> None:  # pragma: no cover - exercised by the server process
-        service.close()
 
     def authorised(role: str):
         def check(request: Request) -> ApiKey:
