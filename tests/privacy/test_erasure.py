@@ -118,6 +118,11 @@ def test_erasure_leaves_no_row_that_refers_to_the_person(settings, tmp_path, mod
         assert done.events_deleted >= 8 and done.rejected_deleted == 2
         skip = {"suppressed_identifiers"} if mode == "suppress_and_delete" else set()
         assert scan(ws, words, skip) == []
+        # nor do her bytes survive in the free space of any file of the data directory
+        kept = {r["value"] for r in ws.engine.rows("SELECT value FROM suppressed_identifiers")} if skip else set()
+        blobs = b"".join(f.read_bytes() for f in settings.data_dir.rglob("*") if f.is_file())
+        for word in [w for w in words if w not in kept and len(w) >= 5] + ["1 Lane", "Leeds", "LS1 1AA"]:
+            assert word.encode() not in blobs, word
         # Bob is still there, split from her, with the order that did not carry her card
         assert ws.engine.scalar("SELECT count(*) FROM events WHERE anonymous_id LIKE 'till:S2:bob-%'") == 1
         bob_after = ws.engine.scalar("SELECT person_id FROM identity_map WHERE identifier = ?", [bob_card])

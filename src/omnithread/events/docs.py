@@ -13,7 +13,10 @@ from omnithread.events.schema import (
     EVENT_SCHEMAS,
     IDENTIFIER_KEYS,
     MAX_BATCH_BYTES,
+    MAX_COUNT,
+    MAX_DEPTH,
     MAX_EVENT_BYTES,
+    MAX_MONEY,
     PRODUCT_FIELDS,
     FieldSpec,
 )
@@ -34,14 +37,19 @@ Segment's own channel names are read as ours ({aliases}).
 
 An event's name decides its schema: a listed event must match its properties below; a `track` event
 with a name of the sender's own is accepted as it is. An event may be at most {event_kb} KB and a batch
-at most {batch_kb} KB. Every event needs a `userId` or an `anonymousId`; an event without a `messageId`
-gets one derived from a hash of its content, so a retried identical payload is recognised.
+at most {batch_kb} KB, and its objects and arrays may nest at most {depth} levels deep. Numbers of known
+events have ranges (below): a count at most {count}, money at most {money}. Every event needs a `userId` or
+an `anonymousId`. An event without a `messageId` gets one derived from a keyed digest of its content and of
+where it came from (a file's line, the collector's moment of receipt), so a file imported again stores
+nothing new while two identical calls sent a moment apart are two events, as Segment makes them.
 
 **Direct identifiers are never stored in the clear.** The keys below, wherever they appear in `traits`,
-`context.traits`, `context` or `properties`, hold direct identifiers: their values are normalised
-(emails trimmed and lower-cased, phones in E.164, card numbers without spacing) and replaced by a keyed
-HMAC-SHA256 such as `em_3f9a…`. A `userId` that is an email address is hashed the same way. Raw
-biometric data (`palm_template`, `face_image`…) is refused: send the palm reader's token.
+`context.traits`, `context` or `properties`, hold the direct identifiers identity resolution reads: their
+values are normalised (emails trimmed and lower-cased, phones in E.164, card numbers without spacing) and
+replaced by a keyed HMAC-SHA256 such as `em_3f9a…`. Beyond them, the personal-data rule
+(`docs/privacy.md`) finds identifiers wherever else they arrive: keys of any spelling at any depth, emails
+and phone numbers inside any string or URL, ids that are emails or phones, IP addresses. Raw biometric data
+(`palm_template`, `face_image`…) is refused: send the palm reader's token.
 
 | key | identifier type |
 |---|---|
@@ -79,7 +87,8 @@ def render_markdown() -> str:
     parts = [INTRO.format(
         calls=", ".join(f"`{c}`" for c in CALLS), channels=", ".join(f"`{c}`" for c in CHANNELS),
         aliases=", ".join(f"`{a}` → `{c}`" for a, c in CHANNEL_ALIASES.items()),
-        event_kb=MAX_EVENT_BYTES // 1024, batch_kb=MAX_BATCH_BYTES // 1024,
+        event_kb=MAX_EVENT_BYTES // 1024, batch_kb=MAX_BATCH_BYTES // 1024, depth=MAX_DEPTH,
+        count=f"{MAX_COUNT:,}", money=f"{MAX_MONEY:,}",
         identifiers="\n".join(f"| `{k}` | {v} |" for k, v in IDENTIFIER_KEYS.items()),
     )]
     parts.append("## Common fields\n\n| field | type | meaning |\n|---|---|---|\n" + "\n".join(
