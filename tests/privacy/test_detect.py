@@ -14,9 +14,9 @@ from pathlib import Path
 import duckdb
 import orjson
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import example, given, settings as hsettings, strategies as st
 
-from omnithread.privacy import IdentifierType, PayloadCipher, Pseudonymiser, Secret
+from omnithread.privacy import IdentifierType, PayloadCipher, Pseudonymiser, Secret, pseudonymise_payload
 from omnithread.events.schema import BIOMETRIC_KEYS
 from omnithread.privacy.detect import KEY_HINTS, KEY_WORDS, SCREEN, PersonalData, key_family, screen_hits
 
@@ -113,13 +113,14 @@ def test_the_rule_is_idempotent():
 
 
 # -- one rule: the engine's screen covers everything the rule changes -------------------------------------
-_pieces = st.sampled_from([
+_pieces = st.sampled_from(["palm", "tok_abcd", "LC12345678", "ph_" + "2" * 32, "pa_" + "3" * 32,
     "jane.doe@example.org", "@", "%40", "%2540", "07700 900481", "+44", "0044", "(0", "7700", "900481", " ", ".",
     "-", "/", "(", ")", "+", "0", "1", "7", "x", "é", "\n", "\t", '"', "\\", "\u0000", "email", "Phone", "ip", "=",
     "?", "&", "P00109", "em_" + "1" * 32])
 _strings = st.lists(_pieces, max_size=8).map("".join)
 _keys = st.one_of(st.sampled_from(["email", "contactEmail", "mobile", "ip", "note", "url", "a", "X-Forwarded-For",
-                                   "postalCode", "tel"]), _strings)
+                                   "postalCode", "tel", "entry_token", "entry_method", "loyalty_card",
+                                   "payment_token", "palm_template", "emailAddress", "phoneNumber"]), _strings)
 _json = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), _strings),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
                      max_leaves=8)
@@ -144,6 +145,27 @@ def test_the_screen_matches_every_text_the_rule_would_change(section):
     if changed:
         assert screen_hits(engine_text) and screen_hits(python_text), engine_text
         assert _DB.execute("SELECT regexp_matches(?, ?)", [engine_text, SCREEN]).fetchall()[0][0], engine_text
+
+
+@given(st.dictionaries(_keys, _json, max_size=4), st.sampled_from([(",", ":"), (", ", ": "), (",", " : ")]),
+       st.booleans(), st.sampled_from([None, 2]))
+@example({"entry_method": "palm", "entry_token": "palm-zoe-1"}, (",", ":"), False, None)
+@example({"entry_token": "tok_1234"}, (", ", ": "), True, 2)
+@example({"payment_token": "em_" + "1" * 32}, (",", ":"), False, None)
+@hsettings(max_examples=400, deadline=None)
+def test_a_clean_screen_of_a_clients_text_means_the_rule_changes_nothing(section, separators, ascii_only, indent):
+    """The import screens the text of a call or batch as the client sent it (any spacing, escapes or none)
+    and skips the rule where the screen finds nothing."""
+    import copy
+    import json
+
+    call = {"type": "track", "event": "Store Entered", "userId": "u", "properties": section, "traits": section,
+            "context": section}
+    text = json.dumps({"batch": [call]}, separators=separators, ensure_ascii=ascii_only, indent=indent)
+    pseudonymised = copy.deepcopy(call)
+    problems = pseudonymise_payload(pseudonymised, P, PayloadCipher(SECRET))
+    if pseudonymised != call or problems:
+        assert screen_hits(text), text
 
 
 def test_the_simulated_retailer_keeps_its_non_personal_strings(small_world):

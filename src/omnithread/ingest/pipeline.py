@@ -34,6 +34,7 @@ from omnithread.ingest.bulk import (
     line_chunks,
 )
 from omnithread.ingest.till import TillOrders, check_till_row, missing_columns, order_event
+from omnithread.privacy.detect import screen_hits
 from omnithread.privacy import (
     IdentifierError,
     PayloadCipher,
@@ -137,6 +138,7 @@ class Ingestor:
         self._fast: FastPathSQL | None = None
         self._phones: dict[str, str | None] = {}
         self._reference: dict[str, list[dict]] = {}  # checked catalogue and inventory rows, not yet written
+        self._clean = self._shallow = False  # what the screen of the text being submitted found (see _submit_parsed)
 
     # -- sources ------------------------------------------------------------------
     def ingest_paths(self, paths: Iterable[Path | str], progress: Progress | None = None) -> IngestReport:
@@ -358,16 +360,26 @@ class Ingestor:
         self._submit_parsed(payload, line, source, flush)
 
     def _submit_parsed(self, payload: object, raw: bytes | None, source: str, flush: bool = True) -> None:
-        if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
-            self.submit_batch(payload, len(raw.rstrip(b"\r\n")) if raw is not None else len(_json_bytes(payload)), source)
-        elif isinstance(payload, dict):
-            self.submit_payload(payload, source, len(raw.rstrip(b"\r\n")) if raw is not None else None, flush)
-        else:
-            shown = type(payload).__name__
-            self._reject_raw(
-                raw if raw is not None else orjson.dumps(payload), source,
-                [Problem("not_an_object", "", shown, f"{source}: expected a JSON object, got {shown}")],
-            )
+        if raw is not None and isinstance(payload, dict):
+            # The text as it arrived, screened once for a whole batch or line: where the personal-data rule
+            # could change nothing (most calls), no call of it is walked, and where it nests no deeper than
+            # its brackets allow, none is measured.
+            self._clean, self._shallow = _clean_and_shallow(raw)
+        try:
+            if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
+                self.submit_batch(payload, len(raw.rstrip(b"\r\n")) if raw is not None else len(_json_bytes(payload)),
+                                  source)
+            elif isinstance(payload, dict):
+                self.submit_payload(payload, source, len(raw.rstrip(b"\r\n")) if raw is not None else None, flush)
+            else:
+                self._not_an_object(payload, raw, source)
+        finally:
+            self._clean = self._shallow = False
+
+    def _not_an_object(self, payload: object, raw: bytes | None, source: str) -> None:
+        shown = type(payload).__name__
+        self._reject_raw(raw if raw is not None else orjson.dumps(payload), source,
+                         [Problem("not_an_object", "", shown, f"{source}: expected a JSON object, got {shown}")])
 
     def submit_batch(self, batch: dict, size: int, source: str) -> None:
         """A Segment batch: refused whole past 500 KB, otherwise each call on its own."""
@@ -396,13 +408,13 @@ class Ingestor:
 
     def submit_payload(self, payload: dict, source: str, size: int | None = None, flush: bool = True) -> None:
         """Validate, pseudonymise and stage one call."""
-        depth = nesting_depth(payload, stop=MAX_DEPTH)
+        depth = 0 if self._shallow or _few_brackets(payload) else nesting_depth(payload, stop=MAX_DEPTH)
         if depth > MAX_DEPTH:  # refused on its own (a batch's other calls go on), what is too deep kept encrypted
             self._reject(_cut_deep(payload, MAX_DEPTH, self.cipher), "segment", source, [Problem(
                 "too_deep", "", f"more than {MAX_DEPTH} levels",
                 f"{source}: objects and arrays nest more than {MAX_DEPTH} levels deep, the limit")])
             return
-        problems = pseudonymise_payload(payload, self.pseudonymiser, self.cipher)
+        problems = [] if self._clean else pseudonymise_payload(payload, self.pseudonymiser, self.cipher)
         if size is None and len(payload) > 0:
             size = len(orjson.dumps(payload))
         if size is not None and size > MAX_EVENT_BYTES:
@@ -647,3 +659,21 @@ def _cut_deep(payload: dict, limit: int, cipher: PayloadCipher) -> dict:
                     child = copy
             target[key] = child
     return top
+
+
+def _clean_and_shallow(raw: bytes) -> tuple[bool, bool]:
+    """For the JSON text of a call or a batch: (the personal-data rule would change nothing in it, none of its
+    calls nests deeper than ``MAX_DEPTH``), each found the cheap way or answered False."""
+    text = raw.decode("utf-8", "replace")
+    shallow = text.count("{") + text.count("[") <= MAX_DEPTH  # no deeper than its brackets
+    return not screen_hits(text), shallow
+
+
+def _few_brackets(payload: dict) -> bool:
+    """True when the call's JSON holds no more brackets than ``MAX_DEPTH`` (so it cannot nest deeper): one
+    serialisation and two counts, where walking it would cost several times more."""
+    try:
+        text = orjson.dumps(payload)
+    except TypeError:  # deeper than orjson writes, or an integer past 64 bits: measure it
+        return False
+    return text.count(b"{") + text.count(b"[") <= MAX_DEPTH

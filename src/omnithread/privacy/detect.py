@@ -39,7 +39,7 @@ import orjson
 import phonenumbers
 
 from omnithread.errors import Problem
-from omnithread.events.schema import BIOMETRIC_KEYS
+from omnithread.events.schema import BIOMETRIC_KEYS, IDENTIFIER_KEYS
 from omnithread.privacy.crypto import PayloadCipher
 from omnithread.privacy.identifiers import IdentifierError, IdentifierType, Pseudonymiser, is_hashed
 
@@ -120,7 +120,8 @@ def screen_hits(text: str) -> bool:
         at = lower.find(word)
         while at >= 0:
             end = lower.find('"', at)
-            if end >= 0 and lower[end + 1:end + 2] == ":" and _key_changes(text, lower.rfind('"', 0, at), end):
+            if end >= 0 and lower[end + 1:end + 16].lstrip()[:1] == ":" and \
+                    _key_changes(text, lower.rfind('"', 0, at), end):  # the word is inside a key
                 return True
             at = lower.find(word, at + 1)
     return False
@@ -130,9 +131,9 @@ def _key_changes(text: str, start: int, end: int) -> bool:
     """Whether the rule could change the value of the key ``text[start + 1:end]`` (a key holding a hint word):
     yes for raw biometric data and keys of an identifier type, unless the value is already that type's hash."""
     key = text[start + 1:end]
-    if key in BIOMETRIC_KEYS:
+    if key in BIOMETRIC_KEYS or key == "entry_token":  # (an entry token's type follows its entry method)
         return True
-    family = _family(key)
+    family = IDENTIFIER_KEYS.get(key) or _family(key)  # the fields identity resolution reads, then the rest
     if family is None:
         return False
     value = text[end + 2:end + 39]
