@@ -148,3 +148,22 @@ def test_an_erasure_request_with_a_bad_field_is_refused_naming_it(workspace, bod
     with pytest.raises(InvalidRequestError) as refused:
         erase(workspace, body["person"], body.get("mode", "suppress"), body.get("raw_values", ()))
     assert refused.value.field == field and refused.value.http_status == 400
+
+
+def test_erasure_completes_on_a_simulated_retailer_whose_resolution_splits_components(small_world, settings):
+    """Inside the erasure's transaction, the tables resolution creates number their rows from 2^55: the split
+    of over-limit components numbers its nodes itself (it read row numbers as dense indices and failed)."""
+    out, manifest = small_world
+    with Workspace(settings) as ws:
+        ws.ingestor().ingest_paths(manifest["sources"])
+        report = resolve_identities(ws.engine, ws.pseudonymiser)
+        assert report.split_components > 0
+        build_profiles(ws.engine)
+        Recommendations.train(ws.engine, ws.pseudonymiser, settings.data_dir / "models", tune_days=None)
+        account = ws.engine.scalar("SELECT identifier FROM identity_map WHERE identifier LIKE 'account:%' "
+                                   "ORDER BY identifier LIMIT 1").split(":", 1)[1]
+        before = ws.engine.scalar("SELECT count(*) FROM events")
+        done = erase(ws, account, "suppress_and_delete")
+        assert done.events_deleted > 0 and done.model_retrained
+        assert ws.engine.scalar("SELECT count(*) FROM events") == before - done.events_deleted
+        assert ws.engine.scalar("SELECT count(*) FROM identity_map WHERE identifier = ?", [f"account:{account}"]) == 0

@@ -170,15 +170,16 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
     def rank(kind: str) -> str:
         return f"CASE {kind} " + " ".join(f"WHEN '{k}' THEN {config.rank(k)}" for k in config.priority) + " END"
 
-    # numbered again from 0, in the order of the node numbers
+    # numbered again from 0, in the order of the node numbers (a number of its own, not the row's: inside a
+    # transaction, as in an erasure, the rows of a new table are numbered from 2^55)
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE _split_nodes AS
-        SELECT l.id, {rank("split_part(n.node, ':', 1)")} AS kind
+        SELECT l.id, {rank("split_part(n.node, ':', 1)")} AS kind, (row_number() OVER (ORDER BY l.id) - 1) AS number
         FROM identity_labels l JOIN identity_nodes n ON n.rowid = l.id
-        WHERE l.label IN (SELECT label FROM over_limit) ORDER BY l.id""")
-    nodes = engine.query("SELECT id, kind FROM _split_nodes ORDER BY rowid")
+        WHERE l.label IN (SELECT label FROM over_limit)""")
+    nodes = engine.query("SELECT id, kind FROM _split_nodes ORDER BY number")
     links = engine.query(f"""
-        SELECT k.link, sa.rowid::INTEGER AS a, sb.rowid::INTEGER AS b
+        SELECT k.link, sa.number::INTEGER AS a, sb.number::INTEGER AS b
         FROM kept_edges k JOIN _split_nodes sa ON sa.id = k.a JOIN _split_nodes sb ON sb.id = k.b
         JOIN identity_edges e ON e.rowid = k.link
         ORDER BY greatest({rank('e.a_type')}, {rank('e.b_type')}), e.events DESC, e.first_seen_at, k.a, k.b""")
