@@ -110,11 +110,12 @@ def auth_probes(s: Served, k: dict) -> None:
     junk = ["Basic !!!", "Basic", "Basic ", "Basic " + base64.b64encode(b"\xff\xfe:").decode(), "Basic Og==",
             "Digest x", "Basic " + "A" * 8000, "Bearer " + "x" * 70000]
     codes = []
-    for header in junk:
-        try:
-            codes.append(httpx.get(f"{s.url}/v1/persons/x", headers={"Authorization": header}).status_code)
-        except httpx.HTTPError:
-            codes.append(0)
+    for header in junk:  # sent raw: an HTTP client refuses some of these itself
+        with socket.create_connection(("127.0.0.1", s.port)) as raw:
+            raw.sendall(f"GET /v1/persons/x HTTP/1.1\r\nHost: x\r\nAuthorization: {header}\r\n"
+                        "Connection: close\r\n\r\n".encode())
+            answer = raw.recv(64)
+        codes.append(int(answer.split()[1]) if answer.startswith(b"HTTP/1.1") else 0)
     check(area, "malformed Basic credentials -> 401, never 500", all(c in (401, 431, 400) for c in codes),
           ",".join(map(str, sorted(set(codes)))))
     wrong = [httpx.get(f"{s.url}/v1/persons/x", headers=basic("otk_read_nope")),
@@ -226,8 +227,10 @@ def input_probes(s: Served, k: dict) -> None:
         ("/v1/track", b""), ("/v1/track", b"[1]"), ("/v1/track", b'{"type":"identify","userId":"u"}'),
         ("/v1/batch", b'{"batch":5}'))]
     check(area, "empty body, array body, wrong call type, batch not a list -> 400", set(shapes) == {400}, str(shapes))
-    wide = httpx.post(f"{s.url}/v1/track", json=ev(400, properties={f"k{i}": 1 for i in range(10_000)}), headers=w)
-    ok = httpx.post(f"{s.url}/v1/track", json=ev(401, properties={f"k{i}": 1 for i in range(3_000)}), headers=w)
+    wide = httpx.post(f"{s.url}/v1/track", json=ev(400, properties={"product_id": "P1", **{
+        f"k{i}": 1 for i in range(10_000)}}), headers=w)
+    ok = httpx.post(f"{s.url}/v1/track", json=ev(401, properties={"product_id": "P1", **{
+        f"k{i}": 1 for i in range(3_000)}}), headers=w)
     check(area, "10,000 property keys -> 400, 3,000 -> 200", wide.status_code == 400 and ok.status_code == 200,
           f"{wide.status_code}, {ok.status_code}")
     r = basic(k["read"])
@@ -283,8 +286,8 @@ def rate_and_audit_probes(s: Served, k: dict) -> None:
     area = "rate limits and audit"
     slow = create_key(s.data, "read", rate=5)
     codes = [httpx.get(f"{s.url}/v1/stores/S01/receipts", headers=basic(slow)).status_code for _ in range(30)]
-    check(area, "read key at 5/s: 30 back to back -> 10 x 200, then 429 with Retry-After",
-          codes.count(200) == 10 and codes.count(429) == 20, f"{codes.count(200)} x 200, {codes.count(429)} x 429")
+    check(area, "read key at 5/s: 30 back to back -> the burst of 10 (and what refills meanwhile), then 429",
+          codes[:10] == [200] * 10 and codes.count(429) >= 15, f"{codes.count(200)} x 200, {codes.count(429)} x 429")
     with httpx.Client() as client:
         for i in range(500):
             client.get(f"{s.url}/v1/persons/{JANE}")
@@ -394,32 +397,40 @@ def fault_probes(s: Served, k: dict) -> None:
     with open(database, "r+b") as f:
         f.seek(size // 2)
         f.write(b"\0" * (256 << 10))
-    corrupt = Served(copy).start(ready=(200, 503))
-    for _ in range(100):
-        health = httpx.get(f"{corrupt.url}/health")
-        if health.status_code == 503:
-            break
-        time.sleep(0.1)
-    write = httpx.post(f"{corrupt.url}/v1/track", headers=basic(k["write"]), json={
-        "type": "track", "event": "x", "userId": "u", "messageId": "after-corruption"})
-    corrupt.stop()
-    check(area, "corrupt database (256 KB zeroed): /health degraded, writes refused with 503",
-          health.status_code == 503 and write.status_code == 503, f"/health {health.status_code}: "
-          f"{health.json().get('reasons', [''])[0][:50]}; write {write.status_code}", "D19")
-    if os.geteuid() == 0 and shutil.which("setpriv"):
-        ro = Path(tempfile.mkdtemp(prefix="omnithread-ro-"))
-        shutil.copytree(s.data, ro / "data")
-        for p in [ro, *ro.rglob("*")]:
-            os.chown(p, 65534, 65534)
-            p.chmod(0o555 if p.is_dir() else 0o444)
-        res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                              "from omnithread.cli.main import main; main()", "stats", "--data-dir", str(ro / "data")],
-                             capture_output=True, text=True, timeout=120)
+    corrupt = Served(copy)
+    try:
+        corrupt.start(ready=(200, 503))
+    except RuntimeError:  # where the damage lies in what opening reads, it refuses to start, in one line
+        refused = cli("serve", "--port", str(corrupt.port), data=copy)
+        lines = [x for x in refused.stderr.splitlines() if x.strip()]
+        check(area, "corrupt database (256 KB zeroed): the server refuses to start with one clear line",
+              refused.returncode == 2 and len(lines) == 1 and "Corrupt" in lines[0], lines[0][:90] if lines else "",
+              "D19")
+    else:
+        for _ in range(100):
+            health = httpx.get(f"{corrupt.url}/health")
+            if health.status_code == 503:
+                break
+            time.sleep(0.1)
+        write = httpx.post(f"{corrupt.url}/v1/track", headers=basic(k["write"]), json={
+            "type": "track", "event": "x", "userId": "u", "messageId": "after-corruption"})
+        corrupt.stop()
+        check(area, "corrupt database (256 KB zeroed): /health degraded, writes refused with 503",
+              health.status_code == 503 and write.status_code == 503, f"/health {health.status_code}: "
+              f"{health.json().get('reasons', [''])[0][:50]}; write {write.status_code}", "D19")
+    ro = Path(tempfile.mkdtemp(prefix="omnithread-ro-"))
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["sh", "-c", f"mount --bind {s.data} {ro} && mount -o remount,ro,bind {ro}"], capture_output=True).returncode == 0
+    if mounted:  # the data directory on a read-only mount (root ignores file modes)
+        try:
+            res = cli("stats", data=ro)
+        finally:
+            subprocess.run(["umount", str(ro)], capture_output=True)
         lines = [x for x in res.stderr.splitlines() if x.strip()]
         check(area, "read-only data directory: one line of error", res.returncode != 0 and len(lines) == 1 and
               "Traceback" not in res.stderr, lines[0][:90] if lines else res.stderr[:90], "D9")
     else:
-        check(area, "read-only data directory: one line of error", None, "needs root and setpriv", "D9")
+        check(area, "read-only data directory: one line of error", None, "needs root to mount it read-only", "D9")
     check(area, "one lock for everything (an erasure stalls collection)", None,
           "the always-on issue's to fix (D8)", "D8")
     s.start()
