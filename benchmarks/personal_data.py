@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import WORK, events_file  # noqa: E402  (the import benchmark's cached simulated events)
 
 from omnithread.config import Settings  # noqa: E402
-from omnithread.ingest import bulk  # noqa: E402
+from omnithread.ingest import bulk, pipeline  # noqa: E402
 from omnithread.privacy.detect import PersonalData  # noqa: E402
 from omnithread.workspace import Workspace  # noqa: E402
 
@@ -84,14 +84,15 @@ def segment_file(source: Path) -> Path:
 @contextlib.contextmanager
 def rule_off():
     """The baseline: the rule switched off (the fast path's screen never matches; the Python path skips it)."""
-    saved = bulk._SCREEN_SQL, PersonalData.payload, PersonalData.walk
+    saved = bulk._SCREEN_SQL, PersonalData.payload, PersonalData.walk, pipeline._clean_and_shallow
     bulk._SCREEN_SQL = "'a\\bb'"  # matches nothing
-    PersonalData.payload = lambda self, payload, skip=frozenset(): None
-    PersonalData.walk = lambda self, value: value
+    PersonalData.payload = lambda self, payload, problems=None: None
+    PersonalData.walk = lambda self, value, path="", problems=None: value
+    pipeline._clean_and_shallow = lambda raw: (False, False)  # no screen of the text as it arrived either
     try:
         yield
     finally:
-        bulk._SCREEN_SQL, PersonalData.payload, PersonalData.walk = saved
+        bulk._SCREEN_SQL, PersonalData.payload, PersonalData.walk, pipeline._clean_and_shallow = saved
 
 
 def ingest_seconds(path: Path, fast_path: bool) -> tuple[float, int]:
