@@ -107,6 +107,7 @@ def test_resolve_and_person(tmp_path, data_dir):
     assert result.exit_code == 2 and "run `omnithread resolve` first" in result.output
     report = run_json("resolve", "--data-dir", data_dir)
     assert report["persons"] == 1 and report["connection"]["store_revenue_known_online_customer_share"] == 1.0
+    assert report["skipped_rows"] == []
     found = run_json("person", "alice@example.com", "--data-dir", data_dir)
     assert {i["identifier_type"] for i in found["identifiers"]} >= {"account", "email", "store_session"}
     assert "Evidence" in run("person", "alice", "--data-dir", data_dir).stdout
@@ -196,3 +197,23 @@ def test_keys_consent_and_erase_commands(tmp_path, data_dir):
     erased = run_json("erase", "q@example.com", "--mode", "delete", "--data-dir", data_dir)
     assert erased["events_deleted"] == 3  # the two events and the consent event
     assert run_json("stats", "--data-dir", data_dir)["by_channel"] == []
+
+
+def test_resolve_reports_a_bad_value_stored_before_the_door_checked_it(data_dir):
+    """A quantity of 2^31 broke `omnithread resolve` (exit 2); it is left out of the profiles and reported."""
+    import duckdb
+
+    from omnithread.workspace import Workspace
+    from omnithread.config import Settings
+
+    with Workspace(Settings(data_dir=data_dir)):
+        pass  # the data directory and its tables
+    con = duckdb.connect(str(Path(data_dir) / "omnithread.duckdb"))
+    con.execute("""INSERT INTO events (message_id, call, event, user_id, channel, event_at, received_at, loaded_at,
+                   properties) VALUES ('poison-1', 'track', 'Order Completed', 'poison', 'web', now(), now(), now(),
+                   '{"order_id":"o1","products":[{"product_id":"P","quantity":2147483648,"price":1}]}')""")
+    con.close()
+    report = run_json("resolve", "--data-dir", data_dir)
+    assert report["profiles"] == 1 and [(r["message_id"], r["value"]) for r in report["skipped_rows"]] == [
+        ("poison-1", "2147483648")]
+    assert "left out 1 order line" in run("resolve", "--data-dir", data_dir).stdout

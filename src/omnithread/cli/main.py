@@ -256,7 +256,7 @@ def resolve(
 ) -> None:
     """Connect identifiers into persons and rebuild their profiles; report the connection."""
     from omnithread.identity import connection_summary, resolve_identities, update_identities
-    from omnithread.profile import build_profiles
+    from omnithread.profile import build_profiles, skipped_rows
     from omnithread.workspace import Workspace
 
     try:
@@ -269,7 +269,8 @@ def resolve(
                 report = resolve_identities(ws.engine, ws.pseudonymiser)
                 summary = connection_summary(ws.engine)
                 profiles = build_profiles(ws.engine)
-                result = {**report.as_dict(), "connection": summary, "profiles": profiles}
+                result = {**report.as_dict(), "connection": summary, "profiles": profiles,
+                          "skipped_rows": skipped_rows(ws.engine, "profiles")}
     except OmnithreadError as error:
         _fail(error)
     if as_json:
@@ -296,6 +297,11 @@ def _print_resolve(result: dict) -> None:
     share = c["store_revenue_known_online_customer_share"]
     attached = (f"{share:.1%} of store revenue is now attached to a known online customer" if share is not None
                 else "there is no store revenue yet")
+    skipped = result.get("skipped_rows") or []
+    if skipped:
+        shown = ", ".join(f"{r['message_id']} {r['field']}={r['value']}" for r in skipped[:5])
+        console.print(f"Profiles left out {len(skipped):,} order line(s) whose numbers lie outside the schema's "
+                      f"ranges (stored before the door checked them; table skipped_rows): {shown}")
     console.print(f"{c['online_identities']:,} online and {c['store_identities']:,} store identities became "
                   f"{result['persons']:,} persons ({result['persons_with_account']:,} with an online account); "
                   f"{attached}.")
