@@ -38,8 +38,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(data: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, OMNITHREAD_DATA_DIR=str(data))
+def start(data: Path, port: int, env: dict | None = None) -> subprocess.Popen:
+    """``omnithread serve`` over ``data`` on ``port`` (with ``env`` added to the environment), once healthy."""
+    env = dict(os.environ, OMNITHREAD_DATA_DIR=str(data), **(env or {}))
     proc = subprocess.Popen([sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve", "--port",
                              str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):

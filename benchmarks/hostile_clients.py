@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import sqlite3
 import subprocess
@@ -31,26 +30,14 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collector_load import free_port, start as serve  # noqa: E402  (one way to start a server for benchmarks)
+
 GIB = 1 << 30
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(data: Path, port: int, timeout: float) -> subprocess.Popen:
-    env = dict(os.environ, OMNITHREAD_DATA_DIR=str(data), OMNITHREAD_REQUEST_TIMEOUT=str(timeout))
-    proc = subprocess.Popen([sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("the server did not start")
+    return serve(data, port, {"OMNITHREAD_REQUEST_TIMEOUT": str(timeout)})
 
 
 def memory_mb(pid: int, field: str) -> float:
