@@ -5,13 +5,20 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all lint bench clean
 
 demo: $(VENV)/.installed
 	$(BIN)/omnithread demo
 
-test: $(VENV)/.installed-test
+test: lint
 	$(BIN)/python -m pytest
+
+# ruff (lint and format), mypy, and the import contracts between the layers (import-linter)
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-all: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "slow or not slow"

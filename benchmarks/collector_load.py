@@ -41,8 +41,12 @@ def free_port() -> int:
 def start(data: Path, port: int, env: dict | None = None) -> subprocess.Popen:
     """``omnithread serve`` over ``data`` on ``port`` (with ``env`` added to the environment), once healthy."""
     env = dict(os.environ, OMNITHREAD_DATA_DIR=str(data), **(env or {}))
-    proc = subprocess.Popen([sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve", "--port",
-                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(300):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
@@ -53,9 +57,14 @@ def start(data: Path, port: int, env: dict | None = None) -> subprocess.Popen:
 
 
 def event(client: int, n: int, i: int) -> dict:
-    return {"type": "track", "event": "Product Viewed", "anonymousId": f"load-{client}-{n % 500}",
-            "messageId": f"load-{client}-{n}-{i}", "context": {"channel": "web"},
-            "properties": {"product_id": f"P{(n * 7 + i) % 300}", "price": 1.5}}
+    return {
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": f"load-{client}-{n % 500}",
+        "messageId": f"load-{client}-{n}-{i}",
+        "context": {"channel": "web"},
+        "properties": {"product_id": f"P{(n * 7 + i) % 300}", "price": 1.5},
+    }
 
 
 def run(seconds: float, batch: int, clients: int, kill: bool) -> dict:
@@ -113,10 +122,19 @@ def run(seconds: float, batch: int, clients: int, kill: bool) -> dict:
     server["proc"].terminate()
     server["proc"].wait(15)
     ms = np.array(latencies) * 1000
-    return {"seconds": round(elapsed, 1), "batch": batch, "clients": clients, "killed_midway": kill,
-            "events_sent": sent[0], "events_stored": stored, "lost": sent[0] - stored,
-            "duplicates": max(0, stored - sent[0]), "events_per_second": round(sent[0] / elapsed),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+    return {
+        "seconds": round(elapsed, 1),
+        "batch": batch,
+        "clients": clients,
+        "killed_midway": kill,
+        "events_sent": sent[0],
+        "events_stored": stored,
+        "lost": sent[0] - stored,
+        "duplicates": max(0, stored - sent[0]),
+        "events_per_second": round(sent[0] / elapsed),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+    }
 
 
 def main() -> None:
@@ -137,8 +155,10 @@ def main() -> None:
     print(f"{'run':16}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'sent':>10}{'stored':>10}{'lost':>6}{'dupes':>7}")
     for r in runs:
         name = "killed midway" if r["killed_midway"] else "steady"
-        print(f"{name:16}{r['events_per_second']:>10,}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['events_sent']:>10,}"
-              f"{r['events_stored']:>10,}{r['lost']:>6}{r['duplicates']:>7}")
+        print(
+            f"{name:16}{r['events_per_second']:>10,}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['events_sent']:>10,}"
+            f"{r['events_stored']:>10,}{r['lost']:>6}{r['duplicates']:>7}"
+        )
 
 
 if __name__ == "__main__":

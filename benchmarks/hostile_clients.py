@@ -31,7 +31,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collector_load import free_port, start as serve  # noqa: E402  (one way to start a server for benchmarks)
+from collector_load import free_port  # noqa: E402  (one way to start a server for benchmarks)
+from collector_load import start as serve
 
 GIB = 1 << 30
 
@@ -68,9 +69,12 @@ def memory_case(pid: int, url: str, bodies: list[int], declared: bool) -> dict:
         t.start()
     for t in threads:
         t.join()
-    return {"statuses": sorted(set(results)), "seconds": round(time.perf_counter() - started, 2),
-            "peak_rss_growth_mb": round(memory_mb(pid, "VmHWM") - before, 1),
-            "rss_after_mb": round(memory_mb(pid, "VmRSS"), 1)}
+    return {
+        "statuses": sorted(set(results)),
+        "seconds": round(time.perf_counter() - started, 2),
+        "peak_rss_growth_mb": round(memory_mb(pid, "VmHWM") - before, 1),
+        "rss_after_mb": round(memory_mb(pid, "VmRSS"), 1),
+    }
 
 
 def stalled_case(pid: int, port: int, url: str, timeout: float, count: int = 600) -> dict:
@@ -79,7 +83,7 @@ def stalled_case(pid: int, port: int, url: str, timeout: float, count: int = 600
     for i in range(count):
         s = socket.create_connection(("127.0.0.1", port))
         if i % 3 == 0:
-            s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"batch\":[")
+            s.sendall(b'POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{"batch":[')
         elif i % 3 == 1:
             s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         sockets.append(s)
@@ -100,11 +104,17 @@ def stalled_case(pid: int, port: int, url: str, timeout: float, count: int = 600
         except socket.timeout:  # still open
             pass
         s.close()
-    return {"connections": count, "health_max_ms": round(max(latencies) * 1000, 1),
-            "closed_after_deadline": closed, "peak_rss_growth_mb": round(memory_mb(pid, "VmHWM") - before, 1)}
+    return {
+        "connections": count,
+        "health_max_ms": round(max(latencies) * 1000, 1),
+        "closed_after_deadline": closed,
+        "peak_rss_growth_mb": round(memory_mb(pid, "VmHWM") - before, 1),
+    }
 
 
-def audit_case(data: Path, url: str, proc: subprocess.Popen, port: int, timeout: float) -> tuple[dict, subprocess.Popen]:
+def audit_case(
+    data: Path, url: str, proc: subprocess.Popen, port: int, timeout: float
+) -> tuple[dict, subprocess.Popen]:
     def rows() -> int:
         con = sqlite3.connect(f"file:{data / 'keys.sqlite'}?mode=ro", uri=True)
         try:
@@ -115,9 +125,11 @@ def audit_case(data: Path, url: str, proc: subprocess.Popen, port: int, timeout:
     def size() -> int:  # the bytes the audit rows hold
         con = sqlite3.connect(f"file:{data / 'keys.sqlite'}?mode=ro", uri=True)
         try:
-            return con.execute("SELECT coalesce(sum(length(at) + length(coalesce(key_id, '')) + length(action) + "
-                               "length(coalesce(target, '')) + length(outcome) + length(coalesce(detail, ''))), 0) "
-                               "FROM audit_log").fetchall()[0][0]
+            return con.execute(
+                "SELECT coalesce(sum(length(at) + length(coalesce(key_id, '')) + length(action) + "
+                "length(coalesce(target, '')) + length(outcome) + length(coalesce(detail, ''))), 0) "
+                "FROM audit_log"
+            ).fetchall()[0][0]
         finally:
             con.close()
 
@@ -142,8 +154,11 @@ def main() -> None:
     proc = start(data, port, args.timeout)
     result = {"rss_at_rest_mb": round(memory_mb(proc.pid, "VmRSS"), 1), "request_timeout_s": args.timeout}
     try:
-        for name, bodies, declared in (("one_gib_declared", [GIB], True), ("one_gib_chunked", [GIB], False),
-                                       ("four_300mb_at_once", [300 << 20] * 4, True)):
+        for name, bodies, declared in (
+            ("one_gib_declared", [GIB], True),
+            ("one_gib_chunked", [GIB], False),
+            ("four_300mb_at_once", [300 << 20] * 4, True),
+        ):
             result[name] = memory_case(proc.pid, url, bodies, declared)
             proc.terminate()  # a fresh process for each case: its peak is its own
             proc.wait(15)
@@ -159,18 +174,27 @@ def main() -> None:
         return
     print(f"Server at rest: {result['rss_at_rest_mb']:,.0f} MB resident")
     print(f"{'unauthenticated bodies':28}{'answers':>10}{'seconds':>10}{'peak RSS +MB':>14}")
-    for label, key in (("1 GiB, length declared", "one_gib_declared"), ("1 GiB, chunked", "one_gib_chunked"),
-                       ("4 x 300 MB at once", "four_300mb_at_once")):
+    for label, key in (
+        ("1 GiB, length declared", "one_gib_declared"),
+        ("1 GiB, chunked", "one_gib_chunked"),
+        ("4 x 300 MB at once", "four_300mb_at_once"),
+    ):
         row = result[key]
-        print(f"{label:28}{','.join(map(str, row['statuses'])):>10}{row['seconds']:>10.2f}"
-              f"{row['peak_rss_growth_mb']:>14.1f}")
+        print(
+            f"{label:28}{','.join(map(str, row['statuses'])):>10}{row['seconds']:>10.2f}"
+            f"{row['peak_rss_growth_mb']:>14.1f}"
+        )
     s = result["stalled"]
-    print(f"{s['connections']} stalled connections: /health answered in at most {s['health_max_ms']:.0f} ms beside "
-          f"them; {s['closed_after_deadline']} closed by the server after the {args.timeout:g} s deadline; "
-          f"peak RSS +{s['peak_rss_growth_mb']:.1f} MB")
+    print(
+        f"{s['connections']} stalled connections: /health answered in at most {s['health_max_ms']:.0f} ms beside "
+        f"them; {s['closed_after_deadline']} closed by the server after the {args.timeout:g} s deadline; "
+        f"peak RSS +{s['peak_rss_growth_mb']:.1f} MB"
+    )
     a = result["audit_flood"]
-    print(f"{a['requests']:,} unauthenticated reads naming an email: {a['audit_rows_added']:,} audit rows "
-          f"({a['bytes_added']:,} bytes of entries) added")
+    print(
+        f"{a['requests']:,} unauthenticated reads naming an email: {a['audit_rows_added']:,} audit rows "
+        f"({a['bytes_added']:,} bytes of entries) added"
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,18 @@ import pyarrow as pa
 from omnithread.identity.linkage import Comparison, Training, block_on, swapped
 from omnithread.identity.matching import MatchModel, cluster_pairs, match_tables, one_to_one
 
-COLUMNS = ("given_name", "surname", "street_number", "address_1", "address_2", "suburb", "postcode", "state",
-           "date_of_birth", "soc_sec_id")
+COLUMNS = (
+    "given_name",
+    "surname",
+    "street_number",
+    "address_1",
+    "address_2",
+    "suburb",
+    "postcode",
+    "state",
+    "date_of_birth",
+    "soc_sec_id",
+)
 
 
 def load(name: str):
@@ -44,9 +54,20 @@ def load(name: str):
     tables = []
     for frame in frames:
         frame = frame.reset_index()
-        tables.append(pa.table({"rec_id": frame["rec_id"].astype(str).tolist(),
-                                **{c: [None if v is None or str(v).strip() in ("", "nan") else str(v).strip()
-                                       for v in frame[c].tolist()] for c in COLUMNS}}))
+        tables.append(
+            pa.table(
+                {
+                    "rec_id": frame["rec_id"].astype(str).tolist(),
+                    **{
+                        c: [
+                            None if v is None or str(v).strip() in ("", "nan") else str(v).strip()
+                            for v in frame[c].tolist()
+                        ]
+                        for c in COLUMNS
+                    },
+                }
+            )
+        )
     truth = {tuple(sorted(pair)) for pair in links.tolist()}
     return tables, truth, link_type
 
@@ -61,16 +82,28 @@ def score(found: set, truth: set) -> dict:
 
 def omnithread_model(link_type: str) -> MatchModel:
     return MatchModel(
-        unique_id="rec_id", link_type=link_type,
+        unique_id="rec_id",
+        link_type=link_type,
         comparisons=[
-            Comparison("given_name", "name"), Comparison("surname", "name"),
-            Comparison("date_of_birth", "edits", (1, 2)), Comparison("soc_sec_id", "edits", (1, 2)),
-            Comparison("street_number"), Comparison("postcode", "edits", (1, 2)),
-            Comparison("address_1", "name"), Comparison("suburb", "name"), Comparison("state"),
+            Comparison("given_name", "name"),
+            Comparison("surname", "name"),
+            Comparison("date_of_birth", "edits", (1, 2)),
+            Comparison("soc_sec_id", "edits", (1, 2)),
+            Comparison("street_number"),
+            Comparison("postcode", "edits", (1, 2)),
+            Comparison("address_1", "name"),
+            Comparison("suburb", "name"),
+            Comparison("state"),
         ],
-        blocking=[block_on("given_name", "surname"), swapped("given_name", "surname"), block_on("date_of_birth"),
-                  block_on("soc_sec_id"), block_on("postcode"), block_on("street_number", "address_1"),
-                  block_on("state", "address_1")],
+        blocking=[
+            block_on("given_name", "surname"),
+            swapped("given_name", "surname"),
+            block_on("date_of_birth"),
+            block_on("soc_sec_id"),
+            block_on("postcode"),
+            block_on("street_number", "address_1"),
+            block_on("state", "address_1"),
+        ],
         training=[Training(("date_of_birth",)), Training(("postcode",))],
     )
 
@@ -95,16 +128,25 @@ def run_splink(tables, link_type):
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
     started = time.perf_counter()
-    blocking = [block_on("given_name", "surname"), "l.given_name = r.surname and l.surname = r.given_name",
-                block_on("date_of_birth"), block_on("soc_sec_id"), block_on("state", "address_1"),
-                block_on("street_number", "address_1"), block_on("postcode")]
+    blocking = [
+        block_on("given_name", "surname"),
+        "l.given_name = r.surname and l.surname = r.given_name",
+        block_on("date_of_birth"),
+        block_on("soc_sec_id"),
+        block_on("state", "address_1"),
+        block_on("street_number", "address_1"),
+        block_on("postcode"),
+    ]
     settings = SettingsCreator(
-        unique_id_column_name="rec_id", link_type=link_type, blocking_rules_to_generate_predictions=blocking,
+        unique_id_column_name="rec_id",
+        link_type=link_type,
+        blocking_rules_to_generate_predictions=blocking,
         comparisons=[
             cl.NameComparison("given_name").configure(term_frequency_adjustments=True),
             cl.NameComparison("surname").configure(term_frequency_adjustments=True),
-            cl.DateOfBirthComparison("date_of_birth", input_is_string=True, datetime_format="%Y%m%d",
-                                     invalid_dates_as_null=True),
+            cl.DateOfBirthComparison(
+                "date_of_birth", input_is_string=True, datetime_format="%Y%m%d", invalid_dates_as_null=True
+            ),
             cl.DamerauLevenshteinAtThresholds("soc_sec_id", [1, 2]),
             cl.ExactMatch("street_number").configure(term_frequency_adjustments=True),
             cl.DamerauLevenshteinAtThresholds("postcode", [1, 2]).configure(term_frequency_adjustments=True),
@@ -114,12 +156,15 @@ def run_splink(tables, link_type):
     data = [db.register(t) for t in tables]
     linker = Linker(data if len(data) > 1 else data[0], settings, log_level="WARNING")
     linker.training.estimate_probability_two_random_records_match(
-        [block_on("soc_sec_id"), block_on("given_name", "surname", "date_of_birth")], recall=0.8)
+        [block_on("soc_sec_id"), block_on("given_name", "surname", "date_of_birth")], recall=0.8
+    )
     linker.training.estimate_u_using_random_sampling(max_pairs=1e6)
     linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("date_of_birth"), estimate_without_term_frequencies=True)
+        block_on("date_of_birth"), estimate_without_term_frequencies=True
+    )
     linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("postcode"), estimate_without_term_frequencies=True)
+        block_on("postcode"), estimate_without_term_frequencies=True
+    )
     rows = linker.inference.predict(threshold_match_probability=0.9).as_record_list()
     found = {tuple(sorted((r["rec_id_l"], r["rec_id_r"]))) for r in rows}
     return found, len(rows), time.perf_counter() - started
@@ -136,8 +181,17 @@ def run_recordlinkage(tables, link_type):
         indexer.block(key)
     candidates = indexer.index(*frames)
     compare = recordlinkage.Compare()
-    for column in ("given_name", "surname", "date_of_birth", "suburb", "state", "address_1", "soc_sec_id",
-                   "street_number", "postcode"):
+    for column in (
+        "given_name",
+        "surname",
+        "date_of_birth",
+        "suburb",
+        "state",
+        "address_1",
+        "soc_sec_id",
+        "street_number",
+        "postcode",
+    ):
         compare.exact(column, column, label=column)
     features = compare.compute(candidates, *frames)
     matches = recordlinkage.ECMClassifier(binarize=None).fit_predict(features)
@@ -154,8 +208,11 @@ def main() -> None:
     for name in args.sets:
         tables, truth, link_type = load(name)
         results[name] = {}
-        for tool, runner in (("omnithread", run_omnithread), ("splink", run_splink),
-                             ("recordlinkage", run_recordlinkage)):
+        for tool, runner in (
+            ("omnithread", run_omnithread),
+            ("splink", run_splink),
+            ("recordlinkage", run_recordlinkage),
+        ):
             found, candidates, seconds = runner(tables, link_type)
             results[name][tool] = {**score(found, truth), "pairs": candidates, "seconds": round(seconds, 2)}
     if args.json:
@@ -165,8 +222,10 @@ def main() -> None:
     print(f"{'data':8}{'tool':15}{'precision':>10}{'recall':>8}{'F1':>8}{'pairs':>10}{'seconds':>9}")
     for name, tools in results.items():
         for tool, r in tools.items():
-            print(f"{name:8}{tool:15}{r['precision']:>10.4f}{r['recall']:>8.4f}{r['f1']:>8.4f}"
-                  f"{r['pairs']:>10,}{r['seconds']:>9.2f}")
+            print(
+                f"{name:8}{tool:15}{r['precision']:>10.4f}{r['recall']:>8.4f}{r['f1']:>8.4f}"
+                f"{r['pairs']:>10,}{r['seconds']:>9.2f}"
+            )
     print("pairs: predicted pairs above the threshold for omnithread and Splink, candidate pairs for recordlinkage")
 
 

@@ -45,8 +45,9 @@ def build(data_dir: Path, people: int, days: int, shard: int, scratch: Path) -> 
             size = min(shard, people - start)
             world = scratch / f"world{index}"
             started = time.perf_counter()
-            manifest = simulate(WorldConfig(people=size, days=days, products=2_000, seed=7 + index,
-                                                  first_person=start), world)
+            manifest = simulate(
+                WorldConfig(people=size, days=days, products=2_000, seed=7 + index, first_person=start), world
+            )
             simulated += time.perf_counter() - started
             started = time.perf_counter()
             events += ws.ingestor().ingest_paths(manifest["sources"]).accepted
@@ -64,8 +65,11 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--shard", type=int, default=100_000)
     parser.add_argument("--keep", type=Path, help="data directory to build the log in (or reuse) and keep")
-    parser.add_argument("--memory-limit", help="cap the engine's memory for the resolve (e.g. 6GB; default: "
-                        "OMNITHREAD_MEMORY_LIMIT, else the engine's own)")
+    parser.add_argument(
+        "--memory-limit",
+        help="cap the engine's memory for the resolve (e.g. 6GB; default: "
+        "OMNITHREAD_MEMORY_LIMIT, else the engine's own)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -77,12 +81,19 @@ def main() -> None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             timings = []
             for n in range(2):  # the first update after a full resolve also builds the lookup indexes
-                event = {"type": "track", "event": "Order Completed",
-                         "messageId": f"scale-incremental-{time.time_ns()}", "anonymousId": f"till:S01:SCALE{n}",
-                         "timestamp": "2026-10-01T10:00:00Z",
-                         "context": {"channel": "store", "store_id": "S01"},
-                         "properties": {"order_id": f"SCALE{n}", "products": [{"product_id": "P00001"}],
-                                        "payment_token": "tok_scale_benchmark"}}
+                event = {
+                    "type": "track",
+                    "event": "Order Completed",
+                    "messageId": f"scale-incremental-{time.time_ns()}",
+                    "anonymousId": f"till:S01:SCALE{n}",
+                    "timestamp": "2026-10-01T10:00:00Z",
+                    "context": {"channel": "store", "store_id": "S01"},
+                    "properties": {
+                        "order_id": f"SCALE{n}",
+                        "products": [{"product_id": "P00001"}],
+                        "payment_token": "tok_scale_benchmark",
+                    },
+                }
                 path = Path(scratch) / f"one{n}.jsonl"
                 path.write_bytes(orjson.dumps(event) + b"\n")
                 ws.ingestor().ingest_paths([path])
@@ -91,9 +102,15 @@ def main() -> None:
                 timings.append(time.perf_counter() - started)
             memory_limit = ws.engine.scalar("SELECT current_setting('memory_limit')")
     result = {
-        "people": args.people, "events": facts["events"], "identifiers": sum(report.identifiers.values()),
-        "persons": report.persons, "links": report.links_kept, "probabilistic_links": report.probabilistic_links,
-        "simulate_s": facts["simulate_s"], "import_s": facts["import_s"], "resolve_s": round(report.seconds, 1),
+        "people": args.people,
+        "events": facts["events"],
+        "identifiers": sum(report.identifiers.values()),
+        "persons": report.persons,
+        "links": report.links_kept,
+        "probabilistic_links": report.probabilistic_links,
+        "simulate_s": facts["simulate_s"],
+        "import_s": facts["import_s"],
+        "resolve_s": round(report.seconds, 1),
         "resolve_phases_s": {name: round(value, 1) for name, value in report.phases.items()},
         "peak_memory_gb": round(max(before, peak) / 1024 / 1024, 2),
         "engine_memory_limit": memory_limit,

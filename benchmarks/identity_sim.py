@@ -28,8 +28,12 @@ def measure(config: WorldConfig) -> dict:
             ws.ingestor().ingest_paths(manifest["sources"])
             report = resolve_identities(ws.engine, ws.pseudonymiser)
             result = evaluate_against_truth(ws.engine, ws.pseudonymiser, Path(scratch) / "world" / "truth")
-    return {**result, "resolve_seconds": round(report.seconds, 2), "links_dropped": sum(report.links_dropped.values()),
-            "blocked_identifiers": report.blocked_identifiers}
+    return {
+        **result,
+        "resolve_seconds": round(report.seconds, 2),
+        "links_dropped": sum(report.links_dropped.values()),
+        "blocked_identifiers": report.blocked_identifiers,
+    }
 
 
 def main() -> None:
@@ -47,12 +51,16 @@ def main() -> None:
         sys.stdout.write("\n")
         return
     print(f"Identity resolution on the simulated retailer ({args.people:,} people, {args.days} days)")
-    print(f"{'noise':8}{'pair P':>8}{'pair R':>8}{'pair F1':>8}{'clus P':>8}{'clus R':>8}{'clus F1':>8}"
-          f"{'over':>8}{'under':>8}{'seconds':>9}")
+    print(
+        f"{'noise':8}{'pair P':>8}{'pair R':>8}{'pair F1':>8}{'clus P':>8}{'clus R':>8}{'clus F1':>8}"
+        f"{'over':>8}{'under':>8}{'seconds':>9}"
+    )
     for name, r in results.items():
-        print(f"{name:8}{r['pairwise']['precision']:>8.3f}{r['pairwise']['recall']:>8.3f}{r['pairwise']['f1']:>8.3f}"
-              f"{r['cluster']['precision']:>8.3f}{r['cluster']['recall']:>8.3f}{r['cluster']['f1']:>8.3f}"
-              f"{r['over_merge_rate']:>8.3f}{r['under_merge_rate']:>8.3f}{r['resolve_seconds']:>9.2f}")
+        print(
+            f"{name:8}{r['pairwise']['precision']:>8.3f}{r['pairwise']['recall']:>8.3f}{r['pairwise']['f1']:>8.3f}"
+            f"{r['cluster']['precision']:>8.3f}{r['cluster']['recall']:>8.3f}{r['cluster']['f1']:>8.3f}"
+            f"{r['over_merge_rate']:>8.3f}{r['under_merge_rate']:>8.3f}{r['resolve_seconds']:>9.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,8 +56,9 @@ def events_file(count: int) -> Path:
 def duckdb_read(path: Path) -> float:
     con = duckdb.connect()
     started = time.perf_counter()
-    con.execute(f"CREATE TABLE t AS SELECT * FROM read_json('{path}', format='newline_delimited', "
-                f"ignore_errors=true)").fetchall()
+    con.execute(
+        f"CREATE TABLE t AS SELECT * FROM read_json('{path}', format='newline_delimited', ignore_errors=true)"
+    ).fetchall()
     seconds = time.perf_counter() - started
     con.close()
     return seconds
@@ -115,11 +116,17 @@ def main() -> None:
     ours = statistics.median(seconds for seconds, _ in runs)
     report = runs[0][1]
     result = {
-        "events": args.events, "file_mb": round(size_mb, 1), "repeat": args.repeat,
-        "duckdb_read_json_s": round(read, 3), "omnithread_ingest_s": round(ours, 3),
-        "omnithread_events_per_s": round(args.events / ours), "duckdb_events_per_s": round(args.events / read),
+        "events": args.events,
+        "file_mb": round(size_mb, 1),
+        "repeat": args.repeat,
+        "duckdb_read_json_s": round(read, 3),
+        "omnithread_ingest_s": round(ours, 3),
+        "omnithread_events_per_s": round(args.events / ours),
+        "duckdb_events_per_s": round(args.events / read),
         "ratio_to_duckdb_read": round(ours / read, 2),
-        "accepted": report["accepted"], "duplicates": report["duplicates"], "rejected": report["rejected"],
+        "accepted": report["accepted"],
+        "duplicates": report["duplicates"],
+        "rejected": report["rejected"],
         "goal": {"events_per_s": 100_000, "ratio_to_duckdb_read": 3.0},
     }
     if args.python_path:
@@ -138,14 +145,17 @@ def main() -> None:
     print(f"{'DuckDB read_json into a table':34}{read:>10.2f}{args.events / read:>12,.0f}")
     print(f"{'omnithread ingest':34}{ours:>10.2f}{args.events / ours:>12,.0f}")
     if args.python_path:
-        print(f"{'omnithread, Python path only':34}{result['python_path_s']:>10.2f}"
-              f"{result['python_path_events_per_s']:>12,}")
-    print(f"ratio omnithread / DuckDB read: {ours / read:.2f} (goal at most 3.0); "
-          f"events/s goal at least 100,000")
+        print(
+            f"{'omnithread, Python path only':34}{result['python_path_s']:>10.2f}"
+            f"{result['python_path_events_per_s']:>12,}"
+        )
+    print(f"ratio omnithread / DuckDB read: {ours / read:.2f} (goal at most 3.0); events/s goal at least 100,000")
     print(f"accepted {report['accepted']:,}, duplicates {report['duplicates']:,}, rejected {report['rejected']:,}")
     if args.memory:
-        print(f"peak memory: {result['peak_mb_quarter_file']:,.0f} MB for {args.events // 4:,} events, "
-              f"{result['peak_mb_whole_file']:,.0f} MB for {args.events:,}")
+        print(
+            f"peak memory: {result['peak_mb_quarter_file']:,.0f} MB for {args.events // 4:,} events, "
+            f"{result['peak_mb_whole_file']:,.0f} MB for {args.events:,}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import WORK, events_file  # noqa: E402  (the import benchmark's cached simulated events)
-
 from omnithread.config import Settings  # noqa: E402
 from omnithread.ingest import bulk, pipeline  # noqa: E402
 from omnithread.privacy.detect import PersonalData  # noqa: E402
@@ -66,14 +65,27 @@ def segment_file(source: Path) -> Path:
                 out.write(line)
                 continue
             if isinstance(event, dict) and isinstance(event.get("context"), dict):
-                path = (event.get("properties") or {}).get("path", "/") if isinstance(event.get("properties"),
-                                                                                      dict) else "/"
-                event["context"].update({
-                    "ip": f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
-                    "userAgent": rng.choice(_AGENTS), "locale": "en-GB", "timezone": "Europe/London",
-                    "library": {**event["context"].get("library", {}), "version": "4.1.0"},
-                    "page": {"path": path, "referrer": "https://www.search.example/", "search": "?utm_source=mail",
-                             "title": "Shop", "url": f"https://shop.example{path}?utm_source=mail"}})
+                path = (
+                    (event.get("properties") or {}).get("path", "/")
+                    if isinstance(event.get("properties"), dict)
+                    else "/"
+                )
+                event["context"].update(
+                    {
+                        "ip": f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
+                        "userAgent": rng.choice(_AGENTS),
+                        "locale": "en-GB",
+                        "timezone": "Europe/London",
+                        "library": {**event["context"].get("library", {}), "version": "4.1.0"},
+                        "page": {
+                            "path": path,
+                            "referrer": "https://www.search.example/",
+                            "search": "?utm_source=mail",
+                            "title": "Shop",
+                            "url": f"https://shop.example{path}?utm_source=mail",
+                        },
+                    }
+                )
                 if number % 50 == 0:
                     odd = rng.choice(_ODD)(number)
                     (event["context"] if "page" in odd else event.setdefault("properties", {})).update(odd)
@@ -143,18 +155,23 @@ def main() -> None:
     result = {"events": args.events, "python_events": args.python_events, "repeat": args.repeat, "runs": {}}
     for name, path in corpora.items():
         result["runs"][f"{name}, fast path"] = measure(path, args.events, True, args.repeat)
-        result["runs"][f"{name}, Python path"] = measure(head(path, args.python_events), args.python_events, False,
-                                                          args.repeat)
+        result["runs"][f"{name}, Python path"] = measure(
+            head(path, args.python_events), args.python_events, False, args.repeat
+        )
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
         return
-    print(f"Import with the personal-data rule off (baseline) and on, median of {args.repeat} "
-          f"({args.events:,} events on the fast path, {args.python_events:,} on the Python path)")
+    print(
+        f"Import with the personal-data rule off (baseline) and on, median of {args.repeat} "
+        f"({args.events:,} events on the fast path, {args.python_events:,} on the Python path)"
+    )
     print(f"{'corpus, path':30}{'off ev/s':>12}{'on ev/s':>12}{'on/off time':>13}")
     for label, row in result["runs"].items():
-        print(f"{label:30}{row['off']['events_per_s']:>12,}{row['on']['events_per_s']:>12,}"
-              f"{row['ratio_on_to_off']:>13.2f}")
+        print(
+            f"{label:30}{row['off']['events_per_s']:>12,}{row['on']['events_per_s']:>12,}"
+            f"{row['ratio_on_to_off']:>13.2f}"
+        )
 
 
 if __name__ == "__main__":

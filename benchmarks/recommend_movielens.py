@@ -125,10 +125,13 @@ def run_protocol(name: str, split, times_matrix) -> dict:
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.nearest_neighbours import CosineRecommender
 
-    baselines = [ReferenceEASE().fit(split.train),
-                 ImplicitModel("implicit ALS (32 factors)", AlternatingLeastSquares(factors=32, random_state=0))
-                 .fit(split.train),
-                 ImplicitModel("implicit item-kNN (cosine, 100)", CosineRecommender(K=100)).fit(split.train)]
+    baselines = [
+        ReferenceEASE().fit(split.train),
+        ImplicitModel("implicit ALS (32 factors)", AlternatingLeastSquares(factors=32, random_state=0)).fit(
+            split.train
+        ),
+        ImplicitModel("implicit item-kNN (cosine, 100)", CosineRecommender(K=100)).fit(split.train),
+    ]
     t = time.perf_counter()
     chosen = choose(split.train, times_matrix, seed=0)
     select_seconds = time.perf_counter() - t
@@ -137,9 +140,14 @@ def run_protocol(name: str, split, times_matrix) -> dict:
     rows = []
     for m in baselines + list(ours.values()):
         result = evaluate_model(m, split)
-        row = {"model": m.name, "ndcg@10": result["ndcg@10"], "recall@20": result["recall@20"],
-               "map@10": result["map@10"], "coverage@10": result["coverage@10"],
-               "fit_seconds": round(m.fit_seconds, 2)}
+        row = {
+            "model": m.name,
+            "ndcg@10": result["ndcg@10"],
+            "recall@20": result["recall@20"],
+            "map@10": result["map@10"],
+            "coverage@10": result["coverage@10"],
+            "fit_seconds": round(m.fit_seconds, 2),
+        }
         if isinstance(m, Ours):
             fam = m.name.split()[-1]
             row["params"] = {k: v for k, v in m.model.describe().items() if k != "model"}
@@ -148,10 +156,14 @@ def run_protocol(name: str, split, times_matrix) -> dict:
         rows.append(row)
     best_baseline = max((r for r in rows[:3]), key=lambda r: r["ndcg@10"])
     ours_best = next(r for r in rows if r["model"] == f"omnithread {best_family}")
-    return {"protocol": name, "rows": rows, "best_baseline": best_baseline["model"],
-            "omnithread_best": ours_best["model"],
-            "gain_over_best_baseline": round(ours_best["ndcg@10"] / best_baseline["ndcg@10"] - 1, 4),
-            "selection_seconds": round(select_seconds, 1)}
+    return {
+        "protocol": name,
+        "rows": rows,
+        "best_baseline": best_baseline["model"],
+        "omnithread_best": ours_best["model"],
+        "gain_over_best_baseline": round(ours_best["ndcg@10"] / best_baseline["ndcg@10"] - 1, 4),
+        "selection_seconds": round(select_seconds, 1),
+    }
 
 
 def main() -> None:
@@ -160,24 +172,32 @@ def main() -> None:
     args = parser.parse_args()
     users, items, stamps, shape = load()
     times = sp.csr_matrix((stamps.astype(np.float64), (users, items)), shape=shape)
-    results = [run_protocol("temporal", temporal_split(users, items, stamps, shape), times),
-               run_protocol("random", random_split(users, items, shape, seed=0), None)]
+    results = [
+        run_protocol("temporal", temporal_split(users, items, stamps, shape), times),
+        run_protocol("random", random_split(users, items, shape, seed=0), None),
+    ]
     if args.json:
         json.dump({"data": "MovieLens 100K", "protocols": results}, sys.stdout)
         sys.stdout.write("\n")
         return
     for res in results:
         print(f"\nMovieLens 100K, {res['protocol']} protocol (20% of each user held out)")
-        print(f"{'model':34}{'NDCG@10':>9}{'Rec@20':>9}{'MAP@10':>9}{'cov@10':>9}{'fit s':>8}{'p50 ms':>8}"
-              f"{'p99 ms':>8}  chosen by validation")
+        print(
+            f"{'model':34}{'NDCG@10':>9}{'Rec@20':>9}{'MAP@10':>9}{'cov@10':>9}{'fit s':>8}{'p50 ms':>8}"
+            f"{'p99 ms':>8}  chosen by validation"
+        )
         for r in res["rows"]:
             chosen = " ".join(f"{k}={v}" for k, v in r.get("params", {}).items())
             if "validation_ndcg@10" in r:
                 chosen += f" (val NDCG@10 {r['validation_ndcg@10']})"
-            print(f"{r['model']:34}{r['ndcg@10']:>9.4f}{r['recall@20']:>9.4f}{r['map@10']:>9.4f}"
-                  f"{r['coverage@10']:>9.3f}{r['fit_seconds']:>8.2f}{r['p50_ms']:>8.3f}{r['p99_ms']:>8.3f}  {chosen}")
-        print(f"omnithread best by validation: {res['omnithread_best']}; best baseline: {res['best_baseline']}; "
-              f"NDCG@10 gain {res['gain_over_best_baseline']:+.1%} (selection took {res['selection_seconds']} s)")
+            print(
+                f"{r['model']:34}{r['ndcg@10']:>9.4f}{r['recall@20']:>9.4f}{r['map@10']:>9.4f}"
+                f"{r['coverage@10']:>9.3f}{r['fit_seconds']:>8.2f}{r['p50_ms']:>8.3f}{r['p99_ms']:>8.3f}  {chosen}"
+            )
+        print(
+            f"omnithread best by validation: {res['omnithread_best']}; best baseline: {res['best_baseline']}; "
+            f"NDCG@10 gain {res['gain_over_best_baseline']:+.1%} (selection took {res['selection_seconds']} s)"
+        )
 
 
 if __name__ == "__main__":

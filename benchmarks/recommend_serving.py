@@ -40,8 +40,12 @@ def _latencies(call, persons: list[str]) -> dict:
         call(person)
         took.append((time.perf_counter() - started) * 1000)
     took = np.array(took)
-    return {"requests": len(took), "p50_ms": round(float(np.percentile(took, 50)), 2),
-            "p99_ms": round(float(np.percentile(took, 99)), 2), "mean_ms": round(float(took.mean()), 2)}
+    return {
+        "requests": len(took),
+        "p50_ms": round(float(np.percentile(took, 50)), 2),
+        "p99_ms": round(float(np.percentile(took, 99)), 2),
+        "mean_ms": round(float(took.mean()), 2),
+    }
 
 
 def measure(people: int, requests: int, seed: int = 7) -> dict:
@@ -57,11 +61,18 @@ def measure(people: int, requests: int, seed: int = 7) -> dict:
             build_profiles(ws.engine)
             service = Recommendations.train(ws.engine, ws.pseudonymiser, Path(scratch) / "models")
             events = ws.engine.scalar("SELECT count(*) FROM events")
-            store = ws.engine.scalar("SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
-                                     "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")
-            with_history = [r["person_id"] for r in ws.engine.rows(
-                "SELECT person_id FROM profiles WHERE orders > 0 AND coalesce(consent_personalisation, true) "
-                "ORDER BY hash(person_id) LIMIT ?", [requests])]
+            store = ws.engine.scalar(
+                "SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
+                "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+            )
+            with_history = [
+                r["person_id"]
+                for r in ws.engine.rows(
+                    "SELECT person_id FROM profiles WHERE orders > 0 AND coalesce(consent_personalisation, true) "
+                    "ORDER BY hash(person_id) LIMIT ?",
+                    [requests],
+                )
+            ]
             service.recommend(with_history[0], "for_you")  # store-wide facts read once, as a running service would
             service.recommend(with_history[0], "in_store", store=store)
             for_you = _latencies(lambda p: service.recommend(p, "for_you", n=10), with_history)
@@ -70,11 +81,20 @@ def measure(people: int, requests: int, seed: int = 7) -> dict:
             everyone = sum(1 for _ in service.recommend_all("for_you", n=10))
             batch_seconds = time.perf_counter() - started
     per_person_ms = batch_seconds * 1000 / everyone
-    return {"people": people, "events": events, "persons": everyone, "store": store, "for_you": for_you,
-            "in_store": in_store,
-            "batch": {"seconds": round(batch_seconds, 2), "persons_per_second": round(everyone / batch_seconds, 1),
-                      "ms_per_person": round(per_person_ms, 3)},
-            "batch_cheaper_than_a_request": round(for_you["mean_ms"] / per_person_ms, 1)}
+    return {
+        "people": people,
+        "events": events,
+        "persons": everyone,
+        "store": store,
+        "for_you": for_you,
+        "in_store": in_store,
+        "batch": {
+            "seconds": round(batch_seconds, 2),
+            "persons_per_second": round(everyone / batch_seconds, 1),
+            "ms_per_person": round(per_person_ms, 3),
+        },
+        "batch_cheaper_than_a_request": round(for_you["mean_ms"] / per_person_ms, 1),
+    }
 
 
 def main() -> None:
@@ -88,16 +108,19 @@ def main() -> None:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
         return
-    print(f"Serving on the simulated retailer: {args.people:,} people, {result['events']:,} events, "
-          f"{result['persons']:,} persons resolved")
+    print(
+        f"Serving on the simulated retailer: {args.people:,} people, {result['events']:,} events, "
+        f"{result['persons']:,} persons resolved"
+    )
     print(f"{'what':36} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-    for name, key in (("for_you, one request", "for_you"), (f"in_store at {result['store']}, one request",
-                                                              "in_store")):
+    for name, key in (("for_you, one request", "for_you"), (f"in_store at {result['store']}, one request", "in_store")):
         r = result[key]
         print(f"{name:36} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['mean_ms']:>8}")
     b = result["batch"]
-    print(f"{'for_you for everyone, together':36} {'':>8} {'':>8} {b['ms_per_person']:>8}  "
-          f"({result['persons']:,} persons in {b['seconds']} s, {b['persons_per_second']:,} persons/s)")
+    print(
+        f"{'for_you for everyone, together':36} {'':>8} {'':>8} {b['ms_per_person']:>8}  "
+        f"({result['persons']:,} persons in {b['seconds']} s, {b['persons_per_second']:,} persons/s)"
+    )
     print(f"A person costs {result['batch_cheaper_than_a_request']}x less in the batch than in a request.")
 
 

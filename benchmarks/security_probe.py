@@ -47,9 +47,13 @@ def basic(key: str) -> dict:
 
 
 def cli(*args: str, data: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from omnithread.cli.main import main; main()", *args,
-                           "--data-dir", str(data)], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        [sys.executable, "-c", "from omnithread.cli.main import main; main()", *args, "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 class Served:
@@ -62,9 +66,12 @@ class Served:
 
     def start(self, ready=(200,)) -> "Served":
         env = dict(os.environ, OMNITHREAD_DATA_DIR=str(self.data), OMNITHREAD_REQUEST_TIMEOUT=str(self.timeout))
-        self.proc = subprocess.Popen([sys.executable, "-c", "from omnithread.cli.main import main; main()", "serve",
-                                      "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from omnithread.cli.main import main; main()", "serve", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(600):
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code in ready:
@@ -98,61 +105,124 @@ def audit_rows(data: Path) -> list[tuple]:
 # -- the probes ------------------------------------------------------------------------------------------------
 def auth_probes(s: Served, k: dict) -> None:
     area = "keys and roles"
-    no_key = [httpx.get(f"{s.url}/v1/persons/x"), httpx.post(f"{s.url}/v1/track", json={}),
-              httpx.get(f"{s.url}/dashboard"), httpx.get(f"{s.url}/v1/admin/audit"),
-              httpx.post(f"{s.url}/v1/admin/erasure", json={"person": "x"})]
-    check(area, "no key: person, track, dashboard, audit, erasure -> 401", all(
-        r.status_code == 401 for r in no_key) and "WWW-Authenticate" in no_key[0].headers,
-        ", ".join(str(r.status_code) for r in no_key))
+    no_key = [
+        httpx.get(f"{s.url}/v1/persons/x"),
+        httpx.post(f"{s.url}/v1/track", json={}),
+        httpx.get(f"{s.url}/dashboard"),
+        httpx.get(f"{s.url}/v1/admin/audit"),
+        httpx.post(f"{s.url}/v1/admin/erasure", json={"person": "x"}),
+    ]
+    check(
+        area,
+        "no key: person, track, dashboard, audit, erasure -> 401",
+        all(r.status_code == 401 for r in no_key) and "WWW-Authenticate" in no_key[0].headers,
+        ", ".join(str(r.status_code) for r in no_key),
+    )
     public = [httpx.get(f"{s.url}{p}") for p in ("/health", "/openapi.json", "/docs")]
-    check(area, "/health, /openapi.json, /docs public; /docs loads nothing from another site",
-          all(r.status_code == 200 for r in public) and "cdn." not in public[2].text, "200 x3, no CDN", "D18")
-    junk = ["Basic !!!", "Basic", "Basic ", "Basic " + base64.b64encode(b"\xff\xfe:").decode(), "Basic Og==",
-            "Digest x", "Basic " + "A" * 8000, "Bearer " + "x" * 70000]
+    check(
+        area,
+        "/health, /openapi.json, /docs public; /docs loads nothing from another site",
+        all(r.status_code == 200 for r in public) and "cdn." not in public[2].text,
+        "200 x3, no CDN",
+        "D18",
+    )
+    junk = [
+        "Basic !!!",
+        "Basic",
+        "Basic ",
+        "Basic " + base64.b64encode(b"\xff\xfe:").decode(),
+        "Basic Og==",
+        "Digest x",
+        "Basic " + "A" * 8000,
+        "Bearer " + "x" * 70000,
+    ]
     codes = []
     for header in junk:  # sent raw: an HTTP client refuses some of these itself
         with socket.create_connection(("127.0.0.1", s.port)) as raw:
-            raw.sendall(f"GET /v1/persons/x HTTP/1.1\r\nHost: x\r\nAuthorization: {header}\r\n"
-                        "Connection: close\r\n\r\n".encode())
+            raw.sendall(
+                f"GET /v1/persons/x HTTP/1.1\r\nHost: x\r\nAuthorization: {header}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
             answer = raw.recv(64)
         codes.append(int(answer.split()[1]) if answer.startswith(b"HTTP/1.1") else 0)
-    check(area, "malformed Basic credentials -> 401, never 500", all(c in (401, 431, 400) for c in codes),
-          ",".join(map(str, sorted(set(codes)))))
-    wrong = [httpx.get(f"{s.url}/v1/persons/x", headers=basic("otk_read_nope")),
-             httpx.get(f"{s.url}/v1/persons/x", headers={"X-Api-Key": "nope"}),
-             httpx.post(f"{s.url}/v1/batch", json={"batch": [], "writeKey": "nope"}),
-             httpx.get(f"{s.url}/v1/persons/x?key={k['read']}")]
-    check(area, "wrong key (Basic, X-Api-Key, writeKey), key in the query -> 401",
-          all(r.status_code == 401 for r in wrong), ",".join(str(r.status_code) for r in wrong))
+    check(
+        area,
+        "malformed Basic credentials -> 401, never 500",
+        all(c in (401, 431, 400) for c in codes),
+        ",".join(map(str, sorted(set(codes)))),
+    )
+    wrong = [
+        httpx.get(f"{s.url}/v1/persons/x", headers=basic("otk_read_nope")),
+        httpx.get(f"{s.url}/v1/persons/x", headers={"X-Api-Key": "nope"}),
+        httpx.post(f"{s.url}/v1/batch", json={"batch": [], "writeKey": "nope"}),
+        httpx.get(f"{s.url}/v1/persons/x?key={k['read']}"),
+    ]
+    check(
+        area,
+        "wrong key (Basic, X-Api-Key, writeKey), key in the query -> 401",
+        all(r.status_code == 401 for r in wrong),
+        ",".join(str(r.status_code) for r in wrong),
+    )
     revoked = create_key(s.data, "read")
     key_id = [x for x in json.loads(cli("keys", "list", "--json", data=s.data).stdout)][-1]["key_id"]
     cli("keys", "revoke", key_id, data=s.data)
     time.sleep(1.1)
-    check(area, "revoked key refused within a second", httpx.get(f"{s.url}/v1/persons/x", headers=basic(
-        revoked)).status_code == 401, "401")
-    write_on = [httpx.get(f"{s.url}{p}", headers=basic(k["write"])).status_code for p in (
-        "/v1/persons/x", "/v1/recommendations", "/v1/stores/S01/receipts", "/dashboard", "/v1/admin/audit")]
-    read_on = [httpx.post(f"{s.url}{p}", json={"batch": [], "rows": []}, headers=basic(k["read"])).status_code
-               for p in ("/v1/track", "/v1/batch", "/v1/catalogue", "/v1/inventory", "/v1/admin/consent")]
-    check(area, "write key on read and admin endpoints, read key on write and admin -> 403",
-          set(write_on) == {403} and set(read_on) == {403}, f"{write_on} {read_on}")
+    check(
+        area,
+        "revoked key refused within a second",
+        httpx.get(f"{s.url}/v1/persons/x", headers=basic(revoked)).status_code == 401,
+        "401",
+    )
+    write_on = [
+        httpx.get(f"{s.url}{p}", headers=basic(k["write"])).status_code
+        for p in ("/v1/persons/x", "/v1/recommendations", "/v1/stores/S01/receipts", "/dashboard", "/v1/admin/audit")
+    ]
+    read_on = [
+        httpx.post(f"{s.url}{p}", json={"batch": [], "rows": []}, headers=basic(k["read"])).status_code
+        for p in ("/v1/track", "/v1/batch", "/v1/catalogue", "/v1/inventory", "/v1/admin/consent")
+    ]
+    check(
+        area,
+        "write key on read and admin endpoints, read key on write and admin -> 403",
+        set(write_on) == {403} and set(read_on) == {403},
+        f"{write_on} {read_on}",
+    )
     blobs = b"".join(p.read_bytes() for p in s.data.rglob("*") if p.is_file())
-    check(area, "keys stored only as keyed hashes", not any(v.encode() in blobs for v in k.values()),
-          "none of the raw keys in the data directory")
+    check(
+        area,
+        "keys stored only as keyed hashes",
+        not any(v.encode() in blobs for v in k.values()),
+        "none of the raw keys in the data directory",
+    )
     form = b'{"person":"csrf-victim","mode":"suppress_and_delete","pad":"="}'
-    csrf = httpx.post(f"{s.url}/v1/admin/erasure", content=form, headers={**basic(k["admin"]),
-                                                                         "Content-Type": "text/plain"})
-    origin = httpx.post(f"{s.url}/v1/admin/consent", json={"person": "x", "purposes": {"analytics": True}},
-                        headers={**basic(k["admin"]), "Origin": "http://127.0.0.1:18499"})
-    fetch = httpx.get(f"{s.url}/v1/persons/x", headers={**basic(k["read"]), "Sec-Fetch-Site": "cross-site",
-                                                         "Sec-Fetch-Mode": "no-cors"})
-    check(area, "CSRF: text/plain admin form, foreign Origin, cross-site fetch -> refused",
-          csrf.status_code == 415 and origin.status_code == 403 and fetch.status_code == 403,
-          f"{csrf.status_code}, {origin.status_code}, {fetch.status_code}", "D4")
+    csrf = httpx.post(
+        f"{s.url}/v1/admin/erasure", content=form, headers={**basic(k["admin"]), "Content-Type": "text/plain"}
+    )
+    origin = httpx.post(
+        f"{s.url}/v1/admin/consent",
+        json={"person": "x", "purposes": {"analytics": True}},
+        headers={**basic(k["admin"]), "Origin": "http://127.0.0.1:18499"},
+    )
+    fetch = httpx.get(
+        f"{s.url}/v1/persons/x",
+        headers={**basic(k["read"]), "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
+    )
+    check(
+        area,
+        "CSRF: text/plain admin form, foreign Origin, cross-site fetch -> refused",
+        csrf.status_code == 415 and origin.status_code == 403 and fetch.status_code == 403,
+        f"{csrf.status_code}, {origin.status_code}, {fetch.status_code}",
+        "D4",
+    )
     page = httpx.get(f"{s.url}/dashboard", headers=basic(k["read"]))
     wanted = ("cache-control", "x-frame-options", "x-content-type-options", "content-security-policy")
-    check(area, "security headers on the dashboard", all(h in page.headers for h in wanted),
-          ", ".join(f"{h}: {page.headers.get(h, '-')[:30]}" for h in wanted[:2]), "D18")
+    check(
+        area,
+        "security headers on the dashboard",
+        all(h in page.headers for h in wanted),
+        ", ".join(f"{h}: {page.headers.get(h, '-')[:30]}" for h in wanted[:2]),
+        "D18",
+    )
 
 
 def input_probes(s: Served, k: dict) -> None:
@@ -160,16 +230,26 @@ def input_probes(s: Served, k: dict) -> None:
     w = basic(k["write"])
 
     def ev(n, **extra):
-        return {"type": "track", "event": "Product Viewed", "userId": "probe-u", "messageId": f"in-{n}",
-                "properties": {"product_id": "P00109"}, **extra}
+        return {
+            "type": "track",
+            "event": "Product Viewed",
+            "userId": "probe-u",
+            "messageId": f"in-{n}",
+            "properties": {"product_id": "P00109"},
+            **extra,
+        }
 
     big = httpx.post(f"{s.url}/v1/track", json=ev(1, properties={"product_id": "P", "x": "y" * 40_000}), headers=w)
-    batch = httpx.post(f"{s.url}/v1/batch", json={"batch": [ev(i, properties={"x": "y" * 27_000}) for i in range(19)]},
-                       headers=w)
+    batch = httpx.post(
+        f"{s.url}/v1/batch", json={"batch": [ev(i, properties={"x": "y" * 27_000}) for i in range(19)]}, headers=w
+    )
     body = httpx.post(f"{s.url}/v1/batch", content=b" " * 604_000, headers=w)
-    check(area, "event over 32 KB -> 400, batch over 500 KB -> 400, body over 564 KB -> 413",
-          big.status_code == 400 and batch.status_code == 400 and body.status_code == 413,
-          f"{big.status_code}, {batch.status_code}, {body.status_code}")
+    check(
+        area,
+        "event over 32 KB -> 400, batch over 500 KB -> 400, body over 564 KB -> 413",
+        big.status_code == 400 and batch.status_code == 400 and body.status_code == 413,
+        f"{big.status_code}, {batch.status_code}, {body.status_code}",
+    )
     before = s.memory()
 
     def gen(size):
@@ -178,77 +258,160 @@ def input_probes(s: Served, k: dict) -> None:
 
     one = httpx.post(f"{s.url}/v1/track", content=gen(1 << 30), headers={"Content-Length": str(1 << 30)}, timeout=120)
     four = []
-    threads = [threading.Thread(target=lambda: four.append(httpx.post(f"{s.url}/v1/batch", content=gen(300 << 20),
-                                                                      timeout=120).status_code)) for _ in range(4)]
+    threads = [
+        threading.Thread(
+            target=lambda: four.append(httpx.post(f"{s.url}/v1/batch", content=gen(300 << 20), timeout=120).status_code)
+        )
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     grown = s.memory() - before
-    check(area, "unauthenticated 1 GiB body and 4 x 300 MB at once: refused before they are read",
-          one.status_code == 413 and set(four) == {413} and grown < 100, f"413, RSS peak +{grown:.1f} MB", "D3")
+    check(
+        area,
+        "unauthenticated 1 GiB body and 4 x 300 MB at once: refused before they are read",
+        one.status_code == 413 and set(four) == {413} and grown < 100,
+        f"413, RSS peak +{grown:.1f} MB",
+        "D3",
+    )
     bomb = gzip.compress(b" " * (500 << 20))
     before = s.memory()
-    answers = {httpx.post(f"{s.url}/v1/batch", content=bomb, headers={**w, "Content-Encoding": "gzip"}).status_code
-               for _ in range(10)}
-    check(area, "gzip bombs -> 413 without memory", answers == {413} and s.memory() - before < 20,
-          f"{answers}, RSS +{s.memory() - before:.1f} MB")
-    enc = [httpx.post(f"{s.url}/v1/track", content=b"{}", headers={**w, "Content-Encoding": e}).status_code
-           for e in ("gzip, gzip", "br", "deflate")]
+    answers = {
+        httpx.post(f"{s.url}/v1/batch", content=bomb, headers={**w, "Content-Encoding": "gzip"}).status_code
+        for _ in range(10)
+    }
+    check(
+        area,
+        "gzip bombs -> 413 without memory",
+        answers == {413} and s.memory() - before < 20,
+        f"{answers}, RSS +{s.memory() - before:.1f} MB",
+    )
+    enc = [
+        httpx.post(f"{s.url}/v1/track", content=b"{}", headers={**w, "Content-Encoding": e}).status_code
+        for e in ("gzip, gzip", "br", "deflate")
+    ]
     plain = httpx.post(f"{s.url}/v1/track", content=b"{}", headers={**w, "Content-Encoding": "gzip"})
-    check(area, "unsupported encodings -> 415, a plain body declared gzip -> 400",
-          set(enc) == {415} and plain.status_code == 400, f"{enc}, {plain.status_code}")
+    check(
+        area,
+        "unsupported encodings -> 415, a plain body declared gzip -> 400",
+        set(enc) == {415} and plain.status_code == 400,
+        f"{enc}, {plain.status_code}",
+    )
     very = httpx.post(f"{s.url}/v1/track", content=b'{"a":' * 10_000 + b"1" + b"}" * 10_000, headers=w)
     deep = '{"a":' * 300 + "1" + "}" * 300
     text = orjson.dumps({"batch": [ev(100 + i) for i in range(99)]}).decode()[:-2] + (
-        ',{"type":"track","userId":"u","messageId":"deep","event":"Product Viewed","properties":{"n":' + deep + "}}]}")
+        ',{"type":"track","userId":"u","messageId":"deep","event":"Product Viewed","properties":{"n":' + deep + "}}]}"
+    )
     mixed = httpx.post(f"{s.url}/v1/batch", content=text, headers=w)
-    check(area, "nested 10,000 levels -> 400; one call nested 300 levels in a batch of 100 -> 99 stored",
-          very.status_code == 400 and mixed.status_code == 200 and mixed.json()["accepted"] == 99,
-          f"{very.status_code}; {mixed.status_code} accepted {mixed.json().get('accepted')}", "D6")
-    bad = [httpx.post(f"{s.url}/v1/track", content=c, headers=w).status_code for c in (
-        b'{"type":"track","userId":"\xff"}', b'{"userId":"\\ud800"}', b'{"total":NaN}', b'{"t":Infinity}',
-        b'{"t":1e400}')]
+    check(
+        area,
+        "nested 10,000 levels -> 400; one call nested 300 levels in a batch of 100 -> 99 stored",
+        very.status_code == 400 and mixed.status_code == 200 and mixed.json()["accepted"] == 99,
+        f"{very.status_code}; {mixed.status_code} accepted {mixed.json().get('accepted')}",
+        "D6",
+    )
+    bad = [
+        httpx.post(f"{s.url}/v1/track", content=c, headers=w).status_code
+        for c in (
+            b'{"type":"track","userId":"\xff"}',
+            b'{"userId":"\\ud800"}',
+            b'{"total":NaN}',
+            b'{"t":Infinity}',
+            b'{"t":1e400}',
+        )
+    ]
     check(area, "invalid UTF-8, lone surrogate, NaN, Infinity, 1e400 -> 400", set(bad) == {400}, str(bad))
-    huge = [httpx.post(f"{s.url}/v1/track", json=ev(200 + i, properties={"product_id": "P", "n": v}),
-                       headers=w).status_code for i, v in enumerate((2**63, 2**64 - 1))]
-    poison = {"type": "track", "userId": "poison", "messageId": "poison-1", "event": "Order Completed",
-              "properties": {"order_id": "o1", "total": 1, "products": [{"product_id": "P", "quantity": 2**31}]}}
+    huge = [
+        httpx.post(f"{s.url}/v1/track", json=ev(200 + i, properties={"product_id": "P", "n": v}), headers=w).status_code
+        for i, v in enumerate((2**63, 2**64 - 1))
+    ]
+    poison = {
+        "type": "track",
+        "userId": "poison",
+        "messageId": "poison-1",
+        "event": "Order Completed",
+        "properties": {"order_id": "o1", "total": 1, "products": [{"product_id": "P", "quantity": 2**31}]},
+    }
     q = httpx.post(f"{s.url}/v1/track", json=poison, headers=w)
-    check(area, "huge free integers accepted; quantity 2^31 -> 400 out_of_range",
-          set(huge) == {200} and q.status_code == 400 and "quantity" in str(q.json()), f"{huge}, {q.status_code}",
-          "D1")
-    neg = httpx.post(f"{s.url}/v1/track", json=dict(poison, messageId="neg", properties={
-        "order_id": "o", "total": -1, "products": []}), headers=w)
+    check(
+        area,
+        "huge free integers accepted; quantity 2^31 -> 400 out_of_range",
+        set(huge) == {200} and q.status_code == 400 and "quantity" in str(q.json()),
+        f"{huge}, {q.status_code}",
+        "D1",
+    )
+    neg = httpx.post(
+        f"{s.url}/v1/track",
+        json=dict(poison, messageId="neg", properties={"order_id": "o", "total": -1, "products": []}),
+        headers=w,
+    )
     nul = httpx.post(f"{s.url}/v1/track", json=ev(300, userId="nul\u0000user"), headers=w)
-    check(area, "negative totals -> 400; NUL characters stored safely", neg.status_code == 400 and
-          nul.status_code == 200, f"{neg.status_code}, {nul.status_code}")
-    shapes = [httpx.post(f"{s.url}{p}", content=c, headers=w).status_code for p, c in (
-        ("/v1/track", b""), ("/v1/track", b"[1]"), ("/v1/track", b'{"type":"identify","userId":"u"}'),
-        ("/v1/batch", b'{"batch":5}'))]
+    check(
+        area,
+        "negative totals -> 400; NUL characters stored safely",
+        neg.status_code == 400 and nul.status_code == 200,
+        f"{neg.status_code}, {nul.status_code}",
+    )
+    shapes = [
+        httpx.post(f"{s.url}{p}", content=c, headers=w).status_code
+        for p, c in (
+            ("/v1/track", b""),
+            ("/v1/track", b"[1]"),
+            ("/v1/track", b'{"type":"identify","userId":"u"}'),
+            ("/v1/batch", b'{"batch":5}'),
+        )
+    ]
     check(area, "empty body, array body, wrong call type, batch not a list -> 400", set(shapes) == {400}, str(shapes))
-    wide = httpx.post(f"{s.url}/v1/track", json=ev(400, properties={"product_id": "P1", **{
-        f"k{i}": 1 for i in range(10_000)}}), headers=w)
-    ok = httpx.post(f"{s.url}/v1/track", json=ev(401, properties={"product_id": "P1", **{
-        f"k{i}": 1 for i in range(3_000)}}), headers=w)
-    check(area, "10,000 property keys -> 400, 3,000 -> 200", wide.status_code == 400 and ok.status_code == 200,
-          f"{wide.status_code}, {ok.status_code}")
+    wide = httpx.post(
+        f"{s.url}/v1/track",
+        json=ev(400, properties={"product_id": "P1", **{f"k{i}": 1 for i in range(10_000)}}),
+        headers=w,
+    )
+    ok = httpx.post(
+        f"{s.url}/v1/track",
+        json=ev(401, properties={"product_id": "P1", **{f"k{i}": 1 for i in range(3_000)}}),
+        headers=w,
+    )
+    check(
+        area,
+        "10,000 property keys -> 400, 3,000 -> 200",
+        wide.status_code == 400 and ok.status_code == 200,
+        f"{wide.status_code}, {ok.status_code}",
+    )
     r = basic(k["read"])
     injections = ["' OR 1=1 --", "'; DROP TABLE events; --", '" OR "1"="1', "x UNION SELECT 1", "%' OR '%'='"]
     codes = set()
     for value in injections:
-        for path in (f"/v1/persons/{value}", f"/v1/stores/{value}/receipts", f"/v1/recommendations?person={value}",
-                     f"/v1/stores/{value}/inventory"):
+        for path in (
+            f"/v1/persons/{value}",
+            f"/v1/stores/{value}/receipts",
+            f"/v1/recommendations?person={value}",
+            f"/v1/stores/{value}/inventory",
+        ):
             codes.add(httpx.get(f"{s.url}{path}", headers=r).status_code)
-    check(area, "SQL meta-characters in every parameter: no 500, nothing dropped", 500 not in codes and
-          httpx.get(f"{s.url}/health").json()["events"] > 0, str(sorted(codes)))
-    trav = {httpx.get(f"{s.url}{p}", headers=r).status_code for p in (
-        "/../../secret.key", "/v1/persons/..%2F..%2Fsecret.key", "/models/index.json",
-        "/dashboard/store/..%2F..%2F..%2Fetc%2Fpasswd")}
+    check(
+        area,
+        "SQL meta-characters in every parameter: no 500, nothing dropped",
+        500 not in codes and httpx.get(f"{s.url}/health").json()["events"] > 0,
+        str(sorted(codes)),
+    )
+    trav = {
+        httpx.get(f"{s.url}{p}", headers=r).status_code
+        for p in (
+            "/../../secret.key",
+            "/v1/persons/..%2F..%2Fsecret.key",
+            "/models/index.json",
+            "/dashboard/store/..%2F..%2F..%2Fetc%2Fpasswd",
+        )
+    }
     check(area, "path traversal -> 404", trav <= {404}, str(trav))
     a = basic(k["admin"])
-    erasure = [httpx.post(f"{s.url}/v1/admin/erasure", json=b, headers=a).status_code for b in (
-        {"person": "x", "raw_values": 5}, {"person": "x", "mode": "shred"})]
+    erasure = [
+        httpx.post(f"{s.url}/v1/admin/erasure", json=b, headers=a).status_code
+        for b in ({"person": "x", "raw_values": 5}, {"person": "x", "mode": "shred"})
+    ]
     check(area, "erasure with raw_values 5 or a bad mode -> 400", set(erasure) == {400}, str(erasure), "D15")
     params = {httpx.get(f"{s.url}/v1/recommendations?n={n}", headers=r).status_code for n in ("0", "abc")}
     check(area, "n=0, n=abc -> 400", params == {400}, str(params))
@@ -258,8 +421,11 @@ def input_probes(s: Served, k: dict) -> None:
     before = s.memory()
     for i in range(600):
         sock = socket.create_connection(("127.0.0.1", s.port))
-        sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 9000\r\n\r\n{" if i % 2
-                     else b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        sock.sendall(
+            b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 9000\r\n\r\n{"
+            if i % 2
+            else b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        )
         sockets.append(sock)
     t = time.perf_counter()
     httpx.get(f"{s.url}/health", timeout=10)
@@ -276,9 +442,13 @@ def input_probes(s: Served, k: dict) -> None:
         except socket.timeout:
             pass
         sock.close()
-    check(area, "600 stalled connections: others served, the stalled closed at the deadline",
-          latency < 1000 and closed == 600 and s.memory() - before < 50,
-          f"/health {latency:.0f} ms; {closed} closed after {s.timeout:g} s", "D17")
+    check(
+        area,
+        "600 stalled connections: others served, the stalled closed at the deadline",
+        latency < 1000 and closed == 600 and s.memory() - before < 50,
+        f"/health {latency:.0f} ms; {closed} closed after {s.timeout:g} s",
+        "D17",
+    )
     check(area, "server healthy after every input probe", httpx.get(f"{s.url}/health").status_code == 200, "200")
 
 
@@ -286,10 +456,14 @@ def rate_and_audit_probes(s: Served, k: dict) -> None:
     area = "rate limits and audit"
     slow = create_key(s.data, "read", rate=5)
     codes = [httpx.get(f"{s.url}/v1/stores/S01/receipts", headers=basic(slow)).status_code for _ in range(30)]
-    check(area, "read key at 5/s: 30 back to back -> the burst of 10 (and what refills meanwhile), then 429",
-          codes[:10] == [200] * 10 and codes.count(429) >= 15, f"{codes.count(200)} x 200, {codes.count(429)} x 429")
+    check(
+        area,
+        "read key at 5/s: 30 back to back -> the burst of 10 (and what refills meanwhile), then 429",
+        codes[:10] == [200] * 10 and codes.count(429) >= 15,
+        f"{codes.count(200)} x 200, {codes.count(429)} x 429",
+    )
     with httpx.Client() as client:
-        for i in range(500):
+        for _i in range(500):
             client.get(f"{s.url}/v1/persons/{JANE}")
         client.get(f"{s.url}/v1/persons/{PHONE}", headers=basic(k["write"]))
         client.post(f"{s.url}/v1/track", json={})
@@ -298,37 +472,88 @@ def rate_and_audit_probes(s: Served, k: dict) -> None:
     rows = audit_rows(s.data)
     s.start()
     text = str(rows)
-    check(area, "no identifier in the audit log", JANE not in text and "7700900468" not in text,
-          f"{len(rows)} rows, none naming {JANE} or the phone", "D5a")
+    check(
+        area,
+        "no identifier in the audit log",
+        JANE not in text and "7700900468" not in text,
+        f"{len(rows)} rows, none naming {JANE} or the phone",
+        "D5a",
+    )
     flood = [r for r in rows if r[1] == "GET /v1/persons/{key}" and r[3] == "refused: no valid key"]
-    check(area, "500 unauthenticated requests -> a bounded number of audit rows", len(flood) <= 2,
-          f"{len(flood)} rows, the last '{flood[-1][4] if flood else ''}'", "D5b")
+    check(
+        area,
+        "500 unauthenticated requests -> a bounded number of audit rows",
+        len(flood) <= 2,
+        f"{len(flood)} rows, the last '{flood[-1][4] if flood else ''}'",
+        "D5b",
+    )
     outcomes = {(r[1], r[3]) for r in rows}
-    check(area, "429 and the collector's 401 and 403 audited",
-          any(o == "refused: rate limited" for _, o in outcomes) and ("POST /v1/track", "refused: no valid key")
-          in outcomes and ("POST /v1/track", "refused: needs write") in outcomes, "all three kinds present", "D16")
+    check(
+        area,
+        "429 and the collector's 401 and 403 audited",
+        any(o == "refused: rate limited" for _, o in outcomes)
+        and ("POST /v1/track", "refused: no valid key") in outcomes
+        and ("POST /v1/track", "refused: needs write") in outcomes,
+        "all three kinds present",
+        "D16",
+    )
 
 
 def privacy_probes(s: Served, k: dict) -> None:
     area = "privacy"
     w, r, a = basic(k["write"]), basic(k["read"]), basic(k["admin"])
-    standard = {"type": "identify", "userId": "acct-probe-alice", "anonymousId": "dev-alice-1", "messageId": "pa1",
-                "traits": {"email": "Probe.Alice@Example.org", "phone": "07700 900461", "firstName": "Probeworth"},
-                "context": {"traits": {"email": "probe.alice@example.org"}}}
-    odd = {"type": "identify", "userId": PHONE, "anonymousId": "07700 900462", "messageId": "pa2",
-           "groupId": "grp@example.org", "traits": {"Email": JANE, "contact_email": "jane+c@example.org"},
-           "properties": {"customer": {"email": JANE, "phone": "07700 900463"}, "url": "https://x/?phone=07700900464",
-                          "note": f"call me on {PHONE}"},
-           "context": {"ip": "203.0.113.77", "page": {"url": "https://shop.example/?email=jane.probe%40example.org",
-                                                      "referrer": f"https://m.example/?from={JANE}"}}}
+    standard = {
+        "type": "identify",
+        "userId": "acct-probe-alice",
+        "anonymousId": "dev-alice-1",
+        "messageId": "pa1",
+        "traits": {"email": "Probe.Alice@Example.org", "phone": "07700 900461", "firstName": "Probeworth"},
+        "context": {"traits": {"email": "probe.alice@example.org"}},
+    }
+    odd = {
+        "type": "identify",
+        "userId": PHONE,
+        "anonymousId": "07700 900462",
+        "messageId": "pa2",
+        "groupId": "grp@example.org",
+        "traits": {"Email": JANE, "contact_email": "jane+c@example.org"},
+        "properties": {
+            "customer": {"email": JANE, "phone": "07700 900463"},
+            "url": "https://x/?phone=07700900464",
+            "note": f"call me on {PHONE}",
+        },
+        "context": {
+            "ip": "203.0.113.77",
+            "page": {
+                "url": "https://shop.example/?email=jane.probe%40example.org",
+                "referrer": f"https://m.example/?from={JANE}",
+            },
+        },
+    }
     alias = {"type": "alias", "userId": "acct-probe-alice", "previousId": "07700 900465", "messageId": "pa3"}
     page = {"type": "page", "userId": "acct-probe-alice", "name": f"Welcome {JANE}", "messageId": "pa4"}
     for call in (standard, odd, alias, page):
         httpx.post(f"{s.url}/v1/batch", json={"batch": [call]}, headers=w)
     s.stop()
-    raws = ["Probe.Alice@Example.org", "probe.alice@example.org", JANE, "jane+c@example.org", "grp@example.org",
-            "7700900461", "7700 900461", "7700900462", "7700 900462", "7700900463", "7700 900463", "7700900464",
-            "7700900465", "7700 900465", "7700900468", "203.0.113.77", "jane.probe%40example.org"]
+    raws = [
+        "Probe.Alice@Example.org",
+        "probe.alice@example.org",
+        JANE,
+        "jane+c@example.org",
+        "grp@example.org",
+        "7700900461",
+        "7700 900461",
+        "7700900462",
+        "7700 900462",
+        "7700900463",
+        "7700 900463",
+        "7700900464",
+        "7700900465",
+        "7700 900465",
+        "7700900468",
+        "203.0.113.77",
+        "jane.probe%40example.org",
+    ]
     import duckdb
 
     con = duckdb.connect(str(s.data / "omnithread.duckdb"), read_only=True)
@@ -337,32 +562,80 @@ def privacy_probes(s: Served, k: dict) -> None:
         text += str(con.execute(f'SELECT * FROM "{table}"').fetchall())
     con.close()
     found = [x for x in raws if x in text]
-    check(area, "raw emails and phones in standard and odd places: only keyed hashes stored", not found,
-          f"found {found}" if found else "none of 17 raw forms in any table", "D7")
+    check(
+        area,
+        "raw emails and phones in standard and odd places: only keyed hashes stored",
+        not found,
+        f"found {found}" if found else "none of 17 raw forms in any table",
+        "D7",
+    )
     s.start()
     httpx.get(f"{s.url}/v1/persons/acct-probe-alice", headers=r)  # resolution
-    httpx.post(f"{s.url}/v1/batch", headers=w, json={"batch": [
-        {"type": "identify", "userId": "acct-probe-alice", "anonymousId": "dev-alice-2", "messageId": "pa5"},
-        {"type": "track", "anonymousId": "dev-alice-2", "messageId": "pa6", "event": "Product Viewed",
-         "properties": {"product_id": "P00109"}}]})
-    erased = httpx.post(f"{s.url}/v1/admin/erasure", json={"person": "acct-probe-alice", "mode": "suppress_and_delete"},
-                        headers=a)
+    httpx.post(
+        f"{s.url}/v1/batch",
+        headers=w,
+        json={
+            "batch": [
+                {"type": "identify", "userId": "acct-probe-alice", "anonymousId": "dev-alice-2", "messageId": "pa5"},
+                {
+                    "type": "track",
+                    "anonymousId": "dev-alice-2",
+                    "messageId": "pa6",
+                    "event": "Product Viewed",
+                    "properties": {"product_id": "P00109"},
+                },
+            ]
+        },
+    )
+    erased = httpx.post(
+        f"{s.url}/v1/admin/erasure", json={"person": "acct-probe-alice", "mode": "suppress_and_delete"}, headers=a
+    )
     device = httpx.get(f"{s.url}/v1/persons/dev-alice-2", headers=r).status_code
-    again = httpx.post(f"{s.url}/v1/track", headers=w, json={"type": "track", "anonymousId": "dev-alice-2",
-                       "messageId": "pa7", "event": "Product Viewed", "properties": {"product_id": "P1"}}).json()
-    email_again = httpx.post(f"{s.url}/v1/identify", headers=w, json={
-        "type": "identify", "anonymousId": "new-device", "messageId": "pa8",
-        "traits": {"Email": "PROBE.ALICE@example.org"}}).json()
-    check(area, "erasure reaches a device first seen after the last resolution", erased.status_code == 200 and
-          device == 404 and again.get("suppressed") == 1, f"device now {device}, new event {again}", "D2")
-    check(area, "her new events answered as suppressed (also her email under traits.Email)",
-          email_again.get("suppressed") == 1 and email_again.get("accepted") == 0, str(email_again), "D10")
+    again = httpx.post(
+        f"{s.url}/v1/track",
+        headers=w,
+        json={
+            "type": "track",
+            "anonymousId": "dev-alice-2",
+            "messageId": "pa7",
+            "event": "Product Viewed",
+            "properties": {"product_id": "P1"},
+        },
+    ).json()
+    email_again = httpx.post(
+        f"{s.url}/v1/identify",
+        headers=w,
+        json={
+            "type": "identify",
+            "anonymousId": "new-device",
+            "messageId": "pa8",
+            "traits": {"Email": "PROBE.ALICE@example.org"},
+        },
+    ).json()
+    check(
+        area,
+        "erasure reaches a device first seen after the last resolution",
+        erased.status_code == 200 and device == 404 and again.get("suppressed") == 1,
+        f"device now {device}, new event {again}",
+        "D2",
+    )
+    check(
+        area,
+        "her new events answered as suppressed (also her email under traits.Email)",
+        email_again.get("suppressed") == 1 and email_again.get("accepted") == 0,
+        str(email_again),
+        "D10",
+    )
     s.stop()
     blobs = b"".join(p.read_bytes() for p in s.data.rglob("*") if p.is_file() and not p.name.startswith("keys"))
     left = [x for x in ("Probeworth", "acct-probe-alice", "dev-alice-2") if x.encode() in blobs]
-    check(area, "after a delete, her bytes are in no file of the data directory (suppression list aside)",
-          "Probeworth" not in left,
-          f"left: {left} (ids in suppressed_identifiers by design)", "D12")
+    check(
+        area,
+        "after a delete, her bytes are in no file of the data directory (suppression list aside)",
+        "Probeworth" not in left,
+        f"left: {left} (ids in suppressed_identifiers by design)",
+        "D12",
+    )
     # a value stored before the range rule existed: erasure still completes
     import duckdb
 
@@ -372,22 +645,32 @@ def privacy_probes(s: Served, k: dict) -> None:
                    now(), '{"order_id":"o","products":[{"product_id":"P","quantity":2147483648}]}')""")
     con.close()
     s.start()
-    done = httpx.post(f"{s.url}/v1/admin/erasure", json={"person": "victim-acct", "mode": "suppress_and_delete"},
-                      headers=a)
+    done = httpx.post(
+        f"{s.url}/v1/admin/erasure", json={"person": "victim-acct", "mode": "suppress_and_delete"}, headers=a
+    )
     reads = httpx.get(f"{s.url}/v1/persons/anon-probe", headers=r).status_code
-    check(area, "a poison value from before the rule: reads and erasure still work", done.status_code == 200
-          and reads in (200, 404), f"erasure {done.status_code}, reads {reads}", "D1")
+    check(
+        area,
+        "a poison value from before the rule: reads and erasure still work",
+        done.status_code == 200 and reads in (200, 404),
+        f"erasure {done.status_code}, reads {reads}",
+        "D1",
+    )
 
 
 def fault_probes(s: Served, k: dict) -> None:
     area = "faults and files"
     done = cli("stats", data=s.data)
     lines = [x for x in done.stderr.splitlines() if x.strip()]
-    check(area, "a command beside the running server: one line, no traceback", done.returncode == 2 and
-          len(lines) == 1 and "Traceback" not in done.stderr, lines[0][:90] if lines else done.stderr[:90], "D9")
+    check(
+        area,
+        "a command beside the running server: one line, no traceback",
+        done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr,
+        lines[0][:90] if lines else done.stderr[:90],
+        "D9",
+    )
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [s.data, *s.data.rglob("*")]}
-    private = s.data.stat().st_mode & 0o777 == 0o700 and all(
-        p.stat().st_mode & 0o077 == 0 for p in s.data.rglob("*"))
+    private = s.data.stat().st_mode & 0o777 == 0o700 and all(p.stat().st_mode & 0o077 == 0 for p in s.data.rglob("*"))
     check(area, "data directory 0700, its files 0600", private, f"dir {modes[s.data.name]}", "D12")
     s.stop()
     copy = Path(tempfile.mkdtemp(prefix="omnithread-corrupt-")) / "data"
@@ -403,36 +686,58 @@ def fault_probes(s: Served, k: dict) -> None:
     except RuntimeError:  # where the damage lies in what opening reads, it refuses to start, in one line
         refused = cli("serve", "--port", str(corrupt.port), data=copy)
         lines = [x for x in refused.stderr.splitlines() if x.strip()]
-        check(area, "corrupt database (256 KB zeroed): the server refuses to start with one clear line",
-              refused.returncode == 2 and len(lines) == 1 and "Corrupt" in lines[0], lines[0][:90] if lines else "",
-              "D19")
+        check(
+            area,
+            "corrupt database (256 KB zeroed): the server refuses to start with one clear line",
+            refused.returncode == 2 and len(lines) == 1 and "Corrupt" in lines[0],
+            lines[0][:90] if lines else "",
+            "D19",
+        )
     else:
         for _ in range(100):
             health = httpx.get(f"{corrupt.url}/health")
             if health.status_code == 503:
                 break
             time.sleep(0.1)
-        write = httpx.post(f"{corrupt.url}/v1/track", headers=basic(k["write"]), json={
-            "type": "track", "event": "x", "userId": "u", "messageId": "after-corruption"})
+        write = httpx.post(
+            f"{corrupt.url}/v1/track",
+            headers=basic(k["write"]),
+            json={"type": "track", "event": "x", "userId": "u", "messageId": "after-corruption"},
+        )
         corrupt.stop()
-        check(area, "corrupt database (256 KB zeroed): /health degraded, writes refused with 503",
-              health.status_code == 503 and write.status_code == 503, f"/health {health.status_code}: "
-              f"{health.json().get('reasons', [''])[0][:50]}; write {write.status_code}", "D19")
+        check(
+            area,
+            "corrupt database (256 KB zeroed): /health degraded, writes refused with 503",
+            health.status_code == 503 and write.status_code == 503,
+            f"/health {health.status_code}: {health.json().get('reasons', [''])[0][:50]}; write {write.status_code}",
+            "D19",
+        )
     ro = Path(tempfile.mkdtemp(prefix="omnithread-ro-"))
-    mounted = os.geteuid() == 0 and subprocess.run(
-        ["sh", "-c", f"mount --bind {s.data} {ro} && mount -o remount,ro,bind {ro}"], capture_output=True).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["sh", "-c", f"mount --bind {s.data} {ro} && mount -o remount,ro,bind {ro}"], capture_output=True
+        ).returncode
+        == 0
+    )
     if mounted:  # the data directory on a read-only mount (root ignores file modes)
         try:
             res = cli("stats", data=ro)
         finally:
             subprocess.run(["umount", str(ro)], capture_output=True)
         lines = [x for x in res.stderr.splitlines() if x.strip()]
-        check(area, "read-only data directory: one line of error", res.returncode != 0 and len(lines) == 1 and
-              "Traceback" not in res.stderr, lines[0][:90] if lines else res.stderr[:90], "D9")
+        check(
+            area,
+            "read-only data directory: one line of error",
+            res.returncode != 0 and len(lines) == 1 and "Traceback" not in res.stderr,
+            lines[0][:90] if lines else res.stderr[:90],
+            "D9",
+        )
     else:
         check(area, "read-only data directory: one line of error", None, "needs root to mount it read-only", "D9")
-    check(area, "one lock for everything (an erasure stalls collection)", None,
-          "the always-on issue's to fix (D8)", "D8")
+    check(
+        area, "one lock for everything (an erasure stalls collection)", None, "the always-on issue's to fix (D8)", "D8"
+    )
     s.start()
 
 
@@ -458,14 +763,23 @@ def main() -> None:
             served.stop()
     failed = [r for r in RESULTS if r["verdict"] == "FAIL"]
     if args.json:
-        json.dump({"probes": RESULTS, "passed": sum(r["verdict"] == "PASS" for r in RESULTS),
-                   "failed": len(failed), "skipped": sum(r["verdict"] == "SKIP" for r in RESULTS)}, sys.stdout)
+        json.dump(
+            {
+                "probes": RESULTS,
+                "passed": sum(r["verdict"] == "PASS" for r in RESULTS),
+                "failed": len(failed),
+                "skipped": sum(r["verdict"] == "SKIP" for r in RESULTS),
+            },
+            sys.stdout,
+        )
         sys.stdout.write("\n")
     else:
         for r in RESULTS:
             print(f"{r['verdict']:5} {r['defect']:4} {r['area'][:22]:22} {r['probe'][:78]:78} {r['observed'][:60]}")
-        print(f"{sum(r['verdict'] == 'PASS' for r in RESULTS)} passed, {len(failed)} failed, "
-              f"{sum(r['verdict'] == 'SKIP' for r in RESULTS)} skipped")
+        print(
+            f"{sum(r['verdict'] == 'PASS' for r in RESULTS)} passed, {len(failed)} failed, "
+            f"{sum(r['verdict'] == 'SKIP' for r in RESULTS)} skipped"
+        )
     sys.exit(1 if failed else 0)
 
 

@@ -30,8 +30,9 @@ def run_family(family: str, trips: int, seed: int) -> dict:
     engine = SensingEngine(signals.layout)
     signals.feed(engine)
     receipts = engine.close()
-    result = evaluate_receipts(signals.truth, receipts, engine.weight_events, signals.layout.plate_ids,
-                               engine.config.lateness)
+    result = evaluate_receipts(
+        signals.truth, receipts, engine.weight_events, signals.layout.plate_ids, engine.config.lateness
+    )
     result["camera_id_switches"] = len(signals.truth["switches"])
     result["sensor_problems"] = len(engine.problems)
     return result
@@ -83,20 +84,37 @@ def main() -> None:
         sys.stdout.write("\n")
         return
     print(f"Checkout-free sensing against truth ({args.trips} trips a family, seed {args.seed})")
-    cols = ["trips", "precision", "recall", "f1", "exact_receipts", "product_detection", "shopper_association",
-            "review_share", "exit_to_receipt_s", "camera_id_switches"]
+    cols = [
+        "trips",
+        "precision",
+        "recall",
+        "f1",
+        "exact_receipts",
+        "product_detection",
+        "shopper_association",
+        "review_share",
+        "exit_to_receipt_s",
+        "camera_id_switches",
+    ]
     heads = ["trips", "P", "R", "F1", "exact", "detect", "assoc", "review", "exit→rcpt s", "id swaps"]
     print(f"{'family':12}" + "".join(f"{h:>12}" for h in heads))
     for name, r in families.items():
         print(f"{name:12}" + "".join(f"{r[c]:>12}" for c in cols))
     print()
-    print(f"Throughput: {speed['plates']} plates, {speed['shoppers']} shoppers, {speed['store_seconds']} s of store time, "
-          f"{speed['messages']:,} messages ({speed['messages_per_store_second']:,}/s of store time)")
-    print(f"  wire (one message at a time, out of order, duplicates): {speed['wire_cpu_seconds']} s CPU, "
-          f"{speed['wire_messages_per_second']:,} messages/s, real-time factor {speed['wire_realtime_factor']}x, "
-          f"F1 {speed['wire_f1']}")
-    print(f"  gateway batches: {speed['batch_cpu_seconds']} s CPU, real-time factor {speed['batch_realtime_factor']}x; "
-          f"same receipts as the wire: {speed['wire_equals_batch']}")
+    print(
+        f"Throughput: {speed['plates']} plates, {speed['shoppers']} shoppers, "
+        f"{speed['store_seconds']} s of store time, "
+        f"{speed['messages']:,} messages ({speed['messages_per_store_second']:,}/s of store time)"
+    )
+    print(
+        f"  wire (one message at a time, out of order, duplicates): {speed['wire_cpu_seconds']} s CPU, "
+        f"{speed['wire_messages_per_second']:,} messages/s, real-time factor {speed['wire_realtime_factor']}x, "
+        f"F1 {speed['wire_f1']}"
+    )
+    print(
+        f"  gateway batches: {speed['batch_cpu_seconds']} s CPU, real-time factor {speed['batch_realtime_factor']}x; "
+        f"same receipts as the wire: {speed['wire_equals_batch']}"
+    )
 
 
 if __name__ == "__main__":

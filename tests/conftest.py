@@ -73,7 +73,10 @@ class Server:
         self.output = tempfile.TemporaryFile()  # what the server prints, read by tests (a pipe could fill up)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve", "--port", str(self.port)],
-            env=env, stdout=self.output, stderr=subprocess.STDOUT)
+            env=env,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.time() + 60
         while time.time() < deadline:
             try:

@@ -29,8 +29,9 @@ def data_dir(tmp_path, monkeypatch) -> str:
 
 
 def test_demo_runs_every_step_and_reports(tmp_path, data_dir):
-    report = run_json("demo", "--people", "300", "--days", "10", "--data-dir", data_dir,
-                      "--sources", str(tmp_path / "sources"))
+    report = run_json(
+        "demo", "--people", "300", "--days", "10", "--data-dir", data_dir, "--sources", str(tmp_path / "sources")
+    )
     ingest = report["ingest"]
     assert ingest["accepted"] > 1_000 and ingest["duplicates"] > 0 and ingest["rejected"] > 0
     assert {row["channel"] for row in report["stats"]["by_channel"]} >= {"web", "app", "store"}
@@ -44,10 +45,13 @@ def test_demo_runs_every_step_and_reports(tmp_path, data_dir):
 
 
 def test_ingest_stats_and_rejected(tmp_path, data_dir):
-    path = write_lines(tmp_path / "e.jsonl", [
-        {"type": "page", "anonymousId": "a", "messageId": "m1", "context": {"channel": "web"}},
-        {"type": "trak", "anonymousId": "a", "messageId": "m2"},
-    ])
+    path = write_lines(
+        tmp_path / "e.jsonl",
+        [
+            {"type": "page", "anonymousId": "a", "messageId": "m1", "context": {"channel": "web"}},
+            {"type": "trak", "anonymousId": "a", "messageId": "m2"},
+        ],
+    )
     report = run_json("ingest", str(path), "--data-dir", data_dir)
     assert (report["accepted"], report["rejected"], report["rejected_by_reason"]) == (1, 1, {"unknown_call": 1})
     assert run_json("ingest", str(path), "--data-dir", data_dir)["accepted"] == 0
@@ -81,27 +85,76 @@ def test_a_bad_option_names_the_setting(tmp_path):
 def test_the_readme_documents_every_command():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert readme.index("make demo") < readme.index("make test") < 600
-    for command in ("omnithread demo", "omnithread ingest", "omnithread stats", "omnithread rejected list",
-                    "omnithread rejected show", "omnithread rejected replay", "omnithread simulate",
-                    "omnithread resolve", "omnithread person", "omnithread sensing simulate",
-                    "omnithread sensing run", "omnithread sensing evaluate", "omnithread train",
-                    "omnithread recommend", "omnithread evaluate", "omnithread serve", "omnithread keys create",
-                    "omnithread keys list", "omnithread keys revoke", "omnithread consent", "omnithread erase",
-                    "omnithread catalogue", "omnithread inventory", "omnithread recommend --all"):
+    for command in (
+        "omnithread demo",
+        "omnithread ingest",
+        "omnithread stats",
+        "omnithread rejected list",
+        "omnithread rejected show",
+        "omnithread rejected replay",
+        "omnithread simulate",
+        "omnithread resolve",
+        "omnithread person",
+        "omnithread sensing simulate",
+        "omnithread sensing run",
+        "omnithread sensing evaluate",
+        "omnithread train",
+        "omnithread recommend",
+        "omnithread evaluate",
+        "omnithread serve",
+        "omnithread keys create",
+        "omnithread keys list",
+        "omnithread keys revoke",
+        "omnithread consent",
+        "omnithread erase",
+        "omnithread catalogue",
+        "omnithread inventory",
+        "omnithread recommend --all",
+    ):
         assert command in readme, command
 
 
 def test_resolve_and_person(tmp_path, data_dir):
-    path = write_lines(tmp_path / "e.jsonl", [
-        {"type": "identify", "userId": "alice", "anonymousId": "d1", "messageId": "m1",
-         "traits": {"email": "Alice@Example.com"}, "context": {"channel": "web"}},
-        {"type": "track", "event": "Order Completed", "anonymousId": "till:S1:1", "messageId": "m2",
-         "context": {"channel": "store", "store_id": "S1"},
-         "properties": {"order_id": "1", "products": [{"product_id": "P"}], "total": 5.0, "payment_token": "tok_a1"}},
-        {"type": "track", "event": "Order Completed", "userId": "alice", "anonymousId": "d1", "messageId": "m3",
-         "context": {"channel": "web"},
-         "properties": {"order_id": "2", "products": [{"product_id": "P"}], "total": 7.0, "payment_token": "tok_a1"}},
-    ])
+    path = write_lines(
+        tmp_path / "e.jsonl",
+        [
+            {
+                "type": "identify",
+                "userId": "alice",
+                "anonymousId": "d1",
+                "messageId": "m1",
+                "traits": {"email": "Alice@Example.com"},
+                "context": {"channel": "web"},
+            },
+            {
+                "type": "track",
+                "event": "Order Completed",
+                "anonymousId": "till:S1:1",
+                "messageId": "m2",
+                "context": {"channel": "store", "store_id": "S1"},
+                "properties": {
+                    "order_id": "1",
+                    "products": [{"product_id": "P"}],
+                    "total": 5.0,
+                    "payment_token": "tok_a1",
+                },
+            },
+            {
+                "type": "track",
+                "event": "Order Completed",
+                "userId": "alice",
+                "anonymousId": "d1",
+                "messageId": "m3",
+                "context": {"channel": "web"},
+                "properties": {
+                    "order_id": "2",
+                    "products": [{"product_id": "P"}],
+                    "total": 7.0,
+                    "payment_token": "tok_a1",
+                },
+            },
+        ],
+    )
     run("ingest", str(path), "--data-dir", data_dir)
     result = runner.invoke(app, ["person", "alice", "--data-dir", data_dir])
     assert result.exit_code == 2 and "run `omnithread resolve` first" in result.output
@@ -128,8 +181,12 @@ def test_sensing_simulate_run_and_evaluate(tmp_path, data_dir):
     assert made["trips"] == 2 and made["plate_messages"] > 1_000
     assert {p.name for p in rec.iterdir()} == {"layout.json", "plates.parquet", "messages.jsonl", "truth.json"}
     with open(rec / "messages.jsonl", "a") as handle:  # a message from a plate the store does not have
-        handle.write(json.dumps({"kind": "plate", "plate_id": "NOPE", "seq": 0, "t": made["store_seconds"],
-                                 "samples": [0.0] * 12}) + "\n")
+        handle.write(
+            json.dumps(
+                {"kind": "plate", "plate_id": "NOPE", "seq": 0, "t": made["store_seconds"], "samples": [0.0] * 12}
+            )
+            + "\n"
+        )
     out = run_json("sensing", "run", str(rec), "--ingest", "--data-dir", data_dir)
     assert out["receipts"] == 2 and out["problems"] == 1 and out["duplicates_ignored"] > 0
     assert out["ingest"]["accepted"] > 0 and out["ingest"]["rejected"] == 0
@@ -144,7 +201,9 @@ def test_sensing_simulate_run_and_evaluate(tmp_path, data_dir):
 
 
 def test_train_recommend_and_evaluate(tmp_path, data_dir):
-    report = run_json("demo", "--people", "300", "--days", "14", "--data-dir", data_dir, "--sources", str(tmp_path / "w"))
+    report = run_json(
+        "demo", "--people", "300", "--days", "14", "--data-dir", data_dir, "--sources", str(tmp_path / "w")
+    )
     assert report["recommend"]["stats"]["tuning"]["model"] in {"dlae", "ease", "itemknn", "als"}
     assert set(report["ablation"]["variants"]) >= {"siloed", "joined", "ceiling"}
     trained = run_json("train", "--new-share", "0.5", "--data-dir", data_dir)
@@ -166,13 +225,16 @@ def test_train_recommend_and_evaluate(tmp_path, data_dir):
     stats = run_json("stats", "--data-dir", data_dir)["reference"]
     assert stats["catalogue"]["products"] > 0 and {r["location"] for r in stats["inventory"]} >= {"online"}
     assert mine["meta"]["availability"] == "inventory of online"
-    assert run_json("inventory", str(tmp_path / "w" / "reference" / "inventory.csv"), "--data-dir",
-                    data_dir)["accepted"] == 0  # the same counts again change nothing
+    assert (
+        run_json("inventory", str(tmp_path / "w" / "reference" / "inventory.csv"), "--data-dir", data_dir)["accepted"]
+        == 0
+    )  # the same counts again change nothing
     everyone = run_json("recommend", "--all", "--out", str(tmp_path / "all.parquet"), "-n", "3", "--data-dir", data_dir)
     assert everyone["persons"] == report["identity"]["persons"] and everyone["rows"] == 3 * everyone["persons"]
     assert runner.invoke(app, ["recommend", "--all", "--data-dir", data_dir]).exit_code == 2  # no --out
-    scored = run_json("evaluate", "--truth", str(tmp_path / "w" / "truth"), "--chart", str(tmp_path / "a.svg"),
-                      "--data-dir", data_dir)
+    scored = run_json(
+        "evaluate", "--truth", str(tmp_path / "w" / "truth"), "--chart", str(tmp_path / "a.svg"), "--data-dir", data_dir
+    )
     assert {"popularity", "dlae", "als"} <= set(scored["temporal"]["models"])
     assert scored["ablation"]["variants"]["ceiling"]["all"]["users"] > 0
     assert (tmp_path / "a.svg").read_text().startswith("<svg")
@@ -186,11 +248,28 @@ def test_keys_consent_and_erase_commands(tmp_path, data_dir):
     assert run_json("keys", "revoke", made["key_id"], "--data-dir", data_dir)["revoked_at"]
     result = runner.invoke(app, ["keys", "create", "--role", "root", "--data-dir", data_dir])
     assert result.exit_code == 2 and "root" in result.output
-    path = write_lines(tmp_path / "e.jsonl", [
-        {"type": "identify", "userId": "acct-q", "anonymousId": "d-q", "messageId": "q1",
-         "traits": {"email": "q@example.com"}, "context": {"channel": "web"}},
-        {"type": "track", "event": "Product Viewed", "userId": "acct-q", "anonymousId": "d-q", "messageId": "q2",
-         "properties": {"product_id": "P1"}, "context": {"channel": "web"}}])
+    path = write_lines(
+        tmp_path / "e.jsonl",
+        [
+            {
+                "type": "identify",
+                "userId": "acct-q",
+                "anonymousId": "d-q",
+                "messageId": "q1",
+                "traits": {"email": "q@example.com"},
+                "context": {"channel": "web"},
+            },
+            {
+                "type": "track",
+                "event": "Product Viewed",
+                "userId": "acct-q",
+                "anonymousId": "d-q",
+                "messageId": "q2",
+                "properties": {"product_id": "P1"},
+                "context": {"channel": "web"},
+            },
+        ],
+    )
     run("ingest", str(path), "--data-dir", data_dir)
     given = run_json("consent", "q@example.com", "--set", "personalisation=false", "--data-dir", data_dir)
     assert given["purposes"] == {"personalisation": False}
@@ -203,8 +282,8 @@ def test_resolve_reports_a_bad_value_stored_before_the_door_checked_it(data_dir)
     """A quantity of 2^31 broke `omnithread resolve` (exit 2); it is left out of the profiles and reported."""
     import duckdb
 
-    from omnithread.workspace import Workspace
     from omnithread.config import Settings
+    from omnithread.workspace import Workspace
 
     with Workspace(Settings(data_dir=data_dir)):
         pass  # the data directory and its tables
@@ -215,5 +294,6 @@ def test_resolve_reports_a_bad_value_stored_before_the_door_checked_it(data_dir)
     con.close()
     report = run_json("resolve", "--data-dir", data_dir)
     assert report["profiles"] == 1 and [(r["message_id"], r["value"]) for r in report["skipped_rows"]] == [
-        ("poison-1", "2147483648")]
+        ("poison-1", "2147483648")
+    ]
     assert "left out 1 order line" in run("resolve", "--data-dir", data_dir).stdout

@@ -10,8 +10,22 @@ import pytest
 import scipy.sparse as sp
 
 from omnithread.errors import ConfigError, NotFoundError
-from omnithread.recommend import (ALS, DLAE, EASE, ItemKNN, Popularity, RP3Beta, Split, average_precision_at_k,
-                                  evaluate_model, load_model, ndcg_at_k, random_split, recall_at_k, temporal_split)
+from omnithread.recommend import (
+    ALS,
+    DLAE,
+    EASE,
+    ItemKNN,
+    Popularity,
+    RP3Beta,
+    Split,
+    average_precision_at_k,
+    evaluate_model,
+    load_model,
+    ndcg_at_k,
+    random_split,
+    recall_at_k,
+    temporal_split,
+)
 from omnithread.recommend.interactions import SignalConfig, build_matrix
 from omnithread.recommend.models import top_n
 
@@ -97,8 +111,17 @@ def test_ease_is_its_closed_form():
     assert np.allclose(model.scores(X[:3]), (X[:3] @ B), atol=1e-4)
 
 
-@pytest.mark.parametrize("model", [Popularity(), ItemKNN(k=5), RP3Beta(k=5), EASE(lam=5.0),
-                                   DLAE(lam=5.0, dropout=0.25), ALS(factors=4, iterations=3)])
+@pytest.mark.parametrize(
+    "model",
+    [
+        Popularity(),
+        ItemKNN(k=5),
+        RP3Beta(k=5),
+        EASE(lam=5.0),
+        DLAE(lam=5.0, dropout=0.25),
+        ALS(factors=4, iterations=3),
+    ],
+)
 def test_every_model_recommends_saves_and_loads(model, tmp_path):
     X = _toy()
     model.fit(X)
@@ -140,12 +163,21 @@ def test_signal_weights_channels_and_floor_at_zero():
     import pyarrow as pa
 
     t = dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc)
-    rows = pa.table({
-        "person_id": ["a", "a", "a", "b", "b"], "product_id": ["P1", "P1", "P2", "P1", "P3"],
-        "signal": ["cart_add", "cart_remove", "order", "view", "pick"], "channel": ["web", "web", "store", "app", "store"],
-        "store_id": [None, None, "S1", None, "S9"], "event_at": [t] * 5, "quantity": [1.0, 1.0, 3.0, 1.0, 1.0]})
-    cfg = SignalConfig(weights={"view": 1, "cart_add": 2, "cart_remove": -5, "order": 4, "pick": 1.5, "put_back": 1},
-                       half_life_days=None)
+    rows = pa.table(
+        {
+            "person_id": ["a", "a", "a", "b", "b"],
+            "product_id": ["P1", "P1", "P2", "P1", "P3"],
+            "signal": ["cart_add", "cart_remove", "order", "view", "pick"],
+            "channel": ["web", "web", "store", "app", "store"],
+            "store_id": [None, None, "S1", None, "S9"],
+            "event_at": [t] * 5,
+            "quantity": [1.0, 1.0, 3.0, 1.0, 1.0],
+        }
+    )
+    cfg = SignalConfig(
+        weights={"view": 1, "cart_add": 2, "cart_remove": -5, "order": 4, "pick": 1.5, "put_back": 1},
+        half_life_days=None,
+    )
     m = build_matrix(rows, cfg)
     a, b = m.person_index["a"], m.person_index["b"]
     p1, p2, p3 = (m.product_index[p] for p in ("P1", "P2", "P3"))
@@ -176,8 +208,10 @@ def served(small_world, tmp_path_factory):
 
 
 def _a_buyer(ws):
-    return ws.engine.scalar("SELECT person_id FROM profiles WHERE orders > 2 AND coalesce(consent_personalisation, "
-                            "true) ORDER BY revenue DESC, person_id LIMIT 1")
+    return ws.engine.scalar(
+        "SELECT person_id FROM profiles WHERE orders > 2 AND coalesce(consent_personalisation, "
+        "true) ORDER BY revenue DESC, person_id LIMIT 1"
+    )
 
 
 def test_for_you_leaves_out_what_was_bought_unless_it_is_bought_again(served):
@@ -192,8 +226,10 @@ def test_for_you_leaves_out_what_was_bought_unless_it_is_bought_again(served):
 def test_in_store_only_offers_what_the_store_sells(served):
     ws, service, _ = served
     person = _a_buyer(ws)
-    store = ws.engine.scalar("SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
-                             "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+    store = ws.engine.scalar(
+        "SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
+        "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+    )
     answer = service.recommend(person, "in_store", n=8, store=store)
     sold = service._sold(service.serving.available_days, store)
     assert answer.items and all(sold[service.product_index[i["product_id"]]] > 0 for i in answer.items)
@@ -204,21 +240,33 @@ def test_in_store_only_offers_what_the_store_sells(served):
 def test_the_imported_inventory_and_catalogue_decide_what_may_be_served(served, tmp_path):
     ws, service, _ = served
     person = _a_buyer(ws)
-    store = ws.engine.scalar("SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
-                             "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+    store = ws.engine.scalar(
+        "SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
+        "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+    )
     for_you = service.recommend(person, "for_you", n=10)
     in_store = service.recommend(person, "in_store", n=10, store=store)
     assert for_you.meta["availability"].startswith("sales") and in_store.meta["availability"].startswith("sales")
     off_sale, sold_out = for_you.items[0]["product_id"], in_store.items[0]["product_id"]
-    similar_to = next(p for p in service.products if off_sale in
-                      {i["product_id"] for i in service.recommend(surface="similar", product=p, n=10).items})
-    carried = [p for p in service.products if service._sold(service.serving.available_days, store)[
-        service.product_index[p]] > 0]
+    similar_to = next(
+        p
+        for p in service.products
+        if off_sale in {i["product_id"] for i in service.recommend(surface="similar", product=p, n=10).items}
+    )
+    carried = [
+        p
+        for p in service.products
+        if service._sold(service.serving.available_days, store)[service.product_index[p]] > 0
+    ]
     (tmp_path / "catalogue.csv").write_text(
-        "product_id,available,launched_at\n" + f"{off_sale},false,\n"
-        + f"P-LAUNCHED,true,{ws.engine.scalar('SELECT max(event_at) FROM events').isoformat()}\n")
-    (tmp_path / "inventory.csv").write_text("store_id,product_id,quantity\n" + "".join(
-        f"{store},{p},{0 if p == sold_out else 5}\n" for p in carried + ["P-LAUNCHED"]))
+        "product_id,available,launched_at\n"
+        + f"{off_sale},false,\n"
+        + f"P-LAUNCHED,true,{ws.engine.scalar('SELECT max(event_at) FROM events').isoformat()}\n"
+    )
+    (tmp_path / "inventory.csv").write_text(
+        "store_id,product_id,quantity\n"
+        + "".join(f"{store},{p},{0 if p == sold_out else 5}\n" for p in carried + ["P-LAUNCHED"])
+    )
     ws.ingestor().ingest_reference([tmp_path / "catalogue.csv"], "catalogue")
     ws.ingestor().ingest_reference([tmp_path / "inventory.csv"], "inventory")
     service.refresh()
@@ -257,26 +305,33 @@ def test_every_persons_answers_computed_together_equal_one_request_each(served, 
     answers = {a.person_id: a for a in service.recommend_all("for_you", n=8)}
     assert len(answers) == ws.engine.scalar("SELECT count(DISTINCT person_id) FROM identity_map")
     reasons = {a.fallback_reason for a in answers.values()}
-    assert None in reasons and any(r and "consent" in r for r in reasons) and any(r and "no history" in r
-                                                                                   for r in reasons)
+    assert (
+        None in reasons and any(r and "consent" in r for r in reasons) and any(r and "no history" in r for r in reasons)
+    )
     # every non-personal answer and a spread of personal ones, each against its own request
     personal = sorted(p for p, a in answers.items() if a.fallback_reason is None)
-    sample = [p for p, a in answers.items() if a.fallback_reason] + personal[::max(1, len(personal) // 40)]
+    sample = [p for p, a in answers.items() if a.fallback_reason] + personal[:: max(1, len(personal) // 40)]
     for person in sample:
         one = service.recommend(person, "for_you", n=8)
-        assert (one.surface, one.items, one.fallback_reason) == \
-            (answers[person].surface, answers[person].items, answers[person].fallback_reason), person
-    store = ws.engine.scalar("SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
-                             "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+        assert (one.surface, one.items, one.fallback_reason) == (
+            answers[person].surface,
+            answers[person].items,
+            answers[person].fallback_reason,
+        ), person
+    store = ws.engine.scalar(
+        "SELECT store_id FROM events WHERE channel = 'store' AND store_id IS NOT NULL "
+        "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+    )
     there = {a.person_id: a for a in service.recommend_all("in_store", n=5, store=store)}
-    for person in personal[::max(1, len(personal) // 10)]:
+    for person in personal[:: max(1, len(personal) // 10)]:
         assert service.recommend(person, "in_store", n=5, store=store).items == there[person].items
     summary = service.export_all(tmp_path / "all.parquet", n=8)
     table = pq.read_table(tmp_path / "all.parquet").to_pydict()
     assert summary["persons"] == len(answers) and summary["rows"] == len(table["person_id"])
     first = personal[0]
-    assert [p for who, p in zip(table["person_id"], table["product_id"]) if who == first] == \
-        [i["product_id"] for i in answers[first].items]
+    assert [p for who, p in zip(table["person_id"], table["product_id"]) if who == first] == [
+        i["product_id"] for i in answers[first].items
+    ]
     with pytest.raises(ConfigError, match="surface"):
         next(service.recommend_all("similar"))
 
@@ -323,8 +378,16 @@ def test_the_ablation_runs_every_variant(served):
 
     ws, _, out = served
     result = run_ablation(ws.engine, ws.pseudonymiser, out / "truth")
-    assert list(result["variants"]) == ["siloed", "online only", "store only", "joined, no picks", "joined",
-                                        "ceiling, no picks", "ceiling", "ceiling, reachable"]
+    assert list(result["variants"]) == [
+        "siloed",
+        "online only",
+        "store only",
+        "joined, no picks",
+        "joined",
+        "ceiling, no picks",
+        "ceiling",
+        "ceiling, reachable",
+    ]
     for v in result["variants"].values():
         assert 0 <= v["all"]["ndcg@10"] <= 1 and v["all"]["users"] > 0
     assert result["assumptions"] and ablation_svg(result).startswith("<svg")
@@ -351,23 +414,42 @@ def test_the_reachable_ceiling_joins_one_persons_identifiers_through_links_and_s
     from omnithread.recommend.ablation import reachable_map
 
     engine = DuckDBEngine()
-    truth = {"account:a1": "P1", "device:d1": "P1", "store_session:s1": "P1", "store_session:s9": "P1",
-             "account:a2": "P2", "device:d2": "P2", "store_session:s2": "P2", "store_session:s3": "P2"}
+    truth = {
+        "account:a1": "P1",
+        "device:d1": "P1",
+        "store_session:s1": "P1",
+        "store_session:s9": "P1",
+        "account:a2": "P2",
+        "device:d2": "P2",
+        "store_session:s2": "P2",
+        "store_session:s3": "P2",
+    }
     engine.register("_t", pa.table({"identifier": list(truth), "person_id": list(truth.values())}))
     engine.execute("CREATE TEMP TABLE true_identity_map AS SELECT * FROM _t")
-    links = [("account:a1", "device:d1"),  # one person's link
-             ("account:a1", "device:d2"),  # a link across true persons: not followed
-             ("account:a1", "payment_token:family"), ("account:a2", "payment_token:family"),  # a family card
-             ("payment_token:family", "store_session:s1"), ("payment_token:family", "store_session:s3"),
-             ("account:a2", "email:e"), ("email:e", "phone:h"),  # a key to a key: not followed
-             ("loyalty_card:c", "store_session:s2"), ("loyalty_card:c", "phone:h")]
+    links = [
+        ("account:a1", "device:d1"),  # one person's link
+        ("account:a1", "device:d2"),  # a link across true persons: not followed
+        ("account:a1", "payment_token:family"),
+        ("account:a2", "payment_token:family"),  # a family card
+        ("payment_token:family", "store_session:s1"),
+        ("payment_token:family", "store_session:s3"),
+        ("account:a2", "email:e"),
+        ("email:e", "phone:h"),  # a key to a key: not followed
+        ("loyalty_card:c", "store_session:s2"),
+        ("loyalty_card:c", "phone:h"),
+    ]
     engine.register("_e", pa.table({"a": [a for a, _ in links], "b": [b for _, b in links]}))
     engine.execute("CREATE TEMP TABLE identity_edges AS SELECT * FROM _e")
     assert reachable_map(engine) == 5
     persons = {r["identifier"]: r["person_id"] for r in engine.rows("SELECT * FROM reachable_identity_map")}
     groups = sorted(sorted(k for k, v in persons.items() if v == p) for p in set(persons.values()))
-    assert groups == [["account:a1", "device:d1", "store_session:s1"], ["account:a2", "store_session:s3"],
-                      ["device:d2"], ["store_session:s2"], ["store_session:s9"]]
+    assert groups == [
+        ["account:a1", "device:d1", "store_session:s1"],
+        ["account:a2", "store_session:s3"],
+        ["device:d2"],
+        ["store_session:s2"],
+        ["store_session:s9"],
+    ]
 
 
 def test_a_persons_rows_read_the_quick_way_equal_the_full_scan(served):
@@ -377,7 +459,9 @@ def test_a_persons_rows_read_the_quick_way_equal_the_full_scan(served):
     from omnithread.recommend.interactions import interaction_rows
 
     ws, service, _ = served
-    people = [r["person_id"] for r in ws.engine.rows("SELECT person_id FROM profiles ORDER BY hash(person_id) LIMIT 25")]
+    people = [
+        r["person_id"] for r in ws.engine.rows("SELECT person_id FROM profiles ORDER BY hash(person_id) LIMIT 25")
+    ]
     for person in people:
         service._rows_for = (None, None)
         quick = Counter(tuple(sorted(r.items())) for r in service._person_rows(person).to_pylist())
@@ -399,10 +483,13 @@ def test_histories_summed_at_training_equal_reading_the_log_after_new_events_and
     with Workspace(Settings(data_dir=tmp_path / "data")) as ws:
         ws.ingestor().ingest_paths(manifest["sources"])
         resolve_identities(ws.engine, ws.pseudonymiser)
-        signals = SignalConfig(weights={"view": 0.5, "cart_add": 1.0, "cart_remove": -1.0, "order": 2.0, "pick": 0.5,
-                                        "put_back": 0.5}, half_life_days=20.0)
-        trained = Recommendations.train(ws.engine, ws.pseudonymiser, tmp_path / "models", model=DLAE(lam=100.0),
-                                        signals=signals)
+        signals = SignalConfig(
+            weights={"view": 0.5, "cart_add": 1.0, "cart_remove": -1.0, "order": 2.0, "pick": 0.5, "put_back": 0.5},
+            half_life_days=20.0,
+        )
+        trained = Recommendations.train(
+            ws.engine, ws.pseudonymiser, tmp_path / "models", model=DLAE(lam=100.0), signals=signals
+        )
         service = Recommendations.open(ws.engine, ws.pseudonymiser, tmp_path / "models")
         assert service.history is not None and trained.history is not None
 
@@ -416,35 +503,77 @@ def test_histories_summed_at_training_equal_reading_the_log_after_new_events_and
             finally:
                 service.history = saved
 
-        people = [r["person_id"] for r in ws.engine.rows(
-            "SELECT person_id, count(*) FROM identity_map GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 40")]
+        people = [
+            r["person_id"]
+            for r in ws.engine.rows(
+                "SELECT person_id, count(*) FROM identity_map GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 40"
+            )
+        ]
         for person in people:
             cached, bought, logged, bought_logged = both_ways(person)
             assert np.allclose(cached, logged, rtol=1e-5, atol=1e-6) and bought == bought_logged, person
         # events loaded after training: a later view, cart add and order by one account, on a later day
-        account = ws.engine.scalar("SELECT user_id FROM events WHERE user_id IS NOT NULL AND event = 'Order Completed' "
-                                   "ORDER BY user_id LIMIT 1")
+        account = ws.engine.scalar(
+            "SELECT user_id FROM events WHERE user_id IS NOT NULL AND event = 'Order Completed' "
+            "ORDER BY user_id LIMIT 1"
+        )
         device = ws.engine.scalar("""
             SELECT substr(identifier, 8) FROM identity_map WHERE identifier LIKE 'device:%' AND person_id IN (
                 SELECT person_id FROM identity_map GROUP BY 1 HAVING count(*) = 1) ORDER BY 1 LIMIT 1""")
         later = (ws.engine.scalar("SELECT max(event_at) FROM events") + timedelta(days=3)).isoformat()
         product = service.products[-1]
-        write_lines(tmp_path / "new.jsonl", [
-            {"type": "track", "event": "Product Viewed", "userId": account, "messageId": "late-1", "timestamp": later,
-             "properties": {"product_id": product}, "context": {"channel": "web"}},
-            {"type": "track", "event": "Order Completed", "userId": account, "messageId": "late-2", "timestamp": later,
-             "properties": {"order_id": "late", "products": [{"product_id": product, "quantity": 1}]},
-             "context": {"channel": "web"}},
-            # a client that sends 'undefined' as the user: the event is the device's (the account is blocked)
-            {"type": "track", "event": "Product Added", "userId": "undefined", "anonymousId": device,
-             "messageId": "late-5", "timestamp": later, "properties": {"product_id": service.products[1]},
-             "context": {"channel": "web"}},
-            # an anonymous device's views, then the device logs in to the account: a merge
-            {"type": "track", "event": "Product Viewed", "anonymousId": device, "messageId": "late-3",
-             "timestamp": later, "properties": {"product_id": service.products[0]}, "context": {"channel": "web"}},
-            {"type": "identify", "userId": account, "anonymousId": device, "messageId": "late-4", "timestamp": later,
-             "context": {"channel": "web"}},
-        ])
+        write_lines(
+            tmp_path / "new.jsonl",
+            [
+                {
+                    "type": "track",
+                    "event": "Product Viewed",
+                    "userId": account,
+                    "messageId": "late-1",
+                    "timestamp": later,
+                    "properties": {"product_id": product},
+                    "context": {"channel": "web"},
+                },
+                {
+                    "type": "track",
+                    "event": "Order Completed",
+                    "userId": account,
+                    "messageId": "late-2",
+                    "timestamp": later,
+                    "properties": {"order_id": "late", "products": [{"product_id": product, "quantity": 1}]},
+                    "context": {"channel": "web"},
+                },
+                # a client that sends 'undefined' as the user: the event is the device's (the account is blocked)
+                {
+                    "type": "track",
+                    "event": "Product Added",
+                    "userId": "undefined",
+                    "anonymousId": device,
+                    "messageId": "late-5",
+                    "timestamp": later,
+                    "properties": {"product_id": service.products[1]},
+                    "context": {"channel": "web"},
+                },
+                # an anonymous device's views, then the device logs in to the account: a merge
+                {
+                    "type": "track",
+                    "event": "Product Viewed",
+                    "anonymousId": device,
+                    "messageId": "late-3",
+                    "timestamp": later,
+                    "properties": {"product_id": service.products[0]},
+                    "context": {"channel": "web"},
+                },
+                {
+                    "type": "identify",
+                    "userId": account,
+                    "anonymousId": device,
+                    "messageId": "late-4",
+                    "timestamp": later,
+                    "context": {"channel": "web"},
+                },
+            ],
+        )
         before = service._latest()
         assert ws.ingestor().ingest_paths([tmp_path / "new.jsonl"]).accepted == 5
         update_identities(ws.engine, ws.pseudonymiser)
@@ -481,6 +610,9 @@ def test_training_writes_the_person_by_product_interactions_table(served):
     assert totals["put_backs"] == rows["signal"].count("put_back")
     assert totals["units"] == sum(q for s, q in zip(rows["signal"], rows["quantity"]) if s == "order")
     one = ws.engine.rows("SELECT * FROM interactions WHERE units_ordered > 0 ORDER BY person_id LIMIT 1")[0]
-    mine = [(s, c) for p, q, s, c in zip(rows["person_id"], rows["product_id"], rows["signal"], rows["channel"])
-            if p == one["person_id"] and q == one["product_id"]]
+    mine = [
+        (s, c)
+        for p, q, s, c in zip(rows["person_id"], rows["product_id"], rows["signal"], rows["channel"])
+        if p == one["person_id"] and q == one["product_id"]
+    ]
     assert one["channels"] == sorted({c for _, c in mine if c}) and one["first_at"] <= one["last_at"]

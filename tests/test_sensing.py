@@ -18,8 +18,18 @@ def lab():
     the same; every other product has its own weight."""
     ids = [f"P{i:02d}" for i in range(32)]
     weights = [150.0, 150.0] + [round(95 + 41.3 * i, 1) for i in range(2, 32)]
-    layout, _ = generate_layout("LAB", ids, weights, [1.0 + i / 10 for i in range(32)], gondolas=2, shelves=2,
-                                plates_per_shelf=4, facings_per_plate=2, seed=1, stock=10)
+    layout, _ = generate_layout(
+        "LAB",
+        ids,
+        weights,
+        [1.0 + i / 10 for i in range(32)],
+        gondolas=2,
+        shelves=2,
+        plates_per_shelf=4,
+        facings_per_plate=2,
+        seed=1,
+        stock=10,
+    )
     return layout
 
 
@@ -65,8 +75,15 @@ def test_simple_trip_is_one_exact_receipt_with_its_events():
     r = receipts["a"]
     assert not r.review and engine.problems == []
     names = [e["event"] for e in r.events]
-    assert names == ["Store Entered", "Product Picked", "Product Picked", "Product Picked",
-                     "Product Returned To Shelf", "Store Exited", "Order Completed"]
+    assert names == [
+        "Store Entered",
+        "Product Picked",
+        "Product Picked",
+        "Product Picked",
+        "Product Returned To Shelf",
+        "Store Exited",
+        "Order Completed",
+    ]
     entered, order = r.events[0], r.events[-1]
     assert entered["properties"]["entry_method"] == "app_code" and entered["properties"]["entry_token"] == "app-a"
     assert order["context"] == {"channel": "store", "store_id": "LAB"}
@@ -105,8 +122,10 @@ def test_crossing_hands():
 
 
 def test_item_put_back_in_the_wrong_place_is_picked_later_by_someone_else():
-    plans = [shopper("a", 0, [pick("P07"), put_back("P07", on="P22", shift=0.08), pick("P10")]),
-             shopper("b", 40, [Action("pick", at("P22")[0], at("P22")[1] + 0.08, "P07", 1), pick("P22")])]
+    plans = [
+        shopper("a", 0, [pick("P07"), put_back("P07", on="P22", shift=0.08), pick("P10")]),
+        shopper("b", 40, [Action("pick", at("P22")[0], at("P22")[1] + 0.08, "P07", 1), pick("P22")]),
+    ]
     _, _, receipts = sense(plans)
     assert baskets(receipts) == {"a": {"P10": 1}, "b": {"P07": 1, "P22": 1}}
     returned = [e for e in receipts["a"].events if e["event"] == "Product Returned To Shelf"]
@@ -139,9 +158,12 @@ def test_a_hand_resting_on_a_plate_takes_nothing():
 
 
 def test_item_handed_to_a_companion_lands_on_the_payers_receipt():
-    plans = [shopper("p", 0, [pick("P09")]),
-             shopper("c", 1.0, [pick("P18"), Action("handoff", product="P18", to="p")], group_with="p",
-                     entry_method="group")]
+    plans = [
+        shopper("p", 0, [pick("P09")]),
+        shopper(
+            "c", 1.0, [pick("P18"), Action("handoff", product="P18", to="p")], group_with="p", entry_method="group"
+        ),
+    ]
     _, _, receipts = sense(plans)
     assert baskets(receipts) == {"p": {"P09": 1, "P18": 1}}
     entered = receipts["p"].events[0]["properties"]
@@ -179,8 +201,13 @@ def test_bad_sensor_messages_are_refused_with_reasons_and_the_store_keeps_runnin
     bad = [
         {"kind": "plate", "plate_id": "G99-S9-P99", "seq": 1, "t": t, "samples": [1.0] * 12},
         {"kind": "plate", "plate_id": LAYOUT.plate_ids[3], "seq": 10_000, "t": START + 2000, "samples": [-5000.0] * 12},
-        {"kind": "plate", "plate_id": LAYOUT.plate_ids[3], "seq": 10_001, "t": START + 2000,
-         "samples": [1.0] * 11 + [math.nan]},
+        {
+            "kind": "plate",
+            "plate_id": LAYOUT.plate_ids[3],
+            "seq": 10_001,
+            "t": START + 2000,
+            "samples": [1.0] * 11 + [math.nan],
+        },
         {"kind": "plate", "plate_id": LAYOUT.plate_ids[3], "seq": 10_002, "t": START + 2000, "samples": [1.0] * 5},
         {"kind": "thermometer", "t": t},
         {"kind": "gate", "event": "exit", "track_id": "T77", "t": t},
@@ -197,8 +224,16 @@ def test_bad_sensor_messages_are_refused_with_reasons_and_the_store_keeps_runnin
     by_code = {}
     for p in engine.problems:
         by_code.setdefault(p.problem.code, []).append(p)
-    assert set(by_code) >= {"unknown_plate", "absurd_weight", "invalid_samples", "unknown_kind", "exit_without_entry",
-                            "invalid_entry_method", "invalid_track", "invalid_time"}
+    assert set(by_code) >= {
+        "unknown_plate",
+        "absurd_weight",
+        "invalid_samples",
+        "unknown_kind",
+        "exit_without_entry",
+        "invalid_entry_method",
+        "invalid_track",
+        "invalid_time",
+    }
     assert "too_late" not in by_code
     unknown = by_code["unknown_plate"][0]
     assert unknown.problem.field == "plate_id" and "G99-S9-P99" in unknown.problem.message
@@ -228,8 +263,11 @@ def test_a_gap_in_a_plates_messages_during_the_pick_still_finds_it():
     signals = render_scene(Scene(LAYOUT, [shopper("a", 0, [pick("P05"), pick("P21")])], START, seed=3))
     plate = LAYOUT.plate_ids[at("P05")[0]]
     real = next(e for e in signals.truth["events"] if e["product"] == "P05")
-    messages = [m for m in signals.messages() if not (m["kind"] == "plate" and m["plate_id"] == plate
-                                                      and real["t_start"] - 1 <= m["t"] <= real["t_end"] + 1)]
+    messages = [
+        m
+        for m in signals.messages()
+        if not (m["kind"] == "plate" and m["plate_id"] == plate and real["t_start"] - 1 <= m["t"] <= real["t_end"] + 1)
+    ]
     engine = SensingEngine(LAYOUT)
     engine.feed_many(messages)
     assert [r.basket for r in engine.close()] == [{"P05": 1, "P21": 1}]

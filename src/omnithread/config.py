@@ -63,7 +63,9 @@ class Settings:
             raise ConfigError("import_chunk_bytes", self.import_chunk_bytes, "a number of bytes of at least 1024")
         if self.ip_mode not in ("truncate", "hash"):
             raise ConfigError("ip_mode", self.ip_mode, "truncate (IPv4 to its /24, IPv6 to its /48) or hash (keyed)")
-        if self.memory_limit is not None and not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB)", self.memory_limit.upper()):
+        if self.memory_limit is not None and not re.fullmatch(
+            r"\d+(\.\d+)?\s*(KB|MB|GB|TB)", self.memory_limit.upper()
+        ):
             raise ConfigError("memory_limit", self.memory_limit, "an amount such as 6GB or 512MB")
 
     @classmethod

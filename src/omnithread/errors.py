@@ -121,8 +121,10 @@ class ErasureFailedError(OmnithreadError):
 
     def __init__(self, step: str, cause: BaseException):
         self.step, self.cause = step, cause
-        super().__init__(f"the erasure failed while {step} and nothing was changed "
-                         f"({type(cause).__name__}); it can be asked for again")
+        super().__init__(
+            f"the erasure failed while {step} and nothing was changed "
+            f"({type(cause).__name__}); it can be asked for again"
+        )
 
 
 class UnavailableError(OmnithreadError):

@@ -12,6 +12,7 @@ from omnithread.engine import EventLog, open_engine
 from omnithread.ingest import Ingestor
 from omnithread.privacy import PayloadCipher, Pseudonymiser, load_secret
 from omnithread.privacy.files import private_directory
+from omnithread.privacy.suppression import SuppressionList
 
 __all__ = ["Workspace"]
 
@@ -32,7 +33,8 @@ class Workspace:
         self.pseudonymiser = Pseudonymiser(secret, settings.phone_region, settings.ip_mode)
         self.cipher = PayloadCipher(secret)
         self.engine = open_engine(settings)
-        self.log = EventLog(self.engine)
+        self.suppression = SuppressionList(self.engine)
+        self.log = EventLog(self.engine, self.suppression)
 
     def ingestor(self, received_at: datetime | None = None) -> Ingestor:
         return Ingestor(self.log, self.pseudonymiser, self.cipher, self.settings, received_at)

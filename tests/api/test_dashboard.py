@@ -30,13 +30,16 @@ def served(small_world, tmp_path_factory):
             "events": ws.log.count(),
             "persons": ws.engine.scalar("SELECT count(*) FROM persons"),
             "rejected": ws.engine.scalar("SELECT count(*) FROM rejected_events WHERE status = 'open'"),
-            "account": ws.engine.scalar("SELECT split_part(identifier, ':', 2) FROM identity_map "
-                                        "WHERE identifier LIKE 'account:%' ORDER BY events DESC, 1 LIMIT 1"),
+            "account": ws.engine.scalar(
+                "SELECT split_part(identifier, ':', 2) FROM identity_map "
+                "WHERE identifier LIKE 'account:%' ORDER BY events DESC, 1 LIMIT 1"
+            ),
             "store": manifest["checkout_free_stores"][0],
             "store_receipts": None,
         }
         facts["store_receipts"] = ws.engine.scalar(
-            "SELECT count(*) FROM events WHERE store_id = ? AND event = 'Order Completed'", [facts["store"]])
+            "SELECT count(*) FROM events WHERE store_id = ? AND event = 'Order Completed'", [facts["store"]]
+        )
     store = KeyStore(data, load_secret(data))
     read = store.create("read", "dashboard test")[0]
     store.close()

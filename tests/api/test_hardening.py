@@ -35,8 +35,15 @@ def basic(key: str) -> dict:
 
 
 def track(n: int, **extra) -> dict:
-    return {"type": "track", "event": "Product Viewed", "anonymousId": f"anon-{n}", "messageId": f"h-{n}",
-            "properties": {"product_id": f"P{n % 7}"}, "context": {"channel": "web"}, **extra}
+    return {
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": f"anon-{n}",
+        "messageId": f"h-{n}",
+        "properties": {"product_id": f"P{n % 7}"},
+        "context": {"channel": "web"},
+        **extra,
+    }
 
 
 def make_keys(data: Path) -> dict[str, str]:
@@ -74,16 +81,20 @@ def _stream(size: int):
 def test_an_unauthenticated_huge_body_is_refused_before_it_is_read(served):
     server, made = served
     before = server.peak_memory_mb()
-    declared = httpx.post(f"{server.url}/v1/track", content=_stream(300 << 20),
-                          headers={"Content-Length": str(300 << 20)}, timeout=60)
+    declared = httpx.post(
+        f"{server.url}/v1/track", content=_stream(300 << 20), headers={"Content-Length": str(300 << 20)}, timeout=60
+    )
     assert declared.status_code == 413 and declared.json()["code"] == "body_too_large"
     chunked = httpx.post(f"{server.url}/v1/batch", content=_stream(200 << 20), timeout=60)  # no length: chunked
     assert chunked.status_code == 413
-    wrong_key = httpx.post(f"{server.url}/v1/batch", content=_stream(200 << 20), headers=basic("otk_nope"),
-                           timeout=60)
+    wrong_key = httpx.post(f"{server.url}/v1/batch", content=_stream(200 << 20), headers=basic("otk_nope"), timeout=60)
     assert wrong_key.status_code == 401
-    threads = [threading.Thread(target=httpx.post, args=(f"{server.url}/v1/batch",),
-                                kwargs={"content": _stream(100 << 20), "timeout": 60}) for _ in range(4)]
+    threads = [
+        threading.Thread(
+            target=httpx.post, args=(f"{server.url}/v1/batch",), kwargs={"content": _stream(100 << 20), "timeout": 60}
+        )
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -97,24 +108,48 @@ def test_what_a_browser_form_on_another_site_sends_is_refused(served):
     server, made = served
     form = b'{"person":"anon-1","mode":"suppress_and_delete","pad":"="}'
     admin = basic(made["admin"])
-    assert httpx.post(f"{server.url}/v1/admin/erasure", content=form,
-                      headers={**admin, "Content-Type": "text/plain"}).status_code == 415
+    assert (
+        httpx.post(
+            f"{server.url}/v1/admin/erasure", content=form, headers={**admin, "Content-Type": "text/plain"}
+        ).status_code
+        == 415
+    )
     for headers in ({"Origin": "http://127.0.0.1:18499"}, {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}):
-        refused = httpx.post(f"{server.url}/v1/admin/consent", json={"person": "anon-1", "purposes": {
-            "analytics": False}}, headers={**admin, **headers})
+        refused = httpx.post(
+            f"{server.url}/v1/admin/consent",
+            json={"person": "anon-1", "purposes": {"analytics": False}},
+            headers={**admin, **headers},
+        )
         assert refused.status_code == 403 and refused.json()["code"] == "cross_site"
     # a page of another site may link to the dashboard, not fetch from the API
     read = basic(made["read"])
-    assert httpx.get(f"{server.url}/dashboard", headers={**read, "Sec-Fetch-Site": "cross-site",
-                                                           "Sec-Fetch-Mode": "navigate"}).status_code == 200
-    assert httpx.get(f"{server.url}/v1/persons/anon-1", headers={**read, "Sec-Fetch-Site": "cross-site",
-                                                                  "Sec-Fetch-Mode": "no-cors"}).status_code == 403
-    assert httpx.post(f"{server.url}/v1/catalogue", content=b'{"rows":[]}',
-                      headers={**basic(made["write"]), "Content-Type": "text/plain"}).status_code == 415
+    assert (
+        httpx.get(
+            f"{server.url}/dashboard", headers={**read, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+        ).status_code
+        == 200
+    )
+    assert (
+        httpx.get(
+            f"{server.url}/v1/persons/anon-1",
+            headers={**read, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
+        ).status_code
+        == 403
+    )
+    assert (
+        httpx.post(
+            f"{server.url}/v1/catalogue",
+            content=b'{"rows":[]}',
+            headers={**basic(made["write"]), "Content-Type": "text/plain"},
+        ).status_code
+        == 415
+    )
     # Segment's clients and beacons send text/plain or nothing: the collector takes them
-    beacon = httpx.post(f"{server.url}/v1/track", content=orjson.dumps(dict(track(2), writeKey=made["write"])),
-                        headers={"Content-Type": "text/plain", "Origin": "https://shop.example",
-                                 "Sec-Fetch-Site": "cross-site"})
+    beacon = httpx.post(
+        f"{server.url}/v1/track",
+        content=orjson.dumps(dict(track(2), writeKey=made["write"])),
+        headers={"Content-Type": "text/plain", "Origin": "https://shop.example", "Sec-Fetch-Site": "cross-site"},
+    )
     assert beacon.status_code == 200 and beacon.json()["accepted"] == 1
 
 
@@ -138,7 +173,10 @@ def test_the_audit_log_keeps_no_identifier_and_counts_refusals(served):
     actions = {(r[1], r[3]) for r in rows}
     assert ("GET /v1/persons/{key}", "refused: no valid key") in actions
     assert ("GET /v1/persons/{key}", "refused: needs read") in actions
-    assert ("POST /v1/track", "refused: no valid key") in actions and ("POST /v1/track", "refused: needs write") in actions
+    assert ("POST /v1/track", "refused: no valid key") in actions and (
+        "POST /v1/track",
+        "refused: needs write",
+    ) in actions
     assert ("GET /dashboard", "refused: rate limited") in actions
     flood = [r for r in rows if r[1] == "GET /v1/persons/{key}" and r[3] == "refused: no valid key"]
     assert len(flood) <= 2 and flood[-1][4].startswith("305 more")  # 306 refusals: one row, one count
@@ -149,23 +187,35 @@ def test_collector_answers_say_suppressed_deep_out_of_range_and_repeats(served):
     server, made = served
     w, a = basic(made["write"]), basic(made["admin"])
     assert httpx.post(f"{server.url}/v1/track", json=track(40, userId="acct-gone"), headers=w).json()["accepted"] == 1
-    assert httpx.post(f"{server.url}/v1/admin/erasure", json={"person": "acct-gone", "mode": "suppress"},
-                      headers=a).status_code == 200
+    assert (
+        httpx.post(
+            f"{server.url}/v1/admin/erasure", json={"person": "acct-gone", "mode": "suppress"}, headers=a
+        ).status_code
+        == 200
+    )
     later = httpx.post(f"{server.url}/v1/track", json=track(41, userId="acct-gone"), headers=w).json()
     assert later == {"success": True, "accepted": 0, "duplicates": 0, "suppressed": 1}
 
     deep = '{"a":' * 300 + "1" + "}" * 300
     body = orjson.dumps({"batch": [track(100 + i) for i in range(99)]}).decode()[:-2] + (
         ',{"type":"track","userId":"u","messageId":"deep","event":"Product Viewed",'
-        '"properties":{"product_id":"P1","n":' + deep + '}}]}')
+        '"properties":{"product_id":"P1","n":' + deep + "}}]}"
+    )
     answer = httpx.post(f"{server.url}/v1/batch", content=body, headers=w)
     assert answer.status_code == 200 and answer.json()["accepted"] == 99
     assert answer.json()["rejected"][0]["index"] == 99 and "32 levels" in answer.json()["rejected"][0]["reasons"][0]
 
-    poison = {"type": "track", "userId": "poison", "messageId": "poison-1", "event": "Order Completed",
-              "properties": {"order_id": "o1", "total": 1, "products": [{"product_id": "P1", "quantity": 2**31}]}}
+    poison = {
+        "type": "track",
+        "userId": "poison",
+        "messageId": "poison-1",
+        "event": "Order Completed",
+        "properties": {"order_id": "o1", "total": 1, "products": [{"product_id": "P1", "quantity": 2**31}]},
+    }
     refused = httpx.post(f"{server.url}/v1/track", json=poison, headers=w)
-    assert refused.status_code == 400 and "properties.products[0].quantity" in refused.json()["rejected"][0]["reasons"][0]
+    assert (
+        refused.status_code == 400 and "properties.products[0].quantity" in refused.json()["rejected"][0]["reasons"][0]
+    )
 
     same = {"type": "track", "userId": "n", "event": "Product Viewed", "properties": {"product_id": "P1"}}
     first = httpx.post(f"{server.url}/v1/track", json=same, headers=w).json()
@@ -180,21 +230,60 @@ def test_collector_answers_say_suppressed_deep_out_of_range_and_repeats(served):
 def test_erasure_over_http_reaches_a_device_seen_after_the_last_read(served):
     server, made = served
     w, r, a = basic(made["write"]), basic(made["read"]), basic(made["admin"])
-    httpx.post(f"{server.url}/v1/batch", headers=w, json={"batch": [
-        {"type": "identify", "userId": "acct-carol", "anonymousId": "dev-carol-1", "messageId": "c1",
-         "traits": {"email": "carol@example.org"}}]})
+    httpx.post(
+        f"{server.url}/v1/batch",
+        headers=w,
+        json={
+            "batch": [
+                {
+                    "type": "identify",
+                    "userId": "acct-carol",
+                    "anonymousId": "dev-carol-1",
+                    "messageId": "c1",
+                    "traits": {"email": "carol@example.org"},
+                }
+            ]
+        },
+    )
     assert httpx.get(f"{server.url}/v1/persons/acct-carol", headers=r).status_code == 200  # resolution here
-    httpx.post(f"{server.url}/v1/batch", headers=w, json={"batch": [
-        {"type": "identify", "userId": "acct-carol", "anonymousId": "dev-carol-2", "messageId": "c3",
-         "traits": {"phone": "07700 900481"}},
-        {"type": "track", "anonymousId": "dev-carol-2", "messageId": "c4", "event": "Product Viewed",
-         "properties": {"product_id": "P00109"}}]})
-    report = httpx.post(f"{server.url}/v1/admin/erasure", headers=a,
-                        json={"person": "acct-carol", "mode": "suppress_and_delete"}).json()
+    httpx.post(
+        f"{server.url}/v1/batch",
+        headers=w,
+        json={
+            "batch": [
+                {
+                    "type": "identify",
+                    "userId": "acct-carol",
+                    "anonymousId": "dev-carol-2",
+                    "messageId": "c3",
+                    "traits": {"phone": "07700 900481"},
+                },
+                {
+                    "type": "track",
+                    "anonymousId": "dev-carol-2",
+                    "messageId": "c4",
+                    "event": "Product Viewed",
+                    "properties": {"product_id": "P00109"},
+                },
+            ]
+        },
+    )
+    report = httpx.post(
+        f"{server.url}/v1/admin/erasure", headers=a, json={"person": "acct-carol", "mode": "suppress_and_delete"}
+    ).json()
     assert report["identifiers"] == 5 and report["events_deleted"] == 3
     assert httpx.get(f"{server.url}/v1/persons/dev-carol-2", headers=r).status_code == 404
-    again = httpx.post(f"{server.url}/v1/track", headers=w, json={"type": "track", "anonymousId": "dev-carol-2",
-                       "messageId": "c8", "event": "Product Viewed", "properties": {"product_id": "P1"}}).json()
+    again = httpx.post(
+        f"{server.url}/v1/track",
+        headers=w,
+        json={
+            "type": "track",
+            "anonymousId": "dev-carol-2",
+            "messageId": "c8",
+            "event": "Product Viewed",
+            "properties": {"product_id": "P1"},
+        },
+    ).json()
     assert again["accepted"] == 0 and again["suppressed"] == 1
 
 
@@ -217,16 +306,28 @@ def test_identifiers_where_nobody_expects_them_are_hashed_by_the_collector(tmp_p
     made = make_keys(tmp_path)
     server = Server(tmp_path).start()
     try:
-        odd = {"type": "identify", "userId": PHONE, "messageId": "p7",
-               "traits": {"Email": "Jane@Example.org", "contact_email": "jane+c@example.org"},
-               "context": {"ip": "203.0.113.77", "page": {"url": "https://shop.example/?email=jane%40example.org",
-                                                          "referrer": f"https://m.example/?from={JANE}"}},
-               "properties": {"customer": {"email": JANE, "phone": "07700 900468"}, "note": f"ring {PHONE}"}}
+        odd = {
+            "type": "identify",
+            "userId": PHONE,
+            "messageId": "p7",
+            "traits": {"Email": "Jane@Example.org", "contact_email": "jane+c@example.org"},
+            "context": {
+                "ip": "203.0.113.77",
+                "page": {
+                    "url": "https://shop.example/?email=jane%40example.org",
+                    "referrer": f"https://m.example/?from={JANE}",
+                },
+            },
+            "properties": {"customer": {"email": JANE, "phone": "07700 900468"}, "note": f"ring {PHONE}"},
+        }
         assert httpx.post(f"{server.url}/v1/identify", json=odd, headers=basic(made["write"])).json()["accepted"] == 1
     finally:
         server.stop()
-    stored = duckdb.connect(str(tmp_path / "omnithread.duckdb"), read_only=True).execute(
-        "SELECT user_id, traits, context, properties FROM events").fetchall()
+    stored = (
+        duckdb.connect(str(tmp_path / "omnithread.duckdb"), read_only=True)
+        .execute("SELECT user_id, traits, context, properties FROM events")
+        .fetchall()
+    )
     text = str(stored)
     for raw in ("Jane@Example.org", "jane@example.org", "jane+c", JANE, "7700900468", "7700 900468", "203.0.113.77"):
         assert raw not in text, raw
@@ -243,7 +344,7 @@ def test_stalled_connections_are_closed_and_others_are_served(tmp_path):
         for i in range(600):
             s = socket.create_connection(("127.0.0.1", server.port))
             if i % 3 == 0:
-                s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"batch\":[")
+                s.sendall(b'POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{"batch":[')
             elif i % 3 == 1:
                 s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             sockets.append(s)  # and a third send nothing at all
@@ -272,8 +373,19 @@ def test_stalled_connections_are_closed_and_others_are_served(tmp_path):
 # -- D9: a locked data directory is one line of error -------------------------------------------------------------
 def test_a_command_beside_a_running_server_fails_in_one_line(served):
     server, _ = served
-    done = subprocess.run([sys.executable, "-c", "from omnithread.cli.main import main; main()", "stats",
-                           "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from omnithread.cli.main import main; main()",
+            "stats",
+            "--data-dir",
+            str(server.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "holds the data directory" in lines[0] and "PID" in lines[0]
@@ -332,8 +444,10 @@ def test_health_says_degraded_on_a_full_disk_and_failing_writes(app_client, monk
     monkeypatch.undo()
 
     def no_space(rows):
-        raise EngineError("INSERT INTO events ...", duckdb.IOException(
-            'IO Error: Could not write file "omnithread.duckdb.wal": No space left on device'))
+        raise EngineError(
+            "INSERT INTO events ...",
+            duckdb.IOException('IO Error: Could not write file "omnithread.duckdb.wal": No space left on device'),
+        )
 
     monkeypatch.setattr(service.ws.log, "append_known_new", no_space)
     refused = client.post("/v1/track", json=track(3), headers=basic(made["write"]))
@@ -349,8 +463,10 @@ def test_errors_answer_and_log_without_statement_or_value(app_client, monkeypatc
     client, service, made = app_client
 
     def broken(*args, **kwargs):
-        raise EngineError("SELECT sha256(unhex('5c5c5c5c')) FROM events WHERE x = 'jane@example.org'",
-                          duckdb.ConversionException("Could not convert string 'jane@example.org' to INT32"))
+        raise EngineError(
+            "SELECT sha256(unhex('5c5c5c5c')) FROM events WHERE x = 'jane@example.org'",
+            duckdb.ConversionException("Could not convert string 'jane@example.org' to INT32"),
+        )
 
     monkeypatch.setattr(lookup, "find_person", broken)
     answer = client.get("/v1/persons/anon-1", headers=basic(made["read"]))

@@ -24,11 +24,27 @@ def test_no_server_errors_on_generated_input(tmp_path):
     try:
         auth = "Basic " + base64.b64encode(f"{admin}:".encode()).decode()
         for phase in ("empty log", "with events"):
-            run = subprocess.run([st, "run", f"{server.url}/openapi.json", "-H", f"Authorization: {auth}",
-                                  "--checks", "not_a_server_error", "-n", "25", "--seed", "7"],
-                                 capture_output=True, text=True, timeout=600)
+            run = subprocess.run(
+                [
+                    st,
+                    "run",
+                    f"{server.url}/openapi.json",
+                    "-H",
+                    f"Authorization: {auth}",
+                    "--checks",
+                    "not_a_server_error",
+                    "-n",
+                    "25",
+                    "--seed",
+                    "7",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert run.returncode == 0, f"{phase}:\n{run.stdout[-4000:]}"
-            httpx.post(f"{server.url}/v1/batch", json={"batch": [track(i) for i in range(30)]},
-                       headers={"Authorization": auth})
+            httpx.post(
+                f"{server.url}/v1/batch", json={"batch": [track(i) for i in range(30)]}, headers={"Authorization": auth}
+            )
     finally:
         server.stop()

@@ -1,7 +1,9 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from omnithread.errors import Problem
 from omnithread.events import EVENT_SCHEMAS, TimePolicy, validate_event
@@ -42,16 +44,31 @@ def test_known_events_carry_their_schema_version():
         ({"type": "page", "userId": "u", "context": {"channel": "store"}}, [("missing_field", "context.store_id")]),
         ({"type": "page", "userId": "u", "timestamp": "yesterday"}, [("invalid_timestamp", "timestamp")]),
         ({"type": "page", "userId": "u", "timestamp": "2031-01-01T00:00:00Z"}, [("future_timestamp", "timestamp")]),
-        ({"type": "page", "userId": "u", "timestamp": "1970-01-02T00:00:00Z"}, [("implausible_timestamp", "timestamp")]),
-        (track("Product Viewed", {"price": "9.99"}), [("missing_field", "properties.product_id"),
-                                                      ("invalid_type", "properties.price")]),
+        (
+            {"type": "page", "userId": "u", "timestamp": "1970-01-02T00:00:00Z"},
+            [("implausible_timestamp", "timestamp")],
+        ),
+        (
+            track("Product Viewed", {"price": "9.99"}),
+            [("missing_field", "properties.product_id"), ("invalid_type", "properties.price")],
+        ),
         (track("Product Added", {"product_id": "p", "quantity": 0}), [("out_of_range", "properties.quantity")]),
-        (track("Order Completed", {"order_id": "o", "products": [{"product_id": "p", "price": -1}, 5]}),
-         [("out_of_range", "properties.products[0].price"), ("invalid_type", "properties.products[1]")]),
-        (track("Store Entered", {"store_id": "S1", "entry_method": "face", "entry_token": "t123"}),
-         [("invalid_choice", "properties.entry_method")]),
-        (track("Store Entered", {"store_id": "S1", "entry_method": "palm"}), [("missing_field", "properties.entry_token")]),
-        (track("Consent Updated", {"purposes": {"analytics": "yes"}}), [("invalid_type", "properties.purposes.analytics")]),
+        (
+            track("Order Completed", {"order_id": "o", "products": [{"product_id": "p", "price": -1}, 5]}),
+            [("out_of_range", "properties.products[0].price"), ("invalid_type", "properties.products[1]")],
+        ),
+        (
+            track("Store Entered", {"store_id": "S1", "entry_method": "face", "entry_token": "t123"}),
+            [("invalid_choice", "properties.entry_method")],
+        ),
+        (
+            track("Store Entered", {"store_id": "S1", "entry_method": "palm"}),
+            [("missing_field", "properties.entry_token")],
+        ),
+        (
+            track("Consent Updated", {"purposes": {"analytics": "yes"}}),
+            [("invalid_type", "properties.purposes.analytics")],
+        ),
     ],
 )
 def test_every_problem_names_the_field(payload, expected):
@@ -71,8 +88,13 @@ def test_all_problems_are_reported_at_once():
 def test_clock_skew_is_corrected_as_segment_does():
     # The device clock runs two hours fast: it says the event happened at 12:00 and was sent at 12:00:05,
     # but the server received it at 10:00:06. The event happened at 10:00:01.
-    payload = {"type": "page", "userId": "u", "originalTimestamp": "2026-09-01T12:00:00Z",
-               "sentAt": "2026-09-01T12:00:05Z", "receivedAt": "2026-09-01T10:00:06Z"}
+    payload = {
+        "type": "page",
+        "userId": "u",
+        "originalTimestamp": "2026-09-01T12:00:00Z",
+        "sentAt": "2026-09-01T12:00:05Z",
+        "receivedAt": "2026-09-01T10:00:06Z",
+    }
     checked, problems = validate_event(payload, NOW)
     assert problems == []
     assert checked.times.event_at == datetime(2026, 9, 1, 10, 0, 1, tzinfo=timezone.utc)
@@ -81,8 +103,12 @@ def test_clock_skew_is_corrected_as_segment_does():
 
 
 def test_a_live_receive_time_is_used_when_the_payload_has_none():
-    payload = {"type": "page", "userId": "u", "originalTimestamp": "2026-10-01T13:00:00Z",
-               "sentAt": "2026-10-01T13:00:02Z"}
+    payload = {
+        "type": "page",
+        "userId": "u",
+        "originalTimestamp": "2026-10-01T13:00:00Z",
+        "sentAt": "2026-10-01T13:00:02Z",
+    }
     checked, _ = validate_event(payload, NOW, received_at=NOW)
     assert checked.times.event_at == NOW - timedelta(seconds=2)
 
@@ -128,13 +154,33 @@ payloads = st.fixed_dictionaries(
     optional={
         "type": st.sampled_from(["track", "identify", "page", "screen", "alias", "group", "x"]) | json_values,
         "event": st.sampled_from(sorted(EVENT_SCHEMAS)) | json_values,
-        "userId": st.text(max_size=5) | json_values, "anonymousId": json_values, "messageId": json_values,
-        "properties": st.dictionaries(st.sampled_from(["product_id", "price", "quantity", "products", "store_id",
-                                                       "entry_method", "entry_token", "purposes", "order_id"]),
-                                      json_values, max_size=4) | json_values,
+        "userId": st.text(max_size=5) | json_values,
+        "anonymousId": json_values,
+        "messageId": json_values,
+        "properties": st.dictionaries(
+            st.sampled_from(
+                [
+                    "product_id",
+                    "price",
+                    "quantity",
+                    "products",
+                    "store_id",
+                    "entry_method",
+                    "entry_token",
+                    "purposes",
+                    "order_id",
+                ]
+            ),
+            json_values,
+            max_size=4,
+        )
+        | json_values,
         "context": st.dictionaries(st.sampled_from(["channel", "store_id", "consent"]), json_values) | json_values,
-        "traits": json_values, "timestamp": st.sampled_from(["2026-01-01T00:00:00Z", "x"]) | json_values,
-        "sentAt": json_values, "previousId": json_values, "groupId": json_values,
+        "traits": json_values,
+        "timestamp": st.sampled_from(["2026-01-01T00:00:00Z", "x"]) | json_values,
+        "sentAt": json_values,
+        "previousId": json_values,
+        "groupId": json_values,
     },
 )
 
@@ -153,8 +199,14 @@ def test_a_clock_off_by_millennia_is_an_implausible_timestamp_not_a_crash():
     from omnithread.events import validate_event
 
     now = datetime(2026, 10, 1, tzinfo=timezone.utc)
-    payload = {"type": "screen", "name": "x", "anonymousId": "a", "messageId": "m",
-               "originalTimestamp": "0366-07-06T16:54:16Z", "sentAt": "4938-07-24T11:23:32Z"}
+    payload = {
+        "type": "screen",
+        "name": "x",
+        "anonymousId": "a",
+        "messageId": "m",
+        "originalTimestamp": "0366-07-06T16:54:16Z",
+        "sentAt": "4938-07-24T11:23:32Z",
+    }
     checked, problems = validate_event(payload, now, received_at=now)
     assert checked is None and [p.code for p in problems] == ["implausible_timestamp"]
     assert problems[0].field == "originalTimestamp"

@@ -51,7 +51,6 @@ def test_a_long_chain_a_star_and_random_graphs_get_the_smallest_node_as_label(wo
     assert rounds <= 15
 
 
-
 def test_nodes_that_only_join_two_others_are_set_aside_without_changing_the_components(workspace):
     rng = random.Random(3)
     edges = []
@@ -62,8 +61,12 @@ def test_nodes_that_only_join_two_others_are_set_aside_without_changing_the_comp
             edges += [(session, card), (session, token), (session, f"dev{person:03d}-{visit}")]
         if person % 7 == 0:  # a visit joining two persons' cards, and a chain of visits between visits
             edges += [(f"x{person:03d}", card), (f"x{person:03d}", f"card{(person + 1) % 300:03d}")]
-            edges += [(f"y{person:03d}a", token), (f"y{person:03d}a", f"y{person:03d}b"),
-                      (f"y{person:03d}b", f"y{person:03d}c"), (f"y{person:03d}c", f"token{(person + 2) % 300:03d}")]
+            edges += [
+                (f"y{person:03d}a", token),
+                (f"y{person:03d}a", f"y{person:03d}b"),
+                (f"y{person:03d}b", f"y{person:03d}c"),
+                (f"y{person:03d}c", f"token{(person + 2) % 300:03d}"),
+            ]
     rng.shuffle(edges)
     labels, _ = _components(workspace, edges)
     assert labels == _expected(edges)
@@ -116,4 +119,5 @@ def test_the_split_refuses_and_labels_as_a_plain_union_find_does():
         a_ids, b_ids = [a for a, _ in order], [b for _, b in order]
         names = [f"n{rng.randrange(10_000):05d}-{i}" for i in range(n)]
         assert strongest_first(a_ids, b_ids, kinds, names, config) == _reference_strongest_first(
-            a_ids, b_ids, kinds, names, config), trial
+            a_ids, b_ids, kinds, names, config
+        ), trial

@@ -4,7 +4,12 @@ import pytest
 
 from omnithread.errors import NotFoundError
 from omnithread.identity import (
-    IdentityConfig, find_person, remove_identifier, remove_link, resolve_identities, update_identities,
+    IdentityConfig,
+    find_person,
+    remove_identifier,
+    remove_link,
+    resolve_identities,
+    update_identities,
 )
 from omnithread.workspace import Workspace
 from tests.conftest import write_lines
@@ -21,9 +26,16 @@ def person(ws, key):
 
 def test_a_new_link_merges_two_persons_and_the_old_id_redirects(tmp_path, settings):
     with Workspace(settings) as ws:
-        ingest(ws, tmp_path, "first", [identify(1, "alice", "d1", email="alice@example.com"),
-                                        web_order(2, "alice", "d1", "tok_alice"),
-                                        till_order(3, "till:S1:T3", card="LC55556666")])
+        ingest(
+            ws,
+            tmp_path,
+            "first",
+            [
+                identify(1, "alice", "d1", email="alice@example.com"),
+                web_order(2, "alice", "d1", "tok_alice"),
+                till_order(3, "till:S1:T3", card="LC55556666"),
+            ],
+        )
         resolve_identities(ws.engine, ws.pseudonymiser)
         alice, shopper = person(ws, "alice"), person(ws, "till:S1:T3")
         assert alice != shopper
@@ -36,7 +48,10 @@ def test_a_new_link_merges_two_persons_and_the_old_id_redirects(tmp_path, settin
         changes = ws.engine.rows("SELECT change, person_id, other_person_id FROM identity_changes")
         assert [c["change"] for c in changes] == ["merge", "merge"]
         assert changes[0]["person_id"] == shopper and changes[1] == {  # the session joins the card, then alice
-            "change": "merge", "person_id": alice, "other_person_id": shopper}
+            "change": "merge",
+            "person_id": alice,
+            "other_person_id": shopper,
+        }
         assert update_identities(ws.engine, ws.pseudonymiser).events == 0
 
 
@@ -69,14 +84,22 @@ def test_a_payment_card_a_second_account_uses_is_blocked_by_default(tmp_path, se
 
 def test_removing_the_link_that_joined_two_persons_splits_them_again(tmp_path, settings):
     with Workspace(settings) as ws:
-        ingest(ws, tmp_path, "log", [identify(1, "alice", "d1", email="alice@example.com"),
-                                      web_order(2, "alice", "d1", "tok_alice"),
-                                      till_order(3, "till:S1:T3", token="tok_alice")])
+        ingest(
+            ws,
+            tmp_path,
+            "log",
+            [
+                identify(1, "alice", "d1", email="alice@example.com"),
+                web_order(2, "alice", "d1", "tok_alice"),
+                till_order(3, "till:S1:T3", token="tok_alice"),
+            ],
+        )
         resolve_identities(ws.engine, ws.pseudonymiser)
         alice = person(ws, "alice")
         assert person(ws, "till:S1:T3") == alice
-        edge = ws.engine.rows("SELECT a, b FROM identity_edges WHERE a LIKE 'payment_token:%' "
-                              "AND b LIKE 'store_session:%'")[0]
+        edge = ws.engine.rows(
+            "SELECT a, b FROM identity_edges WHERE a LIKE 'payment_token:%' AND b LIKE 'store_session:%'"
+        )[0]
         persons = remove_link(ws.engine, ws.pseudonymiser, edge["b"], edge["a"], reason="correction")
         assert persons[0] == alice and len(persons) == 2
         assert person(ws, "alice") == alice and person(ws, "till:S1:T3") == persons[1] != alice
@@ -87,8 +110,12 @@ def test_removing_the_link_that_joined_two_persons_splits_them_again(tmp_path, s
 
 def test_erasing_an_identifier_splits_the_persons_it_held_together(tmp_path, settings):
     with Workspace(settings) as ws:
-        ingest(ws, tmp_path, "log", [web_order(1, "alice", "d1", "tok_shared"),
-                                      till_order(2, "till:S1:T2", token="tok_shared")])
+        ingest(
+            ws,
+            tmp_path,
+            "log",
+            [web_order(1, "alice", "d1", "tok_shared"), till_order(2, "till:S1:T2", token="tok_shared")],
+        )
         resolve_identities(ws.engine, ws.pseudonymiser)
         token = ws.engine.scalar("SELECT identifier FROM identity_map WHERE identifier_type = 'payment_token'")
         persons = remove_identifier(ws.engine, ws.pseudonymiser, token, reason="erasure")
@@ -135,10 +162,17 @@ def test_incremental_updates_reach_the_same_persons_as_a_full_rebuild(tmp_path, 
 
 def test_a_full_rebuild_keeps_person_ids_and_redirects_merged_ones(tmp_path, settings):
     with Workspace(settings) as ws:
-        ingest(ws, tmp_path, "first", [identify(1, "alice", "d1", email="alice@example.com"),
-                                        web_order(2, "alice", "d1", "tok_alice"),
-                                        till_order(3, "till:S1:T3", card="LC55556666"),
-                                        till_order(4, "till:S1:T4", card="LC55556666")])
+        ingest(
+            ws,
+            tmp_path,
+            "first",
+            [
+                identify(1, "alice", "d1", email="alice@example.com"),
+                web_order(2, "alice", "d1", "tok_alice"),
+                till_order(3, "till:S1:T3", card="LC55556666"),
+                till_order(4, "till:S1:T4", card="LC55556666"),
+            ],
+        )
         resolve_identities(ws.engine, ws.pseudonymiser)
         alice, shopper = person(ws, "alice"), person(ws, "till:S1:T3")
         resolve_identities(ws.engine, ws.pseudonymiser)
@@ -156,7 +190,19 @@ def test_incremental_and_full_rebuilds_name_new_persons_alike(tmp_path, settings
         ingest(ws, tmp_path, "log", [identify(1, "alice", "d1")])
         resolve_identities(ws.engine, ws.pseudonymiser)
         assert person(ws, "alice") == person_id_for("account:alice")  # the smallest identifier names it
-        ingest(ws, tmp_path, "more", [{"type": "page", "anonymousId": "d3", "messageId": "p3",
-                                       "timestamp": "2026-09-01T10:00:00Z", "context": {"channel": "web"}}])
+        ingest(
+            ws,
+            tmp_path,
+            "more",
+            [
+                {
+                    "type": "page",
+                    "anonymousId": "d3",
+                    "messageId": "p3",
+                    "timestamp": "2026-09-01T10:00:00Z",
+                    "context": {"channel": "web"},
+                }
+            ],
+        )
         update_identities(ws.engine, ws.pseudonymiser)
         assert person(ws, "d3") == person_id_for("device:d3")

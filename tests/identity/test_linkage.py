@@ -12,8 +12,8 @@ from omnithread.identity.linkage import Comparison, Training, block_on, em, link
 
 def _level(comparison: Comparison, a, b) -> int:
     con = duckdb.connect()
-    con.execute(f"CREATE TABLE l AS SELECT ?::VARCHAR AS \"{comparison.column}\"", [a])
-    con.execute(f"CREATE TABLE r AS SELECT ?::VARCHAR AS \"{comparison.column}\"", [b])
+    con.execute(f'CREATE TABLE l AS SELECT ?::VARCHAR AS "{comparison.column}"', [a])
+    con.execute(f'CREATE TABLE r AS SELECT ?::VARCHAR AS "{comparison.column}"', [b])
     return con.execute(f"SELECT {comparison.sql()} FROM l, r").fetchone()[0]
 
 
@@ -29,9 +29,14 @@ def test_levels_of_each_kind_of_comparison():
     name = Comparison("surname", "name")
     assert name.levels == 5
     # equal; one edit; two edits but Jaro-Winkler >= 0.92 (0.953); 0.8 to 0.92 (0.911); below; missing
-    assert [_level(name, "smith", "smith"), _level(name, "smith", "smyth"), _level(name, "margaret", "margarite"),
-            _level(name, "katherine", "kathrynne"), _level(name, "smith", "jones"), _level(name, "", None)] == [
-        4, 3, 2, 1, 0, -1]
+    assert [
+        _level(name, "smith", "smith"),
+        _level(name, "smith", "smyth"),
+        _level(name, "margaret", "margarite"),
+        _level(name, "katherine", "kathrynne"),
+        _level(name, "smith", "jones"),
+        _level(name, "", None),
+    ] == [4, 3, 2, 1, 0, -1]
     with pytest.raises(ValueError, match="fuzzy"):
         Comparison("x", "fuzzy")
 
@@ -47,8 +52,9 @@ def test_em_recovers_known_parameters_from_pattern_counts():
     u_true = [np.array([0.9, 0.1]), np.array([0.8, 0.15, 0.05]), np.array([0.99, 0.01])]
     n, share = 200_000, 0.2
     is_match = rng.random(n) < share
-    columns = [np.where(is_match, rng.choice(len(m), n, p=m), rng.choice(len(u), n, p=u))
-               for m, u in zip(m_true, u_true)]
+    columns = [
+        np.where(is_match, rng.choice(len(m), n, p=m), rng.choice(len(u), n, p=u)) for m, u in zip(m_true, u_true)
+    ]
     patterns, counts = np.unique(np.stack(columns, axis=1), axis=0, return_counts=True)
     start = [np.r_[np.full(len(m) - 1, 0.1 / (len(m) - 1)), 0.9] for m in m_true]
     posterior, learnt_share, m, iterations = em(patterns, counts, start, u_true, 0.5)
@@ -67,14 +73,20 @@ LAST = ["smith", "jones", "brown", "taylor", "wilson", "evans", "thomas", "rober
 
 def _people(n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
-    return [{"first": FIRST[rng.integers(len(FIRST))], "last": LAST[rng.integers(len(LAST))],
-             "dob": f"19{rng.integers(40, 99)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}",
-             "postcode": f"P{rng.integers(0, 10**6):06d}"} for _ in range(n)]
+    return [
+        {
+            "first": FIRST[rng.integers(len(FIRST))],
+            "last": LAST[rng.integers(len(LAST))],
+            "dob": f"19{rng.integers(40, 99)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}",
+            "postcode": f"P{rng.integers(0, 10**6):06d}",
+        }
+        for _ in range(n)
+    ]
 
 
 def _typo(value: str, rng) -> str:
     i = int(rng.integers(0, len(value) - 1))
-    return value[:i] + value[i + 1] + value[i] + value[i + 2:]  # swap two letters
+    return value[:i] + value[i + 1] + value[i] + value[i + 2 :]  # swap two letters
 
 
 def _records(people: list[dict], copies: float, seed: int) -> tuple[pa.Table, set]:
@@ -94,8 +106,12 @@ def _records(people: list[dict], copies: float, seed: int) -> tuple[pa.Table, se
 
 MODEL = dict(
     unique_id="id",
-    comparisons=[Comparison("first", "name"), Comparison("last", "name"), Comparison("dob", "edits", (1, 2)),
-                 Comparison("postcode", "edits", (1,))],
+    comparisons=[
+        Comparison("first", "name"),
+        Comparison("last", "name"),
+        Comparison("dob", "edits", (1, 2)),
+        Comparison("postcode", "edits", (1,)),
+    ],
     blocking=[block_on("dob"), block_on("postcode"), block_on("first", "last")],
     training=[Training(("dob",)), Training(("postcode",))],
 )

@@ -19,21 +19,42 @@ T = "2026-09-01T10:00:00Z"
 
 
 def identify(n, user, device, **traits):
-    return {"type": "identify", "messageId": f"i{n}", "userId": user, "anonymousId": device, "traits": traits,
-            "timestamp": T, "context": {"channel": "web"}}
+    return {
+        "type": "identify",
+        "messageId": f"i{n}",
+        "userId": user,
+        "anonymousId": device,
+        "traits": traits,
+        "timestamp": T,
+        "context": {"channel": "web"},
+    }
 
 
 def web_order(n, user, device, token):
-    return {"type": "track", "event": "Order Completed", "messageId": f"o{n}", "userId": user, "anonymousId": device,
-            "timestamp": T, "context": {"channel": "web"},
-            "properties": {"order_id": f"W{n}", "products": [{"product_id": "P1"}], "payment_token": token}}
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": f"o{n}",
+        "userId": user,
+        "anonymousId": device,
+        "timestamp": T,
+        "context": {"channel": "web"},
+        "properties": {"order_id": f"W{n}", "products": [{"product_id": "P1"}], "payment_token": token},
+    }
 
 
 def till_order(n, session, card=None, token=None):
     props = {"order_id": f"T{n}", "products": [{"product_id": "P2"}], "total": 10.0}
     props.update({k: v for k, v in (("loyalty_card", card), ("payment_token", token)) if v})
-    return {"type": "track", "event": "Order Completed", "messageId": f"t{n}", "anonymousId": session,
-            "timestamp": T, "context": {"channel": "store", "store_id": "S1"}, "properties": props}
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": f"t{n}",
+        "anonymousId": session,
+        "timestamp": T,
+        "context": {"channel": "store", "store_id": "S1"},
+        "properties": props,
+    }
 
 
 def resolved(tmp_path, settings, events, config=None):
@@ -49,13 +70,17 @@ def person_of(ws, key):
 
 
 def test_a_card_used_online_and_at_a_till_joins_the_store_visit_to_the_account(tmp_path, settings):
-    ws, report = resolved(tmp_path, settings, [
-        identify(1, "alice", "d1", email="Alice@Example.com"),
-        web_order(2, "alice", "d1", "tok_alice_card"),
-        till_order(3, "till:S1:T3", card="LC11112222", token="tok_alice_card"),
-        till_order(4, "till:S1:T4", card="LC11112222"),
-        identify(5, "bob", "d2", email="bob@example.com"),
-    ])
+    ws, report = resolved(
+        tmp_path,
+        settings,
+        [
+            identify(1, "alice", "d1", email="Alice@Example.com"),
+            web_order(2, "alice", "d1", "tok_alice_card"),
+            till_order(3, "till:S1:T3", card="LC11112222", token="tok_alice_card"),
+            till_order(4, "till:S1:T4", card="LC11112222"),
+            identify(5, "bob", "d2", email="bob@example.com"),
+        ],
+    )
     with ws:
         alice = person_of(ws, "alice")
         assert person_of(ws, "alice@example.com") == person_of(ws, "till:S1:T3") == person_of(ws, "till:S1:T4") == alice
@@ -63,24 +88,45 @@ def test_a_card_used_online_and_at_a_till_joins_the_store_visit_to_the_account(t
         assert report.persons == 2 and report.links_dropped == {}
         described = describe_person(ws.engine, alice)
         assert {i["identifier_type"] for i in described["identifiers"]} == {
-            "account", "device", "email", "payment_token", "loyalty_card", "store_session"}
+            "account",
+            "device",
+            "email",
+            "payment_token",
+            "loyalty_card",
+            "store_session",
+        }
         assert {a["channel"] for a in described["activity"]} == {"web", "store"}
-        link = next(l for l in described["links"] if l["b"].startswith("store_session:till:S1:T3")
-                    or l["a"].startswith("store_session:till:S1:T3"))
+        link = next(
+            found
+            for found in described["links"]
+            if found["b"].startswith("store_session:till:S1:T3") or found["a"].startswith("store_session:till:S1:T3")
+        )
         assert link["first_message_id"] == "t3" and link["rules"] == ["Order Completed"]
 
 
 def test_a_link_keeps_the_names_of_the_events_that_made_it_sorted_and_at_most_eight(tmp_path, settings):
     names = [f"Custom {letter}" for letter in "KJIHGFEDCBA"]  # eleven, sent in reverse order
-    events = [{"type": "track", "event": name, "messageId": f"c{i}", "userId": "alice", "anonymousId": "d1",
-               "timestamp": f"2026-09-01T10:{i:02d}:00Z", "context": {"channel": "web"}} for i, name in enumerate(names)]
+    events = [
+        {
+            "type": "track",
+            "event": name,
+            "messageId": f"c{i}",
+            "userId": "alice",
+            "anonymousId": "d1",
+            "timestamp": f"2026-09-01T10:{i:02d}:00Z",
+            "context": {"channel": "web"},
+        }
+        for i, name in enumerate(names)
+    ]
     events.append(web_order(20, None, "d1", "tok_alice"))
     events.append(web_order(21, None, "d1", "tok_alice"))
     events.append(identify(22, None, "d1", email="alice@example.com"))
     ws, _ = resolved(tmp_path, settings, events)
     with ws:
-        links = {(row["a"].split(":")[0], row["b"].split(":")[0]): row for row in ws.engine.rows(
-            "SELECT a, b, rules, events, first_message_id FROM identity_edges")}
+        links = {
+            (row["a"].split(":")[0], row["b"].split(":")[0]): row
+            for row in ws.engine.rows("SELECT a, b, rules, events, first_message_id FROM identity_edges")
+        }
         account = links[("account", "device")]
         assert account["rules"] == sorted(names)[:8] and account["events"] == 11 and account["first_message_id"] == "c0"
         token = links[("device", "payment_token")]
@@ -92,37 +138,59 @@ def test_a_pair_linked_by_its_account_and_by_a_hash_on_its_device_is_one_link_wi
     # a sender whose user ids are email hashes: the account is an email node, which the device's
     # own identify names too, so the same pair comes from both halves of the graph's reading
     hashed = "em_" + "a" * 32
-    ws, _ = resolved(tmp_path, settings, [
-        web_order(1, hashed, "d1", "tok_a"),
-        {**identify(2, None, "d1", email=hashed), "timestamp": "2026-09-01T11:00:00Z"},
-        {**identify(3, None, "d1", email=hashed), "timestamp": "2026-09-01T12:00:00Z"},
-    ])
+    ws, _ = resolved(
+        tmp_path,
+        settings,
+        [
+            web_order(1, hashed, "d1", "tok_a"),
+            {**identify(2, None, "d1", email=hashed), "timestamp": "2026-09-01T11:00:00Z"},
+            {**identify(3, None, "d1", email=hashed), "timestamp": "2026-09-01T12:00:00Z"},
+        ],
+    )
     with ws:
-        links = ws.engine.rows("SELECT a, b, events, rules, first_message_id FROM identity_edges "
-                               f"WHERE a = 'device:d1' AND b = 'email:{hashed}'")
-        assert links == [{"a": "device:d1", "b": f"email:{hashed}", "events": 3,
-                          "rules": ["Order Completed", "identify"], "first_message_id": "o1"}]
+        links = ws.engine.rows(
+            "SELECT a, b, events, rules, first_message_id FROM identity_edges "
+            f"WHERE a = 'device:d1' AND b = 'email:{hashed}'"
+        )
+        assert links == [
+            {
+                "a": "device:d1",
+                "b": f"email:{hashed}",
+                "events": 3,
+                "rules": ["Order Completed", "identify"],
+                "first_message_id": "o1",
+            }
+        ]
 
 
 def test_a_rebuild_keeps_person_ids_and_redirects_the_id_a_merge_retired(tmp_path, settings):
-    first = [identify(1, None, "d1", email="ann@example.com"), identify(2, None, "d1", email="ann@example.com"),
-             identify(3, None, "d2", phone="+442079460000"), identify(4, None, "d3", email="cy@example.com")]
+    first = [
+        identify(1, None, "d1", email="ann@example.com"),
+        identify(2, None, "d1", email="ann@example.com"),
+        identify(3, None, "d2", phone="+442079460000"),
+        identify(4, None, "d3", email="cy@example.com"),
+    ]
     ws, report = resolved(tmp_path, settings, first)
     with ws:
         assert report.persons == 3
         before = {key: person_of(ws, key) for key in ("d1", "d2", "d3")}
         # d2 gives ann's email too: the person with more identifiers keeps its id, the other's redirects
-        ws.ingestor().ingest_paths([write_lines(tmp_path / "more.jsonl", [
-            identify(5, None, "d2", email="ann@example.com")])])
+        ws.ingestor().ingest_paths(
+            [write_lines(tmp_path / "more.jsonl", [identify(5, None, "d2", email="ann@example.com")])]
+        )
         report = resolve_identities(ws.engine, ws.pseudonymiser)
         assert report.persons == 2
         assert person_of(ws, "d1") == person_of(ws, "d2") == before["d1"] and person_of(ws, "d3") == before["d3"]
         assert ws.engine.rows("SELECT old_person_id, person_id, reason FROM person_redirects") == [
-            {"old_person_id": before["d2"], "person_id": before["d1"], "reason": "merged on rebuild"}]
+            {"old_person_id": before["d2"], "person_id": before["d1"], "reason": "merged on rebuild"}
+        ]
 
 
-FAMILY_CARD = [web_order(1, "alice", "d1", "tok_family"), web_order(2, "alice", "d1", "tok_family"),
-               web_order(3, "bob", "d2", "tok_family")]
+FAMILY_CARD = [
+    web_order(1, "alice", "d1", "tok_family"),
+    web_order(2, "alice", "d1", "tok_family"),
+    web_order(3, "bob", "d2", "tok_family"),
+]
 
 
 def test_a_family_card_does_not_merge_two_accounts(tmp_path, settings):
@@ -136,8 +204,9 @@ def test_a_family_card_does_not_merge_two_accounts(tmp_path, settings):
     # the stronger evidence (two orders) keeps it with alice
     lenient = IdentityConfig(max_accounts={**IdentityConfig().max_accounts, "payment_token": 4})
     (tmp_path / "lenient").mkdir()
-    ws, report = resolved(tmp_path / "lenient", settings.with_(data_dir=tmp_path / "lenient" / "data"), FAMILY_CARD,
-                          lenient)
+    ws, report = resolved(
+        tmp_path / "lenient", settings.with_(data_dir=tmp_path / "lenient" / "data"), FAMILY_CARD, lenient
+    )
     with ws:
         assert person_of(ws, "alice") != person_of(ws, "bob")
         assert report.links_dropped == {"limit: at most 1 account per person": 1}
@@ -155,8 +224,11 @@ def test_blocked_values_link_nobody(tmp_path, settings, value):
 
 
 def test_test_email_addresses_are_blocked_by_their_hash(tmp_path, settings):
-    ws, report = resolved(tmp_path, settings, [identify(1, "alice", "d1", email="Test@Example.com"),
-                                               identify(2, "bob", "d2", email="test@example.com")])
+    ws, report = resolved(
+        tmp_path,
+        settings,
+        [identify(1, "alice", "d1", email="Test@Example.com"), identify(2, "bob", "d2", email="test@example.com")],
+    )
     with ws:
         assert person_of(ws, "alice") != person_of(ws, "bob") and report.blocked_identifiers == 1
 
@@ -174,8 +246,12 @@ def test_a_demo_tablet_used_by_many_accounts_is_blocked_automatically(tmp_path, 
 
 def test_limits_are_configurable(tmp_path, settings):
     config = IdentityConfig(limits={**IdentityConfig().limits, "email": 1})
-    ws, report = resolved(tmp_path, settings, [identify(1, "alice", "d1", email="a@example.com"),
-                                               identify(2, "alice", "d1", email="a2@example.com")], config)
+    ws, report = resolved(
+        tmp_path,
+        settings,
+        [identify(1, "alice", "d1", email="a@example.com"), identify(2, "alice", "d1", email="a2@example.com")],
+        config,
+    )
     with ws:
         assert report.links_dropped == {"limit: at most 1 email per person": 1}
     with pytest.raises(ConfigError, match="limits.email"):
@@ -212,12 +288,21 @@ def test_split_over_limit_keeps_the_strongest_links():
 
 def test_evaluation_counts_pairs_and_clusters_exactly(tmp_path, settings):
     # alice: account + device; bob: account + device, but bob's device is wrongly joined to alice
-    ws, _ = resolved(tmp_path, settings, [identify(1, "alice", "d1"), identify(2, "bob", "d2"),
-                                          identify(3, "alice", "d2")])
+    ws, _ = resolved(
+        tmp_path, settings, [identify(1, "alice", "d1"), identify(2, "bob", "d2"), identify(3, "alice", "d2")]
+    )
     truth = tmp_path / "truth"
     truth.mkdir()
-    pq.write_table(pa.table({"person_id": ["A", "A", "B", "B"], "type": ["account", "device", "account", "device"],
-                             "value": ["alice", "d1", "bob", "d2"]}), truth / "identifiers.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "person_id": ["A", "A", "B", "B"],
+                "type": ["account", "device", "account", "device"],
+                "value": ["alice", "d1", "bob", "d2"],
+            }
+        ),
+        truth / "identifiers.parquet",
+    )
     with ws:
         result = evaluate_against_truth(ws.engine, ws.pseudonymiser, truth)
     # resolved: {alice, d1, d2} and {bob}; true pairs: (alice,d1), (bob,d2); predicted pairs: 3, correct 1
@@ -232,7 +317,8 @@ def test_the_simulated_retailer_resolves_with_few_over_merges(small_world, works
     report = resolve_identities(workspace.engine, workspace.pseudonymiser)
     result = evaluate_against_truth(workspace.engine, workspace.pseudonymiser, out / "truth")
     assert report.persons_with_account == workspace.engine.scalar(
-        "SELECT count(*) FROM identity_map WHERE identifier_type = 'account'")
+        "SELECT count(*) FROM identity_map WHERE identifier_type = 'account'"
+    )
     assert result["pairwise"]["precision"] > 0.85 and result["over_merge_rate"] < 0.08
     # where the time went, phase by phase, adds up to the whole
     assert list(report.phases) == ["links", "matching", "components", "split", "persons"]
@@ -250,19 +336,24 @@ def test_a_person_with_hundreds_of_devices_keeps_the_first_twenty(tmp_path, sett
 
 
 def test_an_identify_that_would_join_two_accounts_is_refused(tmp_path, settings):
-    ws, report = resolved(tmp_path, settings, [identify(1, "alice", "d1"), identify(2, "alice", "d1"),
-                                               identify(3, "bob", "d1")])
+    ws, report = resolved(
+        tmp_path, settings, [identify(1, "alice", "d1"), identify(2, "alice", "d1"), identify(3, "bob", "d1")]
+    )
     with ws:
         assert person_of(ws, "alice") == person_of(ws, "d1") != person_of(ws, "bob")
         assert report.links_dropped == {"limit: at most 1 account per person": 1}
 
 
 def test_events_with_bad_or_missing_identifiers_are_kept_apart(tmp_path, settings):
-    ws, report = resolved(tmp_path, settings, [
-        identify(1, "alice", "d1", email="not-an-email", phone="12"),  # rejected at import, with reasons
-        identify(2, "bob", "d2", firstName="Bob"),
-        {"type": "page", "anonymousId": "d3", "messageId": "p3", "timestamp": T},
-    ])
+    ws, report = resolved(
+        tmp_path,
+        settings,
+        [
+            identify(1, "alice", "d1", email="not-an-email", phone="12"),  # rejected at import, with reasons
+            identify(2, "bob", "d2", firstName="Bob"),
+            {"type": "page", "anonymousId": "d3", "messageId": "p3", "timestamp": T},
+        ],
+    )
     with ws:
         assert ws.log.rejected()[0]["reason_codes"] == ["invalid_identifier"]
         assert report.persons == 2 and person_of(ws, "d3") != person_of(ws, "bob")
@@ -304,7 +395,9 @@ def test_probabilistic_matching_links_sign_ups_to_accounts_correctly(medium_worl
     with Workspace(settings) as ws:
         ws.ingestor().ingest_paths(manifest["sources"])
         report = resolve_identities(ws.engine, ws.pseudonymiser)
-        links = ws.engine.rows("SELECT a, b, score FROM identity_edges WHERE list_contains(rules, 'probabilistic match')")
+        links = ws.engine.rows(
+            "SELECT a, b, score FROM identity_edges WHERE list_contains(rules, 'probabilistic match')"
+        )
         assert report.probabilistic_links == len(links) > 10
         assert all(link["score"] >= 0.999 for link in links)
         right = sum(owners.get(link["a"]) == owners.get(link["b"]) for link in links)
@@ -315,8 +408,7 @@ def test_probabilistic_matching_links_sign_ups_to_accounts_correctly(medium_worl
         assert off.probabilistic_links == 0
 
 
-def test_sign_ups_that_arrive_later_are_matched_incrementally_with_the_learnt_model(medium_world, settings,
-                                                                                      tmp_path):
+def test_sign_ups_that_arrive_later_are_matched_incrementally_with_the_learnt_model(medium_world, settings, tmp_path):
     from omnithread.identity import update_identities
 
     out, manifest = medium_world
@@ -336,15 +428,21 @@ def test_sign_ups_that_arrive_later_are_matched_incrementally_with_the_learnt_mo
                 event = orjson.loads(line)
             except orjson.JSONDecodeError:
                 event = None
-            if (isinstance(event, dict) and event.get("type") == "identify" and "signup-" in str(event.get("anonymousId"))
-                    and zlib.crc32(event["anonymousId"].encode()) % 3 == 0):
+            if (
+                isinstance(event, dict)
+                and event.get("type") == "identify"
+                and "signup-" in str(event.get("anonymousId"))
+                and zlib.crc32(event["anonymousId"].encode()) % 3 == 0
+            ):
                 late.append(event)
                 held.add("store_session:" + event["anonymousId"])
             else:
                 kept.append(line)
         early.append(write_lines(tmp_path / Path(source).name, kept))
-    query = ("SELECT a, b, score, status FROM identity_edges WHERE list_contains(rules, 'probabilistic match') "
-             "AND (a IN (SELECT unnest(?::VARCHAR[])) OR b IN (SELECT unnest(?::VARCHAR[])))")
+    query = (
+        "SELECT a, b, score, status FROM identity_edges WHERE list_contains(rules, 'probabilistic match') "
+        "AND (a IN (SELECT unnest(?::VARCHAR[])) OR b IN (SELECT unnest(?::VARCHAR[])))"
+    )
     with Workspace(settings) as ws:
         ws.ingestor().ingest_paths(early)
         resolve_identities(ws.engine, ws.pseudonymiser)
@@ -356,7 +454,9 @@ def test_sign_ups_that_arrive_later_are_matched_incrementally_with_the_learnt_mo
         assert all(link["score"] >= 0.999 for link in links)
         assert sum(owners.get(link["a"]) == owners.get(link["b"]) for link in links) / len(links) > 0.9
         # the sign-ups now sit in the persons of the accounts they matched
-        person = {r["identifier"]: r["person_id"] for r in ws.engine.rows("SELECT identifier, person_id FROM identity_map")}
+        person = {
+            r["identifier"]: r["person_id"] for r in ws.engine.rows("SELECT identifier, person_id FROM identity_map")
+        }
         kept = [link for link in links if link["status"] == "kept"]
         assert len(kept) > len(links) / 2 and all(person[link["a"]] == person[link["b"]] for link in kept)
         # and they are the links a full rebuild over the same log makes
@@ -369,10 +469,15 @@ def test_sign_ups_that_arrive_later_are_matched_incrementally_with_the_learnt_mo
 def test_one_to_one_keeps_each_records_best_match_and_clusters_close_pairs():
     from omnithread.identity.matching import cluster_pairs, one_to_one
 
-    pairs = [{"id_l": "a1", "id_r": "b1", "match_probability": 0.9},
-             {"id_l": "a1", "id_r": "b2", "match_probability": 0.95},
-             {"id_l": "a2", "id_r": "b2", "match_probability": 0.5},
-             {"id_l": "a2", "id_r": "b1", "match_probability": 0.4}]
+    pairs = [
+        {"id_l": "a1", "id_r": "b1", "match_probability": 0.9},
+        {"id_l": "a1", "id_r": "b2", "match_probability": 0.95},
+        {"id_l": "a2", "id_r": "b2", "match_probability": 0.5},
+        {"id_l": "a2", "id_r": "b1", "match_probability": 0.4},
+    ]
     assert [(p["id_l"], p["id_r"]) for p in one_to_one(pairs)] == [("a1", "b2"), ("a2", "b1")]
     assert cluster_pairs(pairs[:1] + [{"id_l": "b1", "id_r": "c1", "match_probability": 1}]) == {
-        ("a1", "b1"), ("b1", "c1"), ("a1", "c1")}
+        ("a1", "b1"),
+        ("b1", "c1"),
+        ("a1", "c1"),
+    }

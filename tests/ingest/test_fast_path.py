@@ -9,7 +9,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from omnithread.events import EVENT_SCHEMAS
 from omnithread.privacy import reveal_encrypted_values
@@ -23,8 +25,9 @@ def _snapshot(ws: Workspace) -> tuple[dict, dict]:
     events = {}
     for row in ws.engine.rows("SELECT * FROM events"):
         for column in JSON_COLUMNS:  # encrypted values compared by what they hold (each encryption differs)
-            row[column] = reveal_encrypted_values(orjson.loads(row[column]), ws.cipher) \
-                if row[column] is not None else None
+            row[column] = (
+                reveal_encrypted_values(orjson.loads(row[column]), ws.cipher) if row[column] is not None else None
+            )
         loaded = row.pop("loaded_at")
         for column in ("received_at", "event_at"):  # "now" differs between the two runs
             if row[column] == loaded:
@@ -65,30 +68,96 @@ def test_the_simulated_retailer_is_stored_identically(tmp_path, settings, small_
 
 
 names = st.sampled_from(sorted(EVENT_SCHEMAS) + ["Custom Thing"])
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False),
-                    st.sampled_from(["", "P1", "x y", "2026-09-01T10:00:00Z", "a@b.co", " A@B.CO ", "07700 900123",
-                                     "LC 1234-5678", "tok_abcd", "palm_1234", "em_" + "0" * 32, "é\\n\"q", "web",
-                                     "store", "browser", "app_code", "palm", "none", "S1"]))
-values = st.one_of(scalars, st.lists(scalars, max_size=2),
-                   st.lists(st.dictionaries(st.sampled_from(["product_id", "price", "quantity", "name"]), scalars,
-                                            max_size=3), max_size=2))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(-2, 2, allow_nan=False),
+    st.sampled_from(
+        [
+            "",
+            "P1",
+            "x y",
+            "2026-09-01T10:00:00Z",
+            "a@b.co",
+            " A@B.CO ",
+            "07700 900123",
+            "LC 1234-5678",
+            "tok_abcd",
+            "palm_1234",
+            "em_" + "0" * 32,
+            'é\\n"q',
+            "web",
+            "store",
+            "browser",
+            "app_code",
+            "palm",
+            "none",
+            "S1",
+        ]
+    ),
+)
+values = st.one_of(
+    scalars,
+    st.lists(scalars, max_size=2),
+    st.lists(
+        st.dictionaries(st.sampled_from(["product_id", "price", "quantity", "name"]), scalars, max_size=3), max_size=2
+    ),
+)
 sections = st.dictionaries(
-    st.sampled_from(["product_id", "price", "quantity", "products", "store_id", "entry_method", "entry_token",
-                     "purposes", "order_id", "email", "phone", "loyalty_card", "payment_token", "palm_token",
-                     "app_code", "palm_template", "query", "total", "channel", "consent", "traits", "misplaced"]),
-    values | st.dictionaries(st.sampled_from(["analytics", "email", "phone"]), scalars, max_size=2), max_size=5)
+    st.sampled_from(
+        [
+            "product_id",
+            "price",
+            "quantity",
+            "products",
+            "store_id",
+            "entry_method",
+            "entry_token",
+            "purposes",
+            "order_id",
+            "email",
+            "phone",
+            "loyalty_card",
+            "payment_token",
+            "palm_token",
+            "app_code",
+            "palm_template",
+            "query",
+            "total",
+            "channel",
+            "consent",
+            "traits",
+            "misplaced",
+        ]
+    ),
+    values | st.dictionaries(st.sampled_from(["analytics", "email", "phone"]), scalars, max_size=2),
+    max_size=5,
+)
 events = st.fixed_dictionaries(
     {"type": st.sampled_from(["track", "track", "identify", "page", "screen", "alias"])},
     optional={
-        "event": names, "userId": st.sampled_from(["u1", "u2", "", "a@b.co", 7]), "anonymousId": st.sampled_from(["d1", "d2"]),
+        "event": names,
+        "userId": st.sampled_from(["u1", "u2", "", "a@b.co", 7]),
+        "anonymousId": st.sampled_from(["d1", "d2"]),
         "messageId": st.sampled_from([f"m{i}" for i in range(8)]),
-        "properties": sections, "traits": sections, "context": sections,
-        "timestamp": st.sampled_from(["2026-09-01T10:00:00Z", "2026-09-01T10:00:00.123456+02:00", "2026-09-01 10:00",
-                                      "2031-01-01T00:00:00Z", "x"]),
+        "properties": sections,
+        "traits": sections,
+        "context": sections,
+        "timestamp": st.sampled_from(
+            [
+                "2026-09-01T10:00:00Z",
+                "2026-09-01T10:00:00.123456+02:00",
+                "2026-09-01 10:00",
+                "2031-01-01T00:00:00Z",
+                "x",
+            ]
+        ),
         "originalTimestamp": st.sampled_from(["2026-09-01T12:00:00.000Z"]),
         "sentAt": st.sampled_from(["2026-09-01T12:00:05.000Z"]),
         "receivedAt": st.sampled_from(["2026-09-01T10:00:06.000Z", "2026-09-01T10:00:06"]),
-        "name": st.sampled_from(["Home", 3]), "extraField": st.just(1),
+        "name": st.sampled_from(["Home", 3]),
+        "extraField": st.just(1),
     },
 )
 
@@ -109,23 +178,31 @@ def test_escapes_nulls_booleans_and_number_forms_are_judged_identically(tmp_path
     store = b'"userId":"u1","originalTimestamp":"2026-09-01T10:00:00Z","context":{"channel":"store"}'
     lines = [
         # an escaped "products" key holding a line without its product_id, and a good one
-        b'{"type":"track","event":"Order Completed","messageId":"e1",' + base
+        b'{"type":"track","event":"Order Completed","messageId":"e1",'
+        + base
         + b',"properties":{"order_id":"o1","product\\u0073":[{"price":3}]}}',
-        b'{"type":"track","event":"Order Completed","messageId":"e2",' + base
+        b'{"type":"track","event":"Order Completed","messageId":"e2",'
+        + base
         + b',"properties":{"order_id":"o2","product\\u0073":[{"product_id":"P1","price":3}]}}',
         b'{"type":"page","messageId":"e3","userId":"u1","context":{"channel":null}}',
         b'{"type":"identify","messageId":"e4",' + base + b',"traits":{"email":null,"phone":null,"firstName":"A"}}',
-        b'{"type":"track","event":"Store Entered","messageId":"e5",' + store
+        b'{"type":"track","event":"Store Entered","messageId":"e5",'
+        + store
         + b',"properties":{"store_id":"S1","entry_method":"palm","entry_token":null}}',
-        b'{"type":"track","event":"Product Returned To Shelf","messageId":"e6",' + store
+        b'{"type":"track","event":"Product Returned To Shelf","messageId":"e6",'
+        + store
         + b',"properties":{"store_id":"S1","product_id":"P1","misplaced":false}}',
-        b'{"type":"track","event":"Product Returned To Shelf","messageId":"e7",' + store
+        b'{"type":"track","event":"Product Returned To Shelf","messageId":"e7",'
+        + store
         + b',"properties":{"store_id":"S1","product_id":"P1","misplaced":true}}',
-        b'{"type":"track","event":"Product Viewed","messageId":"e8",' + base
+        b'{"type":"track","event":"Product Viewed","messageId":"e8",'
+        + base
         + b',"properties":{"product_id":"P1","price":1e1,"quantity":2}}',
-        b'{"type":"track","event":"Product Viewed","messageId":"e9",' + base
+        b'{"type":"track","event":"Product Viewed","messageId":"e9",'
+        + base
         + b',"properties":{"product_id":"P1","price":1.5E-1,"quantity":2.0}}',
-        b'{"type":"track","event":"Product Viewed","messageId":"e10",' + base
+        b'{"type":"track","event":"Product Viewed","messageId":"e10",'
+        + base
         + b',"properties":{"product_id":"P\\u00e9","name":null}}',
     ]
     path = write_lines(tmp_path / "edges.jsonl", lines)
@@ -138,19 +215,35 @@ def test_escapes_nulls_booleans_and_number_forms_are_judged_identically(tmp_path
 def test_a_message_id_repeated_across_both_paths_keeps_its_earliest_line(tmp_path, settings):
     """Lines the fast path stores and lines it leaves to Python go in together: per message id the
     earliest line wins, whichever path read it, and an id the log holds already is not stored again."""
+
     def line(message_id, user):  # a numeric userId is left to the Python path
-        return {"type": "page", "messageId": message_id, "userId": user, "name": "Home",
-                "originalTimestamp": "2026-09-01T10:00:00Z", "context": {"channel": "web"}}
+        return {
+            "type": "page",
+            "messageId": message_id,
+            "userId": user,
+            "name": "Home",
+            "originalTimestamp": "2026-09-01T10:00:00Z",
+            "context": {"channel": "web"},
+        }
 
     first = write_lines(tmp_path / "first.jsonl", [line("old", "u1")])
-    lines = [line("a", 7), line("a", "u2"), line("b", "u3"), line("b", 8), line("c", "u4"), line("c", "u5"),
-             line("old", "u6")]
+    lines = [
+        line("a", 7),
+        line("a", "u2"),
+        line("b", "u3"),
+        line("b", 8),
+        line("c", "u4"),
+        line("c", "u5"),
+        line("old", "u6"),
+    ]
     second = write_lines(tmp_path / "second.jsonl", lines)
     with Workspace(settings.with_(data_dir=tmp_path / "data", fast_path=True)) as ws:
         ws.ingestor().ingest_paths([first])
         report = ws.ingestor().ingest_paths([second])
-        rows = {r["message_id"]: (r["user_id"], r["source"].rsplit(":", 1)[1])
-                for r in ws.engine.rows("SELECT message_id, user_id, source FROM events")}
+        rows = {
+            r["message_id"]: (r["user_id"], r["source"].rsplit(":", 1)[1])
+            for r in ws.engine.rows("SELECT message_id, user_id, source FROM events")
+        }
     assert rows == {"old": ("u1", "1"), "a": ("7", "1"), "b": ("u3", "3"), "c": ("u4", "5")}
     assert (report.accepted, report.duplicates) == (3, 4)
 
@@ -165,8 +258,9 @@ def test_file_chunks_hold_whole_lines_and_a_small_remainder_joins_the_last(tmp_p
         chunks = list(line_chunks(handle, 400))
     assert len(chunks) == 3
     assert b"".join(data for _, data in chunks) == path.read_bytes()
-    assert [first for first, _ in chunks] == [1] + [1 + sum(bytes(d).count(b"\n") for _, d in chunks[:i])
-                                                    for i in range(1, len(chunks))]
+    assert [first for first, _ in chunks] == [1] + [
+        1 + sum(bytes(d).count(b"\n") for _, d in chunks[:i]) for i in range(1, len(chunks))
+    ]
     with open(path, "rb") as handle:  # three reads of 390 bytes leave 30, which join the third chunk
         small_rest = list(line_chunks(handle, 390))
     assert len(small_rest) == 3 and b"".join(d for _, d in small_rest) == path.read_bytes()
@@ -184,18 +278,28 @@ def test_file_chunks_hold_whole_lines_and_a_small_remainder_joins_the_last(tmp_p
 def test_a_batch_line_whose_one_event_is_stored_already_keeps_its_others(tmp_path, settings):
     """A line holding a Segment batch makes several rows with one line number: one stored event among
     them must not cost the others their place."""
+
     def event(message_id):
-        return {"type": "page", "messageId": message_id, "userId": "u1", "name": "Home",
-                "originalTimestamp": "2026-09-01T10:00:00Z", "context": {"channel": "web"}}
+        return {
+            "type": "page",
+            "messageId": message_id,
+            "userId": "u1",
+            "name": "Home",
+            "originalTimestamp": "2026-09-01T10:00:00Z",
+            "context": {"channel": "web"},
+        }
 
     first = write_lines(tmp_path / "first.jsonl", [event("b2")])
-    second = write_lines(tmp_path / "second.jsonl", [event("x1"), {"batch": [event("b1"), event("b2"), event("b3")]},
-                                                     event("b3")])
+    second = write_lines(
+        tmp_path / "second.jsonl", [event("x1"), {"batch": [event("b1"), event("b2"), event("b3")]}, event("b3")]
+    )
     with Workspace(settings.with_(data_dir=tmp_path / "data", fast_path=True)) as ws:
         ws.ingestor().ingest_paths([first])
         report = ws.ingestor().ingest_paths([second])
-        sources = {r["message_id"]: r["source"].rsplit(":", 1)[1]
-                   for r in ws.engine.rows("SELECT message_id, source FROM events")}
+        sources = {
+            r["message_id"]: r["source"].rsplit(":", 1)[1]
+            for r in ws.engine.rows("SELECT message_id, source FROM events")
+        }
     assert sources == {"b2": "1", "x1": "1", "b1": "2#0", "b3": "2#2"}
     assert (report.accepted, report.duplicates) == (3, 2)
 

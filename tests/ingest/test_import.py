@@ -14,9 +14,15 @@ from omnithread.privacy import IdentifierType
 from omnithread.workspace import Workspace
 from tests.conftest import write_lines
 
-GOOD = {"type": "track", "event": "Product Viewed", "userId": "u1", "messageId": "good-1",
-        "properties": {"product_id": "P1", "price": 2.5}, "timestamp": "2026-09-01T10:00:00Z",
-        "context": {"channel": "web"}}
+GOOD = {
+    "type": "track",
+    "event": "Product Viewed",
+    "userId": "u1",
+    "messageId": "good-1",
+    "properties": {"product_id": "P1", "price": 2.5},
+    "timestamp": "2026-09-01T10:00:00Z",
+    "context": {"channel": "web"},
+}
 
 
 def good(n: int, **changes) -> dict:
@@ -29,21 +35,30 @@ def rejected_by_source(ws) -> dict[str, list[str]]:
 
 BROKEN = [
     good(1),
-    b'{"type": "track", "event": "Product Viewed", "userId": "u1"',                      # 2 truncated JSON
+    b'{"type": "track", "event": "Product Viewed", "userId": "u1"',  # 2 truncated JSON
     good(3),
-    b'{"type": "page", "userId": "caf\xe9"}',                                             # 4 not UTF-8
-    {"type": "track", "event": "Product Viewed", "properties": {"product_id": "P1"}},    # 5 no identity
-    {"type": "trak", "userId": "u1"},                                                    # 6 unknown call
-    good(7, properties={"product_id": "P1", "price": "9,99"}),                          # 7 wrong type
-    good(8, timestamp="2031-06-01T00:00:00Z"),                                           # 8 years ahead
-    good(9, properties={"product_id": "P1", "blob": "x" * 40_000}),                      # 9 over 32 KB
-    [good(10)],                                                                          # 10 not an object
-    good(11, traits={"email": "jane@"}),                                                 # 11 bad identifier
+    b'{"type": "page", "userId": "caf\xe9"}',  # 4 not UTF-8
+    {"type": "track", "event": "Product Viewed", "properties": {"product_id": "P1"}},  # 5 no identity
+    {"type": "trak", "userId": "u1"},  # 6 unknown call
+    good(7, properties={"product_id": "P1", "price": "9,99"}),  # 7 wrong type
+    good(8, timestamp="2031-06-01T00:00:00Z"),  # 8 years ahead
+    good(9, properties={"product_id": "P1", "blob": "x" * 40_000}),  # 9 over 32 KB
+    [good(10)],  # 10 not an object
+    good(11, traits={"email": "jane@"}),  # 11 bad identifier
     good(12),
-    good(1),                                                                             # 13 retry of line 1
+    good(1),  # 13 retry of line 1
 ]
-EXPECTED = {2: "invalid_json", 4: "invalid_utf8", 5: "missing_identity", 6: "unknown_call", 7: "invalid_type",
-            8: "future_timestamp", 9: "event_too_large", 10: "not_an_object", 11: "invalid_identifier"}
+EXPECTED = {
+    2: "invalid_json",
+    4: "invalid_utf8",
+    5: "missing_identity",
+    6: "unknown_call",
+    7: "invalid_type",
+    8: "future_timestamp",
+    9: "event_too_large",
+    10: "not_an_object",
+    11: "invalid_identifier",
+}
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "python-path"])
@@ -56,7 +71,8 @@ def test_every_bad_line_is_kept_with_its_reason_and_every_good_line_stored(tmp_p
         assert stored == {"good-1", "good-3", "good-12"}
         by_source = rejected_by_source(ws)
         assert {int(s.rsplit(":", 1)[1]): codes for s, codes in by_source.items()} == {
-            line: [code] for line, code in EXPECTED.items()}
+            line: [code] for line, code in EXPECTED.items()
+        }
         assert report.by_reason == {code: 1 for code in EXPECTED.values()}
 
 
@@ -86,8 +102,11 @@ def test_every_malformed_line_of_the_simulator_is_rejected(small_world, workspac
     lines = [t for t in truth if "line" in t]
     assert lines and all(f"{out / 'sources' / t['file']}:{t['line']}" in rejected for t in lines)
     till_orders = {t["order_id"] for t in truth if t["kind"] == "till_price"}
-    rejected_orders = {json.loads(r["payload"])["rows"][0]["order_id"]
-                       for r in workspace.log.rejected(status=None) if r["format"] == "till_csv"}
+    rejected_orders = {
+        json.loads(r["payload"])["rows"][0]["order_id"]
+        for r in workspace.log.rejected(status=None)
+        if r["format"] == "till_csv"
+    }
     assert till_orders == rejected_orders
 
 
@@ -110,10 +129,12 @@ TILL_HEADER = "store_id,till_id,timestamp,order_id,product_id,quantity,price,loy
 
 def test_till_rows_are_grouped_into_orders_even_when_interleaved(tmp_path, workspace):
     path = tmp_path / "till.csv"
-    path.write_text(TILL_HEADER
-                    + "S1,T1,2026-09-01T10:00:00,A,P1,2,1.50,LC 1234 5678,tok_1234\n"
-                    + "S1,T2,2026-09-01T10:00:30,B,P9,1,3.00,,\n"
-                    + "S1,T1,2026-09-01T10:00:00,A,P2,1,4.00,LC 1234 5678,tok_1234\n")
+    path.write_text(
+        TILL_HEADER
+        + "S1,T1,2026-09-01T10:00:00,A,P1,2,1.50,LC 1234 5678,tok_1234\n"
+        + "S1,T2,2026-09-01T10:00:30,B,P9,1,3.00,,\n"
+        + "S1,T1,2026-09-01T10:00:00,A,P2,1,4.00,LC 1234 5678,tok_1234\n"
+    )
     report = workspace.ingestor().ingest_paths([path])
     assert report.accepted == 2
     order = workspace.engine.rows("SELECT * FROM events WHERE properties->>'order_id' = 'A'")[0]
@@ -135,8 +156,11 @@ def test_a_till_export_with_a_byte_order_mark_keeps_its_first_column(tmp_path, w
 
 def test_a_till_row_with_a_bad_price_rejects_its_order_with_the_line(tmp_path, workspace):
     path = tmp_path / "till.csv"
-    path.write_text(TILL_HEADER + "S1,T1,2026-09-01T10:00:00,A,P1,2,abc,,\n"
-                    + "S1,T1,2026-09-01T10:00:00,A,P2,1,4.00,,\nS1,T1,2026-09-01T11:00:00,C,P3,1,1.00,,\n")
+    path.write_text(
+        TILL_HEADER
+        + "S1,T1,2026-09-01T10:00:00,A,P1,2,abc,,\n"
+        + "S1,T1,2026-09-01T10:00:00,A,P2,1,4.00,,\nS1,T1,2026-09-01T11:00:00,C,P3,1,1.00,,\n"
+    )
     report = workspace.ingestor().ingest_paths([path])
     assert report.accepted == 1 and report.by_reason == {"invalid_number": 1}
     record = workspace.log.rejected()[0]
@@ -146,8 +170,10 @@ def test_a_till_row_with_a_bad_price_rejects_its_order_with_the_line(tmp_path, w
 
 def test_a_till_export_without_a_column_keeps_every_row(tmp_path, workspace):
     path = tmp_path / "till.csv"
-    path.write_text("store_id,till_id,timestamp,order_id,product_id,quantity\n"
-                    "S1,T1,2026-09-01T10:00:00,A,P1,2\nS1,T1,2026-09-01T10:00:00,A,P2,1\n")
+    path.write_text(
+        "store_id,till_id,timestamp,order_id,product_id,quantity\n"
+        "S1,T1,2026-09-01T10:00:00,A,P1,2\nS1,T1,2026-09-01T10:00:00,A,P2,1\n"
+    )
     report = workspace.ingestor().ingest_paths([path])
     assert report.rejected == 2 and report.by_reason == {"missing_column": 2}
     assert "column 'price' is missing" in workspace.log.rejected()[0]["reasons"]
@@ -163,9 +189,14 @@ def test_a_till_row_that_is_not_utf8_is_kept_encrypted(tmp_path, workspace):
 
 
 def test_a_batch_shares_sent_at_and_context_and_is_refused_whole_past_500_kb(tmp_path, workspace):
-    batch = {"batch": [{"type": "page", "anonymousId": "a1", "messageId": "b1", "originalTimestamp": "2026-09-01T10:00:00Z"},
-                       {"type": "page", "anonymousId": "a2", "messageId": "b2", "originalTimestamp": "2026-09-01T10:00:00Z"}],
-             "sentAt": "2026-09-01T10:00:02Z", "context": {"channel": "app"}}
+    batch = {
+        "batch": [
+            {"type": "page", "anonymousId": "a1", "messageId": "b1", "originalTimestamp": "2026-09-01T10:00:00Z"},
+            {"type": "page", "anonymousId": "a2", "messageId": "b2", "originalTimestamp": "2026-09-01T10:00:00Z"},
+        ],
+        "sentAt": "2026-09-01T10:00:02Z",
+        "context": {"channel": "app"},
+    }
     big = {"batch": [good(n, properties={"product_id": "P", "pad": "x" * 20_000}) for n in range(30)]}
     path = write_lines(tmp_path / "batches.jsonl", [batch, big])
     report = workspace.ingestor().ingest_paths([path])
@@ -177,9 +208,16 @@ def test_a_batch_shares_sent_at_and_context_and_is_refused_whole_past_500_kb(tmp
 def test_json_arrays_and_parquet_of_segment_events(tmp_path, workspace):
     array = tmp_path / "events.json"
     array.write_bytes(orjson.dumps([good(1), good(2)]))
-    table = pa.table({"type": ["track"], "event": ["Product Viewed"], "userId": ["u9"], "messageId": ["pq-1"],
-                      "properties": [orjson.dumps({"product_id": "P7"}).decode()],
-                      "timestamp": pa.array([pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py().replace(year=2026)])})
+    table = pa.table(
+        {
+            "type": ["track"],
+            "event": ["Product Viewed"],
+            "userId": ["u9"],
+            "messageId": ["pq-1"],
+            "properties": [orjson.dumps({"product_id": "P7"}).decode()],
+            "timestamp": pa.array([pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py().replace(year=2026)]),
+        }
+    )
     pq.write_table(table, tmp_path / "events.parquet")
     report = workspace.ingestor().ingest_paths([array, tmp_path / "events.parquet"])
     assert report.accepted == 3
@@ -188,10 +226,20 @@ def test_json_arrays_and_parquet_of_segment_events(tmp_path, workspace):
 
 
 def test_parquet_till_exports_are_read_as_tills(tmp_path, workspace):
-    pq.write_table(pa.table({"store_id": ["S1", "S1"], "till_id": ["T1", "T1"],
-                             "timestamp": ["2026-09-01T10:00:00", "2026-09-01T10:00:00"], "order_id": ["A", "A"],
-                             "product_id": ["P1", "P2"], "quantity": [1, 3], "price": [1.0, 2.0]}),
-                   tmp_path / "till.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "store_id": ["S1", "S1"],
+                "till_id": ["T1", "T1"],
+                "timestamp": ["2026-09-01T10:00:00", "2026-09-01T10:00:00"],
+                "order_id": ["A", "A"],
+                "product_id": ["P1", "P2"],
+                "quantity": [1, 3],
+                "price": [1.0, 2.0],
+            }
+        ),
+        tmp_path / "till.parquet",
+    )
     report = workspace.ingestor().ingest_paths([tmp_path / "till.parquet"])
     assert report.accepted == 1
     assert json.loads(workspace.engine.rows("SELECT properties FROM events")[0]["properties"])["total"] == 7.0
@@ -268,7 +316,8 @@ def test_a_call_nested_too_deep_is_refused_alone_and_its_batch_stored(tmp_path, 
     batch = [good(i) for i in range(99)]
     body = orjson.dumps({"batch": batch}).decode()[:-2] + (
         ',{"type":"track","userId":"u","messageId":"deep","event":"Product Viewed",'
-        '"properties":{"product_id":"P1","n":' + deep + '}}]}')
+        '"properties":{"product_id":"P1","n":' + deep + "}}]}"
+    )
     single = '{"type":"track","userId":"u","messageId":"deep-1","event":"x","properties":{"n":' + deep + "}}"
     path = tmp_path / "deep.jsonl"
     path.write_text(body + "\n" + single + "\n")

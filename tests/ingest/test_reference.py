@@ -23,8 +23,9 @@ def reasons(ws) -> dict[str, dict[str, str]]:
     """source -> {field: value} of every open rejected row."""
     import json
 
-    return {r["source"]: {p["field"]: p["value"] for p in json.loads(r["reasons"])}
-            for r in ws.log.rejected(status="open")}
+    return {
+        r["source"]: {p["field"]: p["value"] for p in json.loads(r["reasons"])} for r in ws.log.rejected(status="open")
+    }
 
 
 def test_catalogue_rows_are_stored_and_bad_ones_kept_with_field_and_value(tmp_path, settings):
@@ -40,7 +41,8 @@ def test_catalogue_rows_are_stored_and_bad_ones_kept_with_field_and_value(tmp_pa
         assert catalogue_facts(ws.engine)["unavailable"] == {"P3"}
         assert reasons(ws) == {
             f"{path}:3": {"price": "'-3'", "available": "'maybe'", "launched_at": "'yesterday'"},
-            f"{path}:5": {"product_id": "''"}}
+            f"{path}:5": {"product_id": "''"},
+        }
         # the same file again changes nothing and keeps no second copy of the refused rows
         again = ws.ingestor().ingest_reference([path], "catalogue")
         assert (again.accepted, again.duplicates, again.rejected_stored) == (0, 3, 0)
@@ -54,26 +56,36 @@ def test_catalogue_rows_are_stored_and_bad_ones_kept_with_field_and_value(tmp_pa
 def test_a_spreadsheet_export_with_a_byte_order_mark_and_odd_values(tmp_path, settings):
     path = tmp_path / "catalogue.csv"
     path.write_bytes("\ufeffproduct_id,price,available\nP1,1.5,YES\nP2,NaN,\n".encode("utf-8"))
-    lines = write_lines(tmp_path / "catalogue.jsonl", [{"product_id": {"id": 3}}, {"product_id": "P4", "price": True},
-                                                        {"product_id": 5, "available": False}])
+    lines = write_lines(
+        tmp_path / "catalogue.jsonl",
+        [{"product_id": {"id": 3}}, {"product_id": "P4", "price": True}, {"product_id": 5, "available": False}],
+    )
     with Workspace(settings) as ws:
         report = ws.ingestor().ingest_reference([path, lines], "catalogue")
         assert (report.accepted, report.rejected) == (2, 3)
-        assert {r["product_id"]: r["available"] for r in ws.engine.rows("SELECT * FROM catalogue")} == \
-            {"P1": True, "5": False}
-        assert reasons(ws) == {f"{path}:3": {"price": "'NaN'"}, f"{lines}:1": {"product_id": "{'id': 3}"},
-                               f"{lines}:2": {"price": "True"}}
+        assert {r["product_id"]: r["available"] for r in ws.engine.rows("SELECT * FROM catalogue")} == {
+            "P1": True,
+            "5": False,
+        }
+        assert reasons(ws) == {
+            f"{path}:3": {"price": "'NaN'"},
+            f"{lines}:1": {"product_id": "{'id': 3}"},
+            f"{lines}:2": {"price": "True"},
+        }
 
 
 def test_inventory_keeps_the_newest_count_and_reads_json_lines_and_parquet(tmp_path, settings):
     day = datetime(2026, 10, 1, tzinfo=UTC)
-    lines = write_lines(tmp_path / "stock.jsonl", [
-        {"store_id": "S01", "product_id": "P1", "quantity": 5, "as_of": day.isoformat()},
-        {"store_id": "S01", "product_id": "P2", "quantity": "lots"},
-        b"not json",
-        {"store_id": "online", "product_id": "P1", "quantity": 0, "as_of": day.isoformat()},
-        {"store_id": "S01", "product_id": "P1", "quantity": 7, "as_of": (day - timedelta(days=1)).isoformat()},
-    ])
+    lines = write_lines(
+        tmp_path / "stock.jsonl",
+        [
+            {"store_id": "S01", "product_id": "P1", "quantity": 5, "as_of": day.isoformat()},
+            {"store_id": "S01", "product_id": "P2", "quantity": "lots"},
+            b"not json",
+            {"store_id": "online", "product_id": "P1", "quantity": 0, "as_of": day.isoformat()},
+            {"store_id": "S01", "product_id": "P1", "quantity": 7, "as_of": (day - timedelta(days=1)).isoformat()},
+        ],
+    )
     with Workspace(settings) as ws:
         report = ws.ingestor().ingest_reference([lines], "inventory")
         # the older count of S01/P1 in the same file loses to the newer one
@@ -84,8 +96,10 @@ def test_inventory_keeps_the_newest_count_and_reads_json_lines_and_parquet(tmp_p
         assert reasons(ws) == {f"{lines}:2": {"quantity": "'lots'"}, f"{lines}:3": {"": "line 3"}}
         # a late export of an older count does not undo the newer one; a newer one replaces it
         older = tmp_path / "older.parquet"
-        pq.write_table(pa.table({"store_id": ["S01"], "product_id": ["P1"], "quantity": [9],
-                                 "as_of": [day - timedelta(days=2)]}), older)
+        pq.write_table(
+            pa.table({"store_id": ["S01"], "product_id": ["P1"], "quantity": [9], "as_of": [day - timedelta(days=2)]}),
+            older,
+        )
         assert ws.ingestor().ingest_reference([older], "inventory").duplicates == 1
         assert stock_levels(ws.engine, "S01") == {"P1": 5.0}
         newer = tmp_path / "newer.csv"

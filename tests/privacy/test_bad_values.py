@@ -4,18 +4,18 @@ An erasure is all or nothing, and reaches the identifiers seen since the last re
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
-import json
 import pytest
 
 from omnithread.engine.log import EVENT_ARROW_SCHEMA
 from omnithread.errors import ErasureFailedError, InvalidRequestError
 from omnithread.events import validate_event
+from omnithread.flows import erase
 from omnithread.identity import resolve_identities
 from omnithread.identity.lookup import find_person
 from omnithread.ingest.till import check_till_row
-from omnithread.privacy.erasure import erase
 from omnithread.profile import build_profiles, get_profile, skipped_rows
 from omnithread.recommend.service import Recommendations
 from omnithread.workspace import Workspace
@@ -26,10 +26,15 @@ HUGE = [2**31, 10**30, 2**63]
 
 
 def order(n, who, quantity, price=1.0, day=1):
-    return {"type": "track", "event": "Order Completed", "userId": who, "messageId": f"o{n}",
-            "timestamp": f"2026-09-{day:02d}T10:00:00Z", "context": {"channel": "web"},
-            "properties": {"order_id": f"O{n}", "products": [{"product_id": "P1", "quantity": quantity,
-                                                              "price": price}]}}
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": who,
+        "messageId": f"o{n}",
+        "timestamp": f"2026-09-{day:02d}T10:00:00Z",
+        "context": {"channel": "web"},
+        "properties": {"order_id": f"O{n}", "products": [{"product_id": "P1", "quantity": quantity, "price": price}]},
+    }
 
 
 @pytest.mark.parametrize("quantity", HUGE)
@@ -42,14 +47,25 @@ def test_a_huge_quantity_is_refused_at_the_door_with_field_and_value(quantity):
 def test_money_and_counts_have_ceilings_on_every_known_event():
     _, problems = validate_event(order(1, "u", 1, price=1e12), NOW)
     assert [(p.code, p.field) for p in problems] == [("out_of_range", "properties.products[0].price")]
-    entered = {"type": "track", "event": "Store Entered", "anonymousId": "v", "properties": {
-        "store_id": "S1", "entry_method": "none", "group_size": 2**40}}
+    entered = {
+        "type": "track",
+        "event": "Store Entered",
+        "anonymousId": "v",
+        "properties": {"store_id": "S1", "entry_method": "none", "group_size": 2**40},
+    }
     assert [p.field for p in validate_event(entered, NOW)[1]] == ["properties.group_size"]
 
 
 def test_a_till_row_takes_the_same_ranges_as_an_order_line():
-    row = {"store_id": "S1", "till_id": "T", "timestamp": "2026-09-01T10:00:00", "order_id": "1", "product_id": "P",
-           "quantity": str(2**31), "price": "inf"}
+    row = {
+        "store_id": "S1",
+        "till_id": "T",
+        "timestamp": "2026-09-01T10:00:00",
+        "order_id": "1",
+        "product_id": "P",
+        "quantity": str(2**31),
+        "price": "inf",
+    }
     assert sorted(p.field for p in check_till_row(row, 2) if p.code == "out_of_range") == ["price", "quantity"]
 
 
@@ -67,9 +83,17 @@ def _slip_in(ws, payload: dict) -> None:
 
     row = {name: None for name in EVENT_ARROW_SCHEMA.names}
     at = datetime(2026, 9, 2, 10, tzinfo=timezone.utc)
-    row.update(message_id=payload["messageId"], call="track", event=payload["event"], user_id=payload["userId"],
-               channel="web", event_at=at, received_at=at, loaded_at=datetime.now(timezone.utc),
-               properties=json.dumps(payload["properties"]))
+    row.update(
+        message_id=payload["messageId"],
+        call="track",
+        event=payload["event"],
+        user_id=payload["userId"],
+        channel="web",
+        event_at=at,
+        received_at=at,
+        loaded_at=datetime.now(timezone.utc),
+        properties=json.dumps(payload["properties"]),
+    )
     ws.engine.insert_rows("events", pa.Table.from_pylist([row], schema=EVENT_ARROW_SCHEMA))
 
 
@@ -93,8 +117,9 @@ def test_a_bad_value_already_in_the_log_is_left_out_and_reported_not_a_failed_st
 
 def test_an_erasure_that_fails_part_way_changes_nothing(settings, tmp_path, monkeypatch):
     with Workspace(settings) as ws:
-        ws.ingestor().ingest_paths([write_lines(tmp_path / "log.jsonl", [
-            order(1, "alice", 1), order(2, "bob", 1), order(3, "bob", 2, day=2)])])
+        ws.ingestor().ingest_paths(
+            [write_lines(tmp_path / "log.jsonl", [order(1, "alice", 1), order(2, "bob", 1), order(3, "bob", 2, day=2)])]
+        )
         resolve_identities(ws.engine, ws.pseudonymiser)
         build_profiles(ws.engine)
         models = settings.data_dir / "models"
@@ -111,8 +136,10 @@ def test_an_erasure_that_fails_part_way_changes_nothing(settings, tmp_path, monk
         assert "retraining" in str(failed.value) and "nothing was changed" in str(failed.value)
         for table, rows in tables.items():
             assert ws.engine.rows(f"SELECT * FROM {table} ORDER BY ALL") == rows, table
-        assert not ws.engine.has_table("suppressed_identifiers") or \
-            ws.engine.scalar("SELECT count(*) FROM suppressed_identifiers") == 0
+        assert (
+            not ws.engine.has_table("suppressed_identifiers")
+            or ws.engine.scalar("SELECT count(*) FROM suppressed_identifiers") == 0
+        )
         assert ws.log.suppressed == frozenset()
         assert {f.name: f.read_bytes() for f in models.iterdir()} == before
         monkeypatch.undo()
@@ -121,14 +148,42 @@ def test_an_erasure_that_fails_part_way_changes_nothing(settings, tmp_path, monk
 
 
 def test_erasure_reaches_identifiers_seen_since_the_last_resolution(settings, tmp_path):
-    first = [{"type": "identify", "userId": "acct-dave", "anonymousId": "dev-dave-1", "messageId": "d1",
-              "timestamp": "2026-09-01T10:00:00Z", "traits": {"email": "dave@example.org"}}]
-    later = [{"type": "identify", "userId": "acct-dave", "anonymousId": "dev-dave-2", "messageId": "d3",
-              "timestamp": "2026-09-02T10:00:00Z", "traits": {"phone": "07700 900481"}},
-             {"type": "track", "anonymousId": "dev-dave-2", "messageId": "d4", "event": "Product Viewed",
-              "timestamp": "2026-09-02T10:01:00Z", "properties": {"product_id": "P00109"}},
-             {"type": "track", "anonymousId": "dev-dave-2", "messageId": "d5", "event": "Product Viewed",
-              "timestamp": "2026-09-02T10:02:00Z", "properties": {"product_id": "P00373"}}]
+    first = [
+        {
+            "type": "identify",
+            "userId": "acct-dave",
+            "anonymousId": "dev-dave-1",
+            "messageId": "d1",
+            "timestamp": "2026-09-01T10:00:00Z",
+            "traits": {"email": "dave@example.org"},
+        }
+    ]
+    later = [
+        {
+            "type": "identify",
+            "userId": "acct-dave",
+            "anonymousId": "dev-dave-2",
+            "messageId": "d3",
+            "timestamp": "2026-09-02T10:00:00Z",
+            "traits": {"phone": "07700 900481"},
+        },
+        {
+            "type": "track",
+            "anonymousId": "dev-dave-2",
+            "messageId": "d4",
+            "event": "Product Viewed",
+            "timestamp": "2026-09-02T10:01:00Z",
+            "properties": {"product_id": "P00109"},
+        },
+        {
+            "type": "track",
+            "anonymousId": "dev-dave-2",
+            "messageId": "d5",
+            "event": "Product Viewed",
+            "timestamp": "2026-09-02T10:02:00Z",
+            "properties": {"product_id": "P00373"},
+        },
+    ]
     with Workspace(settings) as ws:
         ws.ingestor().ingest_paths([write_lines(tmp_path / "1.jsonl", first)])
         resolve_identities(ws.engine, ws.pseudonymiser)
@@ -141,9 +196,16 @@ def test_erasure_reaches_identifiers_seen_since_the_last_resolution(settings, tm
         assert again.accepted == 0
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"person": "x", "raw_values": 5}, "raw_values"), ({"person": "x", "raw_values": [1]}, "raw_values"),
-    ({"person": 7}, "person"), ({"person": " "}, "person"), ({"person": "x", "mode": "shred"}, "mode")])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"person": "x", "raw_values": 5}, "raw_values"),
+        ({"person": "x", "raw_values": [1]}, "raw_values"),
+        ({"person": 7}, "person"),
+        ({"person": " "}, "person"),
+        ({"person": "x", "mode": "shred"}, "mode"),
+    ],
+)
 def test_an_erasure_request_with_a_bad_field_is_refused_naming_it(workspace, body, field):
     with pytest.raises(InvalidRequestError) as refused:
         erase(workspace, body["person"], body.get("mode", "suppress"), body.get("raw_values", ()))
@@ -160,8 +222,9 @@ def test_erasure_completes_on_a_simulated_retailer_whose_resolution_splits_compo
         assert report.split_components > 0
         build_profiles(ws.engine)
         Recommendations.train(ws.engine, ws.pseudonymiser, settings.data_dir / "models", tune_days=None)
-        account = ws.engine.scalar("SELECT identifier FROM identity_map WHERE identifier LIKE 'account:%' "
-                                   "ORDER BY identifier LIMIT 1").split(":", 1)[1]
+        account = ws.engine.scalar(
+            "SELECT identifier FROM identity_map WHERE identifier LIKE 'account:%' ORDER BY identifier LIMIT 1"
+        ).split(":", 1)[1]
         before = ws.engine.scalar("SELECT count(*) FROM events")
         done = erase(ws, account, "suppress_and_delete")
         assert done.events_deleted > 0 and done.model_retrained

@@ -14,10 +14,12 @@ from pathlib import Path
 import duckdb
 import orjson
 import pytest
-from hypothesis import example, given, settings as hsettings, strategies as st
+from hypothesis import example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from omnithread.privacy import IdentifierType, PayloadCipher, Pseudonymiser, Secret, pseudonymise_payload
 from omnithread.events.schema import BIOMETRIC_KEYS
+from omnithread.privacy import IdentifierType, PayloadCipher, Pseudonymiser, Secret, pseudonymise_payload
 from omnithread.privacy.detect import KEY_HINTS, KEY_WORDS, SCREEN, PersonalData, key_family, screen_hits
 
 SECRET = Secret(b"personal-data-test-secret-0123")
@@ -27,47 +29,94 @@ EM = P.hash(IdentifierType.EMAIL, "jane.doe@example.org")
 PH = P.hash(IdentifierType.PHONE, "+447700900481")
 
 
-@pytest.mark.parametrize("key, family", [
-    ("email", "email"), ("Email", "email"), ("EMAIL_ADDRESS", "email"), ("contactEmail", "email"),
-    ("contact_email", "email"), ("e-mail", "email"), ("phone", "phone"), ("homePhone", "phone"),
-    ("Phone Number", "phone"), ("mobile", "phone"), ("tel", "phone"), ("loyaltyCardNumber", "loyalty_card"),
-    ("ip", "ip"), ("IPAddress", "ip"), ("clientIp", "ip"), ("X-Forwarded-For", "ip"),
-    ("email_opt_in", None), ("phone_verified", None), ("zip", None), ("shipping", None), ("hotel", None),
-    ("postalCode", None), ("description", None), ("product_id", None)])
+@pytest.mark.parametrize(
+    "key, family",
+    [
+        ("email", "email"),
+        ("Email", "email"),
+        ("EMAIL_ADDRESS", "email"),
+        ("contactEmail", "email"),
+        ("contact_email", "email"),
+        ("e-mail", "email"),
+        ("phone", "phone"),
+        ("homePhone", "phone"),
+        ("Phone Number", "phone"),
+        ("mobile", "phone"),
+        ("tel", "phone"),
+        ("loyaltyCardNumber", "loyalty_card"),
+        ("ip", "ip"),
+        ("IPAddress", "ip"),
+        ("clientIp", "ip"),
+        ("X-Forwarded-For", "ip"),
+        ("email_opt_in", None),
+        ("phone_verified", None),
+        ("zip", None),
+        ("shipping", None),
+        ("hotel", None),
+        ("postalCode", None),
+        ("description", None),
+        ("product_id", None),
+    ],
+)
 def test_keys_are_read_by_their_last_words(key, family):
     assert key_family(key) == family
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Jane.Doe@Example.org", EM),
-    ("a@b.co", P.hash(IdentifierType.EMAIL, "a@b.co")),
-    ("write to jane.doe@example.org today", f"write to {EM} today"),
-    ("<jane.doe@example.org>", f"<{EM}>"),
-    ("mailto:jane.doe@example.org", f"mailto:{EM}"),
-    ("https://shop.example/?email=jane.doe%40example.org&utm=1", f"https://shop.example/?email={EM}&utm=1"),
-    ("https://shop.example/?r=%2F%3Femail%3Djane.doe%2540example.org", f"https://shop.example/?r=/?email={EM}"),
-    ("call +44 7700 900481 after six", f"call {PH} after six"),
-    ("call 07700 900481", f"call {PH}"),
-    ("(07700) 900-481", PH),
-    ("0044 7700 900 481", PH),
-    ("https://x.example/?phone=07700900481", f"https://x.example/?phone={PH}"),
-    ("tel:+447700900481", f"tel:{PH}"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Jane.Doe@Example.org", EM),
+        ("a@b.co", P.hash(IdentifierType.EMAIL, "a@b.co")),
+        ("write to jane.doe@example.org today", f"write to {EM} today"),
+        ("<jane.doe@example.org>", f"<{EM}>"),
+        ("mailto:jane.doe@example.org", f"mailto:{EM}"),
+        ("https://shop.example/?email=jane.doe%40example.org&utm=1", f"https://shop.example/?email={EM}&utm=1"),
+        ("https://shop.example/?r=%2F%3Femail%3Djane.doe%2540example.org", f"https://shop.example/?r=/?email={EM}"),
+        ("call +44 7700 900481 after six", f"call {PH} after six"),
+        ("call 07700 900481", f"call {PH}"),
+        ("(07700) 900-481", PH),
+        ("0044 7700 900 481", PH),
+        ("https://x.example/?phone=07700900481", f"https://x.example/?phone={PH}"),
+        ("tel:+447700900481", f"tel:{PH}"),
+    ],
+)
 def test_emails_and_phones_are_found_inside_any_string(text, expected):
     assert RULE.text(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "P00109", "sim7-0000000001", "2026-09-01T10:00:00.123+01:00", "01/02/2026", "01.02.2026 10:00",
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.129 Safari/537.36",
-    "analytics.js 4.1.0", "12.99", "1234567", "@handle", "a @ b", "100% cotton", "50%off", "LS1 1AA",
-    "order 0123", "em_" + "0" * 32, "enc1:abcdef", "192.168.0.10", "v2.0.0.1234567"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "P00109",
+        "sim7-0000000001",
+        "2026-09-01T10:00:00.123+01:00",
+        "01/02/2026",
+        "01.02.2026 10:00",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.129 Safari/537.36",
+        "analytics.js 4.1.0",
+        "12.99",
+        "1234567",
+        "@handle",
+        "a @ b",
+        "100% cotton",
+        "50%off",
+        "LS1 1AA",
+        "order 0123",
+        "em_" + "0" * 32,
+        "enc1:abcdef",
+        "192.168.0.10",
+        "v2.0.0.1234567",
+    ],
+)
 def test_what_holds_no_identifier_is_left_as_it_is(text):
     assert RULE.text(text) == text
 
 
-@given(st.datetimes(timezones=st.timezones() | st.none()), st.sampled_from(["T", " "]),
-       st.sampled_from(["auto", "seconds", "milliseconds", "microseconds", "minutes"]))
+@given(
+    st.datetimes(timezones=st.timezones() | st.none()),
+    st.sampled_from(["T", " "]),
+    st.sampled_from(["auto", "seconds", "milliseconds", "microseconds", "minutes"]),
+)
 @hsettings(max_examples=300, deadline=None)
 def test_iso_timestamps_hold_nothing_the_rule_changes(moment, sep, spec):
     """The Python path leaves ISO timestamps out of the text it screens: the rule must find nothing in one."""
@@ -87,10 +136,16 @@ def test_ids_that_are_identifiers_become_their_hashes_and_link_like_traits():
 
 
 def test_keyed_values_at_any_depth_and_ip_addresses():
-    payload = {"userId": "07700 900481", "groupId": "jane.doe@example.org", "properties": {
-        "customer": {"Email": "JANE.DOE@example.org", "mobile": 447700900481, "email": "not an email"},
-        "notes": ["ring 07700 900481"], "jane.doe@example.org": 1},
-        "context": {"ip": "203.0.113.77", "page": {"url": "https://s.example/?e=jane.doe%40example.org"}}}
+    payload = {
+        "userId": "07700 900481",
+        "groupId": "jane.doe@example.org",
+        "properties": {
+            "customer": {"Email": "JANE.DOE@example.org", "mobile": 447700900481, "email": "not an email"},
+            "notes": ["ring 07700 900481"],
+            "jane.doe@example.org": 1,
+        },
+        "context": {"ip": "203.0.113.77", "page": {"url": "https://s.example/?e=jane.doe%40example.org"}},
+    }
     RULE.payload(payload)
     customer = payload["properties"]["customer"]
     assert (payload["userId"], payload["groupId"], customer["Email"], customer["mobile"]) == (PH, EM, EM, PH)
@@ -104,8 +159,11 @@ def test_keyed_values_at_any_depth_and_ip_addresses():
 
 
 def test_the_rule_is_idempotent():
-    payload = {"userId": "+447700900481", "traits": {"contact_email": "a@b.co", "note": "x 07700 900481"},
-               "context": {"ip": "2001:db8::7"}}
+    payload = {
+        "userId": "+447700900481",
+        "traits": {"contact_email": "a@b.co", "note": "x 07700 900481"},
+        "context": {"ip": "2001:db8::7"},
+    }
     RULE.payload(payload)
     once = orjson.dumps(payload)
     RULE.payload(payload)
@@ -113,17 +171,80 @@ def test_the_rule_is_idempotent():
 
 
 # -- one rule: the engine's screen covers everything the rule changes -------------------------------------
-_pieces = st.sampled_from(["palm", "tok_abcd", "LC12345678", "ph_" + "2" * 32, "pa_" + "3" * 32,
-    "jane.doe@example.org", "@", "%40", "%2540", "07700 900481", "+44", "0044", "(0", "7700", "900481", " ", ".",
-    "-", "/", "(", ")", "+", "0", "1", "7", "x", "é", "\n", "\t", '"', "\\", "\u0000", "email", "Phone", "ip", "=",
-    "?", "&", "P00109", "em_" + "1" * 32])
+_pieces = st.sampled_from(
+    [
+        "palm",
+        "tok_abcd",
+        "LC12345678",
+        "ph_" + "2" * 32,
+        "pa_" + "3" * 32,
+        "jane.doe@example.org",
+        "@",
+        "%40",
+        "%2540",
+        "07700 900481",
+        "+44",
+        "0044",
+        "(0",
+        "7700",
+        "900481",
+        " ",
+        ".",
+        "-",
+        "/",
+        "(",
+        ")",
+        "+",
+        "0",
+        "1",
+        "7",
+        "x",
+        "é",
+        "\n",
+        "\t",
+        '"',
+        "\\",
+        "\u0000",
+        "email",
+        "Phone",
+        "ip",
+        "=",
+        "?",
+        "&",
+        "P00109",
+        "em_" + "1" * 32,
+    ]
+)
 _strings = st.lists(_pieces, max_size=8).map("".join)
-_keys = st.one_of(st.sampled_from(["email", "contactEmail", "mobile", "ip", "note", "url", "a", "X-Forwarded-For",
-                                   "postalCode", "tel", "entry_token", "entry_method", "loyalty_card",
-                                   "payment_token", "palm_template", "emailAddress", "phoneNumber"]), _strings)
-_json = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), _strings),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
-                     max_leaves=8)
+_keys = st.one_of(
+    st.sampled_from(
+        [
+            "email",
+            "contactEmail",
+            "mobile",
+            "ip",
+            "note",
+            "url",
+            "a",
+            "X-Forwarded-For",
+            "postalCode",
+            "tel",
+            "entry_token",
+            "entry_method",
+            "loyalty_card",
+            "payment_token",
+            "palm_template",
+            "emailAddress",
+            "phoneNumber",
+        ]
+    ),
+    _strings,
+)
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(10**12), 10**12), _strings),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
+    max_leaves=8,
+)
 
 
 _DB = duckdb.connect()
@@ -147,8 +268,12 @@ def test_the_screen_matches_every_text_the_rule_would_change(section):
         assert _DB.execute("SELECT regexp_matches(?, ?)", [engine_text, SCREEN]).fetchall()[0][0], engine_text
 
 
-@given(st.dictionaries(_keys, _json, max_size=4), st.sampled_from([(",", ":"), (", ", ": "), (",", " : ")]),
-       st.booleans(), st.sampled_from([None, 2]))
+@given(
+    st.dictionaries(_keys, _json, max_size=4),
+    st.sampled_from([(",", ":"), (", ", ": "), (",", " : ")]),
+    st.booleans(),
+    st.sampled_from([None, 2]),
+)
 @example({"entry_method": "palm", "entry_token": "palm-zoe-1"}, (",", ":"), False, None)
 @example({"entry_token": "tok_1234"}, (", ", ": "), True, 2)
 @example({"payment_token": "em_" + "1" * 32}, (",", ":"), False, None)
@@ -159,8 +284,14 @@ def test_a_clean_screen_of_a_clients_text_means_the_rule_changes_nothing(section
     import copy
     import json
 
-    call = {"type": "track", "event": "Store Entered", "userId": "u", "properties": section, "traits": section,
-            "context": section}
+    call = {
+        "type": "track",
+        "event": "Store Entered",
+        "userId": "u",
+        "properties": section,
+        "traits": section,
+        "context": section,
+    }
     text = json.dumps({"batch": [call]}, separators=separators, ensure_ascii=ascii_only, indent=indent)
     pseudonymised = copy.deepcopy(call)
     problems = pseudonymise_payload(pseudonymised, P, PayloadCipher(SECRET))
@@ -189,5 +320,11 @@ def test_the_simulated_retailer_keeps_its_non_personal_strings(small_world):
                     if orjson.dumps(RULE.walk(orjson.loads(before))) != before:
                         changed.append(before)
     assert seen > 5_000
-    assert [c for c in changed if not any(k in c for k in (b'"loyalty_card"', b'"payment_token"', b'"email"',
-                                                           b'"phone"', b'"entry_token"', b'"app_code"'))] == []
+    assert [
+        c
+        for c in changed
+        if not any(
+            k in c
+            for k in (b'"loyalty_card"', b'"payment_token"', b'"email"', b'"phone"', b'"entry_token"', b'"app_code"')
+        )
+    ] == []

@@ -6,17 +6,26 @@ import sqlite3
 
 import pytest
 
+from omnithread.flows import erase
 from omnithread.identity import IdentityConfig, resolve_identities
 from omnithread.privacy import IdentifierType
-from omnithread.privacy.erasure import erase
 from omnithread.profile import build_profiles
 from omnithread.recommend.service import Recommendations
 from omnithread.workspace import Workspace
 from tests.conftest import write_lines
 
-ERIN = {"email": "Erin.Doe@Example.com", "phone": "+44 7700 900123", "card": "LC-ERIN-0001", "pay": "tok_erin_42",
-        "palm": "palm-erin-7", "account": "acct-erin", "devices": ["web-erin-1", "app-erin-1"],
-        "visit": "visit-erin-1", "till": "till:S1:erin-1", "voice": "voice-erin-1"}
+ERIN = {
+    "email": "Erin.Doe@Example.com",
+    "phone": "+44 7700 900123",
+    "card": "LC-ERIN-0001",
+    "pay": "tok_erin_42",
+    "palm": "palm-erin-7",
+    "account": "acct-erin",
+    "devices": ["web-erin-1", "app-erin-1"],
+    "visit": "visit-erin-1",
+    "till": "till:S1:erin-1",
+    "voice": "voice-erin-1",
+}
 
 
 def t(n, day, **fields):
@@ -27,36 +36,136 @@ def log_lines():
     web, app = ERIN["devices"]
     line = {"product_id": "P1", "quantity": 1, "price": 2.0}
     return [
-        t(1, 1, type="identify", userId=ERIN["account"], anonymousId=web, context={"channel": "web"},
-          traits={"email": ERIN["email"], "phone": ERIN["phone"], "firstName": "Erin", "lastName": "Doe",
-                  "address": {"street": "1 Lane", "city": "Leeds", "postalCode": "LS1 1AA"}}),
-        t(2, 1, type="track", event="Product Viewed", userId=ERIN["account"], anonymousId=web,
-          context={"channel": "web"}, properties={"product_id": "P1"}),
-        t(3, 2, type="track", event="Order Completed", userId=ERIN["account"], anonymousId=app,
-          context={"channel": "app"}, properties={"order_id": "A1", "payment_token": ERIN["pay"], "products": [line]}),
+        t(
+            1,
+            1,
+            type="identify",
+            userId=ERIN["account"],
+            anonymousId=web,
+            context={"channel": "web"},
+            traits={
+                "email": ERIN["email"],
+                "phone": ERIN["phone"],
+                "firstName": "Erin",
+                "lastName": "Doe",
+                "address": {"street": "1 Lane", "city": "Leeds", "postalCode": "LS1 1AA"},
+            },
+        ),
+        t(
+            2,
+            1,
+            type="track",
+            event="Product Viewed",
+            userId=ERIN["account"],
+            anonymousId=web,
+            context={"channel": "web"},
+            properties={"product_id": "P1"},
+        ),
+        t(
+            3,
+            2,
+            type="track",
+            event="Order Completed",
+            userId=ERIN["account"],
+            anonymousId=app,
+            context={"channel": "app"},
+            properties={"order_id": "A1", "payment_token": ERIN["pay"], "products": [line]},
+        ),
         # she enrolled her palm and linked her loyalty card in the app
-        t(13, 2, type="identify", userId=ERIN["account"], anonymousId=app, context={"channel": "app"},
-          traits={"palm_token": ERIN["palm"]}),
-        t(14, 2, type="track", event="Loyalty Card Linked", userId=ERIN["account"], anonymousId=app,
-          context={"channel": "app"}, properties={"loyalty_card": ERIN["card"]}),
-        t(4, 3, type="track", event="Order Completed", anonymousId=ERIN["till"], context={"channel": "store",
-          "store_id": "S1"}, properties={"order_id": "T1", "loyalty_card": ERIN["card"], "payment_token": ERIN["pay"],
-                                         "products": [line]}),
-        t(5, 4, type="track", event="Store Entered", anonymousId=ERIN["visit"], context={"channel": "store",
-          "store_id": "S9"}, properties={"store_id": "S9", "entry_method": "palm", "entry_token": ERIN["palm"]}),
-        t(6, 4, type="track", event="Product Picked", anonymousId=ERIN["visit"], context={"channel": "store",
-          "store_id": "S9"}, properties={"store_id": "S9", "product_id": "P2"}),
-        t(7, 4, type="track", event="Order Completed", anonymousId=ERIN["visit"], context={"channel": "store",
-          "store_id": "S9"}, properties={"order_id": "R1", "payment_token": ERIN["pay"], "products": [line]}),
-        t(8, 5, type="track", event="Order Completed", userId=ERIN["account"], anonymousId=ERIN["voice"],
-          context={"channel": "voice"}, properties={"order_id": "V1", "products": [line]}),
+        t(
+            13,
+            2,
+            type="identify",
+            userId=ERIN["account"],
+            anonymousId=app,
+            context={"channel": "app"},
+            traits={"palm_token": ERIN["palm"]},
+        ),
+        t(
+            14,
+            2,
+            type="track",
+            event="Loyalty Card Linked",
+            userId=ERIN["account"],
+            anonymousId=app,
+            context={"channel": "app"},
+            properties={"loyalty_card": ERIN["card"]},
+        ),
+        t(
+            4,
+            3,
+            type="track",
+            event="Order Completed",
+            anonymousId=ERIN["till"],
+            context={"channel": "store", "store_id": "S1"},
+            properties={
+                "order_id": "T1",
+                "loyalty_card": ERIN["card"],
+                "payment_token": ERIN["pay"],
+                "products": [line],
+            },
+        ),
+        t(
+            5,
+            4,
+            type="track",
+            event="Store Entered",
+            anonymousId=ERIN["visit"],
+            context={"channel": "store", "store_id": "S9"},
+            properties={"store_id": "S9", "entry_method": "palm", "entry_token": ERIN["palm"]},
+        ),
+        t(
+            6,
+            4,
+            type="track",
+            event="Product Picked",
+            anonymousId=ERIN["visit"],
+            context={"channel": "store", "store_id": "S9"},
+            properties={"store_id": "S9", "product_id": "P2"},
+        ),
+        t(
+            7,
+            4,
+            type="track",
+            event="Order Completed",
+            anonymousId=ERIN["visit"],
+            context={"channel": "store", "store_id": "S9"},
+            properties={"order_id": "R1", "payment_token": ERIN["pay"], "products": [line]},
+        ),
+        t(
+            8,
+            5,
+            type="track",
+            event="Order Completed",
+            userId=ERIN["account"],
+            anonymousId=ERIN["voice"],
+            context={"channel": "voice"},
+            properties={"order_id": "V1", "products": [line]},
+        ),
         # Bob, a store shopper, once paid with Erin's card: the graph joins them through it
-        t(9, 5, type="track", event="Order Completed", anonymousId="till:S2:bob-1", context={"channel": "store",
-          "store_id": "S2"}, properties={"order_id": "B1", "loyalty_card": "LC-BOB-0001", "payment_token": ERIN["pay"],
-                                         "products": [line]}),
-        t(10, 6, type="track", event="Order Completed", anonymousId="till:S2:bob-2", context={"channel": "store",
-          "store_id": "S2"}, properties={"order_id": "B2", "loyalty_card": "LC-BOB-0001",
-                                         "products": [{"product_id": "P3"}]}),
+        t(
+            9,
+            5,
+            type="track",
+            event="Order Completed",
+            anonymousId="till:S2:bob-1",
+            context={"channel": "store", "store_id": "S2"},
+            properties={
+                "order_id": "B1",
+                "loyalty_card": "LC-BOB-0001",
+                "payment_token": ERIN["pay"],
+                "products": [line],
+            },
+        ),
+        t(
+            10,
+            6,
+            type="track",
+            event="Order Completed",
+            anonymousId="till:S2:bob-2",
+            context={"channel": "store", "store_id": "S2"},
+            properties={"order_id": "B2", "loyalty_card": "LC-BOB-0001", "products": [{"product_id": "P3"}]},
+        ),
         # a rejected event carrying her email, and a line so broken it is kept encrypted
         t(12, 7, type="identify", userId=ERIN["account"], traits={"email": ERIN["email"]}, context={"channel": 7}),
         f'{{"type": "identify", "traits": {{"email": "{ERIN["email"]}"'.encode(),
@@ -65,20 +174,39 @@ def log_lines():
 
 def needles(ws, person_ids):
     p = ws.pseudonymiser
-    hashed = [p.hash(IdentifierType.EMAIL, ERIN["email"]), p.hash(IdentifierType.PHONE, ERIN["phone"]),
-              p.hash(IdentifierType.LOYALTY_CARD, ERIN["card"]), p.hash(IdentifierType.PAYMENT_TOKEN, ERIN["pay"]),
-              p.hash(IdentifierType.PALM_TOKEN, ERIN["palm"])]
-    raw = [ERIN["email"], ERIN["email"].lower(), "7700900123", ERIN["card"], ERIN["pay"], ERIN["palm"],
-           ERIN["account"], *ERIN["devices"], ERIN["visit"], ERIN["till"], ERIN["voice"], "Erin", "erin"]
+    hashed = [
+        p.hash(IdentifierType.EMAIL, ERIN["email"]),
+        p.hash(IdentifierType.PHONE, ERIN["phone"]),
+        p.hash(IdentifierType.LOYALTY_CARD, ERIN["card"]),
+        p.hash(IdentifierType.PAYMENT_TOKEN, ERIN["pay"]),
+        p.hash(IdentifierType.PALM_TOKEN, ERIN["palm"]),
+    ]
+    raw = [
+        ERIN["email"],
+        ERIN["email"].lower(),
+        "7700900123",
+        ERIN["card"],
+        ERIN["pay"],
+        ERIN["palm"],
+        ERIN["account"],
+        *ERIN["devices"],
+        ERIN["visit"],
+        ERIN["till"],
+        ERIN["voice"],
+        "Erin",
+        "erin",
+    ]
     return [*hashed, *raw, *person_ids]
 
 
 def scan(ws, words, skip=()) -> list[str]:
     found = []
-    for (table,) in ws.engine.query("SELECT table_name FROM information_schema.tables "
-                                    "WHERE table_type = 'BASE TABLE'").to_pylist() and [
-            (r["table_name"],) for r in ws.engine.rows("SELECT table_name FROM information_schema.tables "
-                                                       "WHERE table_type = 'BASE TABLE'")]:
+    for (table,) in ws.engine.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+    ).to_pylist() and [
+        (r["table_name"],)
+        for r in ws.engine.rows("SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'")
+    ]:
         if table in skip:
             continue
         text = str(ws.engine.query(f"SELECT * FROM {table}").to_pylist())
@@ -103,8 +231,9 @@ def test_erasure_leaves_no_row_that_refers_to_the_person(settings, tmp_path, mod
         report = ws.ingestor().ingest_paths([path])
         assert report.rejected == 2 and report.accepted == 12
         # a person may hold two loyalty cards here, so the card Erin borrowed joins her to Bob
-        resolve_identities(ws.engine, ws.pseudonymiser,
-                           IdentityConfig(limits={**IdentityConfig().limits, "loyalty_card": 2}))
+        resolve_identities(
+            ws.engine, ws.pseudonymiser, IdentityConfig(limits={**IdentityConfig().limits, "loyalty_card": 2})
+        )
         build_profiles(ws.engine)
         Recommendations.train(ws.engine, ws.pseudonymiser, settings.data_dir / "models", tune_days=None)
         erin = ws.engine.scalar("SELECT person_id FROM identity_map WHERE identifier = 'account:acct-erin'")
@@ -131,11 +260,29 @@ def test_erasure_leaves_no_row_that_refers_to_the_person(settings, tmp_path, mod
         assert done.model_retrained
 
         # suppression refuses her future events at the door; deletion alone does not
-        again = write_lines(tmp_path / "again.jsonl", [
-            t(20, 8, type="track", event="Product Viewed", userId=ERIN["account"], anonymousId="new-device",
-              context={"channel": "web"}, properties={"product_id": "P9"}),
-            t(21, 8, type="identify", anonymousId="other-device", context={"channel": "web"},
-              traits={"email": ERIN["email"]})])
+        again = write_lines(
+            tmp_path / "again.jsonl",
+            [
+                t(
+                    20,
+                    8,
+                    type="track",
+                    event="Product Viewed",
+                    userId=ERIN["account"],
+                    anonymousId="new-device",
+                    context={"channel": "web"},
+                    properties={"product_id": "P9"},
+                ),
+                t(
+                    21,
+                    8,
+                    type="identify",
+                    anonymousId="other-device",
+                    context={"channel": "web"},
+                    traits={"email": ERIN["email"]},
+                ),
+            ],
+        )
         later = ws.ingestor().ingest_paths([again])
         if mode == "suppress_and_delete":
             assert later.accepted == 0 and ws.log.refused_suppressed == 2

@@ -2,7 +2,9 @@ import os
 import stat
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from omnithread.errors import ConfigError
 from omnithread.privacy import (
@@ -38,7 +40,9 @@ def test_bad_emails_name_the_field_and_mask_the_value(bad):
         assert bad not in problem.message  # a raw identifier never reaches a message
 
 
-@pytest.mark.parametrize("raw", ["07700 900123", "+44 7700 900123", "+447700900123", "(07700) 900-123", "0044 7700 900123"])
+@pytest.mark.parametrize(
+    "raw", ["07700 900123", "+44 7700 900123", "+447700900123", "(07700) 900-123", "0044 7700 900123"]
+)
 def test_phones_in_any_format_become_one_e164(raw):
     assert normalise_phone(raw, region="GB") == "+447700900123"
 
@@ -78,8 +82,11 @@ def test_a_hash_of_another_type_is_refused():
 
 emails = st.builds(
     lambda local, domain, tld, pad1, pad2, upper: f"{pad1}{local.upper() if upper else local}@{domain}.{tld}{pad2}",
-    st.from_regex(r"[a-z0-9._+-]{1,12}", fullmatch=True), st.from_regex(r"[a-z0-9-]{1,10}", fullmatch=True),
-    st.from_regex(r"[a-z]{2,5}", fullmatch=True), st.sampled_from(["", " ", "  "]), st.sampled_from(["", " ", "\t"]),
+    st.from_regex(r"[a-z0-9._+-]{1,12}", fullmatch=True),
+    st.from_regex(r"[a-z0-9-]{1,10}", fullmatch=True),
+    st.from_regex(r"[a-z]{2,5}", fullmatch=True),
+    st.sampled_from(["", " ", "  "]),
+    st.sampled_from(["", " ", "\t"]),
     st.booleans(),
 )
 

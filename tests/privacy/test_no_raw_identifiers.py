@@ -58,33 +58,95 @@ def unexpected_places() -> list:
     """Calls a careless client sends: identifiers under odd keys, nested, in URLs, free text, ids and keys."""
     base = {"timestamp": "2026-09-01T10:00:00Z"}
     return [
-        {**base, "type": "identify", "messageId": "u1", "userId": "+447700900463",
-         "traits": {"Email": JANE, "contact_email": "jane+c@example.org", "EMAIL_ADDRESS": JANE.upper()},
-         "context": {"ip": IP, "page": {"url": "https://shop.example/?email=jane.doe%2Bshop%40example.org",
-                                        "referrer": f"https://mail.example/read?from={JANE}"}}},
-        {**base, "type": "track", "event": "Product Viewed", "messageId": "u2", "anonymousId": PHONE,
-         "properties": {"product_id": "P1", "url": "https://x.example/?phone=07700900468",
-                        "customer": {"email": JANE, "phone": PHONE, "notes": [f"call {PHONE} or {JANE}"]},
-                        JANE: "a key that is an email"}},
-        {**base, "type": "page", "messageId": "u3", "userId": "acct-jane", "name": f"Welcome back {JANE}",
-         "properties": {"search": "?q=jane.doe%252Bshop%2540example.org", "title": f"Ring us: {PHONE}"}},
+        {
+            **base,
+            "type": "identify",
+            "messageId": "u1",
+            "userId": "+447700900463",
+            "traits": {"Email": JANE, "contact_email": "jane+c@example.org", "EMAIL_ADDRESS": JANE.upper()},
+            "context": {
+                "ip": IP,
+                "page": {
+                    "url": "https://shop.example/?email=jane.doe%2Bshop%40example.org",
+                    "referrer": f"https://mail.example/read?from={JANE}",
+                },
+            },
+        },
+        {
+            **base,
+            "type": "track",
+            "event": "Product Viewed",
+            "messageId": "u2",
+            "anonymousId": PHONE,
+            "properties": {
+                "product_id": "P1",
+                "url": "https://x.example/?phone=07700900468",
+                "customer": {"email": JANE, "phone": PHONE, "notes": [f"call {PHONE} or {JANE}"]},
+                JANE: "a key that is an email",
+            },
+        },
+        {
+            **base,
+            "type": "page",
+            "messageId": "u3",
+            "userId": "acct-jane",
+            "name": f"Welcome back {JANE}",
+            "properties": {"search": "?q=jane.doe%252Bshop%2540example.org", "title": f"Ring us: {PHONE}"},
+        },
         {**base, "type": "alias", "messageId": "u4", "userId": "acct-jane", "previousId": "07700900468"},
         {**base, "type": "group", "messageId": "u5", "userId": "acct-jane", "groupId": JANE},
-        {**base, "type": "track", "event": f"Newsletter {JANE}", "messageId": f"u6-{JANE}", "userId": "acct-jane",
-         "context": {"traits": {"Mobile": PHONE}, "X-Forwarded-For": f"{IP}, 198.51.100.23"}},
+        {
+            **base,
+            "type": "track",
+            "event": f"Newsletter {JANE}",
+            "messageId": f"u6-{JANE}",
+            "userId": "acct-jane",
+            "context": {"traits": {"Mobile": PHONE}, "X-Forwarded-For": f"{IP}, 198.51.100.23"},
+        },
         # refused events keep their payloads: scrubbed the same way
-        {**base, "type": "track", "event": "Order Completed", "messageId": "u7", "userId": "acct-jane",
-         "properties": {"order_id": "O1", "products": [{"product_id": "P1", "quantity": f"for {JANE}"}],
-                        "comment": f"deliver to {PHONE}"}},
-        {**base, "type": "track", "event": "Product Viewed", "messageId": "u8", "userId": "acct-jane",
-         "properties": {"product_id": "P1"}, "unexpectedTopLevel": {"owner": JANE, "tel": PHONE}},
+        {
+            **base,
+            "type": "track",
+            "event": "Order Completed",
+            "messageId": "u7",
+            "userId": "acct-jane",
+            "properties": {
+                "order_id": "O1",
+                "products": [{"product_id": "P1", "quantity": f"for {JANE}"}],
+                "comment": f"deliver to {PHONE}",
+            },
+        },
+        {
+            **base,
+            "type": "track",
+            "event": "Product Viewed",
+            "messageId": "u8",
+            "userId": "acct-jane",
+            "properties": {"product_id": "P1"},
+            "unexpectedTopLevel": {"owner": JANE, "tel": PHONE},
+        },
     ]
 
 
 def raw_forms() -> set[str]:
-    return {JANE, JANE.lower(), JANE.upper(), "jane.doe%2Bshop%40example.org", "jane.doe%252Bshop%2540example.org",
-            "jane.doe+shop", "jane+c@example.org", "jane+c", PHONE, "07700900468", "7700900468", "7700 900468",
-            "+447700900463", "7700900463", IP, "198.51.100.23"}
+    return {
+        JANE,
+        JANE.lower(),
+        JANE.upper(),
+        "jane.doe%2Bshop%40example.org",
+        "jane.doe%252Bshop%2540example.org",
+        "jane.doe+shop",
+        "jane+c@example.org",
+        "jane+c",
+        PHONE,
+        "07700900468",
+        "7700900468",
+        "7700 900468",
+        "+447700900463",
+        "7700900463",
+        IP,
+        "198.51.100.23",
+    }
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "python-path"])
@@ -93,9 +155,11 @@ def test_identifiers_where_nobody_expects_them_never_reach_storage(settings, tmp
 
     path = write_lines(tmp_path / "odd.jsonl", unexpected_places())
     till = tmp_path / "till-S9.csv"
-    till.write_text("store_id,till_id,timestamp,order_id,product_id,quantity,price,loyalty_card\n"
-                    f"S9,T1,2026-09-01T10:00:00,T1,P1,{JANE},1.0,LC12345678\n"
-                    f"S9,T1,2026-09-01T10:00:00,T2,P1,1,1.0,{PHONE}\n")
+    till.write_text(
+        "store_id,till_id,timestamp,order_id,product_id,quantity,price,loyalty_card\n"
+        f"S9,T1,2026-09-01T10:00:00,T1,P1,{JANE},1.0,LC12345678\n"
+        f"S9,T1,2026-09-01T10:00:00,T2,P1,1,1.0,{PHONE}\n"
+    )
     with Workspace(settings.with_(fast_path=fast_path)) as ws:
         report = ws.ingestor().ingest_paths([path, till])
         assert report.accepted == 8 and report.rejected == 2, report.as_dict()

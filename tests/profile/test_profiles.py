@@ -11,23 +11,85 @@ def event(n, day, **fields):
 
 
 LOG = [
-    event(1, 1, type="identify", userId="alice", anonymousId="d1", traits={"plan": "member"},
-          context={"channel": "web", "consent": {"categoryPreferences": {"personalisation": False}}}),
-    event(2, 1, type="track", event="Product Viewed", userId="alice", anonymousId="d1", context={"channel": "web"},
-          properties={"product_id": "P1", "category": "dairy"}),
-    event(3, 1, type="track", event="Product Viewed", userId="alice", anonymousId="d1", context={"channel": "web"},
-          properties={"product_id": "P2", "category": "books"}),
-    event(4, 2, type="track", event="Order Completed", userId="alice", anonymousId="d1", context={"channel": "web"},
-          properties={"order_id": "W1", "payment_token": "tok_alice", "products": [
-              {"product_id": "P1", "quantity": 2, "price": 1.5}, {"product_id": "P2", "quantity": 1, "price": 4.0}]}),
-    event(5, 5, type="track", event="Order Completed", anonymousId="till:S1:T1",
-          context={"channel": "store", "store_id": "S1"},
-          properties={"order_id": "T1", "payment_token": "tok_alice",
-                      "products": [{"product_id": "P1", "quantity": 1, "price": 1.5}]}),
-    event(6, 6, type="track", event="Consent Updated", userId="alice", anonymousId="d1", context={"channel": "app"},
-          properties={"purposes": {"personalisation": True, "biometric": False}}),
-    event(7, 3, type="track", event="Order Completed", userId="bob", anonymousId="d2", context={"channel": "web"},
-          properties={"order_id": "W2", "products": [{"product_id": "P2", "quantity": 1, "price": 4.0}]}),
+    event(
+        1,
+        1,
+        type="identify",
+        userId="alice",
+        anonymousId="d1",
+        traits={"plan": "member"},
+        context={"channel": "web", "consent": {"categoryPreferences": {"personalisation": False}}},
+    ),
+    event(
+        2,
+        1,
+        type="track",
+        event="Product Viewed",
+        userId="alice",
+        anonymousId="d1",
+        context={"channel": "web"},
+        properties={"product_id": "P1", "category": "dairy"},
+    ),
+    event(
+        3,
+        1,
+        type="track",
+        event="Product Viewed",
+        userId="alice",
+        anonymousId="d1",
+        context={"channel": "web"},
+        properties={"product_id": "P2", "category": "books"},
+    ),
+    event(
+        4,
+        2,
+        type="track",
+        event="Order Completed",
+        userId="alice",
+        anonymousId="d1",
+        context={"channel": "web"},
+        properties={
+            "order_id": "W1",
+            "payment_token": "tok_alice",
+            "products": [
+                {"product_id": "P1", "quantity": 2, "price": 1.5},
+                {"product_id": "P2", "quantity": 1, "price": 4.0},
+            ],
+        },
+    ),
+    event(
+        5,
+        5,
+        type="track",
+        event="Order Completed",
+        anonymousId="till:S1:T1",
+        context={"channel": "store", "store_id": "S1"},
+        properties={
+            "order_id": "T1",
+            "payment_token": "tok_alice",
+            "products": [{"product_id": "P1", "quantity": 1, "price": 1.5}],
+        },
+    ),
+    event(
+        6,
+        6,
+        type="track",
+        event="Consent Updated",
+        userId="alice",
+        anonymousId="d1",
+        context={"channel": "app"},
+        properties={"purposes": {"personalisation": True, "biometric": False}},
+    ),
+    event(
+        7,
+        3,
+        type="track",
+        event="Order Completed",
+        userId="bob",
+        anonymousId="d2",
+        context={"channel": "web"},
+        properties={"order_id": "W2", "products": [{"product_id": "P2", "quantity": 1, "price": 4.0}]},
+    ),
     event(8, 4, type="page", anonymousId="d3", context={"channel": "web"}),
 ]
 
@@ -42,8 +104,10 @@ def test_profiles_join_every_channel_through_the_identity_map(tmp_path, settings
         profile = get_profile(ws.engine, alice)
         assert profile["channels"] == ["app", "store", "web"]
         assert (profile["orders"], profile["items"], profile["revenue"]) == (2, 4, 8.5)
-        assert profile["by_channel"] == {"store": {"orders": 1, "items": 1, "revenue": 1.5},
-                                         "web": {"orders": 1, "items": 3, "revenue": 7.0}}
+        assert profile["by_channel"] == {
+            "store": {"orders": 1, "items": 1, "revenue": 1.5},
+            "web": {"orders": 1, "items": 3, "revenue": 7.0},
+        }
         assert profile["revenue_by_store"] == {"S1": 1.5}
         assert profile["favourite_categories"] == ["dairy", "books"]
         assert profile["membership"] == "member"

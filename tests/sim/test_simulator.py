@@ -14,8 +14,11 @@ TINY = WorldConfig(people=150, days=10, holdout_days=4, products=80, seed=3)
 
 
 def digest(folder) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
 
 
 def test_the_same_seed_writes_the_same_files_and_another_seed_does_not(tmp_path):
@@ -32,8 +35,19 @@ def test_the_world_has_every_habit_household_and_identifier(small_world):
     assert {p["habit"] for p in persons} == {"online", "store", "both"}
     assert any(p["household"] == q["household"] for p, q in zip(persons, persons[1:]))
     kinds = {r["type"] for r in pq.read_table(out / "truth" / "identifiers.parquet").to_pylist()}
-    assert {"account", "email", "phone", "device", "loyalty_card", "payment_token", "palm_token", "app_code",
-            "signup", "till_order", "store_visit"} <= kinds
+    assert {
+        "account",
+        "email",
+        "phone",
+        "device",
+        "loyalty_card",
+        "payment_token",
+        "palm_token",
+        "app_code",
+        "signup",
+        "till_order",
+        "store_visit",
+    } <= kinds
 
 
 def test_shared_cards_and_devices_exist(small_world):
@@ -94,7 +108,8 @@ def test_skewed_device_clocks_are_corrected_on_import(small_world, workspace):
     truth = {o["order_id"]: o["at"] for o in pq.read_table(out / "truth" / "orders.parquet").to_pylist()}
     rows = workspace.engine.rows(
         "SELECT properties->>'order_id' AS order_id, event_at, original_at FROM events "
-        "WHERE event = 'Order Completed' AND channel IN ('web', 'app')")
+        "WHERE event = 'Order Completed' AND channel IN ('web', 'app')"
+    )
     assert len(rows) > 50
     gaps = [abs((r["event_at"] - truth[r["order_id"]]).total_seconds()) for r in rows]
     skewed = [abs((r["original_at"] - truth[r["order_id"]]).total_seconds()) for r in rows]
@@ -129,9 +144,13 @@ def test_membership_is_visible_as_a_plan_trait(small_world, workspace):
     out, manifest = small_world
     workspace.ingestor().ingest_paths([manifest["sources"][0]])
     persons = {p["person_id"]: p["member"] for p in pq.read_table(out / "truth" / "persons.parquet").to_pylist()}
-    accounts = {r["value"]: persons[r["person_id"]]
-                for r in pq.read_table(out / "truth" / "identifiers.parquet").to_pylist() if r["type"] == "account"}
-    rows = workspace.engine.rows("SELECT user_id, traits->>'plan' AS plan FROM events "
-                                 "WHERE call = 'identify' AND traits->>'plan' IS NOT NULL")
+    accounts = {
+        r["value"]: persons[r["person_id"]]
+        for r in pq.read_table(out / "truth" / "identifiers.parquet").to_pylist()
+        if r["type"] == "account"
+    }
+    rows = workspace.engine.rows(
+        "SELECT user_id, traits->>'plan' AS plan FROM events WHERE call = 'identify' AND traits->>'plan' IS NOT NULL"
+    )
     assert rows and all((r["plan"] == "member") == accounts[r["user_id"]] for r in rows)
     assert {r["plan"] for r in rows} == {"member", "standard"}

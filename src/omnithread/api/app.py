@@ -38,6 +38,8 @@ from omnithread.config import Settings
 from omnithread.engine.tables import message_key
 from omnithread.errors import OmnithreadError, UnavailableError, safe_message
 from omnithread.events.schema import MAX_BATCH_BYTES
+from omnithread.flows import erase, record_consent, refresh_persons
+from omnithread.privacy.erasure import check_request
 from omnithread.privacy.secret import load_secret
 from omnithread.workspace import Workspace
 
@@ -55,10 +57,13 @@ def storage_problem(exc: BaseException) -> str | None:
     text = str(getattr(exc, "cause", None) or exc)
     if "Corrupt database" in text or "checksum" in text or "Could not read enough bytes" in text:
         return "corrupt"
-    for marker, kind in (("No space left", "the disk is full"), ("database or disk is full", "the disk is full"),
-                         ("Permission denied", "a file of the data directory may not be written"),
-                         ("read-only", "the data directory is read-only"),
-                         ("Could not write", "a file of the data directory could not be written")):
+    for marker, kind in (
+        ("No space left", "the disk is full"),
+        ("database or disk is full", "the disk is full"),
+        ("Permission denied", "a file of the data directory may not be written"),
+        ("read-only", "the data directory is read-only"),
+        ("Could not write", "a file of the data directory could not be written"),
+    ):
         if marker in text:
             return kind
     return None
@@ -69,8 +74,9 @@ def unavailable(exc: BaseException) -> BaseException:
     kind = storage_problem(exc)
     if kind is None or isinstance(exc, UnavailableError):
         return exc
-    return UnavailableError("storage cannot take the request now: " + (
-        "the database file is corrupt" if kind == "corrupt" else kind))
+    return UnavailableError(
+        "storage cannot take the request now: " + ("the database file is corrupt" if kind == "corrupt" else kind)
+    )
 
 
 class Service:
@@ -93,19 +99,8 @@ class Service:
         threading.Thread(target=self.verify_storage, name="verify-storage", daemon=True).start()
 
     def connect(self) -> None:
-        """Fold events that arrived since the last resolution into persons (incrementally), so reads
-        see them; the first time, resolve the whole log. Profiles are rebuilt when anything changed."""
-        from omnithread.identity import resolve_identities
-        from omnithread.identity.incremental import update_identities
-        from omnithread.profile import build_profiles
-
-        engine = self.ws.engine
-        if not engine.has_table("identity_state"):
-            resolve_identities(engine, self.ws.pseudonymiser)  # also on an empty log: empty tables, clear 404s
-            build_profiles(engine)
-            return
-        if update_identities(engine, self.ws.pseudonymiser).events:
-            build_profiles(engine)
+        """Fold events that arrived since the last resolution into persons, so reads see them."""
+        refresh_persons(self.ws)
 
     def fingerprint(self, person_id: str) -> str:
         """What the audit log keeps of a person: a keyed digest, meaningless once the person is erased."""
@@ -126,8 +121,10 @@ class Service:
             reasons.append(self.corrupt)
         free = shutil.disk_usage(self.settings.data_dir).free
         if free < MIN_FREE_BYTES:
-            reasons.append(f"the disk holding the data directory has {free // (1 << 20)} MB free, less than "
-                           f"{MIN_FREE_BYTES >> 20} MB")
+            reasons.append(
+                f"the disk holding the data directory has {free // (1 << 20)} MB free, less than "
+                f"{MIN_FREE_BYTES >> 20} MB"
+            )
         if self.last_write_failure and time.monotonic() - self.last_write_failure[0] < 60:
             reasons.append(f"writes failed in the last minute: {self.last_write_failure[1]}")
         return reasons
@@ -171,8 +168,8 @@ class Service:
             while not item["done"]:
                 self._cv.wait()
         if "error" in item:
-            raise item["error"]
-        return item["stored"], item["suppressed"]
+            raise item["error"]  # type: ignore[misc]
+        return item["stored"], item["suppressed"]  # type: ignore[return-value]
 
     def _committer(self) -> None:
         while True:
@@ -226,7 +223,7 @@ class Service:
 
     def _remember(self, keys: list[int]) -> None:
         self._new_keys.update(keys)
-        if len(self._new_keys) > 1_000_000:  # folded into the sorted array now and then
+        if len(self._new_keys) > 1_000_000 and self._keys is not None:  # folded into the sorted array now and then
             self._keys = np.union1d(self._keys, np.fromiter(self._new_keys, dtype=np.uint64, count=len(self._new_keys)))
             self._new_keys = set()
 
@@ -258,13 +255,20 @@ def _basic_user(request: Request) -> str | None:
 
 def create_app(settings: Settings) -> FastAPI:
     service = Service(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         service.close()  # the key store's open counts of refusals are written as it closes
 
-    app = FastAPI(title="omnithread", version="1", description=__doc__.split("\n\n")[0], docs_url=None,
-                  redoc_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="omnithread",
+        version="1",
+        description=__doc__.split("\n\n")[0],
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
     _mount_docs(app)
     app.state.service = service
 
@@ -275,18 +279,26 @@ def create_app(settings: Settings) -> FastAPI:
             key = service.keys.check(_basic_user(request) or request.headers.get("x-api-key"))
             if key is None:
                 service.keys.refused(None, action, "refused: no valid key")
-                raise HTTPException(401, detail={"code": "unauthorised", "message": "a valid API key is required"},
-                                    headers={"WWW-Authenticate": 'Basic realm="omnithread"'})
+                raise HTTPException(
+                    401,
+                    detail={"code": "unauthorised", "message": "a valid API key is required"},
+                    headers={"WWW-Authenticate": 'Basic realm="omnithread"'},
+                )
             if key.role != role and key.role != "admin":
                 service.keys.refused(key, action, f"refused: needs {role}")
-                raise HTTPException(403, detail={"code": "forbidden",
-                                                 "message": f"a {key.role} key cannot do this; it needs a {role} key"})
+                raise HTTPException(
+                    403,
+                    detail={"code": "forbidden", "message": f"a {key.role} key cannot do this; it needs a {role} key"},
+                )
             if not service.keys.allow(key):
                 service.keys.refused(key, action, "refused: rate limited")
-                raise HTTPException(429, detail={"code": "rate_limited",
-                                                 "message": f"key {key.key_id} is over its rate limit"},
-                                    headers={"Retry-After": "1"})
+                raise HTTPException(
+                    429,
+                    detail={"code": "rate_limited", "message": f"key {key.key_id} is over its rate limit"},
+                    headers={"Retry-After": "1"},
+                )
             return key
+
         return check
 
     def refuse_cross_site(request: Request, action: str) -> None:
@@ -298,45 +310,71 @@ def create_app(settings: Settings) -> FastAPI:
         navigation = request.method == "GET" and request.headers.get("sec-fetch-mode", "") == "navigate"
         origin = request.headers.get("origin")
         if (site in ("cross-site", "same-site") and not navigation) or (
-                origin is not None and origin != _own_origin(request)):
+            origin is not None and origin != _own_origin(request)
+        ):
             service.keys.refused(None, action, "refused: cross-site request")
-            raise HTTPException(403, detail={"code": "cross_site", "message": "requests started by another site "
-                                             "are refused here; call the API from a client, not a web page"})
+            raise HTTPException(
+                403,
+                detail={
+                    "code": "cross_site",
+                    "message": "requests started by another site "
+                    "are refused here; call the API from a client, not a web page",
+                },
+            )
 
     def json_body_only(request: Request) -> None:
         """Admin and reference bodies must say they are JSON: a browser cannot send that type to another
         site without asking it first (a CORS preflight, which this server never grants)."""
         kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if kind != "application/json":
-            raise HTTPException(415, detail={"code": "unsupported_media_type",
-                                             "message": f"Content-Type {kind or 'none'!r} is not accepted here; "
-                                                        "send application/json"})
+            raise HTTPException(
+                415,
+                detail={
+                    "code": "unsupported_media_type",
+                    "message": f"Content-Type {kind or 'none'!r} is not accepted here; send application/json",
+                },
+            )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        detail = exc.detail if isinstance(exc.detail, dict) else {
-            "code": {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error"),
-            "message": f"{exc.detail}: {request.method} {request.url.path}"}
+        detail = (
+            exc.detail
+            if isinstance(exc.detail, dict)
+            else {
+                "code": {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error"),
+                "message": f"{exc.detail}: {request.method} {request.url.path}",
+            }
+        )
         return JSONResponse({"success": False, **detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_parameters(request: Request, exc: RequestValidationError):
-        problems = [{"field": ".".join(str(x) for x in e.get("loc", ())), "message": e.get("msg", "")}
-                    for e in exc.errors()]
-        return JSONResponse({"success": False, "code": "invalid_parameters",
-                             "message": "; ".join(f"{p['field']}: {p['message']}" for p in problems),
-                             "problems": problems}, status_code=400)
+        problems = [
+            {"field": ".".join(str(x) for x in e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()
+        ]
+        return JSONResponse(
+            {
+                "success": False,
+                "code": "invalid_parameters",
+                "message": "; ".join(f"{p['field']}: {p['message']}" for p in problems),
+                "problems": problems,
+            },
+            status_code=400,
+        )
 
     @app.exception_handler(OmnithreadError)
     async def _domain_error(request: Request, exc: OmnithreadError):
         from omnithread.errors import ConfigError, ErasureFailedError
 
-        exc = unavailable(exc)
+        exc = unavailable(exc)  # type: ignore[assignment]  # (a storage failure becomes the 503 it is)
         # a bad value in a request is the client's to fix, not the server's
         status = 400 if isinstance(exc, ConfigError) else exc.http_status
         if status < 500 or isinstance(exc, (UnavailableError, ErasureFailedError)):
-            return JSONResponse({"success": False, "code": type(exc).__name__, "message": str(exc)},
-                                status_code=status, headers={"Retry-After": "30"} if status == 503 else None)
+            return JSONResponse(
+                {"success": False, "code": type(exc).__name__, "message": str(exc)},
+                status_code=status,
+                headers={"Retry-After": "30"} if status == 503 else None,
+            )
         return _server_error(request, exc)
 
     app.add_middleware(_ContainErrors)
@@ -348,17 +386,28 @@ def create_app(settings: Settings) -> FastAPI:
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                raise HTTPException(400, detail={"code": "invalid_content_length",
-                                                 "message": "Content-Length must be a number of bytes"})
+                raise HTTPException(
+                    400,
+                    detail={"code": "invalid_content_length", "message": "Content-Length must be a number of bytes"},
+                )
             if int(declared) > MAX_BODY:
-                raise HTTPException(413, detail={"code": "body_too_large", "message": f"the body is {declared} "
-                                                 f"bytes; the limit is {MAX_BODY}"}, headers={"Connection": "close"})
+                raise HTTPException(
+                    413,
+                    detail={
+                        "code": "body_too_large",
+                        "message": f"the body is {declared} bytes; the limit is {MAX_BODY}",
+                    },
+                    headers={"Connection": "close"},
+                )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_BODY:
-                raise HTTPException(413, detail={"code": "body_too_large", "message": f"the body is more than "
-                                                 f"{MAX_BODY} bytes, the limit"}, headers={"Connection": "close"})
+                raise HTTPException(
+                    413,
+                    detail={"code": "body_too_large", "message": f"the body is more than {MAX_BODY} bytes, the limit"},
+                    headers={"Connection": "close"},
+                )
             chunks.append(chunk)
         raw = b"".join(chunks)
         encoding = request.headers.get("content-encoding", "").lower()
@@ -367,13 +416,21 @@ def create_app(settings: Settings) -> FastAPI:
                 d = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 raw = d.decompress(raw, MAX_BODY + 1)
             except zlib.error as exc:
-                raise HTTPException(400, detail={"code": "invalid_gzip", "message": f"the body is not gzip: {exc}"})
+                raise HTTPException(
+                    400, detail={"code": "invalid_gzip", "message": f"the body is not gzip: {exc}"}
+                ) from None
             if len(raw) > MAX_BODY:
-                raise HTTPException(413, detail={"code": "body_too_large",
-                                                 "message": f"the body unzips to more than {MAX_BODY} bytes"})
+                raise HTTPException(
+                    413, detail={"code": "body_too_large", "message": f"the body unzips to more than {MAX_BODY} bytes"}
+                )
         elif encoding not in ("", "identity"):
-            raise HTTPException(415, detail={"code": "unsupported_encoding",
-                                             "message": f"Content-Encoding {encoding!r} is not supported; use gzip"})
+            raise HTTPException(
+                415,
+                detail={
+                    "code": "unsupported_encoding",
+                    "message": f"Content-Encoding {encoding!r} is not supported; use gzip",
+                },
+            )
         return raw
 
     def _collect(raw: bytes, call: str | None, key: ApiKey) -> JSONResponse:
@@ -396,16 +453,20 @@ def create_app(settings: Settings) -> FastAPI:
         ingestor._pending.clear()
         ingestor._rejected.clear()
         stored, suppressed = service.commit(staged, rejected_rows)  # committed before the answer: nothing
-        accepted = len(stored)                                          # acknowledged is lost
+        accepted = len(stored)  # acknowledged is lost
         duplicates = len(staged) - accepted - len(suppressed) + ingestor._pending_duplicates
         rejected = [{"source": row[2], "reasons": orjson.loads(row[5])} for row in rejected_rows]
-        body = {"success": True, "accepted": accepted, "duplicates": duplicates}
+        body: dict[str, object] = {"success": True, "accepted": accepted, "duplicates": duplicates}
         if suppressed:  # they name an identifier an erasure suppressed: refused, and said so
             body["suppressed"] = len(suppressed)
         if rejected:
-            body["rejected"] = [{"index": int(r["source"].rsplit("#", 1)[1]) if "#" in r["source"] else 0,
-                                 "reasons": [x.get("message", x) if isinstance(x, dict) else x for x in r["reasons"]]}
-                                for r in rejected]
+            body["rejected"] = [
+                {
+                    "index": int(r["source"].rsplit("#", 1)[1]) if "#" in r["source"] else 0,
+                    "reasons": [x.get("message", x) if isinstance(x, dict) else x for x in r["reasons"]],
+                }
+                for r in rejected
+            ]
             if accepted == 0 and duplicates == 0 and not suppressed:
                 body["success"] = False
                 return JSONResponse(body, status_code=400)
@@ -431,69 +492,121 @@ def create_app(settings: Settings) -> FastAPI:
         key = service.keys.check(presented)
         if key is None:
             service.keys.refused(None, action, "refused: no valid key")
-            raise HTTPException(401, detail={"code": "unauthorised", "message": "a valid write key is required "
-                                             "(HTTP Basic user name, as Segment's clients send it)"},
-                                headers={"WWW-Authenticate": 'Basic realm="omnithread"', "Connection": "close"})
+            raise HTTPException(
+                401,
+                detail={
+                    "code": "unauthorised",
+                    "message": "a valid write key is required (HTTP Basic user name, as Segment's clients send it)",
+                },
+                headers={"WWW-Authenticate": 'Basic realm="omnithread"', "Connection": "close"},
+            )
         if key.role not in ("write", "admin"):
             service.keys.refused(key, action, "refused: needs write")
-            raise HTTPException(403, detail={"code": "forbidden",
-                                             "message": f"a {key.role} key cannot send events; use a write key"},
-                                headers={"Connection": "close"})
+            raise HTTPException(
+                403,
+                detail={"code": "forbidden", "message": f"a {key.role} key cannot send events; use a write key"},
+                headers={"Connection": "close"},
+            )
         if not service.keys.allow(key):
             service.keys.refused(key, action, "refused: rate limited")
-            raise HTTPException(429, detail={"code": "rate_limited", "message": f"key {key.key_id} is over its rate "
-                                             "limit"}, headers={"Retry-After": "1"})
+            raise HTTPException(
+                429,
+                detail={"code": "rate_limited", "message": f"key {key.key_id} is over its rate limit"},
+                headers={"Retry-After": "1"},
+            )
         return key, raw if raw is not None else await _body(request)
 
+    call_properties: dict = {
+        "type": {"type": "string", "enum": list(CALLS)},
+        "messageId": {"type": "string"},
+        "userId": {"type": "string"},
+        "anonymousId": {"type": "string"},
+        "event": {"type": "string"},
+        "name": {"type": "string"},
+        "previousId": {"type": "string"},
+        "groupId": {"type": "string"},
+        "properties": {"type": "object"},
+        "traits": {"type": "object"},
+        "context": {"type": "object"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "originalTimestamp": {"type": "string", "format": "date-time"},
+        "sentAt": {"type": "string", "format": "date-time"},
+    }
     call_schema = {
-        "type": "object", "additionalProperties": True,
+        "type": "object",
+        "additionalProperties": True,
         "description": "A Segment call; see docs/events.md for every event, field and type.",
+        "properties": call_properties,
+    }
+    batch_schema = {
+        "type": "object",
+        "required": ["batch"],
+        "additionalProperties": True,
         "properties": {
-            "type": {"type": "string", "enum": list(CALLS)}, "messageId": {"type": "string"},
-            "userId": {"type": "string"}, "anonymousId": {"type": "string"}, "event": {"type": "string"},
-            "name": {"type": "string"}, "previousId": {"type": "string"}, "groupId": {"type": "string"},
-            "properties": {"type": "object"}, "traits": {"type": "object"}, "context": {"type": "object"},
-            "timestamp": {"type": "string", "format": "date-time"},
-            "originalTimestamp": {"type": "string", "format": "date-time"},
-            "sentAt": {"type": "string", "format": "date-time"}}}
-    batch_schema = {"type": "object", "required": ["batch"], "additionalProperties": True, "properties": {
-        "batch": {"type": "array", "items": call_schema}, "sentAt": {"type": "string", "format": "date-time"},
-        "context": {"type": "object"}, "writeKey": {"type": "string"}}}
+            "batch": {"type": "array", "items": call_schema},
+            "sentAt": {"type": "string", "format": "date-time"},
+            "context": {"type": "object"},
+            "writeKey": {"type": "string"},
+        },
+    }
 
     def _body_doc(schema: dict) -> dict:
-        return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
-                "responses": {"200": {"description": "stored (see accepted, duplicates, rejected)"},
-                              "400": {"description": "nothing accepted: the reasons are in the answer"},
-                              "401": {"description": "no valid write key"}, "403": {"description": "not a write key"},
-                              "413": {"description": "body too large"}}}
+        return {
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "responses": {
+                "200": {"description": "stored (see accepted, duplicates, rejected)"},
+                "400": {"description": "nothing accepted: the reasons are in the answer"},
+                "401": {"description": "no valid write key"},
+                "403": {"description": "not a write key"},
+                "413": {"description": "body too large"},
+            },
+        }
 
     def _write_endpoint(handle, what: str, browsers: bool = True):
         """An endpoint that checks the write key, then runs ``handle(raw, what, key)`` off the event loop.
         With ``browsers`` false it refuses what a page of another site can send (the reference endpoints;
         the collector takes what Segment's clients send, ``text/plain`` beacons included)."""
+
         async def endpoint(request: Request):
             if not browsers:
                 refuse_cross_site(request, _action(request))
                 json_body_only(request)
             key, raw = await _authorised_write(request)
             return await run_in_threadpool(handle, raw, what, key)
+
         endpoint.__name__ = f"send_{what}"
         return endpoint
 
     for call in CALLS:
-        app.add_api_route(f"/v1/{call}", _write_endpoint(_collect, call), methods=["POST"], tags=["collector"],
-                          summary=f"Send one {call} call (Segment HTTP Tracking API)",
-                          openapi_extra=_body_doc({**call_schema, "properties": {
-                              **call_schema["properties"], "type": {"type": "string", "enum": [call]}}}))
+        app.add_api_route(
+            f"/v1/{call}",
+            _write_endpoint(_collect, call),
+            methods=["POST"],
+            tags=["collector"],
+            summary=f"Send one {call} call (Segment HTTP Tracking API)",
+            openapi_extra=_body_doc(
+                {**call_schema, "properties": {**call_properties, "type": {"type": "string", "enum": [call]}}}
+            ),
+        )
 
-    @app.post("/v1/batch", tags=["collector"], summary="Send a batch of calls (Segment HTTP Tracking API)",
-              openapi_extra=_body_doc(batch_schema))
+    @app.post(
+        "/v1/batch",
+        tags=["collector"],
+        summary="Send a batch of calls (Segment HTTP Tracking API)",
+        openapi_extra=_body_doc(batch_schema),
+    )
     async def batch(request: Request):
         key, raw = await _authorised_write(request)
         return await run_in_threadpool(_collect, raw, None, key)
 
-    app.add_api_route("/v1/import", batch, methods=["POST"], tags=["collector"], summary="Alias of /v1/batch",
-                      openapi_extra=_body_doc(batch_schema))
+    app.add_api_route(
+        "/v1/import",
+        batch,
+        methods=["POST"],
+        tags=["collector"],
+        summary="Alias of /v1/batch",
+        openapi_extra=_body_doc(batch_schema),
+    )
 
     # ------------------------------------------------------------------ reference data: catalogue, stock
 
@@ -512,32 +625,47 @@ def create_app(settings: Settings) -> FastAPI:
                     ingestor.submit_reference_row(kind, line, row, source)
                 else:
                     ingestor.reject_reference_text(kind, line, orjson.dumps(row).decode(), source)
-            refused = [{"index": int(r[2].rsplit(":", 1)[1]) - 1,
-                        "reasons": [x["message"] for x in orjson.loads(r[5])]} for r in ingestor._rejected.values()]
+            refused = [
+                {"index": int(r[2].rsplit(":", 1)[1]) - 1, "reasons": [x["message"] for x in orjson.loads(r[5])]}
+                for r in ingestor._rejected.values()
+            ]
             ingestor.flush()  # written before the answer, refused rows kept with their reasons
             if service._recommendations is not None:
                 service._recommendations.refresh()  # the next answer reads the new stock
         report = ingestor.report
-        body = {"success": not refused or report.accepted + report.duplicates > 0, "accepted": report.accepted,
-                "unchanged": report.duplicates}
+        body: dict[str, object] = {
+            "success": not refused or report.accepted + report.duplicates > 0,
+            "accepted": report.accepted,
+            "unchanged": report.duplicates,
+        }
         if refused:
-            body["rejected"] = sorted(refused, key=lambda r: r["index"])
+            body["rejected"] = sorted(refused, key=lambda r: int(r["index"]))  # type: ignore[call-overload]
         return JSONResponse(body, status_code=200 if body["success"] else 400)
 
     from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
 
     _json_types = {"text": "string", "number": "number", "boolean": "boolean", "time": "string"}
-    for kind, summary in (("catalogue", "Products: a row replaces its product's (name, category, price, "
-                                        "available, launched_at)"),
-                          ("inventory", "Stock per store (or 'online'): units in stock as of a time; an older count "
-                                        "never replaces a newer one")):
-        row_schema = {"type": "object", "properties": {c: {"type": _json_types[t]}
-                                                       for c, t in REFERENCE_COLUMNS[kind].items()}}
-        app.add_api_route(f"/v1/{kind}", _write_endpoint(_reference, kind, browsers=False), methods=["POST"],
-                          tags=["reference"],
-                          summary=summary, openapi_extra=_body_doc({
-                              "type": "object", "required": ["rows"],
-                              "properties": {"rows": {"type": "array", "items": row_schema}}}))
+    for kind, summary in (
+        ("catalogue", "Products: a row replaces its product's (name, category, price, available, launched_at)"),
+        (
+            "inventory",
+            "Stock per store (or 'online'): units in stock as of a time; an older count never replaces a newer one",
+        ),
+    ):
+        row_schema = {
+            "type": "object",
+            "properties": {c: {"type": _json_types[t]} for c, t in REFERENCE_COLUMNS[kind].items()},
+        }
+        app.add_api_route(
+            f"/v1/{kind}",
+            _write_endpoint(_reference, kind, browsers=False),
+            methods=["POST"],
+            tags=["reference"],
+            summary=summary,
+            openapi_extra=_body_doc(
+                {"type": "object", "required": ["rows"], "properties": {"rows": {"type": "array", "items": row_schema}}}
+            ),
+        )
 
     # ------------------------------------------------------------------ read API
 
@@ -562,73 +690,108 @@ def create_app(settings: Settings) -> FastAPI:
         return _jsonable({"person_id": person_id, "profile": profile, **described})
 
     @app.get("/v1/recommendations", tags=["read"], summary="Recommendations on any surface")
-    def recommendations(person: str | None = None, surface: str = "for_you", store: str | None = None,
-                        product: str | None = None, basket: str | None = None,
-                        n: int = Query(10, ge=1, le=500), who: ApiKey = Depends(authorised("read"))):
+    def recommendations(
+        person: str | None = None,
+        surface: str = "for_you",
+        store: str | None = None,
+        product: str | None = None,
+        basket: str | None = None,
+        n: int = Query(10, ge=1, le=500),
+        who: ApiKey = Depends(authorised("read")),
+    ):
         with service.lock:
             service.connect()
             answer = service.recommendations().recommend(
-                person, surface, n=n, store=store, product=product, basket=basket.split(",") if basket else None)
-        service.keys.audit(who, f"recommendations {surface}",
-                           service.fingerprint(answer.person_id) if answer.person_id else None, "ok")
+                person, surface, n=n, store=store, product=product, basket=basket.split(",") if basket else None
+            )
+        service.keys.audit(
+            who, f"recommendations {surface}", service.fingerprint(answer.person_id) if answer.person_id else None, "ok"
+        )
         return answer.as_dict()
 
     @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
     def receipts(store_id: str, limit: int = Query(50, ge=1, le=1000), who: ApiKey = Depends(authorised("read"))):
         with service.lock:
-            rows = service.ws.engine.rows("""
+            rows = service.ws.engine.rows(
+                """
                 SELECT message_id, event, event_at, anonymous_id,
                        properties->>'order_id' AS order_id, properties->>'visit_id' AS visit_id,
                        TRY_CAST(properties->>'total' AS DOUBLE) AS total,
                        properties->>'review_required' AS review_required
                 FROM events WHERE store_id = ? AND event IN ('Order Completed', 'Store Entered', 'Store Exited')
-                ORDER BY event_at DESC, message_id LIMIT ?""", [store_id, limit])
+                ORDER BY event_at DESC, message_id LIMIT ?""",
+                [store_id, limit],
+            )
         service.keys.audit(who, "read store receipts", store_id, "ok")
         return _jsonable({"store_id": store_id, "events": rows})
 
-    @app.get("/v1/stores/{store_id}/inventory", tags=["read"],
-             summary="A location's stock as imported (a store id, or 'online'), with each product's catalogue state")
-    def inventory(store_id: str, product: str | None = None, limit: int = Query(1000, ge=1, le=100_000),
-                  who: ApiKey = Depends(authorised("read"))):
+    @app.get(
+        "/v1/stores/{store_id}/inventory",
+        tags=["read"],
+        summary="A location's stock as imported (a store id, or 'online'), with each product's catalogue state",
+    )
+    def inventory(
+        store_id: str,
+        product: str | None = None,
+        limit: int = Query(1000, ge=1, le=100_000),
+        who: ApiKey = Depends(authorised("read")),
+    ):
         from omnithread.ingest.reference import ensure_reference_tables
 
         with service.lock:
             ensure_reference_tables(service.ws.engine)
-            rows = service.ws.engine.rows(f"""
+            rows = service.ws.engine.rows(
+                f"""
                 SELECT i.product_id, i.quantity, i.quantity > 0 AS in_stock, i.as_of,
                        c.available IS NOT false AS on_sale
                 FROM inventory i LEFT JOIN catalogue c USING (product_id)
                 WHERE i.store_id = ?{" AND i.product_id = ?" if product else ""}
-                ORDER BY i.product_id LIMIT ?""", [store_id] + ([product] if product else []) + [limit])
+                ORDER BY i.product_id LIMIT ?""",
+                [store_id] + ([product] if product else []) + [limit],
+            )
         service.keys.audit(who, "read inventory", store_id, "ok")
         if not rows and not product:
-            raise HTTPException(404, detail={"code": "not_found", "message": f"no inventory imported for {store_id!r}: "
-                                             "recommendations there infer stock from recent sales"})
+            raise HTTPException(
+                404,
+                detail={
+                    "code": "not_found",
+                    "message": f"no inventory imported for {store_id!r}: "
+                    "recommendations there infer stock from recent sales",
+                },
+            )
         return _jsonable({"store_id": store_id, "products": rows})
 
     # ------------------------------------------------------------------ admin: consent, erasure, audit
 
     @app.post("/v1/admin/consent", tags=["admin"], summary="Record a person's consent per purpose")
     async def consent(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
-        from omnithread.privacy.consent import record_consent
 
         body = _json_object(await _body(request))
         with service.lock:
-            result = record_consent(service.ws, str(body.get("person", "")), body.get("purposes"),
-                                    str(body.get("source") or "api"))
+            result = record_consent(
+                service.ws, str(body.get("person", "")), body.get("purposes") or {}, str(body.get("source") or "api")
+            )
             service.forget_keys()  # written outside the collector: re-read before the next write
-        service.keys.audit(who, "record consent", service.fingerprint(result["person_id"]), "ok",
-                           orjson.dumps(result["purposes"]).decode())
+        service.keys.audit(
+            who,
+            "record consent",
+            service.fingerprint(result["person_id"]),
+            "ok",
+            orjson.dumps(result["purposes"]).decode(),
+        )
         return result
 
-    @app.post("/v1/admin/erasure", tags=["admin"],
-              summary="Erase a person: suppress, suppress_and_delete or delete (Segment's regulation types)")
+    @app.post(
+        "/v1/admin/erasure",
+        tags=["admin"],
+        summary="Erase a person: suppress, suppress_and_delete or delete (Segment's regulation types)",
+    )
     async def erasure(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
-        from omnithread.privacy.erasure import check_request, erase
 
         body = _json_object(await _body(request))
-        key, mode, raw_values = check_request(body.get("person"), body.get("mode", "suppress_and_delete"),
-                                              body.get("raw_values", ()))
+        key, mode, raw_values = check_request(
+            body.get("person"), body.get("mode", "suppress_and_delete"), body.get("raw_values", ())
+        )
         try:
             with service.lock:
                 try:
@@ -637,11 +800,20 @@ def create_app(settings: Settings) -> FastAPI:
                     service._recommendations = None  # reopened from the (retrained) model
                     service.forget_keys()
         except OmnithreadError as exc:
-            service.keys.audit(who, f"erasure {mode}", service.ws.pseudonymiser.fingerprint(f"erasure:{key}".encode()),
-                               f"failed: {type(exc).__name__}")
+            service.keys.audit(
+                who,
+                f"erasure {mode}",
+                service.ws.pseudonymiser.fingerprint(f"erasure:{key}".encode()),
+                f"failed: {type(exc).__name__}",
+            )
             raise
-        service.keys.audit(who, f"erasure {mode}", report.request_id, "done",
-                           f"events {report.events_deleted}, rejected {report.rejected_deleted}")
+        service.keys.audit(
+            who,
+            f"erasure {mode}",
+            report.request_id,
+            "done",
+            f"events {report.events_deleted}, rejected {report.rejected_deleted}",
+        )
         return report.as_dict()
 
     @app.get("/v1/admin/audit", tags=["admin"], summary="The newest audit log entries")
@@ -654,9 +826,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     mount(app, service, authorised)
 
-    @app.get("/health", tags=["service"], summary="Is the service healthy, and how many events does it hold",
-             responses={503: {"description": "degraded: the reasons say why (disk nearly full, writes failing, "
-                                             "a corrupt database file)"}})
+    @app.get(
+        "/health",
+        tags=["service"],
+        summary="Is the service healthy, and how many events does it hold",
+        responses={
+            503: {
+                "description": "degraded: the reasons say why (disk nearly full, writes failing, "
+                "a corrupt database file)"
+            }
+        },
+    )
     def health():
         reasons = service.health()
         try:
@@ -667,8 +847,9 @@ def create_app(settings: Settings) -> FastAPI:
             reasons = service.health() or [f"the event log cannot be read ({type(exc).__name__})"]
             count = None
         if reasons:
-            return JSONResponse({"ok": False, "status": "degraded", "reasons": reasons, "events": count},
-                                status_code=503)
+            return JSONResponse(
+                {"ok": False, "status": "degraded", "reasons": reasons, "events": count}, status_code=503
+            )
         return {"ok": True, "status": "ok", "events": count}
 
     return app
@@ -688,20 +869,25 @@ def _mount_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="omnithread API",
-                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs/static/swagger-ui.css",
-                                   swagger_favicon_url="/docs/static/favicon.png")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="omnithread API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon.png",
+        )
 
 
 def _json_object(raw: bytes) -> dict:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise HTTPException(400, detail={"code": "invalid_json", "message": f"the body is not JSON: {exc}"})
+        raise HTTPException(400, detail={"code": "invalid_json", "message": f"the body is not JSON: {exc}"}) from None
     if not isinstance(body, dict):
-        raise HTTPException(400, detail={"code": "not_an_object",
-                                         "message": f"the body must be a JSON object, not {type(body).__name__}"})
+        raise HTTPException(
+            400,
+            detail={"code": "not_an_object", "message": f"the body must be a JSON object, not {type(body).__name__}"},
+        )
     return body
 
 
@@ -710,9 +896,16 @@ def _server_error(request, exc: BaseException) -> JSONResponse:
     with the reference only (no statement, no value, no secret)."""
     reference = uuid.uuid4().hex[:12]
     _log.error("%s %s failed (reference %s): %s", request.method, _action(request), reference, safe_message(exc))
-    return JSONResponse({"success": False, "code": "internal_error", "reference": reference,
-                         "message": f"the server could not do this ({type(exc).__name__}); its log says more under "
-                                    f"reference {reference}"}, status_code=500)
+    return JSONResponse(
+        {
+            "success": False,
+            "code": "internal_error",
+            "reference": reference,
+            "message": f"the server could not do this ({type(exc).__name__}); its log says more under "
+            f"reference {reference}",
+        },
+        status_code=500,
+    )
 
 
 class _ContainErrors:
@@ -741,13 +934,16 @@ class _ContainErrors:
             await _server_error(Request(scope), exc)(scope, receive, send)
 
 
-_COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                   (b"referrer-policy", b"no-referrer")]
+_COMMON_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
 _CSP = {
     "/dashboard": b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
-                  b"frame-ancestors 'none'; base-uri 'none'",
+    b"frame-ancestors 'none'; base-uri 'none'",
     "/docs": b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-             b"img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    b"img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
 }
 
 
@@ -763,8 +959,9 @@ class _SecurityHeaders:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         extra = list(_COMMON_HEADERS)
-        policy = next((v for prefix, v in _CSP.items() if path.startswith(prefix)), b"default-src 'none'; "
-                      b"frame-ancestors 'none'")
+        policy = next(
+            (v for prefix, v in _CSP.items() if path.startswith(prefix)), b"default-src 'none'; frame-ancestors 'none'"
+        )
         extra.append((b"content-security-policy", policy))
         if not path.startswith("/docs/static"):
             extra.append((b"cache-control", b"no-store"))

@@ -31,11 +31,15 @@ form{margin:.5em 0 1em}input,select{padding:.3em}.muted{color:#777}
 
 
 def _page(title: str, body: str) -> HTMLResponse:
-    nav = ('<a href="/dashboard">Overview</a><a href="/dashboard/person">Person</a>'
-           '<a href="/dashboard/stores">Stores</a><a href="/dashboard/recommend">Recommendations</a>')
-    return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} · omnithread"
-                        f"</title><style>{_STYLE}</style></head><body><header><b>omnithread</b> &nbsp; {nav}</header>"
-                        f"<main><h1>{html.escape(title)}</h1>{body}</main></body></html>")
+    nav = (
+        '<a href="/dashboard">Overview</a><a href="/dashboard/person">Person</a>'
+        '<a href="/dashboard/stores">Stores</a><a href="/dashboard/recommend">Recommendations</a>'
+    )
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} · omnithread"
+        f"</title><style>{_STYLE}</style></head><body><header><b>omnithread</b> &nbsp; {nav}</header>"
+        f"<main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
+    )
 
 
 def _table(rows: list[dict], columns: list[str] | None = None, cls: str = "") -> str:
@@ -49,8 +53,11 @@ def _table(rows: list[dict], columns: list[str] | None = None, cls: str = "") ->
         for c in columns:
             v = r.get(c)
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            text = f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else (
-                f"{v:,.2f}" if isinstance(v, float) else html.escape("" if v is None else str(v)))
+            text = (
+                f"{v:,}"
+                if isinstance(v, int) and not isinstance(v, bool)
+                else (f"{v:,.2f}" if isinstance(v, float) else html.escape("" if v is None else str(v)))
+            )
             cells.append(f"<td class='{'num' if num else ''}'>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table class='{cls}'><tr>{head}</tr>{''.join(body)}</table>"
@@ -69,7 +76,7 @@ def _svg(draw) -> str:
     fig.savefig(out, format="svg")
     plt.close(fig)
     text = out.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def mount(app: FastAPI, service, authorised) -> None:
@@ -84,14 +91,18 @@ def mount(app: FastAPI, service, authorised) -> None:
             engine = service.ws.engine
             total = service.ws.log.count()
             persons = engine.scalar("SELECT count(*) FROM persons") if engine.has_table("persons") else 0
-            by_day = engine.rows("SELECT CAST(event_at AS DATE) AS day, coalesce(channel, '?') AS channel, "
-                                 "count(*) AS events FROM events GROUP BY 1, 2 ORDER BY 1, 2")
-            by_channel = engine.rows("SELECT coalesce(channel, '?') AS channel, count(*) AS events FROM events "
-                                     "GROUP BY 1 ORDER BY 2 DESC")
+            by_day = engine.rows(
+                "SELECT CAST(event_at AS DATE) AS day, coalesce(channel, '?') AS channel, "
+                "count(*) AS events FROM events GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+            by_channel = engine.rows(
+                "SELECT coalesce(channel, '?') AS channel, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC"
+            )
             rejected = service.ws.log.rejected_summary()
             open_rejected = engine.scalar("SELECT count(*) FROM rejected_events WHERE status = 'open'")
-            stores = engine.rows("SELECT store_id, count(*) AS events FROM events WHERE store_id IS NOT NULL "
-                                 "GROUP BY 1 ORDER BY 1")
+            stores = engine.rows(
+                "SELECT store_id, count(*) AS events FROM events WHERE store_id IS NOT NULL GROUP BY 1 ORDER BY 1"
+            )
             connection = connection_summary(engine) if persons else {}
         service.keys.audit(who, "dashboard overview", None, "ok")
 
@@ -102,22 +113,39 @@ def mount(app: FastAPI, service, authorised) -> None:
             ax.set_ylabel("events a day")
             ax.legend(loc="upper left", fontsize=8)
 
-        tiles = (f"<div class='tiles'><div class='tile'>events<b id='total-events'>{total:,}</b></div>"
-                 f"<div class='tile'>persons<b id='total-persons'>{persons:,}</b></div>"
-                 f"<div class='tile'>rejected, open<b id='total-rejected'>{open_rejected:,}</b></div></div>")
+        tiles = (
+            f"<div class='tiles'><div class='tile'>events<b id='total-events'>{total:,}</b></div>"
+            f"<div class='tile'>persons<b id='total-persons'>{persons:,}</b></div>"
+            f"<div class='tile'>rejected, open<b id='total-rejected'>{open_rejected:,}</b></div></div>"
+        )
         conn = ""
         if connection:
             c = {k: (v or 0) for k, v in connection.items()}
-            conn = (f"<p>{c.get('online_identities', 0):,} online and {c.get('store_identities', 0):,}"
-                    f" store identities became {c.get('persons', 0):,} persons; "
-                    f"{c.get('store_revenue_known_online_customer_share', 0):.1%} of store revenue is "
-                    "attached to a known online customer.</p>")
-        store_links = "".join(f"<li><a href='/dashboard/store/{quote(s['store_id'])}'>{html.escape(s['store_id'])}"
-                              f"</a> ({s['events']:,} events)</li>" for s in stores)
-        body = (tiles + "<h2>Events by channel and day</h2>" + (_svg(draw) if by_day else "<p>no events</p>")
-                + _table(by_channel) + "<h2>Rejected events by reason</h2>" + _table(rejected)
-                + "<h2>Persons and how they were connected</h2>" + conn
-                + "<h2>Stores</h2><ul>" + store_links + "</ul>" + _search_form())
+            conn = (
+                f"<p>{c.get('online_identities', 0):,} online and {c.get('store_identities', 0):,}"
+                f" store identities became {c.get('persons', 0):,} persons; "
+                f"{c.get('store_revenue_known_online_customer_share', 0):.1%} of store revenue is "
+                "attached to a known online customer.</p>"
+            )
+        store_links = "".join(
+            f"<li><a href='/dashboard/store/{quote(s['store_id'])}'>{html.escape(s['store_id'])}"
+            f"</a> ({s['events']:,} events)</li>"
+            for s in stores
+        )
+        body = (
+            tiles
+            + "<h2>Events by channel and day</h2>"
+            + (_svg(draw) if by_day else "<p>no events</p>")
+            + _table(by_channel)
+            + "<h2>Rejected events by reason</h2>"
+            + _table(rejected)
+            + "<h2>Persons and how they were connected</h2>"
+            + conn
+            + "<h2>Stores</h2><ul>"
+            + store_links
+            + "</ul>"
+            + _search_form()
+        )
         return _page("Overview", body)
 
     @app.get("/dashboard/person", response_class=HTMLResponse, tags=["dashboard"], summary="A person")
@@ -135,55 +163,80 @@ def mount(app: FastAPI, service, authorised) -> None:
             except (NotFoundError, OmnithreadError):
                 service.keys.audit(who, "dashboard person", None, "not found")
                 return _page("Person", f"<p id='not-found'>No person found for {html.escape(q)}.</p>" + _search_form())
-            identities = engine.rows("SELECT identifier_type AS type, split_part(identifier, ':', 2) AS value, events "
-                                     "FROM identity_map WHERE person_id = ? ORDER BY 1, 2", [person_id])
-            timeline = engine.rows(f"""
+            identities = engine.rows(
+                "SELECT identifier_type AS type, split_part(identifier, ':', 2) AS value, events "
+                "FROM identity_map WHERE person_id = ? ORDER BY 1, 2",
+                [person_id],
+            )
+            timeline = engine.rows(
+                f"""
                 SELECT event_at AS "when", channel, store_id AS store, coalesce(event, call) AS what,
                        coalesce(properties->>'product_id', properties->>'order_id') AS detail
-                FROM ({EVENT_PERSONS_SQL}) WHERE person_id = ? ORDER BY event_at DESC LIMIT 200""", [person_id])
+                FROM ({EVENT_PERSONS_SQL}) WHERE person_id = ? ORDER BY event_at DESC LIMIT 200""",
+                [person_id],
+            )
             try:
                 recs = service.recommendations().recommend(person_id, "for_you", n=10)
-                rec_html = (f"<p class='muted'>{html.escape(recs.fallback_reason)}</p>" if recs.fallback_reason else ""
-                            ) + _table(recs.items, ["product_id"])
+                rec_html = (
+                    f"<p class='muted'>{html.escape(recs.fallback_reason)}</p>" if recs.fallback_reason else ""
+                ) + _table(recs.items, ["product_id"])
             except OmnithreadError as exc:
                 rec_html = f"<p class='muted'>{html.escape(str(exc))}</p>"
         service.keys.audit(who, "dashboard person", service.fingerprint(person_id), "ok")
         for row in identities:
             row["value"] = row["value"][:14] + "…" if len(row["value"]) > 15 else row["value"]
-        body = (_search_form(q) + f"<p>Person <code id='person-id'>{html.escape(person_id)}</code></p>"
-                + "<h2>Identities</h2>" + _table(identities) + "<h2>Recommended for them</h2>" + rec_html
-                + "<h2>Timeline (newest first, every channel)</h2>" + _table(timeline))
+        body = (
+            _search_form(q)
+            + f"<p>Person <code id='person-id'>{html.escape(person_id)}</code></p>"
+            + "<h2>Identities</h2>"
+            + _table(identities)
+            + "<h2>Recommended for them</h2>"
+            + rec_html
+            + "<h2>Timeline (newest first, every channel)</h2>"
+            + _table(timeline)
+        )
         return _page("Person", body)
 
     @app.get("/dashboard/stores", response_class=HTMLResponse, tags=["dashboard"], summary="Stores")
     def stores(who=read):
         with service.lock:
-            rows = service.ws.engine.rows("SELECT store_id, count(*) FILTER (WHERE event = 'Order Completed') AS "
-                                          "receipts, count(*) FILTER (WHERE event = 'Store Entered') AS visits "
-                                          "FROM events WHERE store_id IS NOT NULL GROUP BY 1 ORDER BY 1")
-        links = "".join(f"<li><a href='/dashboard/store/{quote(r['store_id'])}'>{html.escape(r['store_id'])}</a> "
-                        f"({r['receipts']:,} receipts, {r['visits']:,} gate visits)</li>" for r in rows)
+            rows = service.ws.engine.rows(
+                "SELECT store_id, count(*) FILTER (WHERE event = 'Order Completed') AS "
+                "receipts, count(*) FILTER (WHERE event = 'Store Entered') AS visits "
+                "FROM events WHERE store_id IS NOT NULL GROUP BY 1 ORDER BY 1"
+            )
+        links = "".join(
+            f"<li><a href='/dashboard/store/{quote(r['store_id'])}'>{html.escape(r['store_id'])}</a> "
+            f"({r['receipts']:,} receipts, {r['visits']:,} gate visits)</li>"
+            for r in rows
+        )
         return _page("Stores", f"<ul>{links}</ul>")
 
     @app.get("/dashboard/store/{store_id}", response_class=HTMLResponse, tags=["dashboard"], summary="A store")
     def store(store_id: str, who=read):
         with service.lock:
             engine = service.ws.engine
-            visits = engine.scalar("SELECT count(*) FROM events WHERE store_id = ? AND event = 'Store Entered'",
-                                   [store_id])
-            receipts = engine.rows("""
+            visits = engine.scalar(
+                "SELECT count(*) FROM events WHERE store_id = ? AND event = 'Store Entered'", [store_id]
+            )
+            receipts = engine.rows(
+                """
                 SELECT event_at AS "when", properties->>'order_id' AS receipt,
                        TRY_CAST(properties->>'total' AS DOUBLE) AS total,
                        coalesce(properties->>'review_required', '') AS review
                 FROM events WHERE store_id = ? AND event = 'Order Completed' ORDER BY event_at DESC LIMIT 50""",
-                                   [store_id])
-            count = engine.scalar("SELECT count(*) FROM events WHERE store_id = ? AND event = 'Order Completed'",
-                                  [store_id])
-            put_back = engine.rows("""
+                [store_id],
+            )
+            count = engine.scalar(
+                "SELECT count(*) FROM events WHERE store_id = ? AND event = 'Order Completed'", [store_id]
+            )
+            put_back = engine.rows(
+                """
                 SELECT coalesce(regexp_extract(properties->>'plate_id', '^(G\\d+-S\\d+)', 1), '(till store)') AS shelf,
                        count(*) AS put_back FROM events
                 WHERE store_id = ? AND event = 'Product Returned To Shelf' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20""",
-                                   [store_id])
+                [store_id],
+            )
         service.keys.audit(who, "dashboard store", store_id, "ok")
         if not count and not visits:
             return _page(f"Store {store_id}", "<p id='not-found'>No events for this store.</p>")
@@ -192,38 +245,51 @@ def mount(app: FastAPI, service, authorised) -> None:
             ax.barh([r["shelf"] for r in put_back][::-1], [r["put_back"] for r in put_back][::-1], color="#e76f51")
             ax.set_xlabel("picks put back")
 
-        body = (f"<div class='tiles'><div class='tile'>gate visits<b id='visits'>{visits:,}</b></div>"
-                f"<div class='tile'>receipts<b id='receipts'>{count:,}</b></div></div>"
-                + "<h2>Picks put back, by shelf</h2>" + (_svg(draw) if put_back else "<p class='muted'>none</p>")
-                + _table(put_back) + "<h2>Latest receipts</h2>" + _table(receipts))
+        body = (
+            f"<div class='tiles'><div class='tile'>gate visits<b id='visits'>{visits:,}</b></div>"
+            f"<div class='tile'>receipts<b id='receipts'>{count:,}</b></div></div>"
+            + "<h2>Picks put back, by shelf</h2>"
+            + (_svg(draw) if put_back else "<p class='muted'>none</p>")
+            + _table(put_back)
+            + "<h2>Latest receipts</h2>"
+            + _table(receipts)
+        )
         return _page(f"Store {store_id}", body)
 
-    @app.get("/dashboard/recommend", response_class=HTMLResponse, tags=["dashboard"],
-             summary="Recommendation explorer")
+    @app.get("/dashboard/recommend", response_class=HTMLResponse, tags=["dashboard"], summary="Recommendation explorer")
     def explorer(person: str = "", surface: str = "for_you", store: str = "", product: str = "", who=read):
         from omnithread.recommend.service import SURFACES
 
         options = "".join(f"<option {'selected' if s == surface else ''}>{s}</option>" for s in SURFACES)
-        form = (f"<form method='get'><input name='person' placeholder='person or identifier' "
-                f"value='{html.escape(person)}'> <select name='surface'>{options}</select> "
-                f"<input name='store' placeholder='store' value='{html.escape(store)}'> "
-                f"<input name='product' placeholder='product' value='{html.escape(product)}'> "
-                "<button id='go'>Recommend</button></form>")
+        form = (
+            f"<form method='get'><input name='person' placeholder='person or identifier' "
+            f"value='{html.escape(person)}'> <select name='surface'>{options}</select> "
+            f"<input name='store' placeholder='store' value='{html.escape(store)}'> "
+            f"<input name='product' placeholder='product' value='{html.escape(product)}'> "
+            "<button id='go'>Recommend</button></form>"
+        )
         if not (person or surface in ("trending", "similar", "bought_together")):
             return _page("Recommendation explorer", form)
         with service.lock:
             service.connect()
             try:
                 answer = service.recommendations().recommend(
-                    person or None, surface, n=10, store=store or None, product=product or None,
-                    basket=[product] if product and surface == "bought_together" else None)
+                    person or None,
+                    surface,
+                    n=10,
+                    store=store or None,
+                    product=product or None,
+                    basket=[product] if product and surface == "bought_together" else None,
+                )
                 stock = answer.meta.get("availability")
                 columns = ["product_id"] + [c for c in ("score", "new") if any(c in i for i in answer.items)]
-                result = ((f"<p class='muted'>{html.escape(answer.fallback_reason)}</p>" if answer.fallback_reason
-                           else "") + f"<p>surface served: <b id='served'>{answer.surface}</b>"
-                          + (f" <span class='muted' id='availability'>(stock: {html.escape(stock)})</span>"
-                             if stock else "") + "</p>"
-                          + _table([{"new": "", **i} for i in answer.items], columns, cls="recs"))
+                result = (
+                    (f"<p class='muted'>{html.escape(answer.fallback_reason)}</p>" if answer.fallback_reason else "")
+                    + f"<p>surface served: <b id='served'>{answer.surface}</b>"
+                    + (f" <span class='muted' id='availability'>(stock: {html.escape(stock)})</span>" if stock else "")
+                    + "</p>"
+                    + _table([{"new": "", **i} for i in answer.items], columns, cls="recs")
+                )
             except OmnithreadError as exc:
                 result = f"<p id='error'>{html.escape(str(exc))}</p>"
         service.keys.audit(who, "dashboard recommendations", None, "ok")
@@ -231,6 +297,8 @@ def mount(app: FastAPI, service, authorised) -> None:
 
 
 def _search_form(q: str = "") -> str:
-    return ("<form method='get' action='/dashboard/person'><input id='q' name='q' size='40' "
-            f"placeholder='person id, account, device, email or phone' value='{html.escape(q)}'> "
-            "<button id='search'>Find person</button></form>")
+    return (
+        "<form method='get' action='/dashboard/person'><input id='q' name='q' size='40' "
+        f"placeholder='person id, account, device, email or phone' value='{html.escape(q)}'> "
+        "<button id='search'>Find person</button></form>"
+    )

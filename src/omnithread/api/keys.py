@@ -14,6 +14,7 @@ window (:meth:`KeyStore.refused`), so no client can make it grow faster than a f
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import secrets
@@ -56,8 +57,14 @@ class ApiKey:
     revoked_at: str | None
 
     def as_dict(self) -> dict:
-        return {"key_id": self.key_id, "role": self.role, "name": self.name, "rate_per_second": self.rate_per_second,
-                "created_at": self.created_at, "revoked_at": self.revoked_at}
+        return {
+            "key_id": self.key_id,
+            "role": self.role,
+            "name": self.name,
+            "rate_per_second": self.rate_per_second,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
 
 
 class KeyStore:
@@ -75,8 +82,9 @@ class KeyStore:
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise UnavailableError(f"the key store {self.path} cannot be opened for writing ({exc}); is the data "
-                                   "directory read-only?") from None
+            raise UnavailableError(
+                f"the key store {self.path} cannot be opened for writing ({exc}); is the data directory read-only?"
+            ) from None
         self._buckets: dict[str, tuple[float, float]] = {}
         self._cache: tuple[float, list] = (0.0, [])
         self._refusals: dict[tuple, list] = {}  # kind -> [window start, refusals after the first]
@@ -97,33 +105,40 @@ class KeyStore:
         rate = float(rate_per_second if rate_per_second is not None else DEFAULT_RATE[role])
         now = datetime.now(UTC).isoformat()
         with self._lock:
-            self._con.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                              (key_id, role, self._hash(key), name, rate, now))
+            self._con.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)", (key_id, role, self._hash(key), name, rate, now)
+            )
             self._cache = (0.0, [])
         return key, ApiKey(key_id, role, name, rate, now, None)
 
     def list(self) -> list[ApiKey]:
         with self._lock:
-            rows = self._con.execute("SELECT key_id, role, name, rate_per_second, created_at, revoked_at "
-                                     "FROM api_keys ORDER BY created_at, key_id").fetchall()
+            rows = self._con.execute(
+                "SELECT key_id, role, name, rate_per_second, created_at, revoked_at "
+                "FROM api_keys ORDER BY created_at, key_id"
+            ).fetchall()
         return [ApiKey(*r) for r in rows]
 
     def revoke(self, key_id: str) -> ApiKey:
         with self._lock:
-            done = self._con.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-                                     (datetime.now(UTC).isoformat(), key_id)).rowcount
+            done = self._con.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (datetime.now(UTC).isoformat(), key_id),
+            ).rowcount
             self._cache = (0.0, [])
         if not done and not any(k.key_id == key_id for k in self.list()):
             raise NotFoundError("API key", key_id)
         return next(k for k in self.list() if k.key_id == key_id)
 
-    def _active(self, max_age: float = 1.0) -> list:
+    def _active(self, max_age: float = 1.0) -> builtins.list[tuple]:
         # re-read at most once a second, so a key revoked by another process stops working within a second
         at, rows = self._cache
         if time.monotonic() - at > max_age:
             with self._lock:
-                rows = self._con.execute("SELECT key_id, role, name, rate_per_second, created_at, revoked_at, key_hash "
-                                         "FROM api_keys WHERE revoked_at IS NULL").fetchall()
+                rows = self._con.execute(
+                    "SELECT key_id, role, name, rate_per_second, created_at, revoked_at, key_hash "
+                    "FROM api_keys WHERE revoked_at IS NULL"
+                ).fetchall()
             self._cache = (time.monotonic(), rows)
         return rows
 
@@ -164,16 +179,25 @@ class KeyStore:
         cannot be audited is not answered."""
         try:
             with self._lock:
-                self._insert(datetime.now(UTC).isoformat(), key.key_id if key else None, key.role if key else None,
-                             action, target, outcome, detail)
+                self._insert(
+                    datetime.now(UTC).isoformat(),
+                    key.key_id if key else None,
+                    key.role if key else None,
+                    action,
+                    target,
+                    outcome,
+                    detail,
+                )
         except sqlite3.Error as exc:
-            raise UnavailableError(f"the audit log cannot be written ({exc.__class__.__name__}); "
-                                   "free space in the data directory") from None
+            raise UnavailableError(
+                f"the audit log cannot be written ({exc.__class__.__name__}); free space in the data directory"
+            ) from None
 
     def _insert(self, at, key_id, role, action, target, outcome, detail) -> None:
         self._con.execute(
             "INSERT INTO audit_log (at, key_id, role, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (at, key_id, role, action, target, outcome, detail))
+            (at, key_id, role, action, target, outcome, detail),
+        )
 
     def refused(self, key: ApiKey | None, action: str, outcome: str) -> None:
         """Record a refused request, aggregated so that no client can grow the log without bound: the first
@@ -219,10 +243,13 @@ class KeyStore:
             with self._refusal_lock:
                 self._flush_refusals(time.monotonic())
 
-    def audit_entries(self, limit: int = 100) -> list[dict]:
+    def audit_entries(self, limit: int = 100) -> builtins.list[dict]:
         with self._lock:
-            rows = self._con.execute("SELECT seq, at, key_id, role, action, target, outcome, detail FROM audit_log "
-                                     "ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+            rows = self._con.execute(
+                "SELECT seq, at, key_id, role, action, target, outcome, detail FROM audit_log "
+                "ORDER BY seq DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
         names = ("seq", "at", "key_id", "role", "action", "target", "outcome", "detail")
         return [dict(zip(names, r)) for r in rows]
 

@@ -16,9 +16,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["serve", "deadline_protocol"]
 
-_TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                   b"content-length: 84\r\n\r\n"
-                   b'{"success":false,"code":"request_timeout","message":"the request did not arrive in time"}')
+_TIMEOUT_ANSWER = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: 84\r\n\r\n"
+    b'{"success":false,"code":"request_timeout","message":"the request did not arrive in time"}'
+)
 
 
 def deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:

@@ -6,7 +6,7 @@ import gc
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import orjson
 import typer
@@ -20,18 +20,24 @@ from omnithread.ingest import IngestReport, replay_rejected
 from omnithread.sim import WorldConfig
 
 # Tracebacks never print local variables: they may hold a shopper's raw email or phone.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="omnithread: one thread from sensing to service for retailers with shops and stores.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="omnithread: one thread from sensing to service for retailers with shops and stores.",
+)
 rejected_app = typer.Typer(no_args_is_help=True, help="List and replay events that failed validation.")
 app.add_typer(rejected_app, name="rejected")
-sensing_app = typer.Typer(no_args_is_help=True,
-                          help="Checkout-free stores: simulate sensor recordings, turn them into receipts, score them.")
+sensing_app = typer.Typer(
+    no_args_is_help=True, help="Checkout-free stores: simulate sensor recordings, turn them into receipts, score them."
+)
 app.add_typer(sensing_app, name="sensing")
 console = Console()
 err = Console(stderr=True)
 
-DataDir = typer.Option(None, "--data-dir", envvar="OMNITHREAD_DATA_DIR",
-                       help="Data directory (default ./omnithread-data).")
+DataDir = typer.Option(
+    None, "--data-dir", envvar="OMNITHREAD_DATA_DIR", help="Data directory (default ./omnithread-data)."
+)
 JsonFlag = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
 
 
@@ -64,13 +70,28 @@ def _cell(value) -> str:
 
 
 def _report_tables(report: IngestReport) -> list[Table]:
-    files = _table("Sources", [dict(f.as_dict(), source=Path(f.source).name) for f in report.files],
-                   ["source", "accepted", "duplicates", "rejected"])
-    totals = _table("Import", [{"received": report.received, "accepted": report.accepted,
-                                "duplicates": report.duplicates, "rejected": report.rejected,
-                                "seconds": round(report.seconds, 2)}])
-    reasons = _table("Rejected by reason", [{"reason": k, "events": v} for k, v in report.by_reason.most_common()],
-                     ["reason", "events"])
+    files = _table(
+        "Sources",
+        [dict(f.as_dict(), source=Path(f.source).name) for f in report.files],
+        ["source", "accepted", "duplicates", "rejected"],
+    )
+    totals = _table(
+        "Import",
+        [
+            {
+                "received": report.received,
+                "accepted": report.accepted,
+                "duplicates": report.duplicates,
+                "rejected": report.rejected,
+                "seconds": round(report.seconds, 2),
+            }
+        ],
+    )
+    reasons = _table(
+        "Rejected by reason",
+        [{"reason": k, "events": v} for k, v in report.by_reason.most_common()],
+        ["reason", "events"],
+    )
     return [files, totals, reasons]
 
 
@@ -91,8 +112,16 @@ def ingest(
     try:
         with Workspace(_settings(data_dir)) as ws:
             total = sum(p.stat().st_size for p in paths if p.is_file())
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                          TimeElapsedColumn(), console=err, transient=True, disable=as_json) as bar:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+                disable=as_json,
+            ) as bar:
                 task = bar.add_task("importing", total=total)
                 done = {"before": 0}
 
@@ -129,16 +158,20 @@ def _import_reference(kind: str, paths: list[Path], data_dir: Optional[Path], as
     for table in _report_tables(report):
         console.print(table)
     if kind == "catalogue" and summary["catalogue"]:
-        console.print(f"Catalogue: {summary['catalogue']['products']:,} products, "
-                      f"{summary['catalogue']['off_sale']:,} off sale")
+        console.print(
+            f"Catalogue: {summary['catalogue']['products']:,} products, {summary['catalogue']['off_sale']:,} off sale"
+        )
     if kind == "inventory" and summary["inventory"]:
         console.print(_table("Inventory by location", summary["inventory"]))
 
 
 @app.command()
 def catalogue(
-    paths: list[Path] = typer.Argument(..., help="CSV (with a header), JSON Lines or Parquet files: product_id, "
-                                                 "name, category, price, available, launched_at."),
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="CSV (with a header), JSON Lines or Parquet files: product_id, "
+        "name, category, price, available, launched_at.",
+    ),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -148,8 +181,10 @@ def catalogue(
 
 @app.command()
 def inventory(
-    paths: list[Path] = typer.Argument(..., help="CSV (with a header), JSON Lines or Parquet files: store_id "
-                                                 "(or 'online'), product_id, quantity, as_of."),
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="CSV (with a header), JSON Lines or Parquet files: store_id (or 'online'), product_id, quantity, as_of.",
+    ),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -164,7 +199,7 @@ def stats(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
     from omnithread.workspace import Workspace
 
     with Workspace(_settings(data_dir)) as ws:
-        result = ws.log.stats()
+        result: dict[str, Any] = dict(ws.log.stats())
         result["rejected_by_reason"] = ws.log.rejected_summary()
         result["reference"] = reference_summary(ws.engine)
     if as_json:
@@ -175,8 +210,11 @@ def stats(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
     console.print(_table("Events by day", result["by_day"]))
     console.print(_table("Open rejected events by reason", result["rejected_by_reason"], ["reason", "events"]))
     catalogue, stock = result["reference"]["catalogue"], result["reference"]["inventory"]
-    console.print(f"Catalogue: {catalogue['products']:,} products, {catalogue['off_sale']:,} off sale" if catalogue
-                  else "Catalogue: none imported (omnithread catalogue FILE)")
+    console.print(
+        f"Catalogue: {catalogue['products']:,} products, {catalogue['off_sale']:,} off sale"
+        if catalogue
+        else "Catalogue: none imported (omnithread catalogue FILE)"
+    )
     if stock:
         console.print(_table("Inventory by location", stock))
     else:
@@ -196,8 +234,17 @@ def rejected_list(
 
     with Workspace(_settings(data_dir)) as ws:
         rows = ws.log.rejected(status=None if status == "all" else status, reason=reason, limit=limit)
-    items = [{"rejected_id": r["rejected_id"], "source": r["source"], "format": r["format"], "status": r["status"],
-              "attempts": r["attempts"], "reasons": [x["message"] for x in json.loads(r["reasons"])]} for r in rows]
+    items = [
+        {
+            "rejected_id": r["rejected_id"],
+            "source": r["source"],
+            "format": r["format"],
+            "status": r["status"],
+            "attempts": r["attempts"],
+            "reasons": [x["message"] for x in json.loads(r["reasons"])],
+        }
+        for r in rows
+    ]
     if as_json:
         _print_json(items)
         return
@@ -220,11 +267,17 @@ def rejected_show(rejected_id: str, data_dir: Optional[Path] = DataDir) -> None:
         err.print(f"[red]error:[/red] no rejected event with id {rejected_id!r}")
         raise typer.Exit(2)
     row = rows[0]
-    _print_json({
-        "rejected_id": row["rejected_id"], "source": row["source"], "format": row["format"],
-        "status": row["status"], "attempts": row["attempts"], "reasons": json.loads(row["reasons"]),
-        "payload": json.loads(row["payload"]) if row["payload"] else "<encrypted: the input did not parse>",
-    })
+    _print_json(
+        {
+            "rejected_id": row["rejected_id"],
+            "source": row["source"],
+            "format": row["format"],
+            "status": row["status"],
+            "attempts": row["attempts"],
+            "reasons": json.loads(row["reasons"]),
+            "payload": json.loads(row["payload"]) if row["payload"] else "<encrypted: the input did not parse>",
+        }
+    )
 
 
 @rejected_app.command("replay")
@@ -239,9 +292,14 @@ def rejected_replay(
 
     with Workspace(_settings(data_dir)) as ws:
         report, replayed, failing = replay_rejected(ws.ingestor(), ids=ids or None, reason=reason)
-    result = {"replayed": len(replayed), "still_failing": len(failing), "accepted": report.accepted,
-              "duplicates": report.duplicates, "new_rejected": report.rejected,
-              "still_failing_ids": failing}
+    result = {
+        "replayed": len(replayed),
+        "still_failing": len(failing),
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "new_rejected": report.rejected,
+        "still_failing_ids": failing,
+    }
     if as_json:
         _print_json(result)
     else:
@@ -255,22 +313,24 @@ def resolve(
     as_json: bool = JsonFlag,
 ) -> None:
     """Connect identifiers into persons and rebuild their profiles; report the connection."""
-    from omnithread.identity import connection_summary, resolve_identities, update_identities
-    from omnithread.profile import build_profiles, skipped_rows
+    from omnithread.flows import resolve_persons, update_persons
+    from omnithread.identity import connection_summary
+    from omnithread.profile import skipped_rows
     from omnithread.workspace import Workspace
 
     try:
         with Workspace(_settings(data_dir)) as ws:
             if incremental:
-                update = update_identities(ws.engine, ws.pseudonymiser)
-                build_profiles(ws.engine)
-                result = update.as_dict()
+                result = update_persons(ws).as_dict()
             else:
-                report = resolve_identities(ws.engine, ws.pseudonymiser)
+                report, profiles = resolve_persons(ws)
                 summary = connection_summary(ws.engine)
-                profiles = build_profiles(ws.engine)
-                result = {**report.as_dict(), "connection": summary, "profiles": profiles,
-                          "skipped_rows": skipped_rows(ws.engine, "profiles")}
+                result = {
+                    **report.as_dict(),
+                    "connection": summary,
+                    "profiles": profiles,
+                    "skipped_rows": skipped_rows(ws.engine, "profiles"),
+                }
     except OmnithreadError as error:
         _fail(error)
     if as_json:
@@ -282,29 +342,47 @@ def resolve(
 
 
 def _print_resolve(result: dict) -> None:
-    console.print(_table("Identifiers by type", [{"type": k, "identifiers": v}
-                                                  for k, v in result["identifiers"].items()]))
+    console.print(
+        _table("Identifiers by type", [{"type": k, "identifiers": v} for k, v in result["identifiers"].items()])
+    )
     dropped = [{"reason": k, "links": v} for k, v in result["links_dropped"].items()]
-    console.print(_table("Links", [{"kept": result["links_kept"], "dropped": sum(result["links_dropped"].values()),
-                                     "probabilistic": result["probabilistic_links"],
-                                     "blocked identifiers": result["blocked_identifiers"],
-                                     "split components": result["split_components"]}]))
+    console.print(
+        _table(
+            "Links",
+            [
+                {
+                    "kept": result["links_kept"],
+                    "dropped": sum(result["links_dropped"].values()),
+                    "probabilistic": result["probabilistic_links"],
+                    "blocked identifiers": result["blocked_identifiers"],
+                    "split components": result["split_components"],
+                }
+            ],
+        )
+    )
     if result.get("probabilistic_skipped"):
         console.print(f"Probabilistic matching skipped: {result['probabilistic_skipped']}")
     if dropped:
         console.print(_table("Dropped links by reason", dropped))
     c = result["connection"]
     share = c["store_revenue_known_online_customer_share"]
-    attached = (f"{share:.1%} of store revenue is now attached to a known online customer" if share is not None
-                else "there is no store revenue yet")
+    attached = (
+        f"{share:.1%} of store revenue is now attached to a known online customer"
+        if share is not None
+        else "there is no store revenue yet"
+    )
     skipped = result.get("skipped_rows") or []
     if skipped:
         shown = ", ".join(f"{r['message_id']} {r['field']}={r['value']}" for r in skipped[:5])
-        console.print(f"Profiles left out {len(skipped):,} order line(s) whose numbers lie outside the schema's "
-                      f"ranges (stored before the door checked them; table skipped_rows): {shown}")
-    console.print(f"{c['online_identities']:,} online and {c['store_identities']:,} store identities became "
-                  f"{result['persons']:,} persons ({result['persons_with_account']:,} with an online account); "
-                  f"{attached}.")
+        console.print(
+            f"Profiles left out {len(skipped):,} order line(s) whose numbers lie outside the schema's "
+            f"ranges (stored before the door checked them; table skipped_rows): {shown}"
+        )
+    console.print(
+        f"{c['online_identities']:,} online and {c['store_identities']:,} store identities became "
+        f"{result['persons']:,} persons ({result['persons_with_account']:,} with an online account); "
+        f"{attached}."
+    )
 
 
 @app.command()
@@ -332,8 +410,13 @@ def person(
         return
     console.print(f"[bold]{found['person_id']}[/bold]")
     console.print(_table("Identifiers", found["identifiers"]))
-    console.print(_table("Evidence", [{**link, "rules": ", ".join(link["rules"])} for link in found["links"]],
-                         ["a", "b", "events", "rules", "first_message_id", "status", "reason"]))
+    console.print(
+        _table(
+            "Evidence",
+            [{**link, "rules": ", ".join(link["rules"])} for link in found["links"]],
+            ["a", "b", "events", "rules", "first_message_id", "status", "reason"],
+        )
+    )
     console.print(_table("Activity by channel", found["activity"]))
     if found["profile"]:
         profile = found["profile"]
@@ -341,18 +424,28 @@ def person(
         console.print(_table("Profile", [{"field": k, "value": _cell(v)} for k, v in shown.items()]))
 
 
-def _world(people: int, days: int, seed: int, products: int, till_stores: int, checkout_free_stores: int,
-           hard: bool) -> WorldConfig:
+def _world(
+    people: int, days: int, seed: int, products: int, till_stores: int, checkout_free_stores: int, hard: bool
+) -> WorldConfig:
     base = WorldConfig.hard() if hard else WorldConfig.demo()
-    return base.with_(people=people, days=days, seed=seed, products=products, till_stores=till_stores,
-                      checkout_free_stores=checkout_free_stores)
+    return base.with_(
+        people=people,
+        days=days,
+        seed=seed,
+        products=products,
+        till_stores=till_stores,
+        checkout_free_stores=checkout_free_stores,
+    )
 
 
 @app.command()
 def simulate(
     out: Path = typer.Argument(..., help="Folder for sources/, truth/ and manifest.json."),
-    people: int = typer.Option(3_000), days: int = typer.Option(60), seed: int = typer.Option(7),
-    products: int = typer.Option(600), till_stores: int = typer.Option(3),
+    people: int = typer.Option(3_000),
+    days: int = typer.Option(60),
+    seed: int = typer.Option(7),
+    products: int = typer.Option(600),
+    till_stores: int = typer.Option(3),
     checkout_free_stores: int = typer.Option(1),
     hard: bool = typer.Option(False, help="More noise: typos, forgotten cards, shared devices, skewed clocks."),
     as_json: bool = JsonFlag,
@@ -364,20 +457,30 @@ def simulate(
         config = _world(people, days, seed, products, till_stores, checkout_free_stores, hard)
     except OmnithreadError as error:
         _fail(error)
-    with Progress(SpinnerColumn(), TextColumn("simulating {task.description}"), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("simulating {task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as bar:
         bar.add_task(f"{people:,} people over {days} days")
         manifest = run(config, out)
     if as_json:
         _print_json(manifest)
     else:
-        console.print(f"wrote {len(manifest['sources'])} source files to {out / 'sources'} "
-                      f"({sum(manifest['lines'].values()):,} JSON lines) and the truth to {out / 'truth'}")
+        console.print(
+            f"wrote {len(manifest['sources'])} source files to {out / 'sources'} "
+            f"({sum(manifest['lines'].values()):,} JSON lines) and the truth to {out / 'truth'}"
+        )
 
 
 @app.command()
 def demo(
-    people: int = typer.Option(3_000), days: int = typer.Option(60), seed: int = typer.Option(7),
+    people: int = typer.Option(3_000),
+    days: int = typer.Option(60),
+    seed: int = typer.Option(7),
     sources: Optional[Path] = typer.Option(None, help="Keep the simulated sources and truth here."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
@@ -387,8 +490,14 @@ def demo(
 
     settings = _settings(data_dir)
     config = WorldConfig.demo(people=people, days=days, seed=seed)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=as_json) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as bar:
         task = bar.add_task("starting")
         run = run_demo(settings, config, sources, progress=lambda step: bar.update(task, description=step))
     if as_json:
@@ -400,9 +509,11 @@ def demo(
 def _print_demo(run) -> None:
     world = run.as_dict()["world"]
     console.rule("[bold]omnithread demo")
-    console.print(f"A simulated retailer: {world['people']:,} people over {world['days']} days, stores "
-                  f"{', '.join(world['stores'])} ({', '.join(world['checkout_free_stores'])} checkout-free). "
-                  f"Data directory: {run.settings.data_dir}")
+    console.print(
+        f"A simulated retailer: {world['people']:,} people over {world['days']} days, stores "
+        f"{', '.join(world['stores'])} ({', '.join(world['checkout_free_stores'])} checkout-free). "
+        f"Data directory: {run.settings.data_dir}"
+    )
     for table in _report_tables(run.ingest):
         console.print(table)
     console.print(_table("Events by channel", run.stats["by_channel"]))
@@ -410,36 +521,47 @@ def _print_demo(run) -> None:
     stored = run.reference.get("stored") or {}
     if stored.get("catalogue") and stored.get("inventory"):
         stock = stored["inventory"]
-        console.print(f"Catalogue: {stored['catalogue']['products']:,} products ({stored['catalogue']['off_sale']:,} "
-                      f"off sale); inventory of {len(stock)} locations: {sum(r['products'] for r in stock):,} rows, "
-                      f"{sum(r['out_of_stock'] for r in stock):,} out of stock.")
+        console.print(
+            f"Catalogue: {stored['catalogue']['products']:,} products ({stored['catalogue']['off_sale']:,} "
+            f"off sale); inventory of {len(stock)} locations: {sum(r['products'] for r in stock):,} rows, "
+            f"{sum(r['out_of_stock'] for r in stock):,} out of stock."
+        )
     _print_resolve({**run.identity, "connection": run.connection})
     accuracy = run.accuracy
-    console.print(f"Against the simulator's truth: pairwise precision {accuracy['pairwise']['precision']:.3f}, "
-                  f"recall {accuracy['pairwise']['recall']:.3f}, F1 {accuracy['pairwise']['f1']:.3f}; "
-                  f"over-merged persons {accuracy['over_merge_rate']:.1%}, "
-                  f"under-merged true persons {accuracy['under_merge_rate']:.1%}.")
+    console.print(
+        f"Against the simulator's truth: pairwise precision {accuracy['pairwise']['precision']:.3f}, "
+        f"recall {accuracy['pairwise']['recall']:.3f}, F1 {accuracy['pairwise']['f1']:.3f}; "
+        f"over-merged persons {accuracy['over_merge_rate']:.1%}, "
+        f"under-merged true persons {accuracy['under_merge_rate']:.1%}."
+    )
     sensing = run.sensing
     if sensing.get("trips_sensed"):
-        console.print(f"Checkout-free store: {sensing['trips_sensed']:,} trips of the last {run.sensed_days:g} days "
-                      f"sensed from {sensing['plate_messages']:,} plate messages and "
-                      f"{sensing['camera_observations']:,} camera observations; receipts against what shoppers "
-                      f"really took: F1 {sensing['f1']:.3f}, exact {sensing['exact_receipts']:.1%}, "
-                      f"{sensing['review_share']:.1%} sent to review; {sensing.get('receipts_in_log', 0):,} sensed "
-                      f"receipts in the log ({sensing['trips_from_history']:,} earlier trips from the store's history).")
+        console.print(
+            f"Checkout-free store: {sensing['trips_sensed']:,} trips of the last {run.sensed_days:g} days "
+            f"sensed from {sensing['plate_messages']:,} plate messages and "
+            f"{sensing['camera_observations']:,} camera observations; receipts against what shoppers "
+            f"really took: F1 {sensing['f1']:.3f}, exact {sensing['exact_receipts']:.1%}, "
+            f"{sensing['review_share']:.1%} sent to review; {sensing.get('receipts_in_log', 0):,} sensed "
+            f"receipts in the log ({sensing['trips_from_history']:,} earlier trips from the store's history)."
+        )
     if run.recommend.get("example"):
         ex = run.recommend["example"]
-        console.print(f"Recommendations trained ({run.recommend['stats']['model']['model']}, "
-                      f"{run.recommend['stats']['interactions']:,} interactions); for you, {ex['person_id']}: "
-                      + ", ".join(i["product_id"] for i in ex["items"]))
+        console.print(
+            f"Recommendations trained ({run.recommend['stats']['model']['model']}, "
+            f"{run.recommend['stats']['interactions']:,} interactions); for you, {ex['person_id']}: "
+            + ", ".join(i["product_id"] for i in ex["items"])
+        )
     if run.ablation:
         _print_ablation(run.ablation)
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items())
     d = run.settings.data_dir
-    console.print(f"Dashboard: omnithread keys create --role read --data-dir {d}; omnithread serve --data-dir {d}; "
-                  "then open http://127.0.0.1:8080/dashboard (user name: the read key, no password).")
-    console.print(f"Took {seconds}. Explore with: omnithread stats, omnithread rejected list "
-                  f"(--data-dir {run.settings.data_dir})")
+    console.print(
+        f"Dashboard: omnithread keys create --role read --data-dir {d}; omnithread serve --data-dir {d}; "
+        "then open http://127.0.0.1:8080/dashboard (user name: the read key, no password)."
+    )
+    console.print(
+        f"Took {seconds}. Explore with: omnithread stats, omnithread rejected list (--data-dir {run.settings.data_dir})"
+    )
 
 
 @sensing_app.command("simulate")
@@ -459,26 +581,45 @@ def sensing_simulate(
 
     if family not in FAMILIES:
         _fail(ConfigError("family", family, f"one of {', '.join(FAMILIES)}"))
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=as_json) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as bar:
         bar.add_task(f"simulating {trips} {family} trips")
         signals = render_scene(scenario(family, trips, seed, gondolas=gondolas))
         written = write_recording(signals, out, shuffle=shuffle, duplicates=duplicates, seed=seed)
-    result = {"out": str(out), "family": family, "trips": len(signals.truth["trips"]),
-              "plates": signals.layout.plates, **written}
+    result = {
+        "out": str(out),
+        "family": family,
+        "trips": len(signals.truth["trips"]),
+        "plates": signals.layout.plates,
+        **written,
+    }
     if as_json:
         _print_json(result)
     else:
-        console.print(f"Recorded {result['trips']} trips ({family}) in a store of {result['plates']:,} plates: "
-                      f"{written['store_seconds']:,} s of store time, {written['plate_messages']:,} plate messages "
-                      f"and {written['other_messages']:,} camera and gate messages in {out}")
+        console.print(
+            f"Recorded {result['trips']} trips ({family}) in a store of {result['plates']:,} plates: "
+            f"{written['store_seconds']:,} s of store time, {written['plate_messages']:,} plate messages "
+            f"and {written['other_messages']:,} camera and gate messages in {out}"
+        )
 
 
 def _run_sensing(recording: Path, as_json: bool):
     from omnithread.sensing.recording import run_recording
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=as_json) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as bar:
         task = bar.add_task("sensing")
         return run_recording(recording, progress=lambda n: bar.update(task, description=f"sensing: {n:,} messages"))
 
@@ -507,39 +648,67 @@ def sensing_run(
     with open(problems_path, "wb") as handle:
         for p in engine.problems:
             handle.write(orjson.dumps(p.as_dict()) + b"\n")
-    result = {"messages": engine.messages, "duplicates_ignored": engine.duplicates, "weight_events":
-              len(engine.weight_events), "receipts": len(receipts),
-              "for_review": sum(r.review for r in receipts), "problems": len(engine.problems),
-              "events_file": str(out), "problems_file": str(problems_path)}
+    result = {
+        "messages": engine.messages,
+        "duplicates_ignored": engine.duplicates,
+        "weight_events": len(engine.weight_events),
+        "receipts": len(receipts),
+        "for_review": sum(r.review for r in receipts),
+        "problems": len(engine.problems),
+        "events_file": str(out),
+        "problems_file": str(problems_path),
+    }
     if ingest_events:
         from omnithread.workspace import Workspace
 
         with Workspace(_settings(data_dir)) as ws:
             result["ingest"] = ws.ingestor().ingest_paths([out]).as_dict()
     if as_json:
-        _print_json({**result, "receipts_detail": [
-            {"visit_id": r.visit_id, "lines": {p: {"quantity": q, "confidence": round(c, 4)}
-                                               for p, (q, c) in r.lines.items()},
-             "review": r.review, "reasons": r.reasons, "aisle_dwell": r.dwell} for r in receipts]})
+        _print_json(
+            {
+                **result,
+                "receipts_detail": [
+                    {
+                        "visit_id": r.visit_id,
+                        "lines": {p: {"quantity": q, "confidence": round(c, 4)} for p, (q, c) in r.lines.items()},
+                        "review": r.review,
+                        "reasons": r.reasons,
+                        "aisle_dwell": r.dwell,
+                    }
+                    for r in receipts
+                ],
+            }
+        )
         return
-    rows = [{"visit": r.visit_id, "items": sum(r.basket.values()), "lines": len(r.basket),
-             "lowest confidence": round(min((c for _, c in r.lines.values()), default=1.0), 3),
-             "review": "; ".join(r.reasons) if r.review else ""} for r in receipts]
+    rows = [
+        {
+            "visit": r.visit_id,
+            "items": sum(r.basket.values()),
+            "lines": len(r.basket),
+            "lowest confidence": round(min((c for _, c in r.lines.values()), default=1.0), 3),
+            "review": "; ".join(r.reasons) if r.review else "",
+        }
+        for r in receipts
+    ]
     console.print(_table("Receipts", rows[:50]))
     if len(rows) > 50:
         console.print(f"... and {len(rows) - 50} more in {out}")
-    console.print(f"{result['messages']:,} messages ({result['duplicates_ignored']:,} duplicates ignored), "
-                  f"{result['weight_events']:,} weight changes, {result['receipts']:,} receipts "
-                  f"({result['for_review']:,} for review), {result['problems']:,} problems -> {problems_path}. "
-                  f"Events: {out}")
+    console.print(
+        f"{result['messages']:,} messages ({result['duplicates_ignored']:,} duplicates ignored), "
+        f"{result['weight_events']:,} weight changes, {result['receipts']:,} receipts "
+        f"({result['for_review']:,} for review), {result['problems']:,} problems -> {problems_path}. "
+        f"Events: {out}"
+    )
     if engine.problems:
         counts: dict[str, int] = {}
         for p in engine.problems:
             counts[p.problem.code] = counts.get(p.problem.code, 0) + 1
         console.print(_table("Problems by reason", [{"reason": k, "messages": v} for k, v in sorted(counts.items())]))
     if "ingest" in result:
-        console.print(f"Imported: {result['ingest']['accepted']:,} accepted, {result['ingest']['duplicates']:,} "
-                      f"duplicates, {result['ingest']['rejected']:,} rejected.")
+        console.print(
+            f"Imported: {result['ingest']['accepted']:,} accepted, {result['ingest']['duplicates']:,} "
+            f"duplicates, {result['ingest']['rejected']:,} rejected."
+        )
 
 
 @sensing_app.command("evaluate")
@@ -559,8 +728,13 @@ def sensing_evaluate(
         engine, receipts = _run_sensing(recording, as_json)
     except OmnithreadError as error:
         _fail(error)
-    result = evaluate_receipts(orjson.loads(truth_path.read_bytes()), receipts, engine.weight_events,
-                               engine.layout.plate_ids, engine.config.lateness)
+    result = evaluate_receipts(
+        orjson.loads(truth_path.read_bytes()),
+        receipts,
+        engine.weight_events,
+        engine.layout.plate_ids,
+        engine.config.lateness,
+    )
     result["sensor_problems"] = len(engine.problems)
     if as_json:
         _print_json(result)
@@ -572,11 +746,13 @@ def sensing_evaluate(
 def train(
     new_share: float = typer.Option(0.1, help="Share of slots for new products (0 to 1)."),
     new_days: float = typer.Option(7.0, help="A product is new this many days after it is first seen or launched."),
-    available_days: float = typer.Option(30.0, help="Where no stock was imported, unsold this long means out of "
-                                                    "stock."),
+    available_days: float = typer.Option(
+        30.0, help="Where no stock was imported, unsold this long means out of stock."
+    ),
     trending_days: float = typer.Option(7.0, help="The window trending counts sales over."),
-    repeat_share: float = typer.Option(0.2, help="Re-recommend a bought product when at least this share of its "
-                                                 "buyers bought it again."),
+    repeat_share: float = typer.Option(
+        0.2, help="Re-recommend a bought product when at least this share of its buyers bought it again."
+    ),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -585,25 +761,37 @@ def train(
     from omnithread.recommend.service import Recommendations, ServingConfig
     from omnithread.workspace import Workspace
 
-    for name, value, low, high in (("--new-share", new_share, 0, 1), ("--repeat-share", repeat_share, 0, 1),
-                                   ("--new-days", new_days, 0, 3650), ("--available-days", available_days, 0, 3650),
-                                   ("--trending-days", trending_days, 0, 3650)):
+    for name, value, low, high in (
+        ("--new-share", new_share, 0, 1),
+        ("--repeat-share", repeat_share, 0, 1),
+        ("--new-days", new_days, 0, 3650),
+        ("--available-days", available_days, 0, 3650),
+        ("--trending-days", trending_days, 0, 3650),
+    ):
         if not low <= value <= high or value != value:
             _fail(ConfigError(name, value, f"a number from {low} to {high}"))
-    serving = ServingConfig(trending_days=trending_days, available_days=available_days, new_days=new_days,
-                            new_product_share=new_share, repeat_share=repeat_share)
+    serving = ServingConfig(
+        trending_days=trending_days,
+        available_days=available_days,
+        new_days=new_days,
+        new_product_share=new_share,
+        repeat_share=repeat_share,
+    )
     try:
         with Workspace(_settings(data_dir)) as ws:
-            service = Recommendations.train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models",
-                                            serving=serving)
+            service = Recommendations.train(
+                ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models", serving=serving
+            )
     except OmnithreadError as error:
         _fail(error)
     if as_json:
         _print_json(service.stats)
     else:
         s = service.stats
-        console.print(f"Trained {s['model']['model']} on {s['interactions']:,} person-product interactions of "
-                      f"{s['persons']:,} persons and {s['products']:,} products in {s['fit_seconds']} s.")
+        console.print(
+            f"Trained {s['model']['model']} on {s['interactions']:,} person-product interactions of "
+            f"{s['persons']:,} persons and {s['products']:,} products in {s['fit_seconds']} s."
+        )
 
 
 @app.command()
@@ -614,8 +802,9 @@ def recommend(
     product: Optional[str] = typer.Option(None, help="The product (similar)."),
     basket: Optional[str] = typer.Option(None, help="Comma-separated products (bought_together)."),
     n: int = typer.Option(10, "-n", help="How many."),
-    every: bool = typer.Option(False, "--all", help="Every person the identity map knows (for_you or in_store), "
-                                                    "written to --out as Parquet."),
+    every: bool = typer.Option(
+        False, "--all", help="Every person the identity map knows (for_you or in_store), written to --out as Parquet."
+    ),
     out: Optional[Path] = typer.Option(None, help="The Parquet file for --all."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
@@ -626,16 +815,26 @@ def recommend(
     from omnithread.workspace import Workspace
 
     if every and (person or out is None):
-        _fail(ConfigError("--all", person or "", "no PERSON, and --out FILE.parquet") if person else
-              ConfigError("--out", None, "a Parquet file to write every person's recommendations to"))
+        _fail(
+            ConfigError("--all", person or "", "no PERSON, and --out FILE.parquet")
+            if person
+            else ConfigError("--out", None, "a Parquet file to write every person's recommendations to")
+        )
     try:
         with Workspace(_settings(data_dir)) as ws:
             service = Recommendations.open_or_train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models")
             if every:
+                assert out is not None  # (checked above: --all needs --out)
                 summary = service.export_all(out, surface.replace("-", "_"), n=n, store=store)
             else:
-                answer = service.recommend(person, surface.replace("-", "_"), n=n, store=store, product=product,
-                                           basket=basket.split(",") if basket else None)
+                answer = service.recommend(
+                    person,
+                    surface.replace("-", "_"),
+                    n=n,
+                    store=store,
+                    product=product,
+                    basket=basket.split(",") if basket else None,
+                )
     except OmnithreadError as error:
         _fail(error)
     if every:
@@ -643,9 +842,12 @@ def recommend(
             _print_json(summary)
         else:
             reasons = ", ".join(f"{k} {v:,}" for k, v in summary["non_personal_by_reason"].items())
-            console.print(f"{summary['persons']:,} persons ({summary['personal']:,} personal"
-                          + (f"; non-personal: {reasons}" if reasons else "") + f"), {summary['rows']:,} rows -> "
-                          f"{summary['path']} in {summary['seconds']} s ({summary['persons_per_second']:,} persons/s)")
+            console.print(
+                f"{summary['persons']:,} persons ({summary['personal']:,} personal"
+                + (f"; non-personal: {reasons}" if reasons else "")
+                + f"), {summary['rows']:,} rows -> "
+                f"{summary['path']} in {summary['seconds']} s ({summary['persons_per_second']:,} persons/s)"
+            )
         return
     if as_json:
         _print_json(answer.as_dict())
@@ -692,25 +894,46 @@ def _print_evaluation(res: dict) -> None:
         for group in ("online", "store", "all"):
             if group in r:
                 g = r[group]
-                rows.append({"model": name, "purchases": group, "users": g["users"], "NDCG@10": g["ndcg@10"],
-                             "Rec@20": g["recall@20"], "MAP@10": g["map@10"], "cov@10": g["coverage@10"]})
+                rows.append(
+                    {
+                        "model": name,
+                        "purchases": group,
+                        "users": g["users"],
+                        "NDCG@10": g["ndcg@10"],
+                        "Rec@20": g["recall@20"],
+                        "MAP@10": g["map@10"],
+                        "cov@10": g["coverage@10"],
+                    }
+                )
     console.print(_table(f"Held-out purchases of the last {res['holdout_days']:g} days (temporal split)", rows))
 
 
 def _print_ablation(res: dict) -> None:
-    rows = [{"trained on": name, "online purchases": round(v["online"]["ndcg@10"], 4),
-             "store purchases": round(v["store"]["ndcg@10"], 4), "all": round(v["all"]["ndcg@10"], 4)}
-            for name, v in res["variants"].items()]
+    rows = [
+        {
+            "trained on": name,
+            "online purchases": round(v["online"]["ndcg@10"], 4),
+            "store purchases": round(v["store"]["ndcg@10"], 4),
+            "all": round(v["all"]["ndcg@10"], 4),
+        }
+        for name, v in res["variants"].items()
+    ]
     console.print(_table("Ablation: NDCG@10 on held-out purchases", rows))
     share = res["captured_share_of_ceiling_gain"]
     reachable = res.get("captured_share_of_reachable_ceiling_gain")
     evidence = res.get("reachable_share_of_ceiling_gain")
-    console.print("Share of the ceiling's gain over siloed data that omnithread's identity resolution captures: "
-                  + (f"{share:.0%}" if share is not None else "n/a (the ceiling does not beat siloed data)")
-                  + (f" ({reachable:.0%} of the reachable ceiling's: every link decided right"
-                     + (f", which itself holds {evidence:.0%} of the ceiling's gain" if evidence is not None else "")
-                     + ")" if reachable is not None else "")
-                  + (f". Chart: {res['chart']}" if res.get("chart") else ""))
+    console.print(
+        "Share of the ceiling's gain over siloed data that omnithread's identity resolution captures: "
+        + (f"{share:.0%}" if share is not None else "n/a (the ceiling does not beat siloed data)")
+        + (
+            f" ({reachable:.0%} of the reachable ceiling's: every link decided right"
+            + (f", which itself holds {evidence:.0%} of the ceiling's gain" if evidence is not None else "")
+            + ")"
+            if reachable is not None
+            else ""
+        )
+        + (f". Chart: {res['chart']}" if res.get("chart") else "")
+    )
     console.print("Simulator assumptions behind this result: " + " ".join(res["assumptions"]))
 
 
@@ -795,7 +1018,7 @@ def erase(
     as_json: bool = JsonFlag,
 ) -> None:
     """Erase a person: delete their data everywhere and/or refuse their future events."""
-    from omnithread.privacy.erasure import erase as do_erase
+    from omnithread.flows import erase as do_erase
     from omnithread.workspace import Workspace
 
     try:
@@ -812,8 +1035,12 @@ def erase(
     if as_json:
         _print_json(report.as_dict())
     else:
-        console.print(_table(f"Erasure ({mode}), request {report.request_id}", [
-            {k: v for k, v in report.as_dict().items() if k not in ("notes", "mode", "request_id")}]))
+        console.print(
+            _table(
+                f"Erasure ({mode}), request {report.request_id}",
+                [{k: v for k, v in report.as_dict().items() if k not in ("notes", "mode", "request_id")}],
+            )
+        )
         for note in report.notes:
             console.print(note)
 
@@ -827,7 +1054,7 @@ def consent(
     as_json: bool = JsonFlag,
 ) -> None:
     """Record a person's consent per purpose (with its source and time)."""
-    from omnithread.privacy.consent import record_consent
+    from omnithread.flows import record_consent
     from omnithread.workspace import Workspace
 
     purposes = {}
@@ -879,8 +1106,9 @@ def main() -> None:
         err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except OSError as error:
-        err.print(f"[red]error:[/red] {error.strerror or error}: {error.filename or ''}", highlight=False,
-                  soft_wrap=True)
+        err.print(
+            f"[red]error:[/red] {error.strerror or error}: {error.filename or ''}", highlight=False, soft_wrap=True
+        )
         raise SystemExit(2) from None
 
 

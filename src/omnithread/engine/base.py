@@ -27,7 +27,7 @@ def string_list_sql(values: Iterable[str]) -> str:
 def names_any_sql(row: str, values: str) -> str:
     """A condition: event row ``row`` names one of the strings in column ``v`` of relation ``values``,
     as its user or anonymous id, or inside its JSON (values of at least 8 characters, so that short
-    ones cannot match by chance). The SQL twin of ``omnithread.privacy.erasure.refused_by_suppression``."""
+    ones cannot match by chance). The SQL twin of ``omnithread.privacy.suppression.refused_by_suppression``."""
     return f"""({row}.user_id IN (SELECT v FROM {values}) OR {row}.anonymous_id IN (SELECT v FROM {values})
         OR EXISTS (SELECT 1 FROM {values} x WHERE length(x.v) >= 8 AND (
             contains(coalesce(CAST({row}.properties AS VARCHAR), ''), x.v)
@@ -82,6 +82,7 @@ class Engine(ABC):
         """Drop staged fast-path rows naming any of ``values``; returns how many (engines with a fast path)."""
         raise NotImplementedError
 
+    @abstractmethod
     def register(self, name: str, table: pa.Table) -> None:
         """Make an Arrow table readable by name in SQL until unregistered."""
 
@@ -97,10 +98,10 @@ class Engine(ABC):
     def _column_type(self, logical: str) -> str:
         """The engine's SQL type for a logical column type."""
 
-    def verify(self) -> None:
+    def verify(self) -> None:  # noqa: B027 - an optional hook: engines without files of their own do nothing
         """Read everything stored once, raising on damage the engine detects (engines with files of their own)."""
 
-    def compact(self) -> None:
+    def compact(self) -> None:  # noqa: B027 - an optional hook, as verify
         """Give the space of deleted rows back so their bytes no longer lie in the engine's files (engines
         that keep files of their own)."""
 

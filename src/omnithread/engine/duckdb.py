@@ -65,8 +65,10 @@ def _not_stored(incoming: str, keys_from: str) -> str:
     Stored message keys (numbers) are matched against those of ``keys_from`` (a relation with a
     ``message_id`` column) first, so the log is read as one narrow column of numbers; ids are compared
     only for the few stored rows whose number meets one of them."""
-    return (f"{incoming}.message_id NOT IN (SELECT e.message_id FROM events AS e WHERE e.message_key IN "
-            f"(SELECT {MESSAGE_KEY_SQL} FROM {keys_from}))")
+    return (
+        f"{incoming}.message_id NOT IN (SELECT e.message_id FROM events AS e WHERE e.message_key IN "
+        f"(SELECT {MESSAGE_KEY_SQL} FROM {keys_from}))"
+    )
 
 
 def _unavailable(path: str, error: Exception) -> UnavailableError:
@@ -75,11 +77,15 @@ def _unavailable(path: str, error: Exception) -> UnavailableError:
     holder = re.search(r"\(PID (\d+)\)", text)
     if "lock" in text.lower():
         who = f"another process (PID {holder.group(1)})" if holder else "another process"
-        return UnavailableError(f"{who} holds the data directory of {path}: stop it, or, if it is `omnithread "
-                                "serve`, send data through its collector and read through its API")
+        return UnavailableError(
+            f"{who} holds the data directory of {path}: stop it, or, if it is `omnithread "
+            "serve`, send data through its collector and read through its API"
+        )
     if "Permission denied" in text or "read-only" in text.lower():
-        return UnavailableError(f"{path} cannot be opened for writing (permission denied): omnithread needs to "
-                                "write to its data directory; give this user write access or copy the directory")
+        return UnavailableError(
+            f"{path} cannot be opened for writing (permission denied): omnithread needs to "
+            "write to its data directory; give this user write access or copy the directory"
+        )
     return UnavailableError(f"{path} cannot be opened: {safe_message(error)}")
 
 
@@ -154,11 +160,15 @@ class DuckDBEngine(Engine):
         """Create missing tables; a log stored before events carried their identifiers or message keys gets
         them now, once."""
         super().ensure_tables()
-        present = {r["column_name"] for r in self.rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'")}
+        present = {
+            r["column_name"]
+            for r in self.rows("SELECT column_name FROM information_schema.columns WHERE table_name = 'events'")
+        }
         # each derived column's value, and which rows get one (most events name no identifier)
-        fills = {"identifiers": (identifiers_sql(), f"{identifiers_sql()} IS NOT NULL"),
-                 "message_key": (MESSAGE_KEY_SQL, "true")}
+        fills = {
+            "identifiers": (identifiers_sql(), f"{identifiers_sql()} IS NOT NULL"),
+            "message_key": (MESSAGE_KEY_SQL, "true"),
+        }
         for name, logical, _ in DERIVED_EVENT_COLUMNS:
             if name not in present:
                 value, where = fills[name]
@@ -187,8 +197,11 @@ class DuckDBEngine(Engine):
         self._con.register("_incoming", rows)
         try:
             target, select = _with_derived(table, ", ".join(rows.column_names))
-            new = (_not_stored("i", "_incoming") if (table, key) == ("events", "message_id") else
-                   f"NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = i.{key})")
+            new = (
+                _not_stored("i", "_incoming")
+                if (table, key) == ("events", "message_id")
+                else f"NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = i.{key})"
+            )
             return self._insert(f"INSERT INTO {table} ({target}) SELECT {select} FROM _incoming AS i WHERE {new}")
         finally:
             self._con.unregister("_incoming")
@@ -233,8 +246,15 @@ class DuckDBEngine(Engine):
             if name in self._functions:
                 continue
 
-            self._con.create_function(name, _vectorised(function), [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"),
-                                      type="arrow", null_handling="special", side_effects=False)
+            self._con.create_function(  # type: ignore[call-overload]  # (the stubs lack the arrow form)
+                name,
+                _vectorised(function),
+                [duckdb.sqltype("VARCHAR")],
+                duckdb.sqltype("VARCHAR"),
+                type="arrow",
+                null_handling="special",
+                side_effects=False,
+            )
             self._functions.add(name)
 
     def stage_events_fast(
@@ -276,7 +296,8 @@ class DuckDBEngine(Engine):
                 for part in ("_staged", "_others"):
                     stored += self._insert(
                         f"INSERT INTO events ({target}) SELECT {select} FROM {part} AS i WHERE NOT EXISTS "
-                        "(SELECT 1 FROM _skip AS s WHERE s.line_no = i.line_no AND s.message_id = i.message_id)")
+                        "(SELECT 1 FROM _skip AS s WHERE s.line_no = i.line_no AND s.message_id = i.message_id)"
+                    )
                 self._con.execute("COMMIT").fetchall()
             except BaseException:
                 self._con.execute("ROLLBACK").fetchall()

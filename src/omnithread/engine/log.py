@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +11,7 @@ import pyarrow as pa
 from omnithread.engine.base import Engine
 from omnithread.engine.tables import EVENT_COLUMNS, REJECTED_COLUMNS, identifiers_of
 
-__all__ = ["EventLog", "EVENT_ARROW_SCHEMA", "REJECTED_ARROW_SCHEMA"]
+__all__ = ["EventLog", "Suppression", "EVENT_ARROW_SCHEMA", "REJECTED_ARROW_SCHEMA"]
 
 _ARROW = {
     "string": pa.string(),
@@ -33,10 +33,8 @@ REJECTED_ARROW_SCHEMA = _schema(REJECTED_COLUMNS)
 
 
 def _table_from_rows(rows: Sequence[tuple], schema: pa.Schema) -> pa.Table:
-    columns = list(zip(*rows)) if rows else [[] for _ in schema]
-    return pa.Table.from_arrays(
-        [pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema
-    )
+    columns: list = list(zip(*rows)) if rows else [[] for _ in schema]
+    return pa.Table.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema)
 
 
 _EVENT_INDEX = {name: i for i, (name, _, _) in enumerate(EVENT_COLUMNS)}
@@ -51,6 +49,27 @@ def _events_table(rows: Sequence[tuple]) -> pa.Table:
     return table.append_column("identifiers", pa.array(found, pa.list_(pa.string())))
 
 
+class Suppression(Protocol):
+    """What the log asks before it stores an event: is any identifier it names refused at the door?
+    (``omnithread.privacy.suppression.SuppressionList``, handed over by the workspace.)"""
+
+    values: frozenset[str]
+
+    def reload(self) -> None: ...
+
+    def refuses(self, user_id, anonymous_id, *texts) -> bool: ...
+
+
+class _NoSuppression:
+    values: frozenset[str] = frozenset()
+
+    def reload(self) -> None:
+        pass
+
+    def refuses(self, user_id, anonymous_id, *texts) -> bool:
+        return False
+
+
 class EventLog:
     """Events in, deduplicated on ``message_id``; rejected events kept with their reasons.
 
@@ -58,34 +77,27 @@ class EventLog:
     :data:`REJECTED_COLUMNS`. Nothing here updates or deletes an event.
     """
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, suppression: Suppression | None = None):
         self.engine = engine
+        self.suppression: Suppression = suppression or _NoSuppression()
         self.refused_suppressed = 0  # events refused at the door because they name a suppressed identifier
         self.last_suppressed_ids: set[str] = set()  # the message ids the last write refused so
-        self.reload_suppression()
+
+    @property
+    def suppressed(self) -> frozenset[str]:
+        """The identifiers whose events are refused at the door."""
+        return self.suppression.values
 
     def reload_suppression(self) -> None:
-        """Read the suppression list (identifiers whose events are refused at the door)."""
-        from omnithread.privacy.erasure import SUPPRESSION_TABLE
-
-        suppressed = {r["value"] for r in self.engine.rows(f"SELECT value FROM {SUPPRESSION_TABLE}")} \
-            if self.engine.has_table(SUPPRESSION_TABLE) else set()
-        # palm tokens of people whose latest consent refuses biometric identification: refused like suppression
-        if self.engine.has_table("profiles"):
-            suppressed |= {r["v"] for r in self.engine.rows("""
-                SELECT split_part(identifier, ':', 2) AS v FROM identity_map
-                WHERE identifier LIKE 'palm_token:%' AND person_id IN (
-                    SELECT person_id FROM profiles WHERE consent_biometric = false)""")}
-        self.suppressed = frozenset(suppressed)
+        """Read the suppression list again (after an erasure or a consent change wrote to it)."""
+        self.suppression.reload()
 
     def _kept(self, rows: Sequence[tuple]) -> list[bool]:
         """Which rows name no suppressed identifier (the others are counted as refused)."""
-        self.last_suppressed_ids: set[str] = set()
-        if not self.suppressed:
+        self.last_suppressed_ids = set()
+        if not self.suppression.values:
             return [True] * len(rows)
-        from omnithread.privacy.erasure import refused_by_suppression
-
-        keep = [not refused_by_suppression(self.suppressed, r[3], r[4], r[15], r[16], r[17]) for r in rows]
+        keep = [not self.suppression.refuses(r[3], r[4], r[15], r[16], r[17]) for r in rows]
         self.refused_suppressed += keep.count(False)
         self.last_suppressed_ids = {r[0] for r, k in zip(rows, keep) if not k}
         return keep
@@ -108,8 +120,9 @@ class EventLog:
 
     def message_keys(self) -> np.ndarray:
         """Every stored event's message key (see ``MESSAGE_KEY_SQL``), sorted: 8 bytes an event."""
-        return np.sort(np.asarray(self.engine.query("SELECT message_key FROM events").column(0).to_numpy(),
-                                  dtype=np.uint64))
+        return np.sort(
+            np.asarray(self.engine.query("SELECT message_key FROM events").column(0).to_numpy(), dtype=np.uint64)
+        )
 
     def stored_ids(self, keys: Iterable[int]) -> set[str]:
         """The message ids stored under any of ``keys``."""
@@ -118,8 +131,11 @@ class EventLog:
             return set()
         self.engine.register("_keys", pa.table({"k": pa.array(keys, pa.uint64())}))
         try:
-            return set(self.engine.query("SELECT message_id FROM events WHERE message_key IN (SELECT k FROM _keys)")
-                       .column(0).to_pylist())
+            return set(
+                self.engine.query("SELECT message_id FROM events WHERE message_key IN (SELECT k FROM _keys)")
+                .column(0)
+                .to_pylist()
+            )
         finally:
             self.engine.unregister("_keys")
 
@@ -138,15 +154,16 @@ class EventLog:
 
     def add_rejected(self, rows: Sequence[tuple]) -> int:
         """Keep rejected payloads; one already kept (same id) is not stored twice."""
-        return self.engine.append_new(
-            "rejected_events", _table_from_rows(rows, REJECTED_ARROW_SCHEMA), "rejected_id"
-        )
+        return self.engine.append_new("rejected_events", _table_from_rows(rows, REJECTED_ARROW_SCHEMA), "rejected_id")
 
     def count(self) -> int:
         return self.engine.scalar("SELECT count(*) FROM events")
 
     def rejected(
-        self, status: str | None = "open", reason: str | None = None, limit: int | None = None,
+        self,
+        status: str | None = "open",
+        reason: str | None = None,
+        limit: int | None = None,
         ids: Iterable[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Rejected events, newest first, filtered by status, reason code or ids."""
@@ -202,7 +219,8 @@ class EventLog:
                 "FROM events GROUP BY 1 ORDER BY events DESC"
             ),
             "by_event": self.engine.rows(
-                f"SELECT {label} AS event, call, count(*) AS events FROM events GROUP BY 1, 2 ORDER BY events DESC, event"
+                f"SELECT {label} AS event, call, count(*) AS events FROM events GROUP BY 1, 2 "
+                "ORDER BY events DESC, event"
             ),
             "by_day": self.engine.rows(
                 "SELECT CAST(date_trunc('day', event_at) AS DATE) AS day, count(*) AS events, "

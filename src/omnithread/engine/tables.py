@@ -9,12 +9,31 @@ import orjson
 
 from omnithread.events.schema import IDENTIFIER_KEYS, MAX_COUNT, MAX_MONEY
 
-__all__ = ["number_sql", "count_ok_sql", "money_ok_sql", "TABLES", "EVENT_COLUMNS", "DERIVED_EVENT_COLUMNS", "REJECTED_COLUMNS", "HASH_TYPES",
-           "MESSAGE_KEY_SQL", "message_key", "identifiers_sql", "identifiers_of", "node_sql"]
+__all__ = [
+    "number_sql",
+    "count_ok_sql",
+    "money_ok_sql",
+    "TABLES",
+    "EVENT_COLUMNS",
+    "DERIVED_EVENT_COLUMNS",
+    "REJECTED_COLUMNS",
+    "HASH_TYPES",
+    "MESSAGE_KEY_SQL",
+    "message_key",
+    "identifiers_sql",
+    "identifiers_of",
+    "node_sql",
+]
 
 # keyed-hash prefix -> identifier type (see omnithread.privacy.IdentifierType)
-HASH_TYPES = {"em": "email", "ph": "phone", "lc": "loyalty_card", "pt": "payment_token", "pa": "palm_token",
-              "ac": "app_code"}
+HASH_TYPES = {
+    "em": "email",
+    "ph": "phone",
+    "lc": "loyalty_card",
+    "pt": "payment_token",
+    "pa": "palm_token",
+    "ac": "app_code",
+}
 
 # (column, logical type, nullable)
 EVENT_COLUMNS = [
@@ -72,6 +91,7 @@ def message_key(message_id: str) -> int:
     """``MESSAGE_KEY_SQL`` in Python (bytes 8 to 16 of the MD5, little-endian); a test holds them equal."""
     return int.from_bytes(hashlib.md5(message_id.encode("utf-8", "surrogatepass")).digest()[8:16], "little")
 
+
 TABLES = {"events": EVENT_COLUMNS + DERIVED_EVENT_COLUMNS, "rejected_events": REJECTED_COLUMNS}
 
 
@@ -86,7 +106,7 @@ def _json_paths(*prefixes: str) -> str:
 
 
 # a keyed hash's prefix inside JSON text (a string starting "xx_"), and a whole keyed hash
-_HINT = re.compile('"(' + "|".join(sorted(HASH_TYPES)) + ')_')
+_HINT = re.compile('"(' + "|".join(sorted(HASH_TYPES)) + ")_")
 _HASH = re.compile("(" + "|".join(sorted(HASH_TYPES)) + ")_[0-9a-f]{32}")
 
 
@@ -102,14 +122,15 @@ def identifiers_sql() -> str:
     engine stores the result with each event, so identity resolution never parses the log.
     """
     hint = "'" + _HINT.pattern + "'"
-    sections = [("traits", _json_paths("")), ("properties", _json_paths("")),
-                ("context", _json_paths("", "traits."))]
-    found = ", ".join(f"CASE WHEN regexp_matches({column}, {hint}) THEN json_extract_string({column}, {paths}) "
-                      f"ELSE []::VARCHAR[] END" for column, paths in sections)
+    sections = [("traits", _json_paths("")), ("properties", _json_paths("")), ("context", _json_paths("", "traits."))]
+    found = ", ".join(
+        f"CASE WHEN regexp_matches({column}, {hint}) THEN json_extract_string({column}, {paths}) ELSE []::VARCHAR[] END"
+        for column, paths in sections
+    )
     return f"""nullif(list_sort(list_distinct(list_transform(list_filter(list_concat({found},
                [CASE WHEN event = 'Store Entered' THEN json_extract_string(properties, '$.entry_token') END]),
                lambda x: regexp_full_match(x, '{_HASH.pattern}')),
-               lambda h: {node_sql('h')}))), []::VARCHAR[])"""
+               lambda h: {node_sql("h")}))), []::VARCHAR[])"""
 
 
 def identifiers_of(event: str | None, traits: str | None, properties: str | None, context: str | None) -> list | None:
@@ -123,7 +144,7 @@ def identifiers_of(event: str | None, traits: str | None, properties: str | None
         hinted = text is not None and _HINT.search(text) is not None
         if not (hinted or (entry and text is not None)):
             continue
-        values = orjson.loads(text)  # each section parsed once, the entry token read from the same parse
+        values = orjson.loads(text or "null")  # each section parsed once, the entry token read from the same parse
         if not isinstance(values, dict):
             continue
         sections = [values] if hinted else []

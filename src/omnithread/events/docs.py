@@ -5,6 +5,8 @@ Run ``python -m omnithread.events.docs > docs/events.md`` after changing the sch
 
 from __future__ import annotations
 
+import sys
+
 from omnithread.events.schema import (
     CALLS,
     CHANNEL_ALIASES,
@@ -26,6 +28,7 @@ __all__ = ["render_markdown"]
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+
 
 INTRO = """# Events
 
@@ -77,33 +80,47 @@ def _type(spec: FieldSpec) -> str:
 
 def _fields(fields: dict[str, FieldSpec]) -> str:
     rows = ["| property | type | required | meaning |", "|---|---|---|---|"]
-    rows += [f"| `{name}` | {_type(spec)} | {'yes' if spec.required else ''} | {spec.description} |"
-             for name, spec in fields.items()]
+    rows += [
+        f"| `{name}` | {_type(spec)} | {'yes' if spec.required else ''} | {spec.description} |"
+        for name, spec in fields.items()
+    ]
     return "\n".join(rows)
 
 
 def render_markdown() -> str:
     """The whole of ``docs/events.md``."""
-    parts = [INTRO.format(
-        calls=", ".join(f"`{c}`" for c in CALLS), channels=", ".join(f"`{c}`" for c in CHANNELS),
-        aliases=", ".join(f"`{a}` → `{c}`" for a, c in CHANNEL_ALIASES.items()),
-        event_kb=MAX_EVENT_BYTES // 1024, batch_kb=MAX_BATCH_BYTES // 1024, depth=MAX_DEPTH,
-        count=f"{MAX_COUNT:,}", money=f"{MAX_MONEY:,}",
-        identifiers="\n".join(f"| `{k}` | {v} |" for k, v in IDENTIFIER_KEYS.items()),
-    )]
-    parts.append("## Common fields\n\n| field | type | meaning |\n|---|---|---|\n" + "\n".join(
-        f"| `{name}` | {kind} | {meaning} |" for name, kind, meaning in COMMON_FIELDS))
+    parts = [
+        INTRO.format(
+            calls=", ".join(f"`{c}`" for c in CALLS),
+            channels=", ".join(f"`{c}`" for c in CHANNELS),
+            aliases=", ".join(f"`{a}` → `{c}`" for a, c in CHANNEL_ALIASES.items()),
+            event_kb=MAX_EVENT_BYTES // 1024,
+            batch_kb=MAX_BATCH_BYTES // 1024,
+            depth=MAX_DEPTH,
+            count=f"{MAX_COUNT:,}",
+            money=f"{MAX_MONEY:,}",
+            identifiers="\n".join(f"| `{k}` | {v} |" for k, v in IDENTIFIER_KEYS.items()),
+        )
+    ]
+    parts.append(
+        "## Common fields\n\n| field | type | meaning |\n|---|---|---|\n"
+        + "\n".join(f"| `{name}` | {kind} | {meaning} |" for name, kind, meaning in COMMON_FIELDS)
+    )
     parts.append("## Product objects\n\nThe elements of a `products` array.\n\n" + _fields(PRODUCT_FIELDS))
-    for origin, title in (("ecommerce-v2", "E-commerce events (Segment e-commerce v2)"),
-                          ("omnithread", "Store and identity events (omnithread's own)")):
+    for origin, title in (
+        ("ecommerce-v2", "E-commerce events (Segment e-commerce v2)"),
+        ("omnithread", "Store and identity events (omnithread's own)"),
+    ):
         parts.append(f"## {title}")
         for schema in EVENT_SCHEMAS.values():
             if schema.origin == origin:
                 store = " Its channel is `store` unless it says otherwise." if schema.requires_store else ""
-                parts.append(f"### {schema.name} (version {schema.version})\n\n{schema.description}{store}\n\n"
-                             + _fields(schema.properties))
+                parts.append(
+                    f"### {schema.name} (version {schema.version})\n\n{schema.description}{store}\n\n"
+                    + _fields(schema.properties)
+                )
     return "\n\n".join(parts) + "\n"
 
 
 if __name__ == "__main__":  # pragma: no cover
-    print(render_markdown(), end="")
+    sys.stdout.write(render_markdown())

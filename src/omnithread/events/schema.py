@@ -151,7 +151,8 @@ _ORDER = {
     "till_id": FieldSpec("string", description="till that took a store order"),
     "visit_id": FieldSpec("string", description="checkout-free store: the trip this receipt closes"),
     "review_required": FieldSpec(
-        "boolean", description="checkout-free store: a line's confidence was too low, a person checks it"),
+        "boolean", description="checkout-free store: a line's confidence was too low, a person checks it"
+    ),
 }
 
 _STORE_ITEM = {
@@ -169,32 +170,47 @@ _SCHEMAS = [
     EventSchema("Product Added", 2, "ecommerce-v2", "A product was added to a cart.", dict(_CART_PRODUCT)),
     EventSchema("Product Removed", 2, "ecommerce-v2", "A product was removed from a cart.", dict(_CART_PRODUCT)),
     EventSchema(
-        "Products Searched", 2, "ecommerce-v2", "A shopper searched the catalogue.",
+        "Products Searched",
+        2,
+        "ecommerce-v2",
+        "A shopper searched the catalogue.",
         {"query": FieldSpec("string", required=True, description="the search text")},
     ),
     EventSchema(
-        "Checkout Started", 2, "ecommerce-v2", "A checkout began.",
+        "Checkout Started",
+        2,
+        "ecommerce-v2",
+        "A checkout began.",
         {k: v for k, v in _ORDER.items() if k not in {"order_id", "loyalty_card", "payment_token", "till_id"}}
         | {"order_id": FieldSpec("string", description="order id, when known")},
     ),
     EventSchema(
-        "Order Completed", 2, "ecommerce-v2",
+        "Order Completed",
+        2,
+        "ecommerce-v2",
         "An order was placed: online, at a till, by voice, or a checkout-free store receipt.",
         {**_ORDER, "products": FieldSpec("products", required=True, description="the lines of the order")},
     ),
     EventSchema(
-        "Order Refunded", 2, "ecommerce-v2", "An order was refunded, wholly or in part.",
+        "Order Refunded",
+        2,
+        "ecommerce-v2",
+        "An order was refunded, wholly or in part.",
         {k: _ORDER[k] for k in ("order_id", "total", "currency", "products")},
     ),
     EventSchema(
-        "Store Entered", 1, "omnithread", "A shopper passed the gate of a store.",
+        "Store Entered",
+        1,
+        "omnithread",
+        "A shopper passed the gate of a store.",
         {
             "store_id": FieldSpec("string", required=True, description="the store"),
             "entry_method": FieldSpec(
                 "string", required=True, choices=ENTRY_METHODS, description="how the gate knew the shopper"
             ),
             "entry_token": FieldSpec(
-                "identifier", description="app code, palm token or payment token (hashed); required unless method is none"
+                "identifier",
+                description="app code, palm token or payment token (hashed); required unless method is none",
             ),
             "gate_id": FieldSpec("string", description="the gate"),
             "group_size": _count("people entering on this identity"),
@@ -203,7 +219,10 @@ _SCHEMAS = [
         requires_store=True,
     ),
     EventSchema(
-        "Store Exited", 1, "omnithread", "A shopper left a store.",
+        "Store Exited",
+        1,
+        "omnithread",
+        "A shopper left a store.",
         {
             "store_id": FieldSpec("string", required=True, description="the store"),
             "gate_id": FieldSpec("string", description="the gate"),
@@ -215,26 +234,40 @@ _SCHEMAS = [
         requires_store=True,
     ),
     EventSchema(
-        "Product Picked", 1, "omnithread", "A shopper took a product from a shelf.", dict(_STORE_ITEM),
+        "Product Picked",
+        1,
+        "omnithread",
+        "A shopper took a product from a shelf.",
+        dict(_STORE_ITEM),
         requires_store=True,
     ),
     EventSchema(
-        "Product Returned To Shelf", 1, "omnithread", "A shopper put a product back.",
+        "Product Returned To Shelf",
+        1,
+        "omnithread",
+        "A shopper put a product back.",
         dict(_STORE_ITEM, misplaced=FieldSpec("boolean", description="put back on another product's place")),
         requires_store=True,
     ),
     EventSchema(
-        "Loyalty Card Linked", 1, "omnithread", "A loyalty card was linked to the sender's identity.",
+        "Loyalty Card Linked",
+        1,
+        "omnithread",
+        "A loyalty card was linked to the sender's identity.",
         {
             "loyalty_card": FieldSpec("identifier", required=True, description="the card number (hashed)"),
             "store_id": FieldSpec("string", description="store where it was linked, if any"),
         },
     ),
     EventSchema(
-        "Consent Updated", 1, "omnithread", "A person gave or withdrew consent for purposes.",
+        "Consent Updated",
+        1,
+        "omnithread",
+        "A person gave or withdrew consent for purposes.",
         {
             "purposes": FieldSpec(
-                "object", required=True,
+                "object",
+                required=True,
                 description="purpose to boolean: analytics, personalisation, biometric",
             ),
             "source": FieldSpec("string", description="where consent was given: web form, app, store desk"),

@@ -8,6 +8,7 @@ job, done on the same dict before anything is stored.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from omnithread.errors import Problem
@@ -43,6 +44,7 @@ def nesting_depth(value: object, stop: int | None = None) -> int:
     deepest, stack = 0, [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        children: Iterable[object]
         if isinstance(node, dict):
             children = node.values()
         elif isinstance(node, list):
@@ -101,8 +103,14 @@ class EventTimes:
 
 
 def resolve_times(
-    original_raw: object, stamped_raw: object, sent_raw: object, received_raw: object,
-    received_at: datetime | None, now: datetime, policy: TimePolicy, problems: list[Problem],
+    original_raw: object,
+    stamped_raw: object,
+    sent_raw: object,
+    received_raw: object,
+    received_at: datetime | None,
+    now: datetime,
+    policy: TimePolicy,
+    problems: list[Problem],
 ) -> EventTimes:
     """The event's times from its four timestamp fields, skew-corrected; problems appended."""
     original = parse_timestamp(original_raw, "originalTimestamp", problems)
@@ -117,10 +125,16 @@ def resolve_times(
             event_at = received - (sent - device_time)
         except OverflowError:  # a device clock off by millennia: the correction leaves the calendar
             field = "originalTimestamp" if original is not None else "timestamp"
-            problems.append(Problem(
-                "implausible_timestamp", field, device_time.isoformat(),
-                f"{field}: {device_time.isoformat()} is so far from sentAt ({sent.isoformat()}) that the clock-skew "
-                "correction leaves the calendar"))
+            problems.append(
+                Problem(
+                    "implausible_timestamp",
+                    field,
+                    device_time.isoformat(),
+                    f"{field}: {device_time.isoformat()} is so far from sentAt ({sent.isoformat()}) "
+                    "that the clock-skew "
+                    "correction leaves the calendar",
+                )
+            )
             event_at = received
     else:
         event_at = device_time or received or now
@@ -129,7 +143,9 @@ def resolve_times(
         field = "originalTimestamp" if original is not None else "timestamp"
         problems.append(
             Problem(
-                "future_timestamp", field, event_at.isoformat(),
+                "future_timestamp",
+                field,
+                event_at.isoformat(),
                 f"{field}: event time {event_at.isoformat()} is more than {policy.max_ahead} after "
                 f"it was received ({reference.isoformat()})",
             )
@@ -138,7 +154,9 @@ def resolve_times(
         field = "originalTimestamp" if original is not None else "timestamp"
         problems.append(
             Problem(
-                "implausible_timestamp", field, event_at.isoformat(),
+                "implausible_timestamp",
+                field,
+                event_at.isoformat(),
                 f"{field}: event time {event_at.isoformat()} is before {policy.earliest.date().isoformat()}",
             )
         )
@@ -154,7 +172,9 @@ def _check_id(payload: dict, key: str, problems: list[Problem]) -> str | None:
         payload[key] = value
     if not isinstance(value, str):
         problems.append(
-            Problem("invalid_type", key, show(value), f"{key}: {show(value)} must be a string, not {type(value).__name__}")
+            Problem(
+                "invalid_type", key, show(value), f"{key}: {show(value)} must be a string, not {type(value).__name__}"
+            )
         )
         return None
     if len(value) > _MAX_ID_CHARS:
@@ -171,7 +191,9 @@ def _check_object(payload: dict, key: str, problems: list[Problem]) -> dict:
         return {}
     if not isinstance(value, dict):
         problems.append(
-            Problem("invalid_type", key, show(value), f"{key}: {show(value)} must be an object, not {type(value).__name__}")
+            Problem(
+                "invalid_type", key, show(value), f"{key}: {show(value)} must be an object, not {type(value).__name__}"
+            )
         )
         return {}
     return value
@@ -180,15 +202,21 @@ def _check_object(payload: dict, key: str, problems: list[Problem]) -> dict:
 _TYPE_CHECKS = {
     "string": lambda v: isinstance(v, str),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool)
-    or (isinstance(v, float) and v.is_integer()),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool) or (isinstance(v, float) and v.is_integer()),
     "boolean": lambda v: isinstance(v, bool),
     "object": lambda v: isinstance(v, dict),
     "products": lambda v: isinstance(v, list),
     "identifier": lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
 }
-_TYPE_WORDS = {"products": "an array of products", "object": "an object", "integer": "an integer",
-               "identifier": "a string", "boolean": "a boolean", "number": "a number", "string": "a string"}
+_TYPE_WORDS = {
+    "products": "an array of products",
+    "object": "an object",
+    "integer": "an integer",
+    "identifier": "a string",
+    "boolean": "a boolean",
+    "number": "a number",
+    "string": "a string",
+}
 
 
 def _check_fields(values: dict, specs: dict[str, FieldSpec], prefix: str, problems: list[Problem]) -> None:
@@ -202,23 +230,31 @@ def _check_fields(values: dict, specs: dict[str, FieldSpec], prefix: str, proble
         if not _TYPE_CHECKS[spec.type](value):
             problems.append(
                 Problem(
-                    "invalid_type", field, show(value),
+                    "invalid_type",
+                    field,
+                    show(value),
                     f"{field}: {show(value)} must be {_TYPE_WORDS[spec.type]}, not {type(value).__name__}",
                 )
             )
             continue
         if spec.minimum is not None and spec.type in ("number", "integer") and value < spec.minimum:
             problems.append(
-                Problem("out_of_range", field, show(value), f"{field}: {show(value)} is below the minimum {spec.minimum:,}")
+                Problem(
+                    "out_of_range", field, show(value), f"{field}: {show(value)} is below the minimum {spec.minimum:,}"
+                )
             )
         elif spec.maximum is not None and spec.type in ("number", "integer") and value > spec.maximum:
             problems.append(
-                Problem("out_of_range", field, show(value), f"{field}: {show(value)} is above the maximum {spec.maximum:,}")
+                Problem(
+                    "out_of_range", field, show(value), f"{field}: {show(value)} is above the maximum {spec.maximum:,}"
+                )
             )
         elif spec.choices is not None and value not in spec.choices:
             problems.append(
                 Problem(
-                    "invalid_choice", field, show(value),
+                    "invalid_choice",
+                    field,
+                    show(value),
                     f"{field}: {show(value)} is not one of {', '.join(spec.choices)}",
                 )
             )
@@ -244,14 +280,20 @@ def _check_named_event(name: str, properties: dict, context: dict, problems: lis
         method, token = properties.get("entry_method"), properties.get("entry_token")
         if method not in (None, "none") and token in (None, ""):
             problems.append(
-                Problem("missing_field", "properties.entry_token", "",
-                        f"properties.entry_token is required when entry_method is {method!r}")
+                Problem(
+                    "missing_field",
+                    "properties.entry_token",
+                    "",
+                    f"properties.entry_token is required when entry_method is {method!r}",
+                )
             )
     elif name == "Consent Updated" and isinstance(properties.get("purposes"), dict):
         for purpose, given in properties["purposes"].items():
             if not isinstance(given, bool):
                 field = f"properties.purposes.{purpose}"
-                problems.append(Problem("invalid_type", field, show(given), f"{field}: {show(given)} must be a boolean"))
+                problems.append(
+                    Problem("invalid_type", field, show(given), f"{field}: {show(given)} must be a boolean")
+                )
     return schema.version
 
 
@@ -296,10 +338,16 @@ def validate_event(
     if user_id is None and anonymous_id is None and not any(p.field in ("userId", "anonymousId") for p in problems):
         problems.append(Problem("missing_identity", "userId", "", "userId or anonymousId is required"))
     message_id = payload.get("messageId")
-    if message_id is not None and (not isinstance(message_id, str) or not message_id or len(message_id) > _MAX_ID_CHARS):
+    if message_id is not None and (
+        not isinstance(message_id, str) or not message_id or len(message_id) > _MAX_ID_CHARS
+    ):
         problems.append(
-            Problem("invalid_type", "messageId", show(message_id),
-                    f"messageId: {show(message_id)} must be a non-empty string of at most {_MAX_ID_CHARS} characters")
+            Problem(
+                "invalid_type",
+                "messageId",
+                show(message_id),
+                f"messageId: {show(message_id)} must be a non-empty string of at most {_MAX_ID_CHARS} characters",
+            )
         )
     context = _check_object(payload, "context", problems)
     properties = _check_object(payload, "properties", problems)
@@ -313,8 +361,12 @@ def validate_event(
         name = payload.get("event")
         if not isinstance(name, str) or not name.strip() or len(name) > _MAX_EVENT_NAME_CHARS:
             problems.append(
-                Problem("invalid_event_name", "event", show(name),
-                        f"event: {show(name)} must be a non-empty string of at most {_MAX_EVENT_NAME_CHARS} characters")
+                Problem(
+                    "invalid_event_name",
+                    "event",
+                    show(name),
+                    f"event: {show(name)} must be a non-empty string of at most {_MAX_EVENT_NAME_CHARS} characters",
+                )
             )
             name = None
         else:
@@ -337,23 +389,44 @@ def validate_event(
         channel = CHANNEL_ALIASES.get(channel, channel) if isinstance(channel, str) else channel
         if channel not in CHANNELS:
             problems.append(
-                Problem("invalid_choice", "context.channel", show(channel),
-                        f"context.channel: {show(channel)} is not one of {', '.join(CHANNELS)}")
+                Problem(
+                    "invalid_choice",
+                    "context.channel",
+                    show(channel),
+                    f"context.channel: {show(channel)} is not one of {', '.join(CHANNELS)}",
+                )
             )
             channel = None
-    schema = EVENT_SCHEMAS.get(name) if call == "track" else None
+    schema = EVENT_SCHEMAS.get(name) if call == "track" and name is not None else None
     if channel is None and schema is not None and schema.requires_store:
         channel = "store"
     store_id = context.get("store_id") or properties.get("store_id")
     if store_id is not None and not isinstance(store_id, str):
-        problems.append(Problem("invalid_type", "context.store_id", show(store_id),
-                                f"context.store_id: {show(store_id)} must be a string"))
+        problems.append(
+            Problem(
+                "invalid_type",
+                "context.store_id",
+                show(store_id),
+                f"context.store_id: {show(store_id)} must be a string",
+            )
+        )
         store_id = None
     if channel == "store" and not store_id:
-        problems.append(Problem("missing_field", "context.store_id", "",
-                                "context.store_id is required when context.channel is 'store'"))
-    times = resolve_times(payload.get("originalTimestamp"), payload.get("timestamp"), payload.get("sentAt"),
-                          payload.get("receivedAt"), received_at, now, policy, problems)
+        problems.append(
+            Problem(
+                "missing_field", "context.store_id", "", "context.store_id is required when context.channel is 'store'"
+            )
+        )
+    times = resolve_times(
+        payload.get("originalTimestamp"),
+        payload.get("timestamp"),
+        payload.get("sentAt"),
+        payload.get("receivedAt"),
+        received_at,
+        now,
+        policy,
+        problems,
+    )
     if problems:
         return None, problems
     return CheckedEvent(call, name, user_id, anonymous_id, channel, store_id, times, schema_version), problems

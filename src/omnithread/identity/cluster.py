@@ -19,8 +19,15 @@ import numpy as np
 from omnithread.engine.base import Engine
 from omnithread.identity.config import IdentityConfig
 
-__all__ = ["connected_components", "split_over_limit", "add_strongest_first", "strongest_first", "link_strength",
-           "UnionFind", "node_kind"]
+__all__ = [
+    "connected_components",
+    "split_over_limit",
+    "add_strongest_first",
+    "strongest_first",
+    "link_strength",
+    "UnionFind",
+    "node_kind",
+]
 
 
 def connected_components(engine: Engine, edges: str, labels: str, max_rounds: int = 200) -> int:
@@ -151,6 +158,7 @@ def split_over_limit(edges: list[dict], config: IdentityConfig) -> tuple[dict[st
     from node to its cluster's label (the smallest node in it) and the refused links
     as (a, b, reason).
     """
+
     def strength(edge: dict) -> tuple:
         return link_strength(config, edge["a"], edge["b"], edge["events"], edge["first_seen_at"])
 
@@ -164,8 +172,9 @@ def link_strength(config: IdentityConfig, a: str, b: str, events: int, first_see
     return max(config.rank(node_kind(a)), config.rank(node_kind(b))), -events, first_seen_at, a, b
 
 
-def add_strongest_first(a_nodes: list[str], b_nodes: list[str],
-                        config: IdentityConfig) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+def add_strongest_first(
+    a_nodes: list[str], b_nodes: list[str], config: IdentityConfig
+) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     """Union-find over links already sorted strongest first (see ``link_strength``), refusing any
     merge that would put more identifiers of a type in one cluster than ``config.limits`` allows.
 
@@ -180,8 +189,9 @@ def add_strongest_first(a_nodes: list[str], b_nodes: list[str],
     return dict(zip(names, labels)), [(a_nodes[i], b_nodes[i], reason) for i, reason in refused]
 
 
-def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names: Sequence,
-                    config: IdentityConfig) -> tuple[list, list[tuple[int, str]]]:
+def strongest_first(
+    a_ids: list[int], b_ids: list[int], kinds: list[int], names: Sequence, config: IdentityConfig
+) -> tuple[list, list[tuple[int, str]]]:
     """``add_strongest_first`` on node numbers: ``a_ids``/``b_ids`` are the links, sorted strongest
     first, between nodes ``0..len(names)-1``, whose type is ``kinds`` (their rank in
     ``config.priority``). Returns each node's label (its cluster's smallest name: names are
@@ -245,8 +255,9 @@ def strongest_first(a_ids: list[int], b_ids: list[int], kinds: list[int], names:
             held[kind] = held.get(kind, 0) + n
         del counts[rb]
         parent[rb] = ra
-    for leaf, other in zip(np.where(hang_a, a_all, b_all)[hanging].tolist(),
-                           np.where(hang_a, b_all, a_all)[hanging].tolist()):
+    for leaf, other in zip(
+        np.where(hang_a, a_all, b_all)[hanging].tolist(), np.where(hang_a, b_all, a_all)[hanging].tolist()
+    ):
         parent[leaf] = other
     smallest: dict[int, int] = {}
     roots = []

@@ -10,8 +10,18 @@ __all__ = ["IdentityConfig", "NODE_TYPES"]
 
 # Node types, strongest first: an edge is as strong as its weaker end, and stronger edges are kept
 # first when a merge would break a limit.
-NODE_TYPES = ("account", "email", "phone", "app_code", "loyalty_card", "palm_token", "payment_token",
-              "voice_device", "device", "store_session")
+NODE_TYPES = (
+    "account",
+    "email",
+    "phone",
+    "app_code",
+    "loyalty_card",
+    "palm_token",
+    "payment_token",
+    "voice_device",
+    "device",
+    "store_session",
+)
 
 
 @dataclass(frozen=True)
@@ -28,22 +38,59 @@ class IdentityConfig:
     sign-ups, account profiles) are linked by the probabilistic matcher; None turns it off.
     """
 
-    limits: dict[str, int] = field(default_factory=lambda: {
-        "account": 1, "email": 5, "phone": 1, "app_code": 1, "loyalty_card": 1, "palm_token": 2,
-        "payment_token": 10, "voice_device": 3, "device": 20,
-    })
-    max_accounts: dict[str, int] = field(default_factory=lambda: {
-        "email": 2, "phone": 4, "app_code": 1, "loyalty_card": 4, "palm_token": 1, "payment_token": 1,
-        "voice_device": 4, "device": 6, "store_session": 1,
-    })
-    blocked_values: tuple[str, ...] = ("", "null", "none", "nil", "undefined", "anonymous", "unknown", "-1", "0",
-                                       "test", "n/a")
-    blocked_raw: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "email": ("test@test.com", "test@example.com", "noreply@example.com", "no-reply@example.com",
-                  "none@none.com", "a@a.com"),
-        "phone": ("+440000000000", "+441234567890", "+10000000000"),
-        "loyalty_card": ("000000", "0000000000", "1234567890"),
-    })
+    limits: dict[str, int] = field(
+        default_factory=lambda: {
+            "account": 1,
+            "email": 5,
+            "phone": 1,
+            "app_code": 1,
+            "loyalty_card": 1,
+            "palm_token": 2,
+            "payment_token": 10,
+            "voice_device": 3,
+            "device": 20,
+        }
+    )
+    max_accounts: dict[str, int] = field(
+        default_factory=lambda: {
+            "email": 2,
+            "phone": 4,
+            "app_code": 1,
+            "loyalty_card": 4,
+            "palm_token": 1,
+            "payment_token": 1,
+            "voice_device": 4,
+            "device": 6,
+            "store_session": 1,
+        }
+    )
+    blocked_values: tuple[str, ...] = (
+        "",
+        "null",
+        "none",
+        "nil",
+        "undefined",
+        "anonymous",
+        "unknown",
+        "-1",
+        "0",
+        "test",
+        "n/a",
+    )
+    blocked_raw: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "email": (
+                "test@test.com",
+                "test@example.com",
+                "noreply@example.com",
+                "no-reply@example.com",
+                "none@none.com",
+                "a@a.com",
+            ),
+            "phone": ("+440000000000", "+441234567890", "+10000000000"),
+            "loyalty_card": ("000000", "0000000000", "1234567890"),
+        }
+    )
     priority: tuple[str, ...] = NODE_TYPES
     match_threshold: float | None = 0.999  # chosen on the simulated retailer: see docs/identity.md
 

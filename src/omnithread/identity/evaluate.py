@@ -21,8 +21,14 @@ from omnithread.privacy import IdentifierType, Pseudonymiser
 __all__ = ["evaluate_against_truth", "truth_nodes", "connection_summary"]
 
 _HASHED = {"email", "phone", "loyalty_card", "payment_token", "palm_token", "app_code"}
-_RAW = {"account": "account", "device": "device", "voice_device": "voice_device", "signup": "store_session",
-        "till_order": "store_session", "store_visit": "store_session"}
+_RAW = {
+    "account": "account",
+    "device": "device",
+    "voice_device": "voice_device",
+    "signup": "store_session",
+    "till_order": "store_session",
+    "store_visit": "store_session",
+}
 
 
 def truth_nodes(truth_dir: Path, pseudonymiser: Pseudonymiser) -> pa.Table:
@@ -72,8 +78,10 @@ def evaluate_against_truth(engine: Engine, pseudonymiser: Pseudonymiser, truth_d
                    (SELECT count(*) FROM p JOIN t ON t.true_person = p.owner
                     WHERE p.owners = 1 AND t.parts = 1) AS exact,
                    (SELECT count(*) FROM judged) AS identifiers""")[0]
-        left_out = engine.scalar("SELECT count(DISTINCT node) FROM truth_nodes WHERE node IN "
-                                 "(SELECT node FROM truth_nodes GROUP BY node HAVING count(DISTINCT true_person) > 1)")
+        left_out = engine.scalar(
+            "SELECT count(DISTINCT node) FROM truth_nodes WHERE node IN "
+            "(SELECT node FROM truth_nodes GROUP BY node HAVING count(DISTINCT true_person) > 1)"
+        )
     finally:
         engine.unregister("truth_nodes")
     return _metrics(pairs, clusters, left_out)
@@ -91,10 +99,12 @@ def _metrics(pairs: dict, clusters: dict, left_out: int) -> dict:
     pp, pr = _ratio(pairs["correct"], pairs["predicted"]), _ratio(pairs["correct"], pairs["actual"])
     cp, cr = _ratio(clusters["exact"], clusters["predicted"]), _ratio(clusters["exact"], clusters["actual"])
     return {
-        "identifiers_judged": clusters["identifiers"], "shared_identifiers_left_out": left_out,
+        "identifiers_judged": clusters["identifiers"],
+        "shared_identifiers_left_out": left_out,
         "pairwise": {"precision": pp, "recall": pr, "f1": _f1(pp, pr)},
         "cluster": {"precision": cp, "recall": cr, "f1": _f1(cp, cr)},
-        "persons": clusters["predicted"], "true_persons": clusters["actual"],
+        "persons": clusters["predicted"],
+        "true_persons": clusters["actual"],
         "over_merge_rate": _ratio(clusters["over_merged"], clusters["predicted"]),
         "under_merge_rate": _ratio(clusters["under_merged"], clusters["actual"]),
     }
@@ -117,5 +127,8 @@ def connection_summary(engine: Engine) -> dict:
         WHERE e.event = 'Order Completed' AND e.channel = 'store'""")[0]
     # No store revenue yet: no share to speak of (not 100%).
     share = _ratio(revenue["known_revenue"] or 0, revenue["store_revenue"]) if revenue["store_revenue"] else None
-    return {**counts, "store_revenue": round(revenue["store_revenue"] or 0, 2),
-            "store_revenue_known_online_customer_share": share}
+    return {
+        **counts,
+        "store_revenue": round(revenue["store_revenue"] or 0, 2),
+        "store_revenue_known_online_customer_share": share,
+    }

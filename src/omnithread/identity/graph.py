@@ -17,8 +17,16 @@ from __future__ import annotations
 from omnithread.engine.base import Engine, string_list_sql
 from omnithread.engine.tables import HASH_TYPES, node_sql
 
-__all__ = ["node_sql", "edges_sql", "nodes_sql", "keyed_sql", "hashed_sql", "rule_names", "HASH_TYPES",
-           "EVENT_PERSONS_SQL"]
+__all__ = [
+    "node_sql",
+    "edges_sql",
+    "nodes_sql",
+    "keyed_sql",
+    "hashed_sql",
+    "rule_names",
+    "HASH_TYPES",
+    "EVENT_PERSONS_SQL",
+]
 
 
 _ACCOUNT = """CASE WHEN regexp_full_match(user_id, 'em_[0-9a-f]{32}') THEN 'email:' || user_id
@@ -86,7 +94,7 @@ def hashed_sql(names: list[str], source: str = "events") -> str:
         FROM (
             SELECT user_id, anonymous_id, channel, node, count(*) AS events, min(event_at) AS first_at,
                    max(event_at) AS last_at, arg_min(message_id, event_at) AS first_message_id,
-                   {_rules_agg(names, 'rule')} AS rules
+                   {_rules_agg(names, "rule")} AS rules
             FROM (
                 SELECT user_id, CASE WHEN user_id IS NULL THEN anonymous_id END AS anonymous_id,
                        CASE WHEN user_id IS NULL AND channel IN ('store', 'voice') THEN channel END AS channel,
@@ -127,16 +135,19 @@ def edges_sql(keyed: str, hashed: str, names: list[str]) -> str:
     rules occur, so each set the grouped rows bring is spelt out once and joined to the links;
     only a pair found in both (whose sets were merged) spells out its own.
     """
+
     def spell(bits: str) -> str:
-        return (f"list_transform(list_filter(range(1, {len(names)} + 1), "
-                f"lambda i: get_bit({bits}, (i - 1)::INTEGER) = 1)[:8], lambda i: ({string_list_sql(names)})[i])")
+        return (
+            f"list_transform(list_filter(range(1, {len(names)} + 1), "
+            f"lambda i: get_bit({bits}, (i - 1)::INTEGER) = 1)[:8], lambda i: ({string_list_sql(names)})[i])"
+        )
 
     return f"""
 WITH spelt AS (
-    SELECT bits, {spell('bits')} AS rules
+    SELECT bits, {spell("bits")} AS rules
     FROM (SELECT rules AS bits FROM {keyed} WHERE rules IS NOT NULL UNION SELECT rules FROM {hashed})
 )
-SELECT a, b, events, first_seen_at, last_seen_at, first_message_id, coalesce(s.rules, {spell('l.bits')}, []) AS rules
+SELECT a, b, events, first_seen_at, last_seen_at, first_message_id, coalesce(s.rules, {spell("l.bits")}, []) AS rules
 FROM (
     SELECT a, b, sum(events)::BIGINT AS events, min(first_at) AS first_seen_at, max(last_at) AS last_seen_at,
            arg_min(first_message_id, first_at) AS first_message_id, bit_or(rules) AS bits

@@ -63,8 +63,9 @@ class _Graph:
         return self.engine.scalar("SELECT person_id FROM identity_map WHERE identifier = ?", [node])
 
     def log(self, change: str, person: str | None, other: str | None, a: str | None, b: str | None, reason: str):
-        self.engine.execute("INSERT INTO identity_changes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [self.now, change, person, other, a, b, reason])
+        self.engine.execute(
+            "INSERT INTO identity_changes VALUES (?, ?, ?, ?, ?, ?, ?)", [self.now, change, person, other, a, b, reason]
+        )
 
     def refresh(self, persons: list[str]) -> None:
         persons = [p for p in dict.fromkeys(persons) if p]
@@ -87,15 +88,18 @@ class _Graph:
             self.engine.execute(
                 "UPDATE identity_map SET events = events + ?, first_seen_at = least(first_seen_at, ?), "
                 "last_seen_at = greatest(last_seen_at, ?) WHERE identifier = ?",
-                [row["events"], row["first_seen_at"], row["last_seen_at"], node])
+                [row["events"], row["first_seen_at"], row["last_seen_at"], node],
+            )
             return
         reason = self.blocked_reason(node)
         person = None if reason else person_id_for(node)
-        self.engine.execute("INSERT INTO identity_map VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [node, node_kind(node), person, reason, row["events"], row["first_seen_at"],
-                             row["last_seen_at"]])
+        self.engine.execute(
+            "INSERT INTO identity_map VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [node, node_kind(node), person, reason, row["events"], row["first_seen_at"], row["last_seen_at"]],
+        )
         self.report.new_identifiers += 1
-        self.refresh([person])
+        if person is not None:
+            self.refresh([person])
 
     # -- links ----------------------------------------------------------------------------
     def edge_row(self, a: str, b: str) -> int | None:
@@ -113,18 +117,31 @@ class _Graph:
             self.engine.execute(
                 "UPDATE identity_edges SET events = events + ?, last_seen_at = greatest(last_seen_at, ?), "
                 "rules = list_sort(list_distinct(list_concat(rules, ?)))[:8] WHERE rowid = ?",
-                [edge["events"], edge["last_seen_at"], edge["rules"], row])
+                [edge["events"], edge["last_seen_at"], edge["rules"], row],
+            )
             return
         self.engine.execute(
             "INSERT INTO identity_edges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'kept', NULL, ?)",
-            [a, b, edge["events"], edge["first_seen_at"], edge["last_seen_at"], edge["first_message_id"],
-             edge["rules"], node_kind(a), node_kind(b), edge.get("score")])
+            [
+                a,
+                b,
+                edge["events"],
+                edge["first_seen_at"],
+                edge["last_seen_at"],
+                edge["first_message_id"],
+                edge["rules"],
+                node_kind(a),
+                node_kind(b),
+                edge.get("score"),
+            ],
+        )
         self.report.new_links += 1
         self.join(a, b)
 
     def drop(self, a: str, b: str, reason: str) -> None:
-        self.engine.execute("UPDATE identity_edges SET status = 'dropped', reason = ? WHERE rowid = ?",
-                            [reason, self.edge_row(a, b)])
+        self.engine.execute(
+            "UPDATE identity_edges SET status = 'dropped', reason = ? WHERE rowid = ?", [reason, self.edge_row(a, b)]
+        )
 
     def join(self, a: str, b: str) -> None:
         pa, pb = self.person_of(a), self.person_of(b)
@@ -154,7 +171,9 @@ class _Graph:
             return False
         accounts = self.engine.scalar(
             "SELECT count(DISTINCT CASE WHEN a = ? THEN b ELSE a END) FROM identity_edges "
-            "WHERE (a = ? AND b_type = 'account') OR (b = ? AND a_type = 'account')", [node, node, node])
+            "WHERE (a = ? AND b_type = 'account') OR (b = ? AND a_type = 'account')",
+            [node, node, node],
+        )
         if accounts <= most:
             return False
         reason = f"linked to {accounts} accounts, more than {most} allowed for a {node_kind(node)}"
@@ -175,8 +194,10 @@ class _Graph:
     # -- splits ---------------------------------------------------------------------------
     def split(self, person: str, reason: str) -> list[str]:
         """Split ``person`` into the components its kept links still hold; the largest keeps the id."""
-        nodes = [r["identifier"] for r in self.engine.rows(
-            "SELECT identifier FROM identity_map WHERE person_id = ?", [person])]
+        nodes = [
+            r["identifier"]
+            for r in self.engine.rows("SELECT identifier FROM identity_map WHERE person_id = ?", [person])
+        ]
         if not nodes:
             self.refresh([person])
             return []
@@ -184,9 +205,11 @@ class _Graph:
         for node in nodes:
             found.add(node)
         for edge in self.engine.rows(
-                "SELECT a, b FROM identity_edges WHERE status = 'kept' AND a IN "
-                "(SELECT identifier FROM identity_map WHERE person_id = ?) AND b IN "
-                "(SELECT identifier FROM identity_map WHERE person_id = ?)", [person, person]):
+            "SELECT a, b FROM identity_edges WHERE status = 'kept' AND a IN "
+            "(SELECT identifier FROM identity_map WHERE person_id = ?) AND b IN "
+            "(SELECT identifier FROM identity_map WHERE person_id = ?)",
+            [person, person],
+        ):
             found.union(edge["a"], edge["b"])
         parts: dict[str, list[str]] = {}
         for node in nodes:
@@ -207,11 +230,13 @@ class _Graph:
 
 def block_identifier(graph: _Graph, node: str, reason: str) -> list[str]:
     person = graph.person_of(node)
-    graph.engine.execute("UPDATE identity_map SET person_id = NULL, blocked_reason = ? WHERE identifier = ?",
-                         [reason, node])
+    graph.engine.execute(
+        "UPDATE identity_map SET person_id = NULL, blocked_reason = ? WHERE identifier = ?", [reason, node]
+    )
     graph.engine.execute(
         "UPDATE identity_edges SET status = 'dropped', reason = ? WHERE (a = ? OR b = ?) AND status = 'kept'",
-        [f"identifier blocked: {reason}", node, node])
+        [f"identifier blocked: {reason}", node, node],
+    )
     graph.log("block", person, None, node, None, reason)
     return graph.split(person, reason) if person else []
 
@@ -222,23 +247,29 @@ def _graph(engine: Engine, pseudonymiser: Pseudonymiser, config: IdentityConfig 
     config = config or IdentityConfig()
     # point lookups by identifier, person and link end; a full resolve replaces the tables, and with
     # them these indexes, so the first update after it builds them again (seconds at a million people)
-    for name, table, column in (("identity_map_identifier", "identity_map", "identifier"),
-                                ("identity_map_person", "identity_map", "person_id"),
-                                ("identity_edges_a", "identity_edges", "a"),
-                                ("persons_person", "persons", "person_id")):
+    for name, table, column in (
+        ("identity_map_identifier", "identity_map", "identifier"),
+        ("identity_map_person", "identity_map", "person_id"),
+        ("identity_edges_a", "identity_edges", "a"),
+        ("persons_person", "persons", "person_id"),
+    ):
         engine.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
     return _Graph(engine, config, set(blocked_hashes(config, pseudonymiser)), report)
 
 
-def update_identities(engine: Engine, pseudonymiser: Pseudonymiser,
-                      config: IdentityConfig | None = None) -> UpdateReport:
+def update_identities(
+    engine: Engine, pseudonymiser: Pseudonymiser, config: IdentityConfig | None = None
+) -> UpdateReport:
     """Fold the events loaded since the last resolve into the graph and the persons."""
     started = time.perf_counter()
     report = UpdateReport()
     graph = _graph(engine, pseudonymiser, config, report)
     through = engine.scalar("SELECT resolved_through FROM identity_state")
-    engine.execute("CREATE OR REPLACE TEMP TABLE new_events AS SELECT * FROM events WHERE loaded_at > "
-                   "coalesce(?::TIMESTAMPTZ, TIMESTAMPTZ '1970-01-01')", [through])
+    engine.execute(
+        "CREATE OR REPLACE TEMP TABLE new_events AS SELECT * FROM events WHERE loaded_at > "
+        "coalesce(?::TIMESTAMPTZ, TIMESTAMPTZ '1970-01-01')",
+        [through],
+    )
     report.events = engine.scalar("SELECT count(*) FROM new_events")
     if report.events:
         names = rule_names(engine, "new_events")
@@ -262,16 +293,31 @@ def _match_new_records(engine: Engine, graph: _Graph) -> None:
     engine.execute(f"CREATE OR REPLACE TEMP TABLE new_records AS {record_ids_sql('new_events')}")
     if not engine.scalar("SELECT count(*) FROM new_records"):
         return
+    assert graph.config.match_threshold is not None  # (called only when matching is on)
     for pair in match_new_records(engine, "new_records", graph.config.match_threshold):
         a, b = sorted((pair["id_l"], pair["id_r"]))
-        graph.add_link({"a": a, "b": b, "events": 0, "first_seen_at": None, "last_seen_at": None,
-                        "first_message_id": None, "rules": ["probabilistic match"],
-                        "score": float(pair["match_probability"])})
+        graph.add_link(
+            {
+                "a": a,
+                "b": b,
+                "events": 0,
+                "first_seen_at": None,
+                "last_seen_at": None,
+                "first_message_id": None,
+                "rules": ["probabilistic match"],
+                "score": float(pair["match_probability"]),
+            }
+        )
         graph.report.probabilistic_links += 1
 
 
-def remove_identifier(engine: Engine, pseudonymiser: Pseudonymiser, node: str, reason: str = "removed",
-                      config: IdentityConfig | None = None) -> list[str]:
+def remove_identifier(
+    engine: Engine,
+    pseudonymiser: Pseudonymiser,
+    node: str,
+    reason: str = "removed",
+    config: IdentityConfig | None = None,
+) -> list[str]:
     """Take an identifier out of its person (erasure, correction); return the persons it leaves."""
     graph = _graph(engine, pseudonymiser, config, UpdateReport())
     if graph.engine.scalar("SELECT count(*) FROM identity_map WHERE identifier = ?", [node]) == 0:
@@ -279,8 +325,14 @@ def remove_identifier(engine: Engine, pseudonymiser: Pseudonymiser, node: str, r
     return block_identifier(graph, node, reason)
 
 
-def remove_link(engine: Engine, pseudonymiser: Pseudonymiser, a: str, b: str, reason: str = "removed",
-                config: IdentityConfig | None = None) -> list[str]:
+def remove_link(
+    engine: Engine,
+    pseudonymiser: Pseudonymiser,
+    a: str,
+    b: str,
+    reason: str = "removed",
+    config: IdentityConfig | None = None,
+) -> list[str]:
     """Drop the link between two identifiers and split their person if nothing else holds it together."""
     a, b = min(a, b), max(a, b)
     graph = _graph(engine, pseudonymiser, config, UpdateReport())

@@ -84,8 +84,10 @@ def _within_edits(a: str, b: str, edits: int) -> str:
     Levenshtein never counts fewer edits than Damerau-Levenshtein, nor more than twice as many,
     and is several times cheaper.
     """
-    return (f"(CASE WHEN levenshtein({a}, {b}) <= {edits} THEN true WHEN levenshtein({a}, {b}) > {2 * edits} "
-            f"THEN false ELSE damerau_levenshtein({a}, {b}) <= {edits} END)")
+    return (
+        f"(CASE WHEN levenshtein({a}, {b}) <= {edits} THEN true WHEN levenshtein({a}, {b}) > {2 * edits} "
+        f"THEN false ELSE damerau_levenshtein({a}, {b}) <= {edits} END)"
+    )
 
 
 def block_on(*columns: str) -> str:
@@ -133,9 +135,18 @@ def _posterior(patterns: np.ndarray, m: list[np.ndarray], u: list[np.ndarray], s
     return 1.0 / (1.0 + np.exp(-np.clip(log_ratio, -700, 700)))
 
 
-def em(patterns: np.ndarray, counts: np.ndarray, m: list[np.ndarray], u: list[np.ndarray], share: float, *,
-       learn_m: bool = True, total_pairs: float | None = None, max_iterations: int = 500,
-       tolerance: float = 1e-9) -> tuple[np.ndarray, float, list[np.ndarray], int]:
+def em(
+    patterns: np.ndarray,
+    counts: np.ndarray,
+    m: list[np.ndarray],
+    u: list[np.ndarray],
+    share: float,
+    *,
+    learn_m: bool = True,
+    total_pairs: float | None = None,
+    max_iterations: int = 500,
+    tolerance: float = 1e-9,
+) -> tuple[np.ndarray, float, list[np.ndarray], int]:
     """Expectation maximisation on pattern counts with u held fixed.
 
     ``patterns`` is (P, K) of levels, -1 where the comparison is missing or left out;
@@ -147,7 +158,7 @@ def em(patterns: np.ndarray, counts: np.ndarray, m: list[np.ndarray], u: list[np
     m = [np.asarray(x, dtype=float).copy() for x in m]
     floor = 1e-12
     iterations = 0
-    for iterations in range(1, max_iterations + 1):
+    for iterations in range(1, max_iterations + 1):  # noqa: B007 - read after the loop: how many it took
         posterior = _posterior(patterns, m, u, share)
         weight = counts * posterior
         new_share = min(max(float(weight.sum() / (total_pairs or counts.sum())), floor), 1 - 1e-6)
@@ -172,14 +183,20 @@ def _records(con, tables: list[pa.Table], unique_id: str, columns: list[str]) ->
     for i, table in enumerate(tables):
         name = f"_source_{i}"
         con.register(name, table)
-        parts.append(f"SELECT {i} AS _source, CAST({_q(unique_id)} AS VARCHAR) AS _id, "
-                     + ", ".join(_q(c) for c in columns) + f" FROM {name}")
-    con.execute("CREATE OR REPLACE TEMP TABLE _records AS SELECT row_number() OVER (ORDER BY _source, _id) - 1 "
-                "AS _row, * FROM (" + " UNION ALL ".join(parts) + ")")
+        parts.append(
+            f"SELECT {i} AS _source, CAST({_q(unique_id)} AS VARCHAR) AS _id, "
+            + ", ".join(_q(c) for c in columns)
+            + f" FROM {name}"
+        )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _records AS SELECT row_number() OVER (ORDER BY _source, _id) - 1 "
+        "AS _row, * FROM (" + " UNION ALL ".join(parts) + ")"
+    )
 
 
-def _u_levels(con, comparisons: list[Comparison], link_type: str, sizes: list[int], pairs: int,
-              seed: int) -> list[np.ndarray]:
+def _u_levels(
+    con, comparisons: list[Comparison], link_type: str, sizes: list[int], pairs: int, seed: int
+) -> list[np.ndarray]:
     """Level shares among non-matching pairs, taken as all pairs (almost all are non-matches).
 
     The exact level's share is computed from the value counts over all records; how
@@ -203,32 +220,36 @@ def _u_levels(con, comparisons: list[Comparison], link_type: str, sizes: list[in
     for k, comparison in enumerate(comparisons):
         column = _q(comparison.column)
         if link_type == "link_only":
-            exact, = con.execute(f"""
+            (exact,) = con.execute(f"""
                 WITH v AS (SELECT {column} AS v, count(*) FILTER (WHERE _source = 0) AS x,
                                   count(*) FILTER (WHERE _source = 1) AS y
                            FROM _records WHERE {column} IS NOT NULL GROUP BY 1)
                 SELECT sum(x * y) / (sum(x) * sum(y)) FROM v""").fetchone()
         else:
-            exact, = con.execute(f"""
+            (exact,) = con.execute(f"""
                 WITH v AS (SELECT count(*)::DOUBLE AS n FROM _records WHERE {column} IS NOT NULL GROUP BY {column})
                 SELECT sum(n * (n - 1)) / (sum(n) * (sum(n) - 1)) FROM v""").fetchone()
         top = comparison.levels - 1
         exact = min(max(float(exact or 0.0), 1.0 / max(sum(sizes), 2) ** 2), 0.5)
         rest = np.ones(top)
-        for level, n in con.execute(f"SELECT c{k}, count(*) FROM _random_levels WHERE c{k} BETWEEN 0 AND {top - 1} "
-                                    "GROUP BY 1").fetchall():
+        for level, n in con.execute(
+            f"SELECT c{k}, count(*) FROM _random_levels WHERE c{k} BETWEEN 0 AND {top - 1} GROUP BY 1"
+        ).fetchall():
             rest[level] += n
         shares.append(np.append(rest / rest.sum() * (1 - exact), exact))
     return shares
 
 
-def _levels(comparisons: list[Comparison], left_out: set[str] = frozenset()) -> str:
+def _levels(comparisons: list[Comparison], left_out: frozenset[str] | set[str] = frozenset()) -> str:
     """The level columns c0, c1, ... of a pair of records ``l`` and ``r`` (-1 for a comparison left out)."""
-    return ", ".join(("-1" if c.column in left_out else f"({c.sql()})") + f"::TINYINT AS c{k}"
-                     for k, c in enumerate(comparisons))
+    return ", ".join(
+        ("-1" if c.column in left_out else f"({c.sql()})") + f"::TINYINT AS c{k}" for k, c in enumerate(comparisons)
+    )
 
 
-def _patterns(con, pairs: str, comparisons: list[Comparison], left_out: set[str] = frozenset()) -> pa.Table:
+def _patterns(
+    con, pairs: str, comparisons: list[Comparison], left_out: frozenset[str] | set[str] = frozenset()
+) -> pa.Table:
     """Counts of each pattern of levels (c0, c1, ..., n) among the pairs ``pairs`` (a relation of a, b)."""
     return con.sql(f"""
         SELECT {_levels(comparisons, left_out)}, count(*) AS n
@@ -239,8 +260,9 @@ def _patterns(con, pairs: str, comparisons: list[Comparison], left_out: set[str]
 def _patterns_within(con, comparisons: list[Comparison], block: tuple[str, ...], left_out: set[str]) -> pa.Table:
     """``_patterns`` of the pairs equal on ``block``, when a blocking rule already found them all: read from
     the compared candidates (table ``_compared``), where equal means the top level of each column."""
-    keys = ", ".join(("-1" if c.column in left_out else f"c{k}") + f"::TINYINT AS c{k}"
-                     for k, c in enumerate(comparisons))
+    keys = ", ".join(
+        ("-1" if c.column in left_out else f"c{k}") + f"::TINYINT AS c{k}" for k, c in enumerate(comparisons)
+    )
     equal = " AND ".join(f"c{k} = {c.levels - 1}" for k, c in enumerate(comparisons) if c.column in block)
     sql = f"SELECT {keys}, count(*) AS n FROM _compared WHERE {equal} GROUP BY ALL ORDER BY ALL"
     return con.sql(sql).to_arrow_table()
@@ -250,9 +272,17 @@ def _matrix(table: pa.Table, k: int) -> np.ndarray:
     return np.stack([table.column(f"c{i}").to_numpy().astype(np.int64) for i in range(k)], axis=1)
 
 
-def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], blocking: list[str],
-         training: list[Training], threshold: float, link_type: str = "dedupe_only", u_pairs: int = 100_000,
-         seed: int = 7) -> LinkResult:
+def link(
+    tables: list[pa.Table],
+    unique_id: str,
+    comparisons: list[Comparison],
+    blocking: list[str],
+    training: list[Training],
+    threshold: float,
+    link_type: str = "dedupe_only",
+    u_pairs: int = 100_000,
+    seed: int = 7,
+) -> LinkResult:
     """Score the candidate pairs of ``tables`` and keep those with match probability >= ``threshold``.
 
     ``link_type`` is ``dedupe_only`` (one table, or several read as one) or ``link_only``
@@ -270,15 +300,16 @@ def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], 
     for c in comparisons:
         if c.column not in learnt:
             raise ValueError(f"comparison {c.column!r} is left out of every training block, so m cannot be learnt")
-    columns = sorted({c.column for c in comparisons} | {
-        name for table in tables for name in table.column_names if name != unique_id})
+    columns = sorted(
+        {c.column for c in comparisons} | {name for table in tables for name in table.column_names if name != unique_id}
+    )
     sizes = [t.num_rows for t in tables]
     total_pairs = sizes[0] * sizes[1] if link_type == "link_only" else sum(sizes) * (sum(sizes) - 1) / 2
     compared = {c.column for c in comparisons}
     con = duckdb.connect()
     try:
         _records(con, tables, unique_id, columns)
-        side = ("l._source = 0 AND r._source = 1" if link_type == "link_only" else "l._id < r._id")
+        side = "l._source = 0 AND r._source = 1" if link_type == "link_only" else "l._id < r._id"
 
         def blocked(rule: str) -> str:
             return f"SELECT l._row AS a, r._row AS b FROM _records l JOIN _records r ON ({rule}) AND {side}"
@@ -309,16 +340,28 @@ def link(tables: list[pa.Table], unique_id: str, comparisons: list[Comparison], 
         candidates = int(sum(grouped.column("n").to_pylist()))
         if candidates == 0:
             return LinkResult(_EMPTY, 0, 0, 0.0, m, u, iterations)
-        posterior, prior, _, used = em(_matrix(grouped, len(comparisons)), grouped.column("n").to_numpy(), m, u,
-                                       candidates / total_pairs, learn_m=False, total_pairs=total_pairs)
+        posterior, prior, _, used = em(
+            _matrix(grouped, len(comparisons)),
+            grouped.column("n").to_numpy(),
+            m,
+            u,
+            candidates / total_pairs,
+            learn_m=False,
+            total_pairs=total_pairs,
+        )
         pairs = _answer(con, grouped, posterior, threshold, len(comparisons))
         return LinkResult(pairs, candidates, len(grouped), prior, m, u, iterations + used)
     finally:
         con.close()
 
 
-_EMPTY = pa.table({"id_l": pa.array([], pa.string()), "id_r": pa.array([], pa.string()),
-                   "match_probability": pa.array([], pa.float64())})
+_EMPTY = pa.table(
+    {
+        "id_l": pa.array([], pa.string()),
+        "id_r": pa.array([], pa.string()),
+        "match_probability": pa.array([], pa.float64()),
+    }
+)
 
 
 def _compare(con, comparisons: list[Comparison], candidates: list[str]) -> pa.Table:
@@ -327,7 +370,7 @@ def _compare(con, comparisons: list[Comparison], candidates: list[str]) -> pa.Ta
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _compared AS
         SELECT p.a, p.b, {_levels(comparisons)}
-        FROM (SELECT DISTINCT a, b FROM ({' UNION ALL '.join(candidates)})) p
+        FROM (SELECT DISTINCT a, b FROM ({" UNION ALL ".join(candidates)})) p
         JOIN _records l ON l._row = p.a JOIN _records r ON r._row = p.b""")
     return con.sql(f"SELECT {keys}, count(*) AS n FROM _compared GROUP BY ALL ORDER BY ALL").to_arrow_table()
 
@@ -344,8 +387,17 @@ def _answer(con, grouped: pa.Table, posterior: np.ndarray, threshold: float, k: 
         ORDER BY id_l, id_r""").to_arrow_table()
 
 
-def score(table: pa.Table, unique_id: str, comparisons: list[Comparison], blocking: list[str],
-          m: list[np.ndarray], u: list[np.ndarray], prior: float, threshold: float, involving: list[str]) -> pa.Table:
+def score(
+    table: pa.Table,
+    unique_id: str,
+    comparisons: list[Comparison],
+    blocking: list[str],
+    m: list[np.ndarray],
+    u: list[np.ndarray],
+    prior: float,
+    threshold: float,
+    involving: list[str],
+) -> pa.Table:
     """Candidate pairs within ``table`` that involve a record of ``involving``, scored with parameters
     learnt before (``m``, ``u``, ``prior`` of a ``LinkResult``); those at or above ``threshold``.
 
@@ -357,11 +409,15 @@ def score(table: pa.Table, unique_id: str, comparisons: list[Comparison], blocki
     try:
         _records(con, [table], unique_id, columns)
         con.register("_involving", pa.table({"_id": pa.array(list(involving), pa.string())}))
-        con.execute("CREATE OR REPLACE TEMP TABLE _new AS SELECT * FROM _records WHERE _id IN "
-                    "(SELECT _id FROM _involving)")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _new AS SELECT * FROM _records WHERE _id IN (SELECT _id FROM _involving)"
+        )
         # the new records on one side of each rule (rules are symmetric), every record on the other
-        candidates = [f"""SELECT least(l._row, r._row) AS a, greatest(l._row, r._row) AS b
-                          FROM _new l JOIN _records r ON ({rule}) AND l._row <> r._row""" for rule in blocking]
+        candidates = [
+            f"""SELECT least(l._row, r._row) AS a, greatest(l._row, r._row) AS b
+                          FROM _new l JOIN _records r ON ({rule}) AND l._row <> r._row"""
+            for rule in blocking
+        ]
         grouped = _compare(con, comparisons, candidates)
         if grouped.num_rows == 0:
             return _EMPTY

@@ -22,9 +22,23 @@ import pyarrow as pa
 from omnithread.engine.base import Engine
 from omnithread.identity.linkage import Comparison, LinkResult, Training, block_on, link, score
 
-__all__ = ["attributes_sql", "record_ids_sql", "build_attributes", "match_records", "learn", "learn_records",
-           "save_model", "match_new_records", "match_tables", "MatchModel", "signup_model",
-           "one_to_one", "cluster_pairs", "MatchingSkipped", "MIN_RECORDS"]
+__all__ = [
+    "attributes_sql",
+    "record_ids_sql",
+    "build_attributes",
+    "match_records",
+    "learn",
+    "learn_records",
+    "save_model",
+    "match_new_records",
+    "match_tables",
+    "MatchModel",
+    "signup_model",
+    "one_to_one",
+    "cluster_pairs",
+    "MatchingSkipped",
+    "MIN_RECORDS",
+]
 
 # Below this many records the model's parameters cannot be learnt reliably from the data.
 MIN_RECORDS = 500
@@ -48,8 +62,9 @@ _ATTRIBUTES = {
 
 _RECORD_ID = "CASE WHEN user_id IS NOT NULL THEN 'account:' || user_id ELSE 'store_session:' || anonymous_id END"
 # the events that give a record's attributes: identify calls with a surname, online or at a store desk
-_GIVES_ATTRIBUTES = ("call = 'identify' AND traits->>'lastName' IS NOT NULL "
-                     "AND (user_id IS NOT NULL OR channel = 'store')")
+_GIVES_ATTRIBUTES = (
+    "call = 'identify' AND traits->>'lastName' IS NOT NULL AND (user_id IS NOT NULL OR channel = 'store')"
+)
 
 
 def record_ids_sql(source: str) -> str:
@@ -65,10 +80,13 @@ def attributes_sql(only: str | None = None) -> str:
     """
     limit = f" AND {_RECORD_ID} IN (SELECT record_id FROM {only})" if only else ""
     paths = "[" + ", ".join(f"'{path}'" for path, _ in _ATTRIBUTES.values()) + "]"
-    values = ",\n".join(f"nullif({form.format(f'_v[{i}]')}, '') AS {name}"
-                        for i, (name, (_, form)) in enumerate(_ATTRIBUTES.items(), start=1))
-    columns = ",\n".join(f"arg_max({name}, event_at) FILTER (WHERE {name} IS NOT NULL) AS {name}"
-                         for name in _ATTRIBUTES)
+    values = ",\n".join(
+        f"nullif({form.format(f'_v[{i}]')}, '') AS {name}"
+        for i, (name, (_, form)) in enumerate(_ATTRIBUTES.items(), start=1)
+    )
+    columns = ",\n".join(
+        f"arg_max({name}, event_at) FILTER (WHERE {name} IS NOT NULL) AS {name}" for name in _ATTRIBUTES
+    )
     # the traits are parsed once per event, for every attribute together
     return f"""
         SELECT record_id, origin, {columns}
@@ -116,13 +134,17 @@ def signup_model() -> MatchModel:
     the other four missed (nor on the simulator's harder noise), so it went.
     """
     return MatchModel(
-        unique_id="record_id", link_type="dedupe_only",
+        unique_id="record_id",
+        link_type="dedupe_only",
         comparisons=[
-            Comparison("first_name", "name"), Comparison("surname", "name"), Comparison("dob", "edits", (1, 2)),
-            Comparison("street", "edits", (1, 3)), Comparison("postcode", "edits", (1,)), Comparison("phone"),
+            Comparison("first_name", "name"),
+            Comparison("surname", "name"),
+            Comparison("dob", "edits", (1, 2)),
+            Comparison("street", "edits", (1, 3)),
+            Comparison("postcode", "edits", (1,)),
+            Comparison("phone"),
         ],
-        blocking=[block_on("dob", "surname"), block_on("dob", "first_name"), block_on("postcode"),
-                  block_on("phone")],
+        blocking=[block_on("dob", "surname"), block_on("dob", "first_name"), block_on("postcode"), block_on("phone")],
         # within a postcode the street agrees for a whole household, so it is left out there
         training=[Training(("dob", "first_name")), Training(("postcode",), ignore=("street",))],
     )
@@ -135,8 +157,17 @@ def match_tables(tables: list[pa.Table], model: MatchModel, threshold: float, se
 
 def learn(tables: list[pa.Table], model: MatchModel, threshold: float, seed: int = 7) -> LinkResult:
     """Learn ``model``'s parameters from ``tables`` and match them: the pairs and what was learnt."""
-    result = link(tables, model.unique_id, model.comparisons, model.blocking, model.training, threshold,
-                  link_type=model.link_type, u_pairs=model.u_pairs, seed=seed)
+    result = link(
+        tables,
+        model.unique_id,
+        model.comparisons,
+        model.blocking,
+        model.training,
+        threshold,
+        link_type=model.link_type,
+        u_pairs=model.u_pairs,
+        seed=seed,
+    )
     if result.candidates and not 0 < result.prior < 1:
         raise MatchingSkipped(f"the model could not be learnt from these records (prior {result.prior})")
     return result
@@ -144,7 +175,8 @@ def learn(tables: list[pa.Table], model: MatchModel, threshold: float, seed: int
 
 def one_to_one(pairs: list[dict]) -> list[dict]:
     """Keep each record's best match only: for two sources that are each free of duplicates."""
-    taken, kept = set(), []
+    taken: set = set()
+    kept: list = []
     for pair in sorted(pairs, key=lambda p: (-p["match_probability"], p["id_l"], p["id_r"])):
         if pair["id_l"] not in taken and pair["id_r"] not in taken:
             taken.update((pair["id_l"], pair["id_r"]))
@@ -184,8 +216,10 @@ def learn_records(records: pa.Table, threshold: float = 0.999, seed: int = 7) ->
 def save_model(engine: Engine, result: LinkResult) -> None:
     """Keep what the last full resolve learnt, so records that arrive later are scored alike."""
     engine.execute("CREATE OR REPLACE TABLE identity_match_model (learnt_at TIMESTAMPTZ, model VARCHAR)")
-    engine.execute("INSERT INTO identity_match_model VALUES (now(), ?)", [json.dumps(
-        {"m": [x.tolist() for x in result.m], "u": [x.tolist() for x in result.u], "prior": result.prior})])
+    engine.execute(
+        "INSERT INTO identity_match_model VALUES (now(), ?)",
+        [json.dumps({"m": [x.tolist() for x in result.m], "u": [x.tolist() for x in result.u], "prior": result.prior})],
+    )
 
 
 def match_new_records(engine: Engine, record_ids: str, threshold: float) -> list[dict]:
@@ -203,10 +237,23 @@ def match_new_records(engine: Engine, record_ids: str, threshold: float) -> list
     model = signup_model()
     partners = " UNION ".join(
         f"SELECT r.* FROM person_attributes l JOIN person_attributes r ON {rule} "
-        f"WHERE l.record_id IN (SELECT record_id FROM {record_ids})" for rule in model.blocking)
-    records = engine.query(f"SELECT * FROM ({partners}) UNION SELECT * FROM person_attributes "
-                           f"WHERE record_id IN (SELECT record_id FROM {record_ids}) ORDER BY record_id")
+        f"WHERE l.record_id IN (SELECT record_id FROM {record_ids})"
+        for rule in model.blocking
+    )
+    records = engine.query(
+        f"SELECT * FROM ({partners}) UNION SELECT * FROM person_attributes "
+        f"WHERE record_id IN (SELECT record_id FROM {record_ids}) ORDER BY record_id"
+    )
     new = [r["record_id"] for r in engine.rows(f"SELECT record_id FROM {record_ids}")]
-    pairs = score(records, model.unique_id, model.comparisons, model.blocking,
-                  [np.array(x) for x in saved["m"]], [np.array(x) for x in saved["u"]], saved["prior"], threshold, new)
+    pairs = score(
+        records,
+        model.unique_id,
+        model.comparisons,
+        model.blocking,
+        [np.array(x) for x in saved["m"]],
+        [np.array(x) for x in saved["u"]],
+        saved["prior"],
+        threshold,
+        new,
+    )
     return pairs.to_pylist()

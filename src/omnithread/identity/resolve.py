@@ -18,7 +18,7 @@ from omnithread.identity.config import NODE_TYPES, IdentityConfig
 from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql, rule_names
 from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
 
-__all__ = ["resolve_identities", "ResolveReport", "blocked_hashes", "persons_sql"]
+__all__ = ["resolve_identities", "forget_persons", "ResolveReport", "blocked_hashes", "persons_sql"]
 
 
 @dataclass
@@ -38,8 +38,11 @@ class ResolveReport:
     phases: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__, seconds=round(self.seconds, 3),
-                    phases={name: round(value, 3) for name, value in self.phases.items()})
+        return dict(
+            self.__dict__,
+            seconds=round(self.seconds, 3),
+            phases={name: round(value, 3) for name, value in self.phases.items()},
+        )
 
     def lap(self, phase: str, since: float) -> float:
         """Book the time since ``since`` to ``phase``; returns now, for the next phase."""
@@ -82,16 +85,19 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
     # in the order of their names, so that a node's row number (its rowid) sorts as its name does: the
     # components and the split then work on numbers, and the smallest number names a component. Only
     # this resolve reads it, so it is never written to disk (where it would also keep erased hashes).
-    for row in engine.rows("SELECT database_name FROM duckdb_tables() WHERE table_name = 'identity_nodes' "
-                           "AND NOT temporary"):  # written by earlier versions
+    for row in engine.rows(
+        "SELECT database_name FROM duckdb_tables() WHERE table_name = 'identity_nodes' AND NOT temporary"
+    ):  # written by earlier versions
         engine.execute(f'DROP TABLE "{row["database_name"]}".main.identity_nodes')
-    engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_nodes AS SELECT * FROM "
-                   f"({nodes_sql('identity_keyed', 'identity_hashed')}) ORDER BY node")
+    engine.execute(
+        f"CREATE OR REPLACE TEMP TABLE identity_nodes AS SELECT * FROM "
+        f"({nodes_sql('identity_keyed', 'identity_hashed')}) ORDER BY node"
+    )
     engine.execute(f"""
         CREATE OR REPLACE TABLE identity_edges AS
         SELECT *, split_part(a, ':', 1) AS a_type, split_part(b, ':', 1) AS b_type,
                'kept' AS status, NULL::VARCHAR AS reason, NULL::DOUBLE AS score
-        FROM ({edges_sql('identity_keyed', 'identity_hashed', names)})""")
+        FROM ({edges_sql("identity_keyed", "identity_hashed", names)})""")
     engine.execute("DROP TABLE identity_keyed")
     engine.execute("DROP TABLE identity_hashed")
     # values that never identify anyone
@@ -124,16 +130,22 @@ def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
     from omnithread.identity.matching import build_attributes, learn_records, save_model
 
     build_attributes(engine)
+    assert config.match_threshold is not None  # (called only when matching is on)
     learnt = learn_records(engine.query("SELECT * FROM person_attributes"), config.match_threshold)
     save_model(engine, learnt)
     matches = learnt.pairs.to_pylist()
     if not matches:
         return 0
-    engine.register("_matches", pa.table({
-        "a": [min(m["id_l"], m["id_r"]) for m in matches],
-        "b": [max(m["id_l"], m["id_r"]) for m in matches],
-        "score": [float(m["match_probability"]) for m in matches],
-    }))
+    engine.register(
+        "_matches",
+        pa.table(
+            {
+                "a": [min(m["id_l"], m["id_r"]) for m in matches],
+                "b": [max(m["id_l"], m["id_r"]) for m in matches],
+                "score": [float(m["match_probability"]) for m in matches],
+            }
+        ),
+    )
     try:
         engine.execute("""
             INSERT INTO identity_edges
@@ -182,18 +194,25 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
         SELECT k.link, sa.number::INTEGER AS a, sb.number::INTEGER AS b
         FROM kept_edges k JOIN _split_nodes sa ON sa.id = k.a JOIN _split_nodes sb ON sb.id = k.b
         JOIN identity_edges e ON e.rowid = k.link
-        ORDER BY greatest({rank('e.a_type')}, {rank('e.b_type')}), e.events DESC, e.first_seen_at, k.a, k.b""")
+        ORDER BY greatest({rank("e.a_type")}, {rank("e.b_type")}), e.events DESC, e.first_seen_at, k.a, k.b""")
     ids = nodes.column("id").to_pylist()
-    labels, refused = strongest_first(links.column("a").to_pylist(), links.column("b").to_pylist(),
-                                      nodes.column("kind").to_pylist(), ids, config)
+    labels, refused = strongest_first(
+        links.column("a").to_pylist(), links.column("b").to_pylist(), nodes.column("kind").to_pylist(), ids, config
+    )
     rows = links.column("link").to_pylist()
     del nodes, links
     engine.execute("DROP TABLE _split_nodes")
-    engine.register("_refused", pa.table({"link": [rows[i] for i, _ in refused],
-                                          "reason": [reason for _, reason in refused]},
-                                         schema=pa.schema([("link", pa.int64()), ("reason", pa.string())])))
-    engine.register("_relabel", pa.table({"id": ids, "label": labels},
-                                         schema=pa.schema([("id", pa.int64()), ("label", pa.int64())])))
+    engine.register(
+        "_refused",
+        pa.table(
+            {"link": [rows[i] for i, _ in refused], "reason": [reason for _, reason in refused]},
+            schema=pa.schema([("link", pa.int64()), ("reason", pa.string())]),
+        ),
+    )
+    engine.register(
+        "_relabel",
+        pa.table({"id": ids, "label": labels}, schema=pa.schema([("id", pa.int64()), ("label", pa.int64())])),
+    )
     try:
         engine.execute("""
             UPDATE identity_edges SET status = 'dropped', reason = r.reason FROM _refused r
@@ -214,11 +233,16 @@ def _name_persons(engine: Engine) -> None:
     """
     previous = engine.has_table("identity_map")
     # how many identifiers each new cluster shares with each previous person
-    engine.execute("CREATE OR REPLACE TEMP TABLE person_overlap AS " + (
-        "SELECT l.label, m.person_id AS old_person_id, count(*) AS shared FROM identity_map m "
-        "JOIN identity_nodes n ON n.node = m.identifier JOIN identity_labels l ON l.id = n.rowid "
-        "WHERE m.person_id IS NOT NULL GROUP BY 1, 2"
-        if previous else "SELECT NULL::BIGINT AS label, NULL::VARCHAR AS old_person_id, 0 AS shared WHERE false"))
+    engine.execute(
+        "CREATE OR REPLACE TEMP TABLE person_overlap AS "
+        + (
+            "SELECT l.label, m.person_id AS old_person_id, count(*) AS shared FROM identity_map m "
+            "JOIN identity_nodes n ON n.node = m.identifier JOIN identity_labels l ON l.id = n.rowid "
+            "WHERE m.person_id IS NOT NULL GROUP BY 1, 2"
+            if previous
+            else "SELECT NULL::BIGINT AS label, NULL::VARCHAR AS old_person_id, 0 AS shared WHERE false"
+        )
+    )
     engine.execute("""
         CREATE OR REPLACE TEMP TABLE person_names AS
         WITH claimed AS (
@@ -245,8 +269,9 @@ def _redirect_retired(engine: Engine) -> None:
         WHERE person_redirects.person_id = r.old_person_id AND r.reason = 'merged on rebuild'""")
 
 
-def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
-                       config: IdentityConfig | None = None) -> ResolveReport:
+def resolve_identities(
+    engine: Engine, pseudonymiser: Pseudonymiser, config: IdentityConfig | None = None
+) -> ResolveReport:
     """Rebuild the identity graph and the persons from the whole event log."""
     config = config or IdentityConfig()
     started = time.perf_counter()
@@ -280,10 +305,14 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
     report.split_components = _split_components(engine, config)
     engine.execute("DROP TABLE kept_edges")
     lap = report.lap("split", lap)
-    engine.execute("CREATE TABLE IF NOT EXISTS person_redirects (old_person_id VARCHAR, person_id VARCHAR, "
-                   "redirected_at TIMESTAMPTZ, reason VARCHAR)")
-    engine.execute("CREATE TABLE IF NOT EXISTS identity_changes (changed_at TIMESTAMPTZ, change VARCHAR, "
-                   "person_id VARCHAR, other_person_id VARCHAR, a VARCHAR, b VARCHAR, reason VARCHAR)")
+    engine.execute(
+        "CREATE TABLE IF NOT EXISTS person_redirects (old_person_id VARCHAR, person_id VARCHAR, "
+        "redirected_at TIMESTAMPTZ, reason VARCHAR)"
+    )
+    engine.execute(
+        "CREATE TABLE IF NOT EXISTS identity_changes (changed_at TIMESTAMPTZ, change VARCHAR, "
+        "person_id VARCHAR, other_person_id VARCHAR, a VARCHAR, b VARCHAR, reason VARCHAR)"
+    )
     _name_persons(engine)
     engine.execute("""
         CREATE OR REPLACE TABLE identity_map AS
@@ -295,15 +324,56 @@ def resolve_identities(engine: Engine, pseudonymiser: Pseudonymiser,
     _redirect_retired(engine)
     engine.execute("CREATE OR REPLACE TABLE identity_state AS SELECT max(loaded_at) AS resolved_through FROM events")
     report.lap("persons", lap)
-    report.identifiers = {r["identifier_type"]: r["n"] for r in engine.rows(
-        "SELECT identifier_type, count(*) AS n FROM identity_map GROUP BY 1 ORDER BY 2 DESC")}
+    report.identifiers = {
+        r["identifier_type"]: r["n"]
+        for r in engine.rows("SELECT identifier_type, count(*) AS n FROM identity_map GROUP BY 1 ORDER BY 2 DESC")
+    }
     report.persons = engine.scalar("SELECT count(*) FROM persons")
     report.persons_with_account = engine.scalar("SELECT count(*) FROM persons WHERE account > 0")
     report.blocked_identifiers = engine.scalar("SELECT count(*) FROM identity_map WHERE blocked_reason IS NOT NULL")
     report.links_kept = engine.scalar("SELECT count(*) FROM identity_edges WHERE status = 'kept'")
-    report.links_dropped = {r["reason"]: r["n"] for r in engine.rows(
-        "SELECT reason, count(*) AS n FROM identity_edges WHERE status = 'dropped' GROUP BY 1 ORDER BY 2 DESC, 1")}
+    report.links_dropped = {
+        r["reason"]: r["n"]
+        for r in engine.rows(
+            "SELECT reason, count(*) AS n FROM identity_edges WHERE status = 'dropped' GROUP BY 1 ORDER BY 2 DESC, 1"
+        )
+    }
     for table in ("identity_nodes", "identity_labels", "person_names", "person_overlap", "over_limit", "blocked_nodes"):
         engine.execute(f"DROP TABLE IF EXISTS {table}")  # temporary tables hold memory until dropped
     report.seconds = time.perf_counter() - started
     return report
+
+
+def forget_persons(engine: Engine, pseudonymiser: Pseudonymiser, person_ids: set[str], values: list[str]) -> int:
+    """After a person's events are gone: rebuild the graph and the persons from what is left, so nobody left
+    behind inherits their ids (the rebuild names those groups anew) and people they had been joined with split
+    off again, and delete the history rows (redirects, changes) that name them. Returns how many history rows
+    were deleted."""
+    marks = ", ".join("?" for _ in person_ids)
+    engine.execute(f"UPDATE identity_map SET person_id = NULL WHERE person_id IN ({marks})", [*person_ids])
+    resolve_identities(engine, pseudonymiser)
+    deleted = 0
+    for table, cols in (
+        ("person_redirects", ("old_person_id", "person_id")),
+        ("identity_changes", ("person_id", "other_person_id")),
+    ):
+        where = " OR ".join(f"{c} IN ({marks})" for c in cols)
+        deleted += _count_delete(engine, table, where, [*person_ids] * len(cols))
+    if values:
+        value_marks = ", ".join("?" for _ in values)
+        deleted += _count_delete(
+            engine,
+            "identity_changes",
+            f"split_part(a, ':', 2) IN ({value_marks}) OR split_part(b, ':', 2) IN ({value_marks})",
+            values * 2,
+        )
+    return deleted
+
+
+def _count_delete(engine: Engine, table: str, where: str, params) -> int:
+    if not engine.has_table(table):
+        return 0
+    n = engine.scalar(f"SELECT count(*) FROM {table} WHERE {where}", params)
+    if n:
+        engine.execute(f"DELETE FROM {table} WHERE {where}", params)
+    return n

@@ -28,7 +28,6 @@ import pyarrow as pa
 
 from omnithread.engine.base import string_list_sql
 from omnithread.engine.tables import EVENT_COLUMNS
-from omnithread.privacy.detect import IPV4, SCREEN
 from omnithread.events.schema import (
     BIOMETRIC_KEYS,
     CHANNEL_ALIASES,
@@ -41,20 +40,45 @@ from omnithread.events.schema import (
     PRODUCT_FIELDS,
     FieldSpec,
 )
+from omnithread.privacy.detect import IPV4, SCREEN
 
 __all__ = ["FastPathSQL", "line_chunks", "chunk_table", "hmac_pads", "PHONE_FUNCTION", "PERSONAL_DATA_FUNCTION"]
 
 PHONE_FUNCTION = "omnithread_e164"
 PERSONAL_DATA_FUNCTION = "omnithread_personal_data"
 _CALLS = ("track", "identify", "page", "screen")
-_TOP_LEVEL = ("type", "messageId", "userId", "anonymousId", "event", "name", "properties", "traits", "context",
-              "timestamp", "originalTimestamp", "sentAt", "receivedAt", "writeKey")
+_TOP_LEVEL = (
+    "type",
+    "messageId",
+    "userId",
+    "anonymousId",
+    "event",
+    "name",
+    "properties",
+    "traits",
+    "context",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "receivedAt",
+    "writeKey",
+)
 _TIMES = ("originalTimestamp", "timestamp", "sentAt", "receivedAt")
 # sections whose identifier keys are hashed, with their JSON path and position in ``keys``
-_SECTIONS = {"traits": ("$.traits", 2), "properties": ("$.properties", 3), "context": ("$.context", 4),
-             "context.traits": ("$.context.traits", 5)}
-_CODES = {"email": "em", "phone": "ph", "loyalty_card": "lc", "payment_token": "pt", "palm_token": "pa",
-          "app_code": "ac"}
+_SECTIONS = {
+    "traits": ("$.traits", 2),
+    "properties": ("$.properties", 3),
+    "context": ("$.context", 4),
+    "context.traits": ("$.context.traits", 5),
+}
+_CODES = {
+    "email": "em",
+    "phone": "ph",
+    "loyalty_card": "lc",
+    "payment_token": "pt",
+    "palm_token": "pa",
+    "app_code": "ac",
+}
 _ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6})?(Z|[+-]\d{2}:\d{2})?"
 
 
@@ -81,8 +105,10 @@ def _personal_data(column: str, screened: str | None = None) -> str:
     """A section's JSON after the personal-data rule: the screen passes most as they are; the rule itself
     (a Python function registered in the engine) takes the few it matches. ``screened`` is what the screen
     reads, when not the section itself (the context without the IP address truncated already)."""
-    return (f"CASE WHEN {column} IS NOT NULL AND regexp_matches(({screened or column})::VARCHAR, {_SCREEN_SQL}) "
-            f"THEN {PERSONAL_DATA_FUNCTION}({column}::VARCHAR)::JSON ELSE {column} END")
+    return (
+        f"CASE WHEN {column} IS NOT NULL AND regexp_matches(({screened or column})::VARCHAR, {_SCREEN_SQL}) "
+        f"THEN {PERSONAL_DATA_FUNCTION}({column}::VARCHAR)::JSON ELSE {column} END"
+    )
 
 
 def _type_sql(f: str) -> str:
@@ -91,8 +117,10 @@ def _type_sql(f: str) -> str:
     Types are small integers, cheap to compare, read from the code of the first character:
     1 string, 2 object, 3 array, 4 true, 5 false, 0 number.
     """
-    return (f"(CASE WHEN {f} IS NOT NULL THEN CASE ascii({f}) WHEN 34 THEN 1 WHEN 123 THEN 2 WHEN 91 THEN 3 "
-            f"WHEN 116 THEN 4 WHEN 102 THEN 5 WHEN 110 THEN NULL ELSE 0 END END)")
+    return (
+        f"(CASE WHEN {f} IS NOT NULL THEN CASE ascii({f}) WHEN 34 THEN 1 WHEN 123 THEN 2 WHEN 91 THEN 3 "
+        f"WHEN 116 THEN 4 WHEN 102 THEN 5 WHEN 110 THEN NULL ELSE 0 END END)"
+    )
 
 
 def _value_sql(f: str) -> str:
@@ -131,7 +159,7 @@ class _Fields:
     def spec(self, arrays: dict[str, list[str]]) -> str:
         """The ``json_transform`` structure: every path as JSON text, ``arrays`` as lists of records."""
         tree: dict = {}
-        leaves = [(path, "JSON") for path in self.paths]
+        leaves: list[tuple[str, object]] = [(path, "JSON") for path in self.paths]
         leaves += [(path, [{name: "JSON" for name in fields}]) for path, fields in arrays.items()]
         for path, kind in leaves:
             node = tree
@@ -150,14 +178,20 @@ class _Fields:
 
     def typed_columns(self) -> str:
         return ", ".join(
-            f"f_{i}, {_type_sql(f'f_{i}')} AS t_{i}" + (f", {_value_sql(f'f_{i}')} AS v_{i}" if i in self._valued else "")
+            f"f_{i}, {_type_sql(f'f_{i}')} AS t_{i}"
+            + (f", {_value_sql(f'f_{i}')} AS v_{i}" if i in self._valued else "")
             for i in range(1, len(self.paths) + 1)
         )
 
 
 _TYPE_SQL = {
-    "string": "= 1", "number": "= 0", "integer": "= 0", "boolean": "IN (4, 5)",
-    "object": "= 2", "products": "= 3", "identifier": "= 1",
+    "string": "= 1",
+    "number": "= 0",
+    "integer": "= 0",
+    "boolean": "IN (4, 5)",
+    "object": "= 2",
+    "products": "= 3",
+    "identifier": "= 1",
 }
 
 
@@ -238,12 +272,17 @@ class FastPathSQL:
     (``phone_normaliser``) registered in the engine.
     """
 
-    def __init__(self, hash_key: bytes, max_future_seconds: float, earliest: datetime,
-                 phone_normaliser: Callable[[str], str | None], ip_mode: str = "truncate"):
+    def __init__(
+        self,
+        hash_key: bytes,
+        max_future_seconds: float,
+        earliest: datetime,
+        phone_normaliser: Callable[[str], str | None],
+        ip_mode: str = "truncate",
+    ):
         self.hash_key = hash_key
-        self.ip_truncated = "false"
-        if ip_mode == "truncate":  # set in _build once the fields exist; in hash mode the rule's function keys it
-            self.ip_truncated = None
+        # in truncate mode, set in _build once the fields exist; in hash mode the rule's function keys it
+        self.ip_truncated: str | None = None if ip_mode == "truncate" else "false"
         self.max_future_seconds = max_future_seconds
         self.earliest = earliest
         self.phone_normaliser = phone_normaliser
@@ -259,14 +298,18 @@ class FastPathSQL:
         """(SQL of the normal form, condition that SQL normalises it exactly as Python does)."""
         if kind == "email":
             normal = f"lower(trim({s}))"
-            return normal, (f"regexp_full_match({s}, ' *[!-~]+ *') AND "
-                            f"regexp_full_match({normal}, '[^@\\s]+@[^@\\s]+\\.[^@\\s.]+')")
+            return normal, (
+                f"regexp_full_match({s}, ' *[!-~]+ *') AND regexp_full_match({normal}, '[^@\\s]+@[^@\\s]+\\.[^@\\s.]+')"
+            )
         if kind == "phone":
             normal = f"{PHONE_FUNCTION}({s})"
             return normal, f"{normal} IS NOT NULL"
         if kind == "loyalty_card":
             normal = f"upper(replace(replace({s}, ' ', ''), '-', ''))"
-            return normal, f"regexp_full_match({s}, '[A-Za-z0-9 -]+') AND regexp_full_match({normal}, '[A-Z0-9]{{6,32}}')"
+            return (
+                normal,
+                f"regexp_full_match({s}, '[A-Za-z0-9 -]+') AND regexp_full_match({normal}, '[A-Z0-9]{{6,32}}')",
+            )
         return s, f"regexp_full_match({s}, '[!-~]{{4,128}}')"
 
     def _hash_of(self, kind: str, s: str) -> tuple[str, str]:
@@ -293,8 +336,10 @@ class FastPathSQL:
             values.append(f"WHEN {_quote(entry_method)} THEN {value}")
         # Only Store Entered types its token; elsewhere an entry_token is an ordinary property.
         store_entered = "(call = 'track' AND event_name = 'Store Entered')"
-        ok = (f"CASE WHEN {absent} OR NOT {store_entered} THEN true "
-              f"ELSE ({t} = 1 AND CASE {method} {' '.join(oks)} ELSE false END) END")
+        ok = (
+            f"CASE WHEN {absent} OR NOT {store_entered} THEN true "
+            f"ELSE ({t} = 1 AND CASE {method} {' '.join(oks)} ELSE false END) END"
+        )
         return ok, f"CASE {method} {' '.join(values)} END"
 
     def _section_sql(self, section: str, base: str) -> str:
@@ -323,7 +368,8 @@ class FastPathSQL:
             expr = f"json_merge_patch({expr}, {patch})"
         # Most sections hold no identifier: patch only those that do (each patch re-parses).
         holds = " OR ".join(
-            f"{self.p.t(i.path)} IS NOT NULL" for i in self.identifiers
+            f"{self.p.t(i.path)} IS NOT NULL"
+            for i in self.identifiers
             if i.section == section or (section == "context" and i.section == "context.traits")
         )
         expr = f"CASE WHEN {holds} THEN {expr} ELSE {base} END"
@@ -331,10 +377,14 @@ class FastPathSQL:
             # the IP address nearly every web call carries, truncated here as the rule truncates it, so that
             # the screen (which then skips it) passes such contexts without the rule's function
             ip = self.p.s("$.context.ip")
-            expr = (f"CASE WHEN {self.ip_truncated} THEN json_merge_patch({expr}, json_object('ip', "
-                    f"regexp_replace({ip}, '\\.[0-9]+$', '.0'))) ELSE {expr} END")
-            renamed = "CASE WHEN channel IS NULL THEN json_object('consent', NULL) " \
-                      "ELSE json_object('consent', NULL, 'channel', channel) END"
+            expr = (
+                f"CASE WHEN {self.ip_truncated} THEN json_merge_patch({expr}, json_object('ip', "
+                f"regexp_replace({ip}, '\\.[0-9]+$', '.0'))) ELSE {expr} END"
+            )
+            renamed = (
+                "CASE WHEN channel IS NULL THEN json_object('consent', NULL) "
+                "ELSE json_object('consent', NULL, 'channel', channel) END"
+            )
             needs = f"(consent_json IS NOT NULL OR channel IS DISTINCT FROM {self.p.s('$.context.channel')})"
             expr = f"CASE WHEN {needs} THEN json_merge_patch({expr}, {renamed}) ELSE {expr} END"
         return f"CASE WHEN {base} IS NULL THEN NULL ELSE {expr} END"
@@ -368,8 +418,10 @@ class FastPathSQL:
         s, t = self.p.s, self.p.t
         checks = []
         for key in ("userId", "anonymousId"):  # strings; numbers, "" and what may hold personal data: Python
-            checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 1 AND strlen({s('$.' + key)}) "
-                          f"BETWEEN 1 AND 256 AND NOT regexp_matches({s('$.' + key)}, {_SCREEN_SQL})))")
+            checks.append(
+                f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 1 AND strlen({s('$.' + key)}) "
+                f"BETWEEN 1 AND 256 AND NOT regexp_matches({s('$.' + key)}, {_SCREEN_SQL})))"
+            )
         for text in (s("$.messageId"), "event_name", s("$.name")):  # the rule reads these strings too
             checks.append(f"NOT coalesce(regexp_matches({text}, {_SCREEN_SQL}), false)")
         # nesting: no deeper than the brackets a line holds, so a line with few enough is shallow enough
@@ -379,27 +431,33 @@ class FastPathSQL:
         for i in range(1, 5):  # properties, traits, context, context.consent: absent or objects
             checks.append(f"(sections[{i}] IS NULL OR ascii(sections[{i}]) IN (123, 110))")  # '{' or 'n'ull
         checks.append(f"call IN {_sql_list(_CALLS)}")
-        checks.append(f"(call <> 'track' OR ({t('$.event')} = 1 AND strlen(event_name) <= 200 "
-                      f"AND regexp_matches(event_name, '[!-~]')))")
+        checks.append(
+            f"(call <> 'track' OR ({t('$.event')} = 1 AND strlen(event_name) <= 200 "
+            f"AND regexp_matches(event_name, '[!-~]')))"
+        )
         checks.append(f"(call NOT IN ('page', 'screen') OR {t('$.name')} IS NULL OR {t('$.name')} = 1)")
         checks.append(f"list_has_all({string_list_sql(_TOP_LEVEL)}, top_keys)")
         channels = sorted(set(CHANNELS) | set(CHANNEL_ALIASES))
-        checks.append(f"({t('$.context.channel')} IS NULL OR ({t('$.context.channel')} = 1 "
-                      f"AND {s('$.context.channel')} IN {_sql_list(channels)}))")
+        checks.append(
+            f"({t('$.context.channel')} IS NULL OR ({t('$.context.channel')} = 1 "
+            f"AND {s('$.context.channel')} IN {_sql_list(channels)}))"
+        )
         for key in ("$.context.store_id", "$.properties.store_id"):
             checks.append(f"({t(key)} IS NULL OR ({t(key)} = 1 AND {s(key)} <> ''))")
         checks.append("(channel IS DISTINCT FROM 'store' OR store_id IS NOT NULL)")
         for key in _TIMES:
-            checks.append(f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 1 "
-                          f"AND regexp_full_match({s('$.' + key)}, '{_ISO}')))")
+            checks.append(
+                f"({t('$.' + key)} IS NULL OR ({t('$.' + key)} = 1 AND regexp_full_match({s('$.' + key)}, '{_ISO}')))"
+            )
         checks.append(f"strlen(raw) <= {MAX_EVENT_BYTES}")
         checks.append(f"event_at <= coalesce(received, now) + to_microseconds({int(self.max_future_seconds * 1e6)})")
         checks.append(f"event_at >= TIMESTAMPTZ '{self.earliest.isoformat()}'")
         # Raw biometric data anywhere in a section: Python removes it and refuses the event.
         # (A string that merely contains such a key also goes to Python, which is harmless.)
         biometric = "|".join(sorted(BIOMETRIC_KEYS))
-        checks.extend(f"NOT coalesce(regexp_matches(sections[{i}]::VARCHAR, '\"({biometric})\"'), false)"
-                      for i in (1, 2, 3))
+        checks.extend(
+            f"NOT coalesce(regexp_matches(sections[{i}]::VARCHAR, '\"({biometric})\"'), false)" for i in (1, 2, 3)
+        )
         checks.extend(self._identifier(i)[0] for i in self.identifiers)
         checks.append(self._schema_ok())
         return checks
@@ -431,8 +489,10 @@ class FastPathSQL:
             "extra": "NULL",
             "source": "source_prefix || line_no::VARCHAR",
         }
-        return ", ".join(f"{column_sql[name]} AS {name}" for name, _, _ in EVENT_COLUMNS) + \
-            f", {self.ip_truncated} AS _ip_done"
+        return (
+            ", ".join(f"{column_sql[name]} AS {name}" for name, _, _ in EVENT_COLUMNS)
+            + f", {self.ip_truncated} AS _ip_done"
+        )
 
     def _build(self) -> str:
         p, s = self.p, self.p.s
@@ -441,8 +501,17 @@ class FastPathSQL:
         for key in _TOP_LEVEL:
             if key not in ("properties", "traits", "context"):  # sections are read whole
                 p(f"$.{key}")
-        for path in ("$.context.channel", "$.context.store_id", "$.properties.store_id", "$.type", "$.event",
-                     "$.originalTimestamp", "$.timestamp", "$.sentAt", "$.receivedAt"):
+        for path in (
+            "$.context.channel",
+            "$.context.store_id",
+            "$.properties.store_id",
+            "$.type",
+            "$.event",
+            "$.originalTimestamp",
+            "$.timestamp",
+            "$.sentAt",
+            "$.receivedAt",
+        ):
             s(path)  # read as text by the statement below, so their text columns must exist
         self.checks = self._checks()
         columns = self._columns()
@@ -453,8 +522,10 @@ class FastPathSQL:
         section_paths = "['$.properties', '$.traits', '$.context', '$.context.consent']"
         # Product lines are judged on their own parse of the few lines that name products (or might,
         # behind an escape), so the main parse has one reader and streams instead of being kept whole.
-        objects = ("(SELECT line_no, raw FROM _chunk WHERE raw IS NOT NULL AND (prefix(raw, '{') OR "
-                   "left(ltrim(raw, ' ' || chr(9) || chr(10) || chr(13)), 1) = '{') AND json_valid(raw))")
+        objects = (
+            "(SELECT line_no, raw FROM _chunk WHERE raw IS NOT NULL AND (prefix(raw, '{') OR "
+            "left(ltrim(raw, ' ' || chr(9) || chr(10) || chr(13)), 1) = '{') AND json_valid(raw))"
+        )
         product_list = orjson.dumps([{name: "JSON" for name in PRODUCT_FIELDS}]).decode()
         return f"""
 WITH parsed AS (
@@ -476,17 +547,17 @@ WITH parsed AS (
            line_no IN (SELECT line_no FROM bad_lines) AS has_bad_line, {p.typed_columns()}
     FROM raw_fields
 ), named AS (
-    SELECT *, {s('$.type')} AS call, {s('$.event')} AS event_name,
-           CASE {s('$.context.channel')} {channel_map} ELSE {s('$.context.channel')} END AS channel0,
-           coalesce(nullif({s('$.context.store_id')}, ''), nullif({s('$.properties.store_id')}, '')) AS store_id
+    SELECT *, {s("$.type")} AS call, {s("$.event")} AS event_name,
+           CASE {s("$.context.channel")} {channel_map} ELSE {s("$.context.channel")} END AS channel0,
+           coalesce(nullif({s("$.context.store_id")}, ''), nullif({s("$.properties.store_id")}, '')) AS store_id
     FROM spread
 ), timed AS (
     SELECT *,
            CASE WHEN channel0 IS NULL AND call = 'track' AND event_name IN {store_events} THEN 'store'
                 ELSE channel0 END AS channel,
-           TRY_CAST(coalesce({s('$.originalTimestamp')}, {s('$.timestamp')}) AS TIMESTAMPTZ) AS device_at,
-           TRY_CAST({s('$.sentAt')} AS TIMESTAMPTZ) AS sent,
-           TRY_CAST({s('$.receivedAt')} AS TIMESTAMPTZ) AS received,
+           TRY_CAST(coalesce({s("$.originalTimestamp")}, {s("$.timestamp")}) AS TIMESTAMPTZ) AS device_at,
+           TRY_CAST({s("$.sentAt")} AS TIMESTAMPTZ) AS sent,
+           TRY_CAST({s("$.receivedAt")} AS TIMESTAMPTZ) AS received,
            $now::TIMESTAMPTZ AS now, $source_prefix::VARCHAR AS source_prefix
     FROM named
 ), corrected AS (
@@ -497,8 +568,8 @@ WITH parsed AS (
     FROM timed
 )
 SELECT line_no, * EXCLUDE (line_no, properties, traits, context, consent, _ip_done),
-       {_personal_data('properties')} AS properties, {_personal_data('traits')} AS traits,
-       {_personal_data('context', _WITHOUT_IP)} AS context, {_personal_data('consent')} AS consent
+       {_personal_data("properties")} AS properties, {_personal_data("traits")} AS traits,
+       {_personal_data("context", _WITHOUT_IP)} AS context, {_personal_data("consent")} AS consent
 FROM (SELECT line_no, {columns} FROM corrected WHERE {fast_ok})
 """
 
@@ -525,8 +596,8 @@ def line_chunks(handle, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, memo
             if rest - chunk_bytes <= chunk_bytes // 4:
                 want = max(rest, 1 << 16)
         buf = bytearray(len(carry) + want)
-        buf[:len(carry)] = carry
-        got = handle.readinto(memoryview(buf)[len(carry):])
+        buf[: len(carry)] = carry
+        got = handle.readinto(memoryview(buf)[len(carry) :])
         total = len(carry) + (got or 0)
         if not got:
             if carry:
@@ -536,7 +607,7 @@ def line_chunks(handle, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, memo
         if cut < 0:
             carry = bytes(buf[:total])
             continue
-        carry = bytes(buf[cut + 1:total])
+        carry = bytes(buf[cut + 1 : total])
         yield line, memoryview(buf)[: cut + 1]
         line += buf.count(b"\n", 0, cut + 1)
 
@@ -545,14 +616,14 @@ def _positions(buf: np.ndarray, test, step: int = 8 << 20) -> np.ndarray:
     """Positions of the bytes of ``buf`` that pass ``test``, found slice by slice: a mask of the whole
     chunk would take a fresh block of memory the size of the chunk each time, which costs more to map
     than the comparison itself."""
-    found = [np.flatnonzero(test(buf[start:start + step])) + start for start in range(0, len(buf), step)]
+    found = [np.flatnonzero(test(buf[start : start + step])) + start for start in range(0, len(buf), step)]
     return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
 def _mark_undecodable(data: bytes | memoryview, offsets: np.ndarray, lo: int, hi: int, valid: np.ndarray) -> None:
     """Mark lines lo..hi that are not UTF-8, halving the range until the culprits are found."""
     try:
-        str(data[offsets[lo]:offsets[hi]], "utf-8")
+        str(data[offsets[lo] : offsets[hi]], "utf-8")
     except UnicodeDecodeError:
         if hi - lo == 1:
             valid[lo] = False
@@ -562,8 +633,9 @@ def _mark_undecodable(data: bytes | memoryview, offsets: np.ndarray, lo: int, hi
         _mark_undecodable(data, offsets, mid, hi, valid)
 
 
-def _mark_undecodable_lines(data: bytes | memoryview, buf: np.ndarray, offsets: np.ndarray, valid: np.ndarray,
-                            window: int = 1024) -> None:
+def _mark_undecodable_lines(
+    data: bytes | memoryview, buf: np.ndarray, offsets: np.ndarray, valid: np.ndarray, window: int = 1024
+) -> None:
     """Mark the lines of ``data`` that are not UTF-8. Only windows of lines holding a byte outside
     ASCII are decoded (one decode a window, halved only where it fails), so an ASCII file costs one
     scan of its bytes and a file full of accents one decode a window, not one a line."""
@@ -587,7 +659,9 @@ def chunk_table(first_line: int, data: bytes | memoryview, batch_rows: int = 409
     _mark_undecodable_lines(data, buf, offsets, valid)
     bitmap = pa.array(valid).buffers()[1] if not valid.all() else None
     raw = pa.Array.from_buffers(
-        pa.large_string(), len(newlines), [bitmap, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)],
+        pa.large_string(),
+        len(newlines),
+        [bitmap, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)],
         null_count=int((~valid).sum()),
     )
     line_no = pa.array(np.arange(first_line, first_line + len(newlines), dtype=np.int64))

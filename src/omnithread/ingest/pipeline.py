@@ -34,7 +34,6 @@ from omnithread.ingest.bulk import (
     line_chunks,
 )
 from omnithread.ingest.till import TillOrders, check_till_row, missing_columns, order_event
-from omnithread.privacy.detect import screen_hits
 from omnithread.privacy import (
     IdentifierError,
     PayloadCipher,
@@ -44,13 +43,30 @@ from omnithread.privacy import (
     pseudonymise_payload,
     reveal_encrypted_values,
 )
+from omnithread.privacy.detect import screen_hits
 
 __all__ = ["Ingestor", "IngestReport", "FileReport"]
 
 UTC = timezone.utc
 _TOP_LEVEL = frozenset(
-    {"type", "messageId", "userId", "anonymousId", "event", "name", "previousId", "groupId", "properties",
-     "traits", "context", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "writeKey"}
+    {
+        "type",
+        "messageId",
+        "userId",
+        "anonymousId",
+        "event",
+        "name",
+        "previousId",
+        "groupId",
+        "properties",
+        "traits",
+        "context",
+        "timestamp",
+        "originalTimestamp",
+        "sentAt",
+        "receivedAt",
+        "writeKey",
+    }
 )
 _NOT_CONTENT = ("messageId", "sentAt", "receivedAt")
 Progress = Callable[[int], None]
@@ -67,8 +83,13 @@ class FileReport:
     suppressed: int = 0
 
     def as_dict(self) -> dict:
-        return {"source": self.source, "accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
-                "suppressed": self.suppressed}
+        return {
+            "source": self.source,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "suppressed": self.suppressed,
+        }
 
 
 @dataclass
@@ -176,8 +197,13 @@ class Ingestor:
 
     def _fast_sql(self) -> FastPathSQL:
         if self._fast is None:
-            self._fast = FastPathSQL(self.pseudonymiser.hash_key, self.policy.max_ahead.total_seconds(),
-                                     self.policy.earliest, self._phone_or_none, self.pseudonymiser.ip_mode)
+            self._fast = FastPathSQL(
+                self.pseudonymiser.hash_key,
+                self.policy.max_ahead.total_seconds(),
+                self.policy.earliest,
+                self._phone_or_none,
+                self.pseudonymiser.ip_mode,
+            )
         return self._fast
 
     def _phone_or_none(self, value: str) -> str | None:
@@ -197,18 +223,19 @@ class Ingestor:
         source = str(path)
         fast = self._fast_sql()
         params = {"now": self.now, "source_prefix": f"{source}:", **hmac_pads(self.pseudonymiser.hash_key)}
-        functions = {PHONE_FUNCTION: self._phone_or_none,
-                     PERSONAL_DATA_FUNCTION: personal_data_rule(self.pseudonymiser, self.cipher).json_text}
+        functions = {
+            PHONE_FUNCTION: self._phone_or_none,
+            PERSONAL_DATA_FUNCTION: personal_data_rule(self.pseudonymiser, self.cipher).json_text,
+        }
         done = 0
         with open(path, "rb") as handle:
             for first_line, data in line_chunks(handle, self.settings.import_chunk_bytes):
                 table, offsets = chunk_table(first_line, data)
                 self.flush()
-                rest = self.log.engine.stage_events_fast(
-                    table, fast.sql, params, functions)
+                rest = self.log.engine.stage_events_fast(table, fast.sql, params, functions)
                 for line_no in rest:
                     i = line_no - first_line
-                    line = bytes(data[offsets[i]:offsets[i + 1]])
+                    line = bytes(data[offsets[i] : offsets[i + 1]])
                     if line.strip():
                         self.submit_line(line, f"{source}:{line_no}", flush=False)
                 # Both paths' rows go in together so the earliest line wins a shared message id.
@@ -260,13 +287,16 @@ class Ingestor:
         parquet = pq.ParquetFile(path)
         names = parquet.schema_arrow.names
         till = not missing_columns(names)
-        orders = TillOrders() if till else None
+        orders = TillOrders()  # (used only when the file is a till export)
         row_number = 0
         for batch in parquet.iter_batches(batch_size=self.settings.chunk_rows):
             for row in batch.to_pylist():
                 row_number += 1
                 if till:
-                    row = {k: ("" if v is None else (v.isoformat() if isinstance(v, datetime) else str(v))) for k, v in row.items()}
+                    row = {
+                        k: ("" if v is None else (v.isoformat() if isinstance(v, datetime) else str(v)))
+                        for k, v in row.items()
+                    }
                     for order in orders.add(row, row_number):
                         self.submit_till_order(order, source)
                 else:
@@ -291,7 +321,9 @@ class Ingestor:
                 row = {k: v for k, v in row.items() if k is not None}
                 if missing:
                     problems = [
-                        Problem("missing_column", column, "", f"{path.name}: column {column!r} is missing from the header")
+                        Problem(
+                            "missing_column", column, "", f"{path.name}: column {column!r} is missing from the header"
+                        )
                         for column in missing
                     ]
                     self._reject_till([(line, row)], source, problems)
@@ -325,9 +357,12 @@ class Ingestor:
 
     def reject_reference_text(self, kind: str, line: int, text: str | None, source: str) -> None:
         """Keep a line of a JSON Lines catalogue or inventory that is not a JSON object."""
-        self._reject({"kind": kind, "line": line, "text": text}, f"{kind}_row", f"{source}:{line}",
-                     [Problem("not_an_object", "", f"line {line}",
-                              f"line {line}: not a JSON object: {show_text(text)}")])
+        self._reject(
+            {"kind": kind, "line": line, "text": text},
+            f"{kind}_row",
+            f"{source}:{line}",
+            [Problem("not_an_object", "", f"line {line}", f"line {line}: not a JSON object: {show_text(text)}")],
+        )
 
     def submit_reference_row(self, kind: str, line: int, row: dict, source: str) -> None:
         """One catalogue or inventory row: staged to be stored, or kept with every problem it has."""
@@ -337,7 +372,7 @@ class Ingestor:
             clean = {k: rule.text(v) if isinstance(v, str) else v for k, v in clean.items()}
         if problems:
             self._reject({"kind": kind, "line": line, "row": row}, f"{kind}_row", f"{source}:{line}", problems)
-        else:
+        elif clean is not None:
             self._reference.setdefault(kind, []).append(clean)
 
     # -- payloads -----------------------------------------------------------------
@@ -350,11 +385,15 @@ class Ingestor:
                 line.decode("utf-8")
             except UnicodeDecodeError as bad:
                 problem = Problem(
-                    "invalid_utf8", "", f"byte {bad.start}",
-                    f"{source}: byte {bad.start} is not UTF-8 ({line[bad.start:bad.start + 1]!r})",
+                    "invalid_utf8",
+                    "",
+                    f"byte {bad.start}",
+                    f"{source}: byte {bad.start} is not UTF-8 ({line[bad.start : bad.start + 1]!r})",
                 )
             else:
-                problem = Problem("invalid_json", "", f"char {error.pos}", f"{source}: not JSON ({error.msg} at char {error.pos})")
+                problem = Problem(
+                    "invalid_json", "", f"char {error.pos}", f"{source}: not JSON ({error.msg} at char {error.pos})"
+                )
             self._reject_raw(line, source, [problem])
             return
         self._submit_parsed(payload, line, source, flush)
@@ -367,8 +406,9 @@ class Ingestor:
             self._clean, self._shallow = _clean_and_shallow(raw)
         try:
             if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
-                self.submit_batch(payload, len(raw.rstrip(b"\r\n")) if raw is not None else len(_json_bytes(payload)),
-                                  source)
+                self.submit_batch(
+                    payload, len(raw.rstrip(b"\r\n")) if raw is not None else len(_json_bytes(payload)), source
+                )
             elif isinstance(payload, dict):
                 self.submit_payload(payload, source, len(raw.rstrip(b"\r\n")) if raw is not None else None, flush)
             else:
@@ -378,18 +418,26 @@ class Ingestor:
 
     def _not_an_object(self, payload: object, raw: bytes | None, source: str) -> None:
         shown = type(payload).__name__
-        self._reject_raw(raw if raw is not None else orjson.dumps(payload), source,
-                         [Problem("not_an_object", "", shown, f"{source}: expected a JSON object, got {shown}")])
+        self._reject_raw(
+            raw if raw is not None else orjson.dumps(payload),
+            source,
+            [Problem("not_an_object", "", shown, f"{source}: expected a JSON object, got {shown}")],
+        )
 
     def submit_batch(self, batch: dict, size: int, source: str) -> None:
         """A Segment batch: refused whole past 500 KB, otherwise each call on its own."""
         if size > MAX_BATCH_BYTES:
             batch = _cut_deep(batch, MAX_DEPTH + 1, self.cipher)
             problems = pseudonymise_payload_deep(batch, self.pseudonymiser, self.cipher)
-            problems.insert(0, Problem(
-                "batch_too_large", "batch", f"{size} bytes",
-                f"{source}: the batch is {size} bytes, more than the limit of {MAX_BATCH_BYTES} bytes",
-            ))
+            problems.insert(
+                0,
+                Problem(
+                    "batch_too_large",
+                    "batch",
+                    f"{size} bytes",
+                    f"{source}: the batch is {size} bytes, more than the limit of {MAX_BATCH_BYTES} bytes",
+                ),
+            )
             self._reject(batch, "segment_batch", source, problems)
             return
         shared_context = batch.get("context") if isinstance(batch.get("context"), dict) else None
@@ -397,8 +445,11 @@ class Ingestor:
             item_source = f"{source}#{index}"
             if not isinstance(item, dict):
                 shown = type(item).__name__
-                self._reject_raw(_json_bytes(item), item_source,
-                                 [Problem("not_an_object", "", shown, f"{item_source}: expected a JSON object, got {shown}")])
+                self._reject_raw(
+                    _json_bytes(item),
+                    item_source,
+                    [Problem("not_an_object", "", shown, f"{item_source}: expected a JSON object, got {shown}")],
+                )
                 continue
             if "sentAt" in batch and "sentAt" not in item:
                 item["sentAt"] = batch["sentAt"]
@@ -410,18 +461,32 @@ class Ingestor:
         """Validate, pseudonymise and stage one call."""
         depth = 0 if self._shallow or _few_brackets(payload) else nesting_depth(payload, stop=MAX_DEPTH)
         if depth > MAX_DEPTH:  # refused on its own (a batch's other calls go on), what is too deep kept encrypted
-            self._reject(_cut_deep(payload, MAX_DEPTH, self.cipher), "segment", source, [Problem(
-                "too_deep", "", f"more than {MAX_DEPTH} levels",
-                f"{source}: objects and arrays nest more than {MAX_DEPTH} levels deep, the limit")])
+            self._reject(
+                _cut_deep(payload, MAX_DEPTH, self.cipher),
+                "segment",
+                source,
+                [
+                    Problem(
+                        "too_deep",
+                        "",
+                        f"more than {MAX_DEPTH} levels",
+                        f"{source}: objects and arrays nest more than {MAX_DEPTH} levels deep, the limit",
+                    )
+                ],
+            )
             return
         problems = [] if self._clean else pseudonymise_payload(payload, self.pseudonymiser, self.cipher)
         if size is None and len(payload) > 0:
             size = len(orjson.dumps(payload))
         if size is not None and size > MAX_EVENT_BYTES:
-            problems.append(Problem(
-                "event_too_large", "", f"{size} bytes",
-                f"{source}: the event is {size} bytes, more than the limit of {MAX_EVENT_BYTES} bytes",
-            ))
+            problems.append(
+                Problem(
+                    "event_too_large",
+                    "",
+                    f"{size} bytes",
+                    f"{source}: the event is {size} bytes, more than the limit of {MAX_EVENT_BYTES} bytes",
+                )
+            )
         checked, found = validate_event(payload, self.now, self.received_at, self.policy)
         problems.extend(found)
         if problems or checked is None:
@@ -439,11 +504,27 @@ class Ingestor:
         extra = {k: payload[k] for k in payload if k in unknown} if unknown else None
         times = checked.times
         self._pending[message_id] = (
-            message_id, checked.call, checked.name, checked.user_id, checked.anonymous_id,
-            payload.get("previousId"), payload.get("groupId"), checked.channel, checked.store_id,
-            times.event_at, times.original_at, times.sent_at, times.received_at, self.now,
-            checked.schema_version, _dumps(payload.get("properties")), _dumps(payload.get("traits")),
-            _dumps(context), _dumps(consent), _dumps(extra), source,
+            message_id,
+            checked.call,
+            checked.name,
+            checked.user_id,
+            checked.anonymous_id,
+            payload.get("previousId"),
+            payload.get("groupId"),
+            checked.channel,
+            checked.store_id,
+            times.event_at,
+            times.original_at,
+            times.sent_at,
+            times.received_at,
+            self.now,
+            checked.schema_version,
+            _dumps(payload.get("properties")),
+            _dumps(payload.get("traits")),
+            _dumps(context),
+            _dumps(consent),
+            _dumps(extra),
+            source,
         )
         if flush and len(self._pending) >= self.settings.chunk_rows:
             self.flush()
@@ -467,7 +548,8 @@ class Ingestor:
         problems = [p for line, row in lines for p in check_till_row(row, line)]
         problems.extend(
             Problem("invalid_utf8", "", f"line {line}", f"{source}:{line}: the row holds bytes that are not UTF-8")
-            for line, row in lines if _undecodable(row)
+            for line, row in lines
+            if _undecodable(row)
         )
         first_line = lines[0][0]
         if problems:
@@ -477,6 +559,7 @@ class Ingestor:
 
     def take_last_rejected(self) -> tuple:
         """Withdraw the rejection staged last (a replay keeps the original record instead)."""
+        assert self.last_rejected_id is not None, "nothing was rejected"
         row = self._rejected.pop(self.last_rejected_id)
         for counts in (self.report, self._file):
             counts.rejected -= 1
@@ -496,7 +579,9 @@ class Ingestor:
                 row = dict(row)
                 problems.extend(pseudonymise_payload({"properties": row}, self.pseudonymiser, self.cipher))
                 rows.append(row)
-        self._reject({"rows": rows, "lines": [line for line, _ in lines]}, "till_csv", f"{source}:{lines[0][0]}", problems)
+        self._reject(
+            {"rows": rows, "lines": [line for line, _ in lines]}, "till_csv", f"{source}:{lines[0][0]}", problems
+        )
 
     def refuse_unreadable(self, path: Path, fmt: str, payload: dict) -> bool:
         """Stage the refusal of a file that is missing or empty (``fmt`` and ``payload`` say how to try
@@ -534,8 +619,17 @@ class Ingestor:
         self.report.by_reason.update(codes)
         self.last_rejected_id = rejected_id
         self._rejected[rejected_id] = (
-            rejected_id, self.now, source, fmt, codes, orjson.dumps([p.as_dict() for p in problems]).decode(),
-            payload_json, encrypted, "open", 0, None,
+            rejected_id,
+            self.now,
+            source,
+            fmt,
+            codes,
+            orjson.dumps([p.as_dict() for p in problems]).decode(),
+            payload_json,
+            encrypted,
+            "open",
+            0,
+            None,
         )
         if len(self._rejected) >= 5_000:
             self._flush_rejected()
@@ -554,8 +648,8 @@ class Ingestor:
         else:
             stored, duplicates = 0, self._pending_duplicates
         self._pending_duplicates = 0
-        for kind, rows in self._reference.items():
-            written, unchanged = reference.write_rows(self.log.engine, kind, rows, self.now)
+        for kind, checked in self._reference.items():
+            written, unchanged = reference.write_rows(self.log.engine, kind, checked, self.now)
             stored, duplicates = stored + written, duplicates + unchanged
         self._reference.clear()
         self._count(stored, duplicates, refused)
@@ -589,9 +683,7 @@ def pseudonymise_payload_deep(batch: dict, pseudonymiser: Pseudonymiser, cipher:
 
 def _undecodable(row: dict) -> bool:
     """True when a CSV row decoded with surrogateescape held bytes that are not UTF-8."""
-    return any(
-        "\udc80" <= ch <= "\udcff" for value in row.values() if isinstance(value, str) for ch in value
-    )
+    return any("\udc80" <= ch <= "\udcff" for value in row.values() if isinstance(value, str) for ch in value)
 
 
 def _event_from_row(row: dict) -> dict:
@@ -646,18 +738,18 @@ def _cut_deep(payload: dict, limit: int, cipher: PayloadCipher) -> dict:
     encrypted: what a refused call nests too deeply is kept, but never in the clear and never too deep to
     write."""
     top: dict = {}
-    stack = [(payload, top, 1)]
+    stack: list[tuple[dict | list, dict | list, int]] = [(payload, top, 1)]
     while stack:
         source, target, depth = stack.pop()
-        for key, child in (source.items() if isinstance(source, dict) else enumerate(source)):
+        for key, child in source.items() if isinstance(source, dict) else enumerate(source):
             if isinstance(child, (dict, list)):
                 if depth >= limit:
                     child = cipher.encrypt_value(_json_bytes(child).decode())
                 else:
-                    copy = {} if isinstance(child, dict) else [None] * len(child)
+                    copy: dict | list = {} if isinstance(child, dict) else [None] * len(child)
                     stack.append((child, copy, depth + 1))
                     child = copy
-            target[key] = child
+            target[key] = child  # (a list's keys are its indices)
     return top
 
 

@@ -31,16 +31,34 @@ from omnithread.errors import Problem
 from omnithread.events.schema import MAX_COUNT, MAX_MONEY
 from omnithread.events.validate import show
 
-__all__ = ["KINDS", "ONLINE_LOCATION", "COLUMNS", "REQUIRED", "check_row", "read_rows", "parse_line",
-           "ensure_reference_tables", "write_rows", "stock_levels", "catalogue_facts", "reference_summary"]
+__all__ = [
+    "KINDS",
+    "ONLINE_LOCATION",
+    "COLUMNS",
+    "REQUIRED",
+    "check_row",
+    "read_rows",
+    "parse_line",
+    "ensure_reference_tables",
+    "write_rows",
+    "stock_levels",
+    "catalogue_facts",
+    "reference_summary",
+]
 
 KINDS = ("catalogue", "inventory")
 ONLINE_LOCATION = "online"
 
 # column -> kind of value; the required ones first
 COLUMNS = {
-    "catalogue": {"product_id": "text", "name": "text", "category": "text", "price": "number",
-                  "available": "boolean", "launched_at": "time"},
+    "catalogue": {
+        "product_id": "text",
+        "name": "text",
+        "category": "text",
+        "price": "number",
+        "available": "boolean",
+        "launched_at": "time",
+    },
     "inventory": {"store_id": "text", "product_id": "text", "quantity": "number", "as_of": "time"},
 }
 REQUIRED = {"catalogue": ("product_id",), "inventory": ("store_id", "product_id", "quantity")}
@@ -56,19 +74,24 @@ def _blank(value) -> bool:
     return value is None or (isinstance(value, str) and value.strip() == "")
 
 
-def check_row(kind: str, row: dict, line: int, now: datetime,
-              max_ahead: timedelta = timedelta(days=1)) -> tuple[dict | None, list[Problem]]:
+def check_row(
+    kind: str, row: dict, line: int, now: datetime, max_ahead: timedelta = timedelta(days=1)
+) -> tuple[dict | None, list[Problem]]:
     """The row's clean values, or every problem with it, each naming the line, the column and the value.
 
     Unknown columns are ignored; a blank optional value is missing. ``available`` defaults to true;
     an inventory row without ``as_of`` counts as of ``now``, and one more than ``max_ahead`` past it
     is refused (a clock that is wrong would otherwise pin that count for good).
     """
-    problems, clean = [], {}
+    problems: list[Problem] = []
+    clean: dict[str, object] = {}
     for column in REQUIRED[kind]:
         if _blank(row.get(column)):
-            problems.append(Problem("missing_field", column, show(row.get(column, "")),
-                                    f"line {line}: {column} is empty or missing"))
+            problems.append(
+                Problem(
+                    "missing_field", column, show(row.get(column, "")), f"line {line}: {column} is empty or missing"
+                )
+            )
     for column, sort in COLUMNS[kind].items():
         value = row.get(column)
         if _blank(value):
@@ -76,23 +99,33 @@ def check_row(kind: str, row: dict, line: int, now: datetime,
             continue
         if sort == "text":
             if not isinstance(value, (str, int)) or isinstance(value, bool):
-                problems.append(Problem("invalid_type", column, show(value), f"line {line}: {column}: {show(value)} "
-                                                                              "is not text"))
+                problems.append(
+                    Problem("invalid_type", column, show(value), f"line {line}: {column}: {show(value)} is not text")
+                )
                 continue
             clean[column] = str(value).strip()
         elif sort == "number":
             try:
-                number = float(value.strip() if isinstance(value, str) else value)
+                number = float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
                 if isinstance(value, bool) or number != number or number in (float("inf"), float("-inf")):
                     raise ValueError
             except (TypeError, ValueError):
-                problems.append(Problem("invalid_number", column, show(value), f"line {line}: {column}: {show(value)} "
-                                                                                "is not a number"))
+                problems.append(
+                    Problem(
+                        "invalid_number", column, show(value), f"line {line}: {column}: {show(value)} is not a number"
+                    )
+                )
                 continue
             highest = REFERENCE_MAXIMUM[column]
             if not 0 <= number <= highest:
-                problems.append(Problem("out_of_range", column, show(value), f"line {line}: {column}: {show(value)} "
-                                                                              f"is outside 0 to {highest:,}"))
+                problems.append(
+                    Problem(
+                        "out_of_range",
+                        column,
+                        show(value),
+                        f"line {line}: {column}: {show(value)} is outside 0 to {highest:,}",
+                    )
+                )
                 continue
             clean[column] = number
         elif sort == "boolean":
@@ -102,19 +135,37 @@ def check_row(kind: str, row: dict, line: int, now: datetime,
             elif text in _TRUE or text in _FALSE:
                 clean[column] = text in _TRUE
             else:
-                problems.append(Problem("invalid_boolean", column, show(value),
-                                        f"line {line}: {column}: {show(value)} is not true or false"))
+                problems.append(
+                    Problem(
+                        "invalid_boolean",
+                        column,
+                        show(value),
+                        f"line {line}: {column}: {show(value)} is not true or false",
+                    )
+                )
         else:  # time
             try:
                 stamp = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip())
             except ValueError:
-                problems.append(Problem("invalid_timestamp", column, show(value),
-                                        f"line {line}: {column}: {show(value)} is not an ISO 8601 time"))
+                problems.append(
+                    Problem(
+                        "invalid_timestamp",
+                        column,
+                        show(value),
+                        f"line {line}: {column}: {show(value)} is not an ISO 8601 time",
+                    )
+                )
                 continue
             stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
             if column == "as_of" and stamp > now + max_ahead:
-                problems.append(Problem("future_timestamp", column, show(value),
-                                        f"line {line}: {column}: {show(value)} is in the future"))
+                problems.append(
+                    Problem(
+                        "future_timestamp",
+                        column,
+                        show(value),
+                        f"line {line}: {column}: {show(value)} is in the future",
+                    )
+                )
                 continue
             clean[column] = stamp
     if problems:
@@ -133,11 +184,11 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        line = 0
+        number = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
             for row in batch.to_pylist():
-                line += 1
-                yield line, row, None
+                number += 1
+                yield number, row, None
         return
     if suffix == ".csv":
         with open(path, "rb") as raw:
@@ -149,11 +200,11 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
             for row in reader:
                 yield reader.line_num, {k: v for k, v in row.items() if k is not None}, None
         return
-    with open(path, "rb") as handle:
-        for n, line in enumerate(handle, start=1):
+    with open(path, "rb") as lines:
+        for n, line in enumerate(lines, start=1):
             if line.strip():
-                row = parse_line(line)
-                yield n, row, None if row is not None else line.decode("utf-8", "replace").rstrip("\r\n")
+                parsed = parse_line(line)
+                yield n, parsed, None if parsed is not None else line.decode("utf-8", "replace").rstrip("\r\n")
 
 
 def parse_line(line: bytes | str) -> dict | None:
@@ -227,9 +278,11 @@ def catalogue_facts(engine: Engine) -> dict:
     if not engine.has_table("catalogue"):
         return {"unavailable": set(), "launched": {}, "products": {}}
     rows = engine.rows("SELECT product_id, available, launched_at, category FROM catalogue")
-    return {"unavailable": {r["product_id"] for r in rows if r["available"] is False},
-            "launched": {r["product_id"]: r["launched_at"] for r in rows if r["launched_at"] is not None},
-            "products": {r["product_id"]: r["category"] for r in rows}}
+    return {
+        "unavailable": {r["product_id"] for r in rows if r["available"] is False},
+        "launched": {r["product_id"]: r["launched_at"] for r in rows if r["launched_at"] is not None},
+        "products": {r["product_id"]: r["category"] for r in rows},
+    }
 
 
 def reference_summary(engine: Engine) -> dict:
@@ -237,11 +290,11 @@ def reference_summary(engine: Engine) -> dict:
     rows per location (and how many are out of stock)."""
     out: dict = {"catalogue": None, "inventory": None}
     if engine.has_table("catalogue"):
-        out["catalogue"] = engine.rows("SELECT count(*) AS products, count(*) FILTER (WHERE NOT available) AS "
-                                       "off_sale FROM catalogue")[0]
+        out["catalogue"] = engine.rows(
+            "SELECT count(*) AS products, count(*) FILTER (WHERE NOT available) AS off_sale FROM catalogue"
+        )[0]
     if engine.has_table("inventory"):
         out["inventory"] = engine.rows("""SELECT store_id AS location, count(*) AS products,
                                           count(*) FILTER (WHERE quantity <= 0) AS out_of_stock, max(as_of) AS as_of
                                           FROM inventory GROUP BY 1 ORDER BY 1""")
     return out
-

@@ -23,7 +23,7 @@ def _till_lines(ingestor: Ingestor, payload: dict) -> list[tuple[int, dict]]:
     rows = []
     for row in payload["rows"]:
         if "encrypted_row" in row:
-            hexed = ingestor.cipher.decrypt_value(row["encrypted_row"])
+            hexed: dict = ingestor.cipher.decrypt_value(row["encrypted_row"])  # type: ignore[assignment]
             row = {k: bytes.fromhex(v).decode("utf-8", "surrogateescape") for k, v in hexed.items()}
         rows.append(reveal_encrypted_values(row, ingestor.cipher))
     lines = payload.get("lines") or list(range(1, len(rows) + 1))

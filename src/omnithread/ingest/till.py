@@ -44,19 +44,33 @@ def check_till_row(row: dict, line: int) -> list[Problem]:
             number = kind(str(value).strip())
         except ValueError:
             word = "an integer" if kind is int else "a number"
-            problems.append(Problem("invalid_number", column, show(value), f"line {line}: {column}: {show(value)} is not {word}"))
+            problems.append(
+                Problem("invalid_number", column, show(value), f"line {line}: {column}: {show(value)} is not {word}")
+            )
             continue
         spec = PRODUCT_FIELDS[column]  # the event's own ranges: one rule for a till line and an order line
+        assert spec.minimum is not None and spec.maximum is not None
         if number != number or not spec.minimum <= number <= spec.maximum:
-            problems.append(Problem("out_of_range", column, show(value), f"line {line}: {column}: {show(value)} is "
-                                    f"outside {spec.minimum:,} to {spec.maximum:,}"))
+            problems.append(
+                Problem(
+                    "out_of_range",
+                    column,
+                    show(value),
+                    f"line {line}: {column}: {show(value)} is outside {spec.minimum:,} to {spec.maximum:,}",
+                )
+            )
     stamp = row.get("timestamp")
     if stamp:
         try:
             datetime.fromisoformat(str(stamp).strip())
         except ValueError:
             problems.append(
-                Problem("invalid_timestamp", "timestamp", show(stamp), f"line {line}: timestamp: {show(stamp)} is not an ISO 8601 time")
+                Problem(
+                    "invalid_timestamp",
+                    "timestamp",
+                    show(stamp),
+                    f"line {line}: timestamp: {show(stamp)} is not an ISO 8601 time",
+                )
             )
     return problems
 

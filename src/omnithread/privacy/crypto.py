@@ -48,7 +48,7 @@ class PayloadCipher:
     def decrypt_value(self, value: str) -> object:
         import orjson
 
-        return orjson.loads(self.decrypt(value[len(ENCRYPTED_PREFIX):].encode()))
+        return orjson.loads(self.decrypt(value[len(ENCRYPTED_PREFIX) :].encode()))
 
     @staticmethod
     def is_encrypted(value: object) -> bool:

@@ -43,7 +43,17 @@ from omnithread.events.schema import BIOMETRIC_KEYS, IDENTIFIER_KEYS
 from omnithread.privacy.crypto import PayloadCipher
 from omnithread.privacy.identifiers import IdentifierError, IdentifierType, Pseudonymiser, is_hashed
 
-__all__ = ["KEY_WORDS", "KEY_HINTS", "IPV4", "IP_MODES", "SCREEN", "REMOVED", "PersonalData", "key_family", "screen_hits"]
+__all__ = [
+    "KEY_WORDS",
+    "KEY_HINTS",
+    "IPV4",
+    "IP_MODES",
+    "SCREEN",
+    "REMOVED",
+    "PersonalData",
+    "key_family",
+    "screen_hits",
+]
 
 REMOVED = "[removed: biometric data is never stored]"
 IP_MODES = ("truncate", "hash")
@@ -52,8 +62,25 @@ ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
 # A key's last words, run together, and what its value is.
 KEY_WORDS: dict[str, str] = {
     **dict.fromkeys(("email", "emailaddress", "emailaddr", "mail", "mailaddress"), "email"),
-    **dict.fromkeys(("phone", "phonenumber", "phoneno", "mobile", "mobilenumber", "mobileno", "mobilephone",
-                     "telephone", "telephonenumber", "tel", "cell", "cellphone", "cellnumber", "msisdn"), "phone"),
+    **dict.fromkeys(
+        (
+            "phone",
+            "phonenumber",
+            "phoneno",
+            "mobile",
+            "mobilenumber",
+            "mobileno",
+            "mobilephone",
+            "telephone",
+            "telephonenumber",
+            "tel",
+            "cell",
+            "cellphone",
+            "cellnumber",
+            "msisdn",
+        ),
+        "phone",
+    ),
     **dict.fromkeys(("loyaltycard", "loyaltycardnumber", "loyaltynumber", "loyaltyid"), "loyalty_card"),
     "paymenttoken": "payment_token",
     "palmtoken": "palm_token",
@@ -74,26 +101,45 @@ _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _DATE = re.compile(r"\(?(?:[0-9]{1,2}[./-][0-9]{1,2}[./-][0-9]{2,4}|[0-9]{4}[./-][0-9]{1,2}[./-][0-9]{1,2})\b")
 # Words one of which every key the rule reads as naming an identifier (or raw biometric data) contains,
 # whatever its case: the screens look for them inside keys of JSON text.
-KEY_HINTS = ("mail", "phone", "mobile", "tel", "cell", "msisdn", "loyalty", "token", "code", "ip", "forwarded",
-             "palm", "face", "finger", "biometric")
+KEY_HINTS = (
+    "mail",
+    "phone",
+    "mobile",
+    "tel",
+    "cell",
+    "msisdn",
+    "loyalty",
+    "token",
+    "code",
+    "ip",
+    "forwarded",
+    "palm",
+    "face",
+    "finger",
+    "biometric",
+)
 _KEY_HINT = "(?i:" + "|".join(KEY_HINTS) + ")"
 # a dotted-quad IPv4 address as Python's ipaddress reads one (no leading zeros)
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 _IPV4 = re.compile(IPV4)
 _TIME_FIELDS = frozenset({"timestamp", "originalTimestamp", "sentAt", "receivedAt"})
-_TIMESTAMP = re.compile(r"[12][0-9]{3}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
-                        r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?")
+_TIMESTAMP = re.compile(
+    r"[12][0-9]{3}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?"
+)
 
 # Matches the JSON text (as the engine writes it) of anything the rule could change: an '@', percent-encoding,
 # an escape that could hide a character, the start of a phone number, a key that may name an identifier.
-SCREEN = "|".join([
-    "@",
-    "%[0-9A-Fa-f]{2}",
-    r"\\[bfnrtu]",
-    rf"(?:^|{_NOT_WORD}){_PHONE_HEAD}{_PHONE_GROUPS}{{5,}}",
-    rf'{_KEY_HINT}[^"]*"\s*:',
-])
+SCREEN = "|".join(
+    [
+        "@",
+        "%[0-9A-Fa-f]{2}",
+        r"\\[bfnrtu]",
+        rf"(?:^|{_NOT_WORD}){_PHONE_HEAD}{_PHONE_GROUPS}{{5,}}",
+        rf'{_KEY_HINT}[^"]*"\s*:',
+    ]
+)
 # the same screen for one string (a value or a key): no key part, as the string's key is judged apart
 _STRING_SCREEN = re.compile("|".join(["@", "%[0-9A-Fa-f]{2}", rf"(?:^|{_NOT_WORD}){_PHONE_HEAD}"]))
 # Python's regular expressions try a boundary at every position; without it, this pattern finds the
@@ -120,8 +166,11 @@ def screen_hits(text: str) -> bool:
         at = lower.find(word)
         while at >= 0:
             end = lower.find('"', at)
-            if end >= 0 and lower[end + 1:end + 16].lstrip()[:1] == ":" and \
-                    _key_changes(text, lower.rfind('"', 0, at), end):  # the word is inside a key
+            if (
+                end >= 0
+                and lower[end + 1 : end + 16].lstrip()[:1] == ":"
+                and _key_changes(text, lower.rfind('"', 0, at), end)
+            ):  # the word is inside a key
                 return True
             at = lower.find(word, at + 1)
     return False
@@ -130,15 +179,16 @@ def screen_hits(text: str) -> bool:
 def _key_changes(text: str, start: int, end: int) -> bool:
     """Whether the rule could change the value of the key ``text[start + 1:end]`` (a key holding a hint word):
     yes for raw biometric data and keys of an identifier type, unless the value is already that type's hash."""
-    key = text[start + 1:end]
+    key = text[start + 1 : end]
     if key in BIOMETRIC_KEYS or key == "entry_token":  # (an entry token's type follows its entry method)
         return True
     family = IDENTIFIER_KEYS.get(key) or _family(key)  # the fields identity resolution reads, then the rest
     if family is None:
         return False
-    value = text[end + 2:end + 39]
-    return not (family != "ip" and value[36:37] == '"' and is_hashed(value[1:36])
-                and value[1:3] == IdentifierType(family).code)
+    value = text[end + 2 : end + 39]
+    return not (
+        family != "ip" and value[36:37] == '"' and is_hashed(value[1:36]) and value[1:3] == IdentifierType(family).code
+    )
 
 
 _FAMILIES: dict[str, str | None] = {}
@@ -158,9 +208,16 @@ def _family(key: str) -> str | None:
 
 def _remove_biometric(value: object, path: str, problems: list[Problem] | None) -> str:
     if problems is not None:
-        problems.append(Problem("biometric_data", path, "<removed>", f"{path}: raw biometric data is refused and "
-                                "was removed; send a palm_token instead" if value != REMOVED else
-                                f"{path}: raw biometric data was removed"))
+        problems.append(
+            Problem(
+                "biometric_data",
+                path,
+                "<removed>",
+                f"{path}: raw biometric data is refused and was removed; send a palm_token instead"
+                if value != REMOVED
+                else f"{path}: raw biometric data was removed",
+            )
+        )
     return REMOVED
 
 
@@ -202,8 +259,12 @@ class PersonalData:
     # -- strings -----------------------------------------------------------------------------------------
     def text(self, value: str) -> str:
         """``value`` with every email address and phone number in it replaced by its keyed hash."""
-        if (len(value) < 5 or _STRING_SCREEN.search(value) is None or PayloadCipher.is_encrypted(value)
-                or _TIMESTAMP.fullmatch(value)):  # a timestamp is never personal data, whatever its digits
+        if (
+            len(value) < 5
+            or _STRING_SCREEN.search(value) is None
+            or PayloadCipher.is_encrypted(value)
+            or _TIMESTAMP.fullmatch(value)
+        ):  # a timestamp is never personal data, whatever its digits
             return value
         cached = self._texts.get(value)
         if cached is not None:
@@ -250,8 +311,11 @@ class PersonalData:
             return False
         if phonenumbers.is_valid_number(parsed):
             return True
-        return (sum(c.isdigit() for c in candidate) >= 10 and _DATE.match(candidate) is None
-                and phonenumbers.is_possible_number_with_reason(parsed) == phonenumbers.ValidationResult.IS_POSSIBLE)
+        return (
+            sum(c.isdigit() for c in candidate) >= 10
+            and _DATE.match(candidate) is None
+            and phonenumbers.is_possible_number_with_reason(parsed) == phonenumbers.ValidationResult.IS_POSSIBLE
+        )
 
     def identifier_id(self, value: str) -> str:
         """An id field's value: an email or phone number it *is* becomes that identifier's hash; one it holds
@@ -272,7 +336,7 @@ class PersonalData:
             return self.ip(value) if isinstance(value, str) else self.walk(value)
         if isinstance(value, bool) or value is None or value == "" or not isinstance(value, (str, int)):
             return self.walk(value)
-        if (isinstance(value, str) and PayloadCipher.is_encrypted(value)):
+        if isinstance(value, str) and PayloadCipher.is_encrypted(value):
             return value
         try:
             return self.pseudonymiser.hash(IdentifierType(family), value)
@@ -292,8 +356,9 @@ class PersonalData:
         if self.ip_mode == "hash":
             return ", ".join("ip_" + self.pseudonymiser.fingerprint(b"ip:" + a.packed) for a in addresses)
         bits = {4: 24, 6: 48}
-        return ", ".join(str(ipaddress.ip_network(f"{a}/{bits[a.version]}", strict=False).network_address)
-                         for a in addresses)
+        return ", ".join(
+            str(ipaddress.ip_network(f"{a}/{bits[a.version]}", strict=False).network_address) for a in addresses
+        )
 
     # -- structures -------------------------------------------------------------------------------------
     def walk(self, value: object, path: str = "", problems: list[Problem] | None = None) -> object:
@@ -347,12 +412,19 @@ class PersonalData:
                     payload[key] = new
         # what the rule cannot change is left out of the screened text: ISO timestamps (never personal data)
         # and the context's IPv4 address, truncated here
-        screened = {k: v for k, v in payload.items() if not (k in ID_FIELDS and isinstance(v, str) or (
-            k in _TIME_FIELDS and isinstance(v, str) and _TIMESTAMP.fullmatch(v)))}  # ids are done already
+        screened = {
+            k: v
+            for k, v in payload.items()
+            if not (
+                k in ID_FIELDS
+                and isinstance(v, str)
+                or (k in _TIME_FIELDS and isinstance(v, str) and _TIMESTAMP.fullmatch(v))
+            )
+        }  # ids are done already
         context = payload.get("context")
         ip = context.get("ip") if isinstance(context, dict) else None
-        if isinstance(ip, str) and self.ip_mode == "truncate" and _IPV4.fullmatch(ip):
-            context["ip"] = ip[:ip.rfind(".")] + ".0"
+        if isinstance(context, dict) and isinstance(ip, str) and self.ip_mode == "truncate" and _IPV4.fullmatch(ip):
+            context["ip"] = ip[: ip.rfind(".")] + ".0"
             screened["context"] = {k: v for k, v in context.items() if k != "ip"}
         if not screen_hits(_dumps(screened)):
             return

@@ -20,7 +20,7 @@ def private_directory(path: Path | str) -> Path:
     os.umask(0o077)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     uid = os.geteuid()
-    for folder, dirs, files in os.walk(path):
+    for folder, _dirs, files in os.walk(path):
         _chmod(Path(folder), 0o700, uid)
         for name in files:
             _chmod(Path(folder) / name, 0o600, uid)

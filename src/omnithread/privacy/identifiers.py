@@ -195,7 +195,7 @@ class Pseudonymiser:
         return hashed
 
     def _hash_uncached(self, kind: IdentifierType, value: object, field: str | None) -> str:
-        if is_hashed(value):
+        if isinstance(value, str) and is_hashed(value):
             if not value.startswith(kind.code + "_"):
                 raise _fail(kind, field or kind.value, value, "is a hash of another identifier type")
             return value

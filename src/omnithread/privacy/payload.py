@@ -11,6 +11,8 @@ is removed at any depth and reported.
 
 from __future__ import annotations
 
+from typing import Any
+
 from omnithread.errors import Problem
 from omnithread.events.schema import ENTRY_TOKEN_TYPES, IDENTIFIER_KEYS
 from omnithread.privacy.crypto import PayloadCipher
@@ -23,13 +25,20 @@ _TYPES = {key: IdentifierType(kind) for key, kind in IDENTIFIER_KEYS.items()}
 
 
 def _hash_in_place(
-    holder: dict, key: str, kind: IdentifierType, field: str,
-    pseudonymiser: Pseudonymiser, cipher: PayloadCipher, problems: list[Problem],
+    holder: dict,
+    key: str,
+    kind: IdentifierType,
+    field: str,
+    pseudonymiser: Pseudonymiser,
+    cipher: PayloadCipher,
+    problems: list[Problem],
 ) -> None:
     value = holder[key]
     if value is None or value == "" or PayloadCipher.is_encrypted(value):
         if PayloadCipher.is_encrypted(value):
-            problems.append(Problem("invalid_identifier", field, "<encrypted>", f"{field}: still not a valid {kind.value}"))
+            problems.append(
+                Problem("invalid_identifier", field, "<encrypted>", f"{field}: still not a valid {kind.value}")
+            )
         return
     try:
         holder[key] = pseudonymiser.hash(kind, value, field)
@@ -52,7 +61,7 @@ def personal_data_rule(pseudonymiser: Pseudonymiser, cipher: PayloadCipher) -> P
     rule = getattr(pseudonymiser, "_personal_data", None)
     if rule is None or rule.cipher is not cipher:
         rule = PersonalData(pseudonymiser, cipher, getattr(pseudonymiser, "ip_mode", "truncate"))
-        pseudonymiser._personal_data = rule
+        pseudonymiser._personal_data = rule  # type: ignore[attr-defined]  # (cached on the key it serves)
     return rule
 
 
@@ -91,14 +100,21 @@ def pseudonymise_payload(payload: dict, pseudonymiser: Pseudonymiser, cipher: Pa
             if not PayloadCipher.is_encrypted(properties["entry_token"]):
                 properties["entry_token"] = cipher.encrypt_value(properties["entry_token"])
         else:
-            _hash_in_place(properties, "entry_token", IdentifierType(kind), "properties.entry_token",
-                           pseudonymiser, cipher, problems)
+            _hash_in_place(
+                properties,
+                "entry_token",
+                IdentifierType(kind),
+                "properties.entry_token",
+                pseudonymiser,
+                cipher,
+                problems,
+            )
     # and personal data wherever else it is, raw biometric data too (privacy.detect)
     personal_data_rule(pseudonymiser, cipher).payload(payload, problems)
     return problems
 
 
-def reveal_encrypted_values(value: object, cipher: PayloadCipher) -> object:
+def reveal_encrypted_values(value: Any, cipher: PayloadCipher) -> Any:
     """Decrypt every ``enc1:`` value inside a payload (in memory, for a replay)."""
     if isinstance(value, dict):
         for key, item in value.items():

@@ -24,8 +24,10 @@ def _consent_columns() -> str:
     # Consent Updated events and context.consent (Segment's categoryPreferences) both count; the latest wins.
     parts = []
     for purpose in CONSENT_PURPOSES:
-        value = (f"coalesce(TRY_CAST(properties->'purposes'->>'{purpose}' AS BOOLEAN), "
-                 f"TRY_CAST(consent->'categoryPreferences'->>'{purpose}' AS BOOLEAN))")
+        value = (
+            f"coalesce(TRY_CAST(properties->'purposes'->>'{purpose}' AS BOOLEAN), "
+            f"TRY_CAST(consent->'categoryPreferences'->>'{purpose}' AS BOOLEAN))"
+        )
         parts.append(f"arg_max({value}, event_at) FILTER (WHERE {value} IS NOT NULL) AS consent_{purpose}")
     return ",\n           ".join(parts)
 
@@ -36,20 +38,22 @@ _LINE_OK = f"{count_ok_sql('quantity')} AND {money_ok_sql('price')}"
 def _report_skipped(engine: Engine) -> None:
     """Keep the order lines this build left out in ``skipped_rows`` (stage ``profiles``), each with
     its event, field, value and reason, and log how many."""
-    engine.execute(f"""CREATE TABLE IF NOT EXISTS skipped_rows (
+    engine.execute("""CREATE TABLE IF NOT EXISTS skipped_rows (
         stage VARCHAR, message_id VARCHAR, field VARCHAR, value VARCHAR, reason VARCHAR, skipped_at TIMESTAMPTZ)""")
     engine.execute("DELETE FROM skipped_rows WHERE stage = 'profiles'")
     engine.execute(f"""
         INSERT INTO skipped_rows
         SELECT 'profiles', message_id,
-               CASE WHEN NOT {count_ok_sql('quantity')} THEN 'products[].quantity' ELSE 'products[].price' END,
-               left(CASE WHEN NOT {count_ok_sql('quantity')} THEN quantity_text ELSE price_text END, 40),
+               CASE WHEN NOT {count_ok_sql("quantity")} THEN 'products[].quantity' ELSE 'products[].price' END,
+               left(CASE WHEN NOT {count_ok_sql("quantity")} THEN quantity_text ELSE price_text END, 40),
                'outside the range the schema allows', now()
         FROM order_line_values WHERE NOT ({_LINE_OK})""")
     skipped = engine.scalar("SELECT count(*) FROM skipped_rows WHERE stage = 'profiles'")
     if skipped:
-        _log.warning("profiles: %d order line(s) left out, their numbers outside the schema's ranges "
-                     "(listed in skipped_rows)", skipped)
+        _log.warning(
+            "profiles: %d order line(s) left out, their numbers outside the schema's ranges (listed in skipped_rows)",
+            skipped,
+        )
 
 
 def skipped_rows(engine: Engine, stage: str | None = None) -> list[dict]:
@@ -99,7 +103,8 @@ def build_profiles(engine: Engine) -> int:
         ), by_channel AS (
             SELECT person_id, map_from_entries(list((channel, {{'orders': orders, 'items': items,
                    'revenue': revenue}}) ORDER BY channel)) AS by_channel
-            FROM (SELECT person_id, channel, count(DISTINCT message_id) AS orders, CAST(sum(quantity) AS BIGINT) AS items,
+            FROM (SELECT person_id, channel, count(DISTINCT message_id) AS orders,
+                         CAST(sum(quantity) AS BIGINT) AS items,
                          round(sum(quantity * price), 2) AS revenue FROM order_lines GROUP BY 1, 2)
             GROUP BY person_id
         ), by_store AS (

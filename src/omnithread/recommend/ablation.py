@@ -17,12 +17,12 @@ what each true person bought in the hold-out days (which no source saw), per cha
   device that never logged in, a card used only at tills) stays apart, as it must for any resolution.
   Its share of the ceiling's gain is the most identity resolution could capture from this log.
 
-A true person is served, for a purchase on one channel, from the resolved person that holds most of
-their events on that channel (the one a request from that channel would name); an over-merged
-person's mixed history is served to each true person in it, as it would be. The share of the ceiling's gain that omnithread captures is
-``(joined - siloed) / (ceiling - siloed)`` on NDCG@10 over all held-out purchases; against the
-reachable ceiling, ``captured_share_of_reachable_ceiling_gain``; and ``reachable_share_of_ceiling_gain``
-is the reachable ceiling's own share, the most the evidence allows.
+A true person is served, for a purchase on one channel, from the resolved person that holds most of their
+events on that channel (the one a request from that channel would name); an over-merged person's mixed history
+is served to each true person in it, as it would be. The share of the ceiling's gain that omnithread captures
+is ``(joined - siloed) / (ceiling - siloed)`` on NDCG@10 over all held-out purchases; against the reachable
+ceiling, ``captured_share_of_reachable_ceiling_gain``; and ``reachable_share_of_ceiling_gain`` is the
+reachable ceiling's own share, the most the evidence allows.
 """
 
 from __future__ import annotations
@@ -38,8 +38,16 @@ from omnithread.identity.cluster import connected_components
 from omnithread.identity.evaluate import truth_nodes
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.privacy import Pseudonymiser
-from omnithread.recommend.interactions import FINE_GRAINED, ONLINE, SIGNALS, STORE, Interactions, SignalConfig, \
-    build_matrix, interaction_rows
+from omnithread.recommend.interactions import (
+    FINE_GRAINED,
+    ONLINE,
+    SIGNALS,
+    STORE,
+    Interactions,
+    SignalConfig,
+    build_matrix,
+    interaction_rows,
+)
 from omnithread.recommend.tuning import history_rows, holdout, judge
 
 __all__ = ["run_ablation", "ablation_svg", "ASSUMPTIONS"]
@@ -104,14 +112,22 @@ def _served_rows(engine: Engine, channels: tuple[str, ...], persons_sql: str = E
     """True person -> the person (of ``persons_sql``; the resolved ones by default) holding most of their
     events on ``channels`` (the identity a request from that channel names), else on any channel."""
     marks = ", ".join(f"'{c}'" for c in channels)
-    rows = engine.rows("""
+    rows = engine.rows(
+        """
         WITH ev AS (
-            SELECT r.person_id, t.person_id AS true_person, CASE WHEN r.channel IN (""" + marks + """) THEN 1000000
+            SELECT r.person_id, t.person_id AS true_person, CASE WHEN r.channel IN ("""
+        + marks
+        + """) THEN 1000000
                    ELSE 1 END AS w
-            FROM (""" + persons_sql + """) r JOIN (""" + TRUE_PERSONS_SQL + """) t USING (message_id)
+            FROM ("""
+        + persons_sql
+        + """) r JOIN ("""
+        + TRUE_PERSONS_SQL
+        + """) t USING (message_id)
             WHERE r.person_id IS NOT NULL AND t.person_id IS NOT NULL)
         SELECT true_person, first(person_id ORDER BY n DESC, person_id) AS person_id FROM (
-            SELECT true_person, person_id, sum(w) AS n FROM ev GROUP BY 1, 2) GROUP BY 1""")
+            SELECT true_person, person_id, sum(w) AS n FROM ev GROUP BY 1, 2) GROUP BY 1"""
+    )
     return {r["true_person"]: r["person_id"] for r in rows}
 
 
@@ -141,8 +157,14 @@ class ChannelModel:
 CROSS_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
-def _cross_weight(rows: Interactions, cfg: SignalConfig, target: tuple[str, ...], products: list[str], make_model,
-                  holdout_days: float = 7.0) -> tuple[SignalConfig, float]:
+def _cross_weight(
+    rows: Interactions,
+    cfg: SignalConfig,
+    target: tuple[str, ...],
+    products: list[str],
+    make_model,
+    holdout_days: float = 7.0,
+) -> tuple[SignalConfig, float]:
     """How much the other channels' history should count when predicting purchases on ``target``,
     chosen on a validation split of ``rows`` themselves (their last ``holdout_days``; no truth used):
     the multiplier on non-target channels with the best NDCG@10 on the held-out target purchases."""
@@ -158,15 +180,26 @@ def _cross_weight(rows: Interactions, cfg: SignalConfig, target: tuple[str, ...]
         X = train.matrix(x_cfg, products=products)
         Yfull = train.matrix(cfg.with_(channels=target), products=products, persons=X.persons)
         model = make_model().fit(X.matrix, Yfull.matrix)
-        score = judge(model, history_rows(X, people, len(products)), np.asarray(Y.matrix.sum(axis=0)).ravel(),
-                      [test[p] for p in people], [bought.get(p, set()) for p in people])["ndcg@10"]
+        score = judge(
+            model,
+            history_rows(X, people, len(products)),
+            np.asarray(Y.matrix.sum(axis=0)).ravel(),
+            [test[p] for p in people],
+            [bought.get(p, set()) for p in people],
+        )["ndcg@10"]
         if score > best_score + 1e-4:
             best, best_score = w, score
     return cfg.with_(channel_weights={c: best for c in others}), best
 
 
-def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path | str,
-                 make_model=None, config: SignalConfig | None = None, tuning: dict | None = None) -> dict:
+def run_ablation(
+    engine: Engine,
+    pseudonymiser: Pseudonymiser,
+    truth_dir: Path | str,
+    make_model=None,
+    config: SignalConfig | None = None,
+    tuning: dict | None = None,
+) -> dict:
     """Run every variant; returns NDCG@10, Recall@20 and MAP@10 per variant and purchase channel.
 
     Unless given, the signal weights, decay and the model's regularisation are chosen on the log's own
@@ -195,8 +228,10 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
     reachable_map(engine)
     reachable_rows = Interactions(interaction_rows(engine, REACHABLE_PERSONS_SQL))
     served = {"online": _served_rows(engine, ONLINE), "store": _served_rows(engine, STORE)}
-    served_reachable = {"online": _served_rows(engine, ONLINE, REACHABLE_PERSONS_SQL),
-                        "store": _served_rows(engine, STORE, REACHABLE_PERSONS_SQL)}
+    served_reachable = {
+        "online": _served_rows(engine, ONLINE, REACHABLE_PERSONS_SQL),
+        "store": _served_rows(engine, STORE, REACHABLE_PERSONS_SQL),
+    }
     future = pq.read_table(truth_dir / "future_purchases.parquet").to_pydict()
     products = sorted(set(resolved_rows.product_names.tolist()) | set(future["product_id"]))
     pidx = {p: i for i, p in enumerate(products)}
@@ -222,16 +257,19 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
             x_cfg = cfg.with_(channels=inputs[group])
             if inputs[group] is None:  # several channels in: how much the others count, chosen on validation
                 x_cfg, out.setdefault("cross_channel_weight", {})[group] = _cross_weight(
-                    rows, x_cfg, target_channels[group], products, make_model)
+                    rows, x_cfg, target_channels[group], products, make_model
+                )
             X = build_matrix(rows, x_cfg, products=products, persons=everyone, as_of=as_of)
-            Y = build_matrix(rows, cfg.with_(channels=target_channels[group]), products=products, persons=everyone,
-                             as_of=as_of)
+            Y = build_matrix(
+                rows, cfg.with_(channels=target_channels[group]), products=products, persons=everyone, as_of=as_of
+            )
             model = make_model().fit(X.matrix, Y.matrix)
             fallback = np.asarray(Y.matrix.sum(axis=0)).ravel()
             persons = sorted(people)
             hist = history_rows(X, [p if by_truth else serve[group].get(p) for p in persons], len(products))
-            out[group] = judge(model, hist, fallback, [people[p] for p in persons],
-                               [bought.get(p, set()) for p in persons])
+            out[group] = judge(
+                model, hist, fallback, [people[p] for p in persons], [bought.get(p, set()) for p in persons]
+            )
         return out
 
     no_fine = tuple(s for s in SIGNALS if s not in FINE_GRAINED)
@@ -246,24 +284,30 @@ def run_ablation(engine: Engine, pseudonymiser: Pseudonymiser, truth_dir: Path |
         "ceiling": variant(true_rows, config, True, every),
         "ceiling, reachable": variant(reachable_rows, config, False, every, served_reachable),
     }
-    for name, r in results.items():
+    for _name, r in results.items():
         n = r["online"]["users"] + r["store"]["users"]
-        r["all"] = {m: (r["online"][m] * r["online"]["users"] + r["store"][m] * r["store"]["users"]) / n if n else 0.0
-                    for m in ("ndcg@10", "recall@20", "map@10")}
+        r["all"] = {
+            m: (r["online"][m] * r["online"]["users"] + r["store"][m] * r["store"]["users"]) / n if n else 0.0
+            for m in ("ndcg@10", "recall@20", "map@10")
+        }
         r["all"]["users"] = n
-    base, got, top, reachable = (results[k]["all"]["ndcg@10"] for k in ("siloed", "joined", "ceiling",
-                                                                          "ceiling, reachable"))
+    base, got, top, reachable = (
+        results[k]["all"]["ndcg@10"] for k in ("siloed", "joined", "ceiling", "ceiling, reachable")
+    )
 
     def share(value: float, ceiling: float) -> float | None:
         return round((value - base) / (ceiling - base), 4) if ceiling > base else None
 
-    return {"variants": results, "captured_share_of_ceiling_gain": share(got, top),
-            "captured_share_of_reachable_ceiling_gain": share(got, reachable),
-            "reachable_share_of_ceiling_gain": share(reachable, top),
-            "model": make_model().describe(), "signals": {"weights": config.weights,
-                                                          "half_life_days": config.half_life_days},
-            "chosen_on_validation": tuning is not None,
-            "assumptions": ASSUMPTIONS}
+    return {
+        "variants": results,
+        "captured_share_of_ceiling_gain": share(got, top),
+        "captured_share_of_reachable_ceiling_gain": share(got, reachable),
+        "reachable_share_of_ceiling_gain": share(reachable, top),
+        "model": make_model().describe(),
+        "signals": {"weights": config.weights, "half_life_days": config.half_life_days},
+        "chosen_on_validation": tuning is not None,
+        "assumptions": ASSUMPTIONS,
+    }
 
 
 def save_chart(result: dict, path: Path) -> None:
@@ -281,9 +325,11 @@ def ablation_svg(result: dict) -> str:
     width, height, left, bottom = max(760, 40 + 100 * len(variants)), 360, 60, 90
     band = (width - left - 20) / len(variants)
     bar = band / (len(groups) + 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-             'font-size="11">',
-             f'<text x="{left}" y="18" font-size="13">NDCG@10 on held-out purchases, by how the data was joined</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="11">',
+        f'<text x="{left}" y="18" font-size="13">NDCG@10 on held-out purchases, by how the data was joined</text>',
+    ]
     plot_h = height - bottom - 30
     for j, v in enumerate(variants):
         x0 = left + j * band
@@ -292,12 +338,16 @@ def ablation_svg(result: dict) -> str:
             h = plot_h * val / top
             x = x0 + (g_i + 0.5) * bar
             y = height - bottom - h
-            parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{colours[g]}">'
-                         f'<title>{v}, {g}: {val:.4f}</title></rect>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{colours[g]}">'
+                f"<title>{v}, {g}: {val:.4f}</title></rect>"
+            )
         parts.append(f'<text x="{x0 + band / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle">{v}</text>')
     for g_i, g in enumerate(groups):
-        parts.append(f'<rect x="{left + g_i * 110}" y="{height - 40}" width="12" height="12" fill="{colours[g]}"/>'
-                     f'<text x="{left + g_i * 110 + 16}" y="{height - 30}">{g} purchases</text>')
+        parts.append(
+            f'<rect x="{left + g_i * 110}" y="{height - 40}" width="12" height="12" fill="{colours[g]}"/>'
+            f'<text x="{left + g_i * 110 + 16}" y="{height - 30}">{g} purchases</text>'
+        )
     parts.append(f'<line x1="{left}" y1="{height - bottom}" x2="{width - 20}" y2="{height - bottom}" stroke="#333"/>')
     parts.append("</svg>")
     return "\n".join(parts)

@@ -19,13 +19,18 @@ from omnithread.recommend.models import ALS, DLAE, EASE, ItemKNN, Popularity
 
 __all__ = ["evaluate_log", "DEFAULT_MODELS"]
 
-DEFAULT_MODELS = {"popularity": lambda: Popularity(), "itemknn": lambda: ItemKNN(k=100),
-                  "ease": lambda: EASE(lam=200.0), "dlae": lambda: DLAE(lam=100.0, dropout=0.33),
-                  "als": lambda: ALS(factors=32, regularization=0.05, iterations=15)}
+DEFAULT_MODELS = {
+    "popularity": lambda: Popularity(),
+    "itemknn": lambda: ItemKNN(k=100),
+    "ease": lambda: EASE(lam=200.0),
+    "dlae": lambda: DLAE(lam=100.0, dropout=0.33),
+    "als": lambda: ALS(factors=32, regularization=0.05, iterations=15),
+}
 
 
-def evaluate_log(engine: Engine, holdout_days: float = 14.0, signals: SignalConfig = SignalConfig(),
-                 models=None) -> dict:
+def evaluate_log(
+    engine: Engine, holdout_days: float = 14.0, signals: SignalConfig = SignalConfig(), models=None
+) -> dict:
     rows = interaction_rows(engine)
     if rows.num_rows == 0:
         return {"error": "no product interactions in the log"}
@@ -49,10 +54,18 @@ def evaluate_log(engine: Engine, holdout_days: float = 14.0, signals: SignalConf
     for g in groups.values():
         for u, items in g.items():
             every.setdefault(u, set()).update(items)
-    result = {"holdout_days": holdout_days, "cut": cut.isoformat(), "train_interactions": int(train.matrix.nnz),
-              "persons": len(persons), "products": len(products),
-              "held_out": {g: {"persons": len(v), "purchases": sum(len(s) for s in v.values())}
-                           for g, v in {**groups, "all": every}.items()}, "models": {}}
+    result = {
+        "holdout_days": holdout_days,
+        "cut": cut.isoformat(),
+        "train_interactions": int(train.matrix.nnz),
+        "persons": len(persons),
+        "products": len(products),
+        "held_out": {
+            g: {"persons": len(v), "purchases": sum(len(s) for s in v.values())}
+            for g, v in {**groups, "all": every}.items()
+        },
+        "models": {},
+    }
     for name, make in (models or DEFAULT_MODELS).items():
         model = make().fit(train.matrix)
         scores = {}

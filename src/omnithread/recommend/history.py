@@ -73,12 +73,24 @@ class HistoryCache:
 
     # -- kept beside the model
     def save(self, directory: Path) -> None:
-        np.savez_compressed(Path(directory) / _FILE, data=self.rows.data, indices=self.rows.indices,
-                            indptr=self.rows.indptr, o_indices=self.orders.indices, o_indptr=self.orders.indptr,
-                            shape=np.array(self.rows.shape))
-        (Path(directory) / _META).write_text(json.dumps({
-            "identifiers": self.identifiers, "through": self.through.isoformat() if self.through else None,
-            "as_of": self.as_of.isoformat() if self.as_of else None}))
+        np.savez_compressed(
+            Path(directory) / _FILE,
+            data=self.rows.data,
+            indices=self.rows.indices,
+            indptr=self.rows.indptr,
+            o_indices=self.orders.indices,
+            o_indptr=self.orders.indptr,
+            shape=np.array(self.rows.shape),
+        )
+        (Path(directory) / _META).write_text(
+            json.dumps(
+                {
+                    "identifiers": self.identifiers,
+                    "through": self.through.isoformat() if self.through else None,
+                    "as_of": self.as_of.isoformat() if self.as_of else None,
+                }
+            )
+        )
 
     @classmethod
     def load(cls, directory: Path) -> "HistoryCache | None":
@@ -94,8 +106,9 @@ class HistoryCache:
         return cls(meta["identifiers"], rows, orders, stamp(meta["through"]), stamp(meta["as_of"]))
 
     # -- a person's history, now
-    def person(self, engine: Engine, identifiers: list[str], signals: SignalConfig, products: list[str],
-               as_of: datetime | None) -> tuple[sp.csr_matrix, set[int]]:
+    def person(
+        self, engine: Engine, identifiers: list[str], signals: SignalConfig, products: list[str], as_of: datetime | None
+    ) -> tuple[sp.csr_matrix, set[int]]:
         """The history row (floored, float32) and the bought product indices of a person who holds
         ``identifiers`` today: their summed rows, decayed to ``as_of``, plus what was loaded since."""
         known = [self.index[i] for i in identifiers if i in self.index]
@@ -112,8 +125,10 @@ class HistoryCache:
         accounts = [i.split(":", 1)[1] for i in identifiers if i.startswith("account:")]
         anonymous = [i.split(":", 1)[1] for i in identifiers if not i.startswith("account:")]
         if identifiers and engine.scalar(
-                f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE {since}(list_contains(?::VARCHAR[], e.user_id) "
-                f"OR list_contains(?::VARCHAR[], e.anonymous_id)) LIMIT 1)", after + [accounts, anonymous]):
+            f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE {since}(list_contains(?::VARCHAR[], e.user_id) "
+            f"OR list_contains(?::VARCHAR[], e.anonymous_id)) LIMIT 1)",
+            after + [accounts, anonymous],
+        ):
             table = interaction_rows(engine, f"SELECT * FROM ({_BY_IDENTIFIER} WHERE {mine})", params)
             if table.num_rows:
                 data = Interactions(table)
@@ -125,8 +140,9 @@ class HistoryCache:
         return sp.csr_matrix(row.reshape(1, -1)), bought
 
 
-def _sum(data: Interactions | None, signals: SignalConfig, products: list[str], persons: list[str] | None,
-         as_of) -> sp.csr_matrix:
+def _sum(
+    data: Interactions | None, signals: SignalConfig, products: list[str], persons: list[str] | None, as_of
+) -> sp.csr_matrix:
     """Weighted, decayed sums per person (here, per identifier) and product, not floored; float64."""
     if data is None:
         return sp.csr_matrix((len(persons or []), len(products)), dtype=np.float64)

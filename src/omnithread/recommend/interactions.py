@@ -20,16 +20,32 @@ from omnithread.engine.base import Engine
 from omnithread.engine.tables import count_ok_sql, number_sql
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 
-__all__ = ["SIGNALS", "SignalConfig", "interaction_rows", "Interactions", "InteractionMatrix", "build_matrix", "ONLINE",
-           "STORE", "write_interactions_table", "ordered_products"]
+__all__ = [
+    "SIGNALS",
+    "forget_interactions",
+    "SignalConfig",
+    "interaction_rows",
+    "Interactions",
+    "InteractionMatrix",
+    "build_matrix",
+    "ONLINE",
+    "STORE",
+    "write_interactions_table",
+    "ordered_products",
+]
 
 SIGNALS = ("view", "cart_add", "cart_remove", "order", "pick", "put_back")
 ONLINE = ("web", "app", "voice")
 STORE = ("store",)
 FINE_GRAINED = ("pick", "put_back")
 
-_EVENT_SIGNAL = {"Product Viewed": "view", "Product Added": "cart_add", "Product Removed": "cart_remove",
-                 "Product Picked": "pick", "Product Returned To Shelf": "put_back"}
+_EVENT_SIGNAL = {
+    "Product Viewed": "view",
+    "Product Added": "cart_add",
+    "Product Removed": "cart_remove",
+    "Product Picked": "pick",
+    "Product Returned To Shelf": "put_back",
+}
 
 
 @dataclass(frozen=True)
@@ -39,8 +55,16 @@ class SignalConfig:
     # Each kind of interaction counts once, removals not at all, no decay: of the three settings compared
     # on the demo world (this; orders five times views; weights 1-4 with a 30-day half-life) this one
     # ranked held-out purchases best (docs/recommend.md). Not yet chosen on a validation split.
-    weights: dict = field(default_factory=lambda: {"view": 1.0, "cart_add": 1.0, "cart_remove": 0.0, "order": 1.0,
-                                                   "pick": 1.0, "put_back": 1.0})
+    weights: dict = field(
+        default_factory=lambda: {
+            "view": 1.0,
+            "cart_add": 1.0,
+            "cart_remove": 0.0,
+            "order": 1.0,
+            "pick": 1.0,
+            "put_back": 1.0,
+        }
+    )
     half_life_days: float | None = None
     channels: tuple[str, ...] | None = None  # None: every channel
     signals: tuple[str, ...] | None = None  # None: every signal
@@ -101,10 +125,16 @@ class Interactions:
     def __init__(self, rows: pa.Table):
         d = rows.to_pydict()
         self.n = len(d["person_id"])
-        self.person_names, self.person = np.unique(np.array(d["person_id"], dtype=object), return_inverse=True) \
-            if self.n else (np.array([], dtype=object), np.zeros(0, np.int64))
-        self.product_names, self.product = np.unique(np.array(d["product_id"], dtype=object), return_inverse=True) \
-            if self.n else (np.array([], dtype=object), np.zeros(0, np.int64))
+        self.person_names, self.person = (
+            np.unique(np.array(d["person_id"], dtype=object), return_inverse=True)
+            if self.n
+            else (np.array([], dtype=object), np.zeros(0, np.int64))
+        )
+        self.product_names, self.product = (
+            np.unique(np.array(d["product_id"], dtype=object), return_inverse=True)
+            if self.n
+            else (np.array([], dtype=object), np.zeros(0, np.int64))
+        )
         self.signal = np.array(d["signal"], dtype=object)
         self.channel = np.array([c or "" for c in d["channel"]], dtype=object)
         self.at = np.array([t.timestamp() for t in d["event_at"]]) if self.n else np.zeros(0)
@@ -119,8 +149,15 @@ class Interactions:
             setattr(out, name, getattr(self, name)[keep])
         return out
 
-    def matrix(self, config: SignalConfig = SignalConfig(), *, products: list[str] | None = None,
-               persons: list[str] | None = None, as_of=None, floor: bool = True) -> InteractionMatrix:
+    def matrix(
+        self,
+        config: SignalConfig = SignalConfig(),
+        *,
+        products: list[str] | None = None,
+        persons: list[str] | None = None,
+        as_of=None,
+        floor: bool = True,
+    ) -> InteractionMatrix:
         """Weigh, decay and sum into a matrix. ``products`` / ``persons`` fix the index (others are
         dropped); ``as_of`` is the moment decay counts from (default the newest interaction). Sums are
         floored at zero (a removal cannot make interest negative) and kept as float32, unless ``floor``
@@ -159,8 +196,14 @@ class Interactions:
         return InteractionMatrix(m, list(persons), list(products))
 
 
-def build_matrix(rows: pa.Table | Interactions, config: SignalConfig = SignalConfig(), *,
-                 products: list[str] | None = None, persons: list[str] | None = None, as_of=None) -> InteractionMatrix:
+def build_matrix(
+    rows: pa.Table | Interactions,
+    config: SignalConfig = SignalConfig(),
+    *,
+    products: list[str] | None = None,
+    persons: list[str] | None = None,
+    as_of=None,
+) -> InteractionMatrix:
     """Weigh, decay and sum ``rows`` into a matrix (see :meth:`Interactions.matrix`)."""
     data = rows if isinstance(rows, Interactions) else Interactions(rows)
     return data.matrix(config, products=products, persons=persons, as_of=as_of)
@@ -188,14 +231,21 @@ def write_interactions_table(engine, rows: pa.Table, matrix: InteractionMatrix) 
     0 where the weights leave a pair out). Returns the number of rows. A snapshot as of the training
     that wrote it: ``omnithread train`` writes it again."""
     coo = matrix.matrix.tocoo()
-    weights = pa.table({"person_id": pa.array([matrix.persons[i] for i in coo.row.tolist()], pa.string()),
-                        "product_id": pa.array([matrix.products[j] for j in coo.col.tolist()], pa.string()),
-                        "weight": pa.array(coo.data.astype(np.float64))})
+    weights = pa.table(
+        {
+            "person_id": pa.array([matrix.persons[i] for i in coo.row.tolist()], pa.string()),
+            "product_id": pa.array([matrix.products[j] for j in coo.col.tolist()], pa.string()),
+            "weight": pa.array(coo.data.astype(np.float64)),
+        }
+    )
     counts = ", ".join(
         f"sum(CASE WHEN signal = '{s}' THEN {'quantity' if s == 'order' else '1'} ELSE 0 END) AS "
-        f"{'units_ordered' if s == 'order' else s + 's'}" for s in SIGNALS)
-    engine.register("_interaction_rows", rows.select(["person_id", "product_id", "signal", "channel", "event_at",
-                                                      "quantity"]))
+        f"{'units_ordered' if s == 'order' else s + 's'}"
+        for s in SIGNALS
+    )
+    engine.register(
+        "_interaction_rows", rows.select(["person_id", "product_id", "signal", "channel", "event_at", "quantity"])
+    )
     engine.register("_interaction_weights", weights)
     try:
         engine.execute(f"""
@@ -211,3 +261,14 @@ def write_interactions_table(engine, rows: pa.Table, matrix: InteractionMatrix) 
         engine.unregister("_interaction_rows")
         engine.unregister("_interaction_weights")
     return engine.scalar("SELECT count(*) FROM interactions")
+
+
+def forget_interactions(engine: Engine, person_ids: set[str]) -> int:
+    """Delete the persons' rows of the ``interactions`` table (the last training's snapshot); returns how many."""
+    if not engine.has_table("interactions") or not person_ids:
+        return 0
+    marks = ", ".join("?" for _ in person_ids)
+    n = engine.scalar(f"SELECT count(*) FROM interactions WHERE person_id IN ({marks})", [*person_ids])
+    if n:
+        engine.execute(f"DELETE FROM interactions WHERE person_id IN ({marks})", [*person_ids])
+    return n

@@ -22,8 +22,15 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["ndcg_at_k", "recall_at_k", "average_precision_at_k", "temporal_split", "random_split",
-           "evaluate_model", "Split"]
+__all__ = [
+    "ndcg_at_k",
+    "recall_at_k",
+    "average_precision_at_k",
+    "temporal_split",
+    "random_split",
+    "evaluate_model",
+    "Split",
+]
 
 
 def ndcg_at_k(ranked, relevant, k: int) -> float:
@@ -93,7 +100,7 @@ def _hold_out_ends(users: np.ndarray, order: np.ndarray, test_share: float) -> n
     for s, e in zip(starts.tolist(), ends.tolist()):
         n = e - s
         if n >= 2:
-            is_test[order[e - max(1, int(math.ceil(test_share * n))):e]] = True
+            is_test[order[e - max(1, int(math.ceil(test_share * n))) : e]] = True
     return is_test
 
 
@@ -107,8 +114,14 @@ def _finish(users, items, weights, is_test, shape) -> Split:
     return Split(train, {u: s for u, s in test.items() if s})
 
 
-def evaluate_model(model, split: Split, ks=(10, 20), batch: int = 512, history: sp.csr_matrix | None = None,
-                   groups: dict[int, str] | None = None) -> dict:
+def evaluate_model(
+    model,
+    split: Split,
+    ks=(10, 20),
+    batch: int = 512,
+    history: sp.csr_matrix | None = None,
+    groups: dict[int, str] | None = None,
+) -> dict:
     """Full-catalogue ranking for every test user, training items excluded; means over users.
 
     ``history`` (default the training matrix) is what the model sees of each user at serving time.
@@ -122,20 +135,23 @@ def evaluate_model(model, split: Split, ks=(10, 20), batch: int = 512, history: 
     latencies = []
     by_group: dict[str, dict[str, list[float]]] = {}
     for start in range(0, len(users), batch):
-        chunk = users[start:start + batch]
+        chunk = users[start : start + batch]
         t = time.perf_counter()
         scores = model.scores(history[chunk]).astype(np.float64)
         latencies.append((time.perf_counter() - t) / max(len(chunk), 1))
         seen = history[chunk]
         for row, u in enumerate(chunk.tolist()):
             s = scores[row]
-            s[seen.indices[seen.indptr[row]:seen.indptr[row + 1]]] = -np.inf
+            s[seen.indices[seen.indptr[row] : seen.indptr[row + 1]]] = -np.inf
             top = np.argpartition(-s, kmax - 1)[:kmax]
             top = top[np.argsort(-s[top], kind="stable")]
             rel = split.test[u]
             for k in ks:
-                values = {"recall": recall_at_k(top, rel, k), "ndcg": ndcg_at_k(top, rel, k),
-                          "map": average_precision_at_k(top, rel, k)}
+                values = {
+                    "recall": recall_at_k(top, rel, k),
+                    "ndcg": ndcg_at_k(top, rel, k),
+                    "map": average_precision_at_k(top, rel, k),
+                }
                 for m, v in values.items():
                     per_user[f"{m}@{k}"].append(v)
                     if groups is not None and u in groups:
@@ -145,6 +161,8 @@ def evaluate_model(model, split: Split, ks=(10, 20), batch: int = 512, history: 
     result.update({f"coverage@{k}": round(len(shown[k]) / split.train.shape[1], 4) for k in ks})
     result["users"] = len(users)
     if by_group:
-        result["by_group"] = {g: {**{n: round(float(np.mean(v)), 4) for n, v in vals.items()},
-                                  "users": len(next(iter(vals.values())))} for g, vals in sorted(by_group.items())}
+        result["by_group"] = {
+            g: {**{n: round(float(np.mean(v)), 4) for n, v in vals.items()}, "users": len(next(iter(vals.values())))}
+            for g, vals in sorted(by_group.items())
+        }
     return result

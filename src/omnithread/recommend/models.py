@@ -28,8 +28,19 @@ import scipy.sparse as sp
 
 from omnithread.errors import ConfigError
 
-__all__ = ["Recommender", "Popularity", "ItemKNN", "RP3Beta", "EASE", "DLAE", "ALS", "Blend", "load_model", "MODELS",
-           "FORMAT_VERSION"]
+__all__ = [
+    "Recommender",
+    "Popularity",
+    "ItemKNN",
+    "RP3Beta",
+    "EASE",
+    "DLAE",
+    "ALS",
+    "Blend",
+    "load_model",
+    "MODELS",
+    "FORMAT_VERSION",
+]
 
 FORMAT_VERSION = 1
 
@@ -101,8 +112,13 @@ class Recommender:
         raise NotImplementedError
 
     def save(self, path: Path | str) -> None:
-        meta = {"format": FORMAT_VERSION, "model": self.name, "seed": self.seed, "n_items": self.n_items,
-                **{p: getattr(self, p) for p in self.params}}
+        meta = {
+            "format": FORMAT_VERSION,
+            "model": self.name,
+            "seed": self.seed,
+            "n_items": self.n_items,
+            **{p: getattr(self, p) for p in self.params},
+        }
         arrays = {f"state_{k}": v for k, v in self._state().items()}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, meta=np.array(repr(meta)), **arrays)
@@ -119,14 +135,17 @@ def load_model(path: Path | str) -> Recommender:
     except (OSError, ValueError, KeyError, SyntaxError) as exc:
         raise ConfigError("model", str(path), f"a model file saved by omnithread ({exc})") from exc
     if meta.get("format") != FORMAT_VERSION:
-        raise ConfigError("model", str(path), f"a model file of format {FORMAT_VERSION}, not {meta.get('format')}: "
-                                              "retrain with this version")
+        raise ConfigError(
+            "model",
+            str(path),
+            f"a model file of format {FORMAT_VERSION}, not {meta.get('format')}: retrain with this version",
+        )
     cls = MODELS.get(meta["model"])
     if cls is None or cls is Blend:
         raise ConfigError("model", meta["model"], f"one of {', '.join(sorted(MODELS))}")
     model = cls(seed=meta["seed"], **{p: meta[p] for p in cls.params})
     model.n_items = meta["n_items"]
-    model._restore({k[len("state_"):]: data[k] for k in data.files if k.startswith("state_")})
+    model._restore({k[len("state_") :]: data[k] for k in data.files if k.startswith("state_")})
     return model
 
 
@@ -269,21 +288,26 @@ class ALS(Recommender):
     name = "als"
     params = ("factors", "regularization", "iterations", "alpha")
 
-    def __init__(self, factors: int = 32, regularization: float = 0.05, iterations: int = 15, alpha: float = 1.0,
-                 seed: int = 0):
+    def __init__(
+        self, factors: int = 32, regularization: float = 0.05, iterations: int = 15, alpha: float = 1.0, seed: int = 0
+    ):
         super().__init__(seed)
         self.factors, self.regularization = int(factors), float(regularization)
         self.iterations, self.alpha = int(iterations), float(alpha)
 
     def _fit(self, X):
         from implicit.cpu.als import AlternatingLeastSquares
-
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1, "blas"):  # implicit's own threads do the work; BLAS threads would fight them
-            model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
-                                            iterations=self.iterations, alpha=self.alpha, random_state=self.seed,
-                                            calculate_training_loss=False)
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                iterations=self.iterations,
+                alpha=self.alpha,
+                random_state=self.seed,
+                calculate_training_loss=False,
+            )
             model.fit(X, show_progress=False)
         self.item_factors = np.asarray(model.item_factors, np.float32)
         self._prepare()

@@ -31,8 +31,9 @@ def validation_split(train: sp.csr_matrix, times: sp.csr_matrix | None, seed: in
     return random_split(coo.row, coo.col, train.shape, seed=seed + 1, weights=coo.data)
 
 
-def choose(train: sp.csr_matrix, times: sp.csr_matrix | None = None, families=None, seed: int = 0,
-           folds: int = 3) -> dict:
+def choose(
+    train: sp.csr_matrix, times: sp.csr_matrix | None = None, families=None, seed: int = 0, folds: int = 3
+) -> dict:
     """Per family, the candidate with the best validation NDCG@10, refit on all of ``train``.
 
     A temporal split has one validation fold (the latest interactions); a random one averages
@@ -44,8 +45,7 @@ def choose(train: sp.csr_matrix, times: sp.csr_matrix | None = None, families=No
         if families is not None and family not in families:
             continue
         for cls, params in candidates:
-            score = float(np.mean([evaluate_model(cls(seed=seed, **params).fit(v.train), v)["ndcg@10"]
-                                   for v in vals]))
+            score = float(np.mean([evaluate_model(cls(seed=seed, **params).fit(v.train), v)["ndcg@10"] for v in vals]))
             if family not in best or score > best[family][2]:
                 best[family] = (cls, params, round(score, 4))
     return {f: (cls(seed=seed, **params).fit(train), score) for f, (cls, params, score) in best.items()}

@@ -41,9 +41,14 @@ from omnithread.errors import ConfigError, NotFoundError, NothingToTrainError
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.ingest.reference import ONLINE_LOCATION, catalogue_facts, stock_levels
 from omnithread.recommend.history import HistoryCache
-from omnithread.recommend.interactions import SignalConfig, build_matrix, interaction_rows, ordered_products, \
-    write_interactions_table
-from omnithread.recommend.models import FORMAT_VERSION, DLAE, Recommender, load_model, top_n
+from omnithread.recommend.interactions import (
+    SignalConfig,
+    build_matrix,
+    interaction_rows,
+    ordered_products,
+    write_interactions_table,
+)
+from omnithread.recommend.models import DLAE, FORMAT_VERSION, Recommender, load_model, top_n
 
 __all__ = ["ServingConfig", "Recommendations", "SURFACES"]
 
@@ -79,8 +84,18 @@ class Answer:
 class Recommendations:
     """Train with :meth:`train`, reopen with :meth:`open`, answer with :meth:`recommend`."""
 
-    def __init__(self, engine: Engine, pseudonymiser, directory: Path, model: Recommender, products: list[str],
-                 persons: list[str], signals: SignalConfig, serving: ServingConfig, stats: dict):
+    def __init__(
+        self,
+        engine: Engine,
+        pseudonymiser,
+        directory: Path,
+        model: Recommender,
+        products: list[str],
+        persons: list[str],
+        signals: SignalConfig,
+        serving: ServingConfig,
+        stats: dict,
+    ):
         self.engine, self.pseudonymiser, self.directory, self.model = engine, pseudonymiser, Path(directory), model
         self.products, self.persons, self.signals, self.serving, self.stats = products, persons, signals, serving, stats
         self.product_index = {p: i for i, p in enumerate(products)}
@@ -95,9 +110,16 @@ class Recommendations:
     # ------------------------------------------------------------------ training
 
     @classmethod
-    def train(cls, engine: Engine, pseudonymiser, directory: Path, model: Recommender | None = None,
-              signals: SignalConfig | None = None, serving: ServingConfig = ServingConfig(),
-              tune_days: float | None = 7.0) -> "Recommendations":
+    def train(
+        cls,
+        engine: Engine,
+        pseudonymiser,
+        directory: Path,
+        model: Recommender | None = None,
+        signals: SignalConfig | None = None,
+        serving: ServingConfig = ServingConfig(),
+        tune_days: float | None = 7.0,
+    ) -> "Recommendations":
         """Train on the whole log. Unless ``model`` and ``signals`` are given, both are chosen on a
         validation split of the log (its last ``tune_days``), then refit on everything."""
         from omnithread.recommend.models import MODELS
@@ -120,13 +142,27 @@ class Recommendations:
         history = HistoryCache.build(engine, signals, matrix.products)
         history.save(directory)
         write_interactions_table(engine, rows, matrix)
-        stats = {"format": FORMAT_VERSION, "persons": len(matrix.persons), "products": len(matrix.products),
-                 "interactions": int(matrix.matrix.nnz), "model": model.describe(),
-                 "fit_seconds": round(model.fit_seconds, 3), "signals": asdict(signals),
-                 "tuning": None if tuning is None else {k: v for k, v in tuning.items() if k != "config"}}
-        (directory / "index.json").write_text(json.dumps({"products": matrix.products, "persons": matrix.persons,
-                                                          "signals": asdict(signals), "serving": asdict(serving),
-                                                          "stats": stats}))
+        stats = {
+            "format": FORMAT_VERSION,
+            "persons": len(matrix.persons),
+            "products": len(matrix.products),
+            "interactions": int(matrix.matrix.nnz),
+            "model": model.describe(),
+            "fit_seconds": round(model.fit_seconds, 3),
+            "signals": asdict(signals),
+            "tuning": None if tuning is None else {k: v for k, v in tuning.items() if k != "config"},
+        }
+        (directory / "index.json").write_text(
+            json.dumps(
+                {
+                    "products": matrix.products,
+                    "persons": matrix.persons,
+                    "signals": asdict(signals),
+                    "serving": asdict(serving),
+                    "stats": stats,
+                }
+            )
+        )
         service = cls(engine, pseudonymiser, directory, model, matrix.products, matrix.persons, signals, serving, stats)
         service.tuning = tuning
         service.history = history
@@ -140,11 +176,23 @@ class Recommendations:
             raise NotFoundError("trained recommendation model in", str(directory))
         index = json.loads(index_path.read_text())
         if index.get("stats", {}).get("format") != FORMAT_VERSION:
-            raise ConfigError("model", str(directory), f"a model of format {FORMAT_VERSION}: run `omnithread train` "
-                                                       "again with this version")
+            raise ConfigError(
+                "model",
+                str(directory),
+                f"a model of format {FORMAT_VERSION}: run `omnithread train` again with this version",
+            )
         model = load_model(directory / "model.npz")
-        service = cls(engine, pseudonymiser, directory, model, index["products"], index["persons"],
-                      SignalConfig(**index["signals"]), ServingConfig(**index["serving"]), index["stats"])
+        service = cls(
+            engine,
+            pseudonymiser,
+            directory,
+            model,
+            index["products"],
+            index["persons"],
+            SignalConfig(**index["signals"]),
+            ServingConfig(**index["serving"]),
+            index["stats"],
+        )
         service.history = HistoryCache.load(directory)
         return service
 
@@ -172,7 +220,8 @@ class Recommendations:
         if self._rows_for[0] == person:
             return self._rows_for[1]
         candidates = """(SELECT * FROM events WHERE user_id IN (
-                            SELECT substr(identifier, 9) FROM identity_map WHERE person_id = ? AND identifier LIKE 'account:%')
+                            SELECT substr(identifier, 9) FROM identity_map
+                            WHERE person_id = ? AND identifier LIKE 'account:%')
                          OR anonymous_id IN (
                             SELECT substr(identifier, strpos(identifier, ':') + 1) FROM identity_map
                             WHERE person_id = ? AND (identifier LIKE 'device:%' OR identifier LIKE 'store_session:%'
@@ -191,10 +240,14 @@ class Recommendations:
         """History row and purchases from the identifiers' rows summed at training plus what was loaded
         since (see ``omnithread.recommend.history``)."""
         if self._cached_for[0] != person:
-            identifiers = [r["identifier"] for r in self.engine.rows(
-                "SELECT identifier FROM identity_map WHERE person_id = ?", [person])]
-            self._cached_for = (person, self.history.person(self.engine, identifiers, self.signals, self.products,
-                                                            self._latest()))
+            identifiers = [
+                r["identifier"]
+                for r in self.engine.rows("SELECT identifier FROM identity_map WHERE person_id = ?", [person])
+            ]
+            self._cached_for = (
+                person,
+                self.history.person(self.engine, identifiers, self.signals, self.products, self._latest()),
+            )
         return self._cached_for[1]
 
     def _history(self, person: str, recent: list[dict] | None) -> sp.csr_matrix:
@@ -202,8 +255,9 @@ class Recommendations:
             row = self._cached(person)[0]
         else:  # a model saved without the cache: read the person's events from the log
             table = self._person_rows(person)
-            row = build_matrix(table, self.signals, products=self.products, persons=[person],
-                               as_of=self._latest()).matrix
+            row = build_matrix(
+                table, self.signals, products=self.products, persons=[person], as_of=self._latest()
+            ).matrix
         for ev in recent or []:
             i = self.product_index.get(ev.get("product_id"))
             w = self.signals.weights.get(ev.get("signal", ""), 0.0)
@@ -219,15 +273,19 @@ class Recommendations:
 
     def _repeatable(self) -> set[int]:
         if "repeat" not in self._memo:
-            rows = self.engine.rows(f"""
+            rows = self.engine.rows(
+                f"""
                 WITH lines AS (SELECT person_id, line->>'product_id' AS product_id, count(*) AS n
                     FROM (SELECT person_id, unnest(TRY_CAST(properties->'products' AS JSON[])) AS line
                           FROM ({EVENT_PERSONS_SQL}) WHERE event = 'Order Completed' AND person_id IS NOT NULL)
                     GROUP BY 1, 2)
                 SELECT product_id FROM lines GROUP BY product_id
-                HAVING avg(CASE WHEN n > 1 THEN 1 ELSE 0 END) >= ?""", [self.serving.repeat_share])
-            self._memo["repeat"] = {self.product_index[r["product_id"]] for r in rows
-                                    if r["product_id"] in self.product_index}
+                HAVING avg(CASE WHEN n > 1 THEN 1 ELSE 0 END) >= ?""",
+                [self.serving.repeat_share],
+            )
+            self._memo["repeat"] = {
+                self.product_index[r["product_id"]] for r in rows if r["product_id"] in self.product_index
+            }
         return self._memo["repeat"]
 
     def refresh(self) -> None:
@@ -246,13 +304,16 @@ class Recommendations:
     def _read_sold(self, days: float, store: str | None = None) -> np.ndarray:
         where = "AND store_id = ?" if store else ""
         params = [days] + ([store] if store else [])
-        rows = self.engine.rows(f"""
+        rows = self.engine.rows(
+            f"""
             WITH latest AS (SELECT max(event_at) AS t FROM events)
             SELECT line->>'product_id' AS product_id, sum(coalesce(TRY_CAST(line->>'quantity' AS DOUBLE), 1)) AS units
             FROM (SELECT store_id, event_at, unnest(TRY_CAST(properties->'products' AS JSON[])) AS line FROM events
                   WHERE event = 'Order Completed')
             WHERE event_at >= (SELECT t FROM latest) - to_seconds(CAST(? * 86400 AS BIGINT)) {where}
-            GROUP BY 1""", params)
+            GROUP BY 1""",
+            params,
+        )
         out = np.zeros(len(self.products))
         for r in rows:
             i = self.product_index.get(r["product_id"])
@@ -300,19 +361,29 @@ class Recommendations:
         if key not in self._memo:
             stocked, _ = self._availability(store)
             allows = self._allows(store)  # a product the model does not know has no sales to go by
-            self._memo[key] = [p for p in self._read_new_products()
-                               if (stocked[self.product_index[p]] if p in self.product_index else allows(p))]
+            self._memo[key] = [
+                p
+                for p in self._read_new_products()
+                if (stocked[self.product_index[p]] if p in self.product_index else allows(p))
+            ]
         return self._memo[key]
 
     def _read_new_products(self) -> list[str]:
         if "new_products" in self._memo:
             return self._memo["new_products"]
         latest = self.engine.scalar("SELECT max(event_at) FROM events")
-        rows = self.engine.rows("""
+        rows = (
+            self.engine.rows(
+                """
             WITH firsts AS (SELECT properties->>'product_id' AS product_id, min(event_at) AS first_at FROM events
                             WHERE properties->>'product_id' IS NOT NULL GROUP BY 1)
             SELECT product_id, first_at FROM firsts WHERE first_at >= ?::TIMESTAMPTZ - to_seconds(CAST(? AS BIGINT))
-            """, [latest, int(self.serving.new_days * 86400)]) if latest is not None else []
+            """,
+                [latest, int(self.serving.new_days * 86400)],
+            )
+            if latest is not None
+            else []
+        )
         seen = {r["product_id"]: r["first_at"] for r in rows if r["product_id"] in self.product_index}
         if latest is not None:
             since = latest - timedelta(days=self.serving.new_days)
@@ -332,8 +403,10 @@ class Recommendations:
     # ------------------------------------------------------------------ answers
 
     def _items(self, idx, scores=None) -> list[dict]:
-        return [{"product_id": self.products[i], **({"score": round(float(scores[i]), 5)} if scores is not None
-                                                     else {})} for i in idx]
+        return [
+            {"product_id": self.products[i], **({"score": round(float(scores[i]), 5)} if scores is not None else {})}
+            for i in idx
+        ]
 
     def trending(self, n: int = 10, store: str | None = None, exclude=()) -> Answer:
         sold = self._sold(self.serving.trending_days, store)
@@ -344,13 +417,26 @@ class Recommendations:
             allows = self._allows(store)  # what sold lately is on the shelf unless the inventory or catalogue says not
             sold = np.where([allows(p) for p in self.products], sold, -np.inf)
         idx = top_n(sold, n, list(exclude))
-        return Answer("trending", self._items(idx, sold), meta={
-            "store": store, "days": self.serving.trending_days,
-            "availability": f"inventory of {store or ONLINE_LOCATION}" if stock is not None else "recent sales"})
+        return Answer(
+            "trending",
+            self._items(idx, sold),
+            meta={
+                "store": store,
+                "days": self.serving.trending_days,
+                "availability": f"inventory of {store or ONLINE_LOCATION}" if stock is not None else "recent sales",
+            },
+        )
 
-    def recommend(self, key: str | None = None, surface: str = "for_you", n: int = 10, store: str | None = None,
-                  product: str | None = None, basket: list[str] | None = None,
-                  recent: list[dict] | None = None) -> Answer:
+    def recommend(
+        self,
+        key: str | None = None,
+        surface: str = "for_you",
+        n: int = 10,
+        store: str | None = None,
+        product: str | None = None,
+        basket: list[str] | None = None,
+        recent: list[dict] | None = None,
+    ) -> Answer:
         # the person's rows are read once per request, never reused across requests
         self._rows_for, self._cached_for = (None, None), (None, None)
         if time.monotonic() - self._memo_at >= self.serving.refresh_seconds:
@@ -373,8 +459,11 @@ class Recommendations:
         person = self._resolve_person(key) if key else None
         if person is None:
             answer = self.trending(n, store)
-            answer.fallback_reason = "unknown person: served the non-personal surface" if key else \
-                "anonymous: served the non-personal surface"
+            answer.fallback_reason = (
+                "unknown person: served the non-personal surface"
+                if key
+                else "anonymous: served the non-personal surface"
+            )
             return answer
         if surface == "in_store" and not store:
             raise ConfigError("store", None, "a store for the in_store surface")
@@ -383,8 +472,15 @@ class Recommendations:
         history = self._history(person, recent)
         if not history.nnz:
             return self._non_personal(person, n, store, "no history yet")
-        return self._personal(person, surface, n, store, self.model.scores(history)[0].astype(np.float64),
-                              self._bought(person) - self._repeatable(), int(history.nnz))
+        return self._personal(
+            person,
+            surface,
+            n,
+            store,
+            self.model.scores(history)[0].astype(np.float64),
+            self._bought(person) - self._repeatable(),
+            int(history.nnz),
+        )
 
     def _non_personal(self, person: str, n: int, store: str | None, why: str) -> Answer:
         answer = self.trending(n, store)
@@ -392,17 +488,27 @@ class Recommendations:
         answer.fallback_reason = f"{why}: served the non-personal surface"
         return answer
 
-    def _personal(self, person: str, surface: str, n: int, store: str | None, scores: np.ndarray, exclude: set[int],
-                  history_items: int) -> Answer:
+    def _personal(
+        self,
+        person: str,
+        surface: str,
+        n: int,
+        store: str | None,
+        scores: np.ndarray,
+        exclude: set[int],
+        history_items: int,
+    ) -> Answer:
         """The answer for a person from their model scores (changed in place): the business rules applied."""
         if surface == "in_store":
             stocked, source = self._availability(store)
             if not stocked.any():
                 answer = self.trending(n, None, exclude)
                 answer.person_id = person
-                answer.fallback_reason = (f"nothing in stock at store {store} by its {source}: served overall trending"
-                                          if source.startswith("inventory") else
-                                          f"no known inventory at store {store}: served overall trending")
+                answer.fallback_reason = (
+                    f"nothing in stock at store {store} by its {source}: served overall trending"
+                    if source.startswith("inventory")
+                    else f"no known inventory at store {store}: served overall trending"
+                )
                 return answer
         else:
             store = None  # for_you: what can be bought online
@@ -413,11 +519,21 @@ class Recommendations:
         new = [p for p in self._new_products(store) if p not in chosen]
         slots = min(int(round(n * self.serving.new_product_share)), len(new))
         shown = np.where(np.isfinite(scores), scores, 0.0)
-        items = self._items(idx[:n - slots], shown)
-        items += [{"product_id": p, "score": round(float(shown[self.product_index[p]]), 5) if p in self.product_index
-                   else 0.0, "new": True} for p in new[:slots]]
-        return Answer(surface, items, person, meta={"store": store, "history_items": history_items,
-                                                    "new_products_shown": slots, "availability": source})
+        items = self._items(idx[: n - slots], shown)
+        items += [
+            {
+                "product_id": p,
+                "score": round(float(shown[self.product_index[p]]), 5) if p in self.product_index else 0.0,
+                "new": True,
+            }
+            for p in new[:slots]
+        ]
+        return Answer(
+            surface,
+            items,
+            person,
+            meta={"store": store, "history_items": history_items, "new_products_shown": slots, "availability": source},
+        )
 
     def recommend_all(self, surface: str = "for_you", n: int = 10, store: str | None = None, block: int = 2048):
         """Answers for every person the identity map knows, computed together (for a campaign, an export,
@@ -429,11 +545,17 @@ class Recommendations:
             raise ConfigError("n", n, "between 1 and 500")
         if surface == "in_store" and not store:
             raise ConfigError("store", None, "a store for the in_store surface")
-        persons = [r["person_id"] for r in self.engine.rows(
-            "SELECT DISTINCT person_id FROM identity_map WHERE person_id IS NOT NULL ORDER BY person_id")]
+        persons = [
+            r["person_id"]
+            for r in self.engine.rows(
+                "SELECT DISTINCT person_id FROM identity_map WHERE person_id IS NOT NULL ORDER BY person_id"
+            )
+        ]
         try:
-            refusing = {r["person_id"] for r in self.engine.rows(
-                "SELECT person_id FROM profiles WHERE consent_personalisation = false")}
+            refusing = {
+                r["person_id"]
+                for r in self.engine.rows("SELECT person_id FROM profiles WHERE consent_personalisation = false")
+            }
         except Exception:  # noqa: BLE001 - no profiles table yet: no recorded refusal
             refusing = set()
         rows = interaction_rows(self.engine)
@@ -441,8 +563,8 @@ class Recommendations:
         repeatable = self._repeatable()
         bought = ordered_products(rows, self.product_index)
         for start in range(0, len(persons), block):
-            names = persons[start:start + block]
-            H = X[start:start + block]
+            names = persons[start : start + block]
+            H = X[start : start + block]
             scores = self.model.scores(H).astype(np.float64) if H.nnz else None
             counts = np.diff(H.indptr)
             for row, person in enumerate(names):
@@ -451,8 +573,9 @@ class Recommendations:
                 elif not counts[row]:
                     yield self._non_personal(person, n, store, "no history yet")
                 else:
-                    yield self._personal(person, surface, n, store, scores[row], bought.get(person, set()) - repeatable,
-                                         int(counts[row]))
+                    yield self._personal(
+                        person, surface, n, store, scores[row], bought.get(person, set()) - repeatable, int(counts[row])
+                    )
 
     def export_all(self, path: Path | str, surface: str = "for_you", n: int = 10, store: str | None = None) -> dict:
         """Write :meth:`recommend_all`'s answers to a Parquet file, one row per person and rank
@@ -461,8 +584,9 @@ class Recommendations:
         import pyarrow.parquet as pq
 
         started = time.perf_counter()
-        columns: dict[str, list] = {k: [] for k in ("person_id", "rank", "product_id", "score", "new", "surface",
-                                                     "fallback_reason")}
+        columns: dict[str, list] = {
+            k: [] for k in ("person_id", "rank", "product_id", "score", "new", "surface", "fallback_reason")
+        }
         persons, reasons = 0, {}
         for answer in self.recommend_all(surface, n, store):
             persons += 1
@@ -470,18 +594,38 @@ class Recommendations:
                 why = answer.fallback_reason.split(":")[0]
                 reasons[why] = reasons.get(why, 0) + 1
             for rank, item in enumerate(answer.items, start=1):
-                for key, value in (("person_id", answer.person_id), ("rank", rank), ("product_id", item["product_id"]),
-                                   ("score", item.get("score")), ("new", bool(item.get("new"))),
-                                   ("surface", answer.surface), ("fallback_reason", answer.fallback_reason)):
+                for key, value in (
+                    ("person_id", answer.person_id),
+                    ("rank", rank),
+                    ("product_id", item["product_id"]),
+                    ("score", item.get("score")),
+                    ("new", bool(item.get("new"))),
+                    ("surface", answer.surface),
+                    ("fallback_reason", answer.fallback_reason),
+                ):
                     columns[key].append(value)
-        schema = pa.schema([("person_id", pa.string()), ("rank", pa.int16()), ("product_id", pa.string()),
-                            ("score", pa.float64()), ("new", pa.bool_()), ("surface", pa.string()),
-                            ("fallback_reason", pa.string())])
+        schema = pa.schema(
+            [
+                ("person_id", pa.string()),
+                ("rank", pa.int16()),
+                ("product_id", pa.string()),
+                ("score", pa.float64()),
+                ("new", pa.bool_()),
+                ("surface", pa.string()),
+                ("fallback_reason", pa.string()),
+            ]
+        )
         pq.write_table(pa.table(columns, schema=schema), path)
         seconds = time.perf_counter() - started
-        return {"path": str(path), "persons": persons, "rows": len(columns["person_id"]),
-                "personal": persons - sum(reasons.values()), "non_personal_by_reason": reasons,
-                "seconds": round(seconds, 2), "persons_per_second": round(persons / seconds, 1) if seconds else None}
+        return {
+            "path": str(path),
+            "persons": persons,
+            "rows": len(columns["person_id"]),
+            "personal": persons - sum(reasons.values()),
+            "non_personal_by_reason": reasons,
+            "seconds": round(seconds, 2),
+            "persons_per_second": round(persons / seconds, 1) if seconds else None,
+        }
 
     def _bought_together(self, basket: list[str], n: int) -> Answer:
         idx = [self.product_index[p] for p in basket if p in self.product_index]
@@ -499,9 +643,11 @@ class Recommendations:
                 if j is not None:
                     orders.append(ids.setdefault(r["message_id"], len(ids)))
                     items.append(j)
-            O = sp.csr_matrix((np.ones(len(items), np.float32), (orders, items)), shape=(len(ids), len(self.products)))
-            O.data[:] = 1
-            co = (O.T @ O).tocsr()
+            ordered = sp.csr_matrix(
+                (np.ones(len(items), np.float32), (orders, items)), shape=(len(ids), len(self.products))
+            )
+            ordered.data[:] = 1
+            co = (ordered.T @ ordered).tocsr()
             co.setdiag(0)
             self._memo["co"] = co
         scores = np.asarray(self._memo["co"][idx].sum(axis=0)).ravel().astype(np.float64)

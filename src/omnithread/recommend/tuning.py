@@ -33,8 +33,9 @@ class HoldOut(NamedTuple):
     cut: float  # epoch seconds
 
 
-def holdout(rows: Interactions, holdout_days: float, products: list[str],
-            target: tuple[str, ...] | None = None) -> HoldOut:
+def holdout(
+    rows: Interactions, holdout_days: float, products: list[str], target: tuple[str, ...] | None = None
+) -> HoldOut:
     """Split ``rows`` at ``holdout_days`` before their end; what each person bought after the cut (on
     ``target`` channels, if given) and had not bought before is what a model must rank first."""
     cut = rows.at.max() - holdout_days * 86400.0
@@ -42,13 +43,17 @@ def holdout(rows: Interactions, holdout_days: float, products: list[str],
     pidx = {p: i for i, p in enumerate(products)}
     bought: dict[str, set[int]] = {}
     orders = train.signal == "order"
-    for person, product in zip(train.person_names[train.person[orders]].tolist(),
-                               train.product_names[train.product[orders]].tolist()):
+    for person, product in zip(
+        train.person_names[train.person[orders]].tolist(), train.product_names[train.product[orders]].tolist()
+    ):
         bought.setdefault(person, set()).add(pidx[product])
     test: dict[str, set[int]] = {}
-    for person, product, signal, channel in zip(later.person_names[later.person].tolist(),
-                                                later.product_names[later.product].tolist(), later.signal.tolist(),
-                                                later.channel.tolist()):
+    for person, product, signal, channel in zip(
+        later.person_names[later.person].tolist(),
+        later.product_names[later.product].tolist(),
+        later.signal.tolist(),
+        later.channel.tolist(),
+    ):
         if signal == "order" and (target is None or channel in target) and pidx[product] not in bought.get(person, ()):
             test.setdefault(person, set()).add(pidx[product])
     return HoldOut(train, test, bought, cut)
@@ -62,8 +67,9 @@ def history_rows(m: InteractionMatrix, keys: list, n_products: int) -> sp.csr_ma
     return sp.vstack([m.matrix[m.person_index[k]] if k in m.person_index else empty for k in keys]).tocsr()
 
 
-def judge(model, history: sp.csr_matrix, fallback: np.ndarray, test: list[set[int]], bought: list[set[int]],
-          k: int = 10) -> dict:
+def judge(
+    model, history: sp.csr_matrix, fallback: np.ndarray, test: list[set[int]], bought: list[set[int]], k: int = 10
+) -> dict:
     """NDCG@k, Recall@20 and MAP@k of each row's ranking (``fallback`` for rows with no history),
     with what the person bought before left out."""
     ndcg, recall, ap = [], [], []
@@ -74,8 +80,12 @@ def judge(model, history: sp.csr_matrix, fallback: np.ndarray, test: list[set[in
         ndcg.append(ndcg_at_k(top, rel, k))
         recall.append(recall_at_k(top, rel, 20))
         ap.append(average_precision_at_k(top, rel, k))
-    return {"ndcg@10": float(np.mean(ndcg)) if ndcg else 0.0, "recall@20": float(np.mean(recall)) if recall else 0.0,
-            "map@10": float(np.mean(ap)) if ap else 0.0, "users": len(test)}
+    return {
+        "ndcg@10": float(np.mean(ndcg)) if ndcg else 0.0,
+        "recall@20": float(np.mean(recall)) if recall else 0.0,
+        "map@10": float(np.mean(ap)) if ap else 0.0,
+        "users": len(test),
+    }
 
 
 class ValidationTask:
@@ -95,12 +105,21 @@ class ValidationTask:
             return 0.0  # nothing to judge on: every configuration ties, the first is kept
         m = self.train.matrix(config, products=self.products, as_of=self.as_of)
         model = make_model().fit(m.matrix)
-        return judge(model, history_rows(m, people, len(self.products)), np.asarray(m.matrix.sum(axis=0)).ravel(),
-                     [self.test[p] for p in people], [self.bought.get(p, set()) for p in people])["ndcg@10"]
+        return judge(
+            model,
+            history_rows(m, people, len(self.products)),
+            np.asarray(m.matrix.sum(axis=0)).ravel(),
+            [self.test[p] for p in people],
+            [self.bought.get(p, set()) for p in people],
+        )["ndcg@10"]
 
 
-def choose_signal_config(task: ValidationTask, start: SignalConfig = SignalConfig(), rounds: int = 2,
-                         make_model=lambda: DLAE(lam=100.0, dropout=0.33)) -> tuple[SignalConfig, dict]:
+def choose_signal_config(
+    task: ValidationTask,
+    start: SignalConfig = SignalConfig(),
+    rounds: int = 2,
+    make_model=lambda: DLAE(lam=100.0, dropout=0.33),
+) -> tuple[SignalConfig, dict]:
     """Coordinate descent over signal weights, then the half-life; returns the best and the trail."""
     best, best_score = start, task.score(start, make_model)
     trail = [{"weights": dict(start.weights), "half_life_days": start.half_life_days, "ndcg@10": round(best_score, 4)}]
@@ -116,8 +135,13 @@ def choose_signal_config(task: ValidationTask, start: SignalConfig = SignalConfi
                 score = task.score(cand, make_model)
                 if score > best_score + 1e-4:
                     best, best_score, improved = cand, score, True
-                    trail.append({"weights": dict(cand.weights), "half_life_days": cand.half_life_days,
-                                  "ndcg@10": round(score, 4)})
+                    trail.append(
+                        {
+                            "weights": dict(cand.weights),
+                            "half_life_days": cand.half_life_days,
+                            "ndcg@10": round(score, 4),
+                        }
+                    )
         for h in HALF_LIFE_GRID:
             if h == best.half_life_days:
                 continue
@@ -131,9 +155,11 @@ def choose_signal_config(task: ValidationTask, start: SignalConfig = SignalConfi
     return best, {"validation_ndcg@10": round(best_score, 4), "trail": trail, "people": len(task.test)}
 
 
-MODEL_GRID = ([("dlae", {"lam": lam, "dropout": p}) for lam in (50.0, 100.0, 200.0, 400.0) for p in (0.25, 0.33, 0.5)]
-              + [("ease", {"lam": lam}) for lam in (50.0, 200.0, 500.0)]
-              + [("itemknn", {"k": 100}), ("als", {"factors": 32, "regularization": 0.05, "iterations": 15})])
+MODEL_GRID = (
+    [("dlae", {"lam": lam, "dropout": p}) for lam in (50.0, 100.0, 200.0, 400.0) for p in (0.25, 0.33, 0.5)]
+    + [("ease", {"lam": lam}) for lam in (50.0, 200.0, 500.0)]
+    + [("itemknn", {"k": 100}), ("als", {"factors": 32, "regularization": 0.05, "iterations": 15})]
+)
 
 
 def choose_model(task: ValidationTask, config: SignalConfig, seed: int = 0) -> tuple[str, dict, dict]:
@@ -145,8 +171,14 @@ def choose_model(task: ValidationTask, config: SignalConfig, seed: int = 0) -> t
         score = task.score(config, lambda name=name, params=params: MODELS[name](seed=seed, **params))
         results.append((score, name, params))
     score, name, params = max(results, key=lambda r: r[0])
-    return name, params, {"validation_ndcg@10": round(score, 4),
-                          "tried": [{"model": n, **p, "ndcg@10": round(s, 4)} for s, n, p in results]}
+    return (
+        name,
+        params,
+        {
+            "validation_ndcg@10": round(score, 4),
+            "tried": [{"model": n, **p, "ndcg@10": round(s, 4)} for s, n, p in results],
+        },
+    )
 
 
 def tune(engine: Engine, holdout_days: float = 7.0, seed: int = 0) -> dict:
@@ -154,5 +186,11 @@ def tune(engine: Engine, holdout_days: float = 7.0, seed: int = 0) -> dict:
     task = ValidationTask(engine, holdout_days)
     config, signal_report = choose_signal_config(task)
     name, params, model_report = choose_model(task, config, seed)
-    return {"config": config, "model": name, "params": params, "holdout_days": holdout_days,
-            "signals": signal_report, "models": model_report}
+    return {
+        "config": config,
+        "model": name,
+        "params": params,
+        "holdout_days": holdout_days,
+        "signals": signal_report,
+        "models": model_report,
+    }

@@ -3,5 +3,13 @@
 from omnithread.sensing.engine import Receipt, SensingConfig, SensingEngine, SensorProblem, WeightEvent
 from omnithread.sensing.layout import Facing, Layout, generate_layout
 
-__all__ = ["Facing", "Layout", "generate_layout", "SensingConfig", "SensingEngine", "Receipt", "SensorProblem",
-           "WeightEvent"]
+__all__ = [
+    "Facing",
+    "Layout",
+    "generate_layout",
+    "SensingConfig",
+    "SensingEngine",
+    "Receipt",
+    "SensorProblem",
+    "WeightEvent",
+]

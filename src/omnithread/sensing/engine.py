@@ -220,8 +220,12 @@ class SensingEngine:
     # ------------------------------------------------------------ input
 
     def _reject(self, code: str, field_: str, value, message: str, msg) -> None:
-        self.problems.append(SensorProblem(Problem(code, field_, str(value)[:80], message),
-                                           msg if isinstance(msg, dict) else {"raw": repr(msg)[:500]}))
+        self.problems.append(
+            SensorProblem(
+                Problem(code, field_, str(value)[:80], message),
+                msg if isinstance(msg, dict) else {"raw": repr(msg)[:500]},
+            )
+        )
 
     def feed(self, msg: dict) -> None:
         """Take one message; it is used once the watermark passes its time."""
@@ -270,18 +274,27 @@ class SensingEngine:
 
     def _too_late(self, t: float, msg: dict) -> bool:
         if self.processed_until is not None and t < self.processed_until:
-            self._reject("too_late", "t", round(t, 3),
-                         f"message at t={t:.3f} arrived after the store was processed up to "
-                         f"{self.processed_until:.3f} (more than {self.config.lateness} s late)", msg)
+            self._reject(
+                "too_late",
+                "t",
+                round(t, 3),
+                f"message at t={t:.3f} arrived after the store was processed up to "
+                f"{self.processed_until:.3f} (more than {self.config.lateness} s late)",
+                msg,
+            )
             return True
         return False
 
     def _feed_plate(self, msg: dict, t: float) -> bool | None:
         plate = self.layout.index.get(msg.get("plate_id"))
         if plate is None:
-            return self._reject("unknown_plate", "plate_id", msg.get("plate_id"),
-                                f"plate_id {msg.get('plate_id')!r} is not in the layout of store "
-                                f"{self.layout.store_id}", msg)
+            return self._reject(
+                "unknown_plate",
+                "plate_id",
+                msg.get("plate_id"),
+                f"plate_id {msg.get('plate_id')!r} is not in the layout of store {self.layout.store_id}",
+                msg,
+            )
         seq = msg.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             return self._reject("invalid_seq", "seq", seq, f"seq must be a non-negative integer, got {seq!r}", msg)
@@ -291,8 +304,13 @@ class SensingEngine:
             return
         samples = msg.get("samples")
         if not isinstance(samples, list) or len(samples) != PER_MESSAGE:
-            return self._reject("invalid_samples", "samples", type(samples).__name__ if not isinstance(samples, list)
-                                else f"{len(samples)} samples", f"samples must be a list of {PER_MESSAGE} weights", msg)
+            return self._reject(
+                "invalid_samples",
+                "samples",
+                type(samples).__name__ if not isinstance(samples, list) else f"{len(samples)} samples",
+                f"samples must be a list of {PER_MESSAGE} weights",
+                msg,
+            )
         try:
             arr = np.asarray(samples, dtype=np.float64)
         except (TypeError, ValueError):
@@ -302,15 +320,25 @@ class SensingEngine:
         lo, hi = arr.min(), arr.max()
         if lo < self.config.min_weight or hi > self.config.max_weight:
             bad = lo if lo < self.config.min_weight else hi
-            return self._reject("absurd_weight", "samples", round(float(bad), 1),
-                                f"plate {msg['plate_id']} reported {bad:.1f} g, outside "
-                                f"[{self.config.min_weight:g}, {self.config.max_weight:g}] g", msg)
+            return self._reject(
+                "absurd_weight",
+                "samples",
+                round(float(bad), 1),
+                f"plate {msg['plate_id']} reported {bad:.1f} g, outside "
+                f"[{self.config.min_weight:g}, {self.config.max_weight:g}] g",
+                msg,
+            )
         origin = self._plate_origin.setdefault(plate, t - seq * TICK)
         expected = origin + seq * TICK
         if abs(t - expected) > self.config.clock_tolerance:
-            self._reject("clock_jump", "t", round(t, 3),
-                         f"plate {msg['plate_id']} clock jumped by {t - expected:+.2f} s at seq {seq}; "
-                         "used the time its sequence number gives", msg)  # kept as a note; the samples are used
+            self._reject(
+                "clock_jump",
+                "t",
+                round(t, 3),
+                f"plate {msg['plate_id']} clock jumped by {t - expected:+.2f} s at seq {seq}; "
+                "used the time its sequence number gives",
+                msg,
+            )  # kept as a note; the samples are used
             t = expected
         if self._too_late(t, msg):
             return
@@ -347,7 +375,8 @@ class SensingEngine:
             heads = np.array([tr["head"] for tr in tracks], float).reshape(len(tracks), 3)
             hands = np.array([tr["hands"] for tr in tracks], float).reshape(len(tracks), 2, 3)
             looks = np.array([tr.get("appearance") or [0.0] * APPEARANCE for tr in tracks], float).reshape(
-                len(tracks), APPEARANCE)
+                len(tracks), APPEARANCE
+            )
             if not (np.isfinite(heads).all() and np.isfinite(hands).all() and np.isfinite(looks).all()):
                 raise ValueError("not finite")
             if not all(labels):
@@ -373,31 +402,49 @@ class SensingEngine:
                 if not (np.isfinite(head).all() and np.isfinite(hands).all() and np.isfinite(look).all()):
                     raise ValueError("not finite")
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                self._reject("invalid_track", f"tracks[{i}]", str(tr)[:60],
-                             f"track {i} of frame {msg.get('seq')} is unusable ({exc}): it needs track_id, "
-                             f"head [x,y,z], hands [[x,y,z],[x,y,z]] and, if any, {APPEARANCE} appearance values",
-                             msg)
+                self._reject(
+                    "invalid_track",
+                    f"tracks[{i}]",
+                    str(tr)[:60],
+                    f"track {i} of frame {msg.get('seq')} is unusable ({exc}): it needs track_id, "
+                    f"head [x,y,z], hands [[x,y,z],[x,y,z]] and, if any, {APPEARANCE} appearance values",
+                    msg,
+                )
                 continue
             good.append((str(tr["track_id"]), head, hands, look))
-        return ([g[0] for g in good], np.array([g[1] for g in good]).reshape(-1, 3),
-                np.array([g[2] for g in good]).reshape(-1, 2, 3),
-                np.array([g[3] for g in good]).reshape(-1, APPEARANCE))
+        return (
+            [g[0] for g in good],
+            np.array([g[1] for g in good]).reshape(-1, 3),
+            np.array([g[2] for g in good]).reshape(-1, 2, 3),
+            np.array([g[3] for g in good]).reshape(-1, APPEARANCE),
+        )
 
     def _feed_gate(self, msg: dict, t: float) -> bool | None:
         event, track = msg.get("event"), msg.get("track_id")
         if event not in ("enter", "exit"):
-            return self._reject("invalid_gate_event", "event", event,
-                                f"gate event must be enter or exit, got {event!r}", msg)
+            return self._reject(
+                "invalid_gate_event", "event", event, f"gate event must be enter or exit, got {event!r}", msg
+            )
         if not isinstance(track, str) or not track:
             return self._reject("invalid_track", "track_id", track, "a gate message needs the track_id it saw", msg)
         if event == "enter":
             method = msg.get("entry_method", "none")
             if method not in ENTRY_METHODS:
-                return self._reject("invalid_entry_method", "entry_method", method,
-                                    f"entry_method must be one of {', '.join(ENTRY_METHODS)}, got {method!r}", msg)
+                return self._reject(
+                    "invalid_entry_method",
+                    "entry_method",
+                    method,
+                    f"entry_method must be one of {', '.join(ENTRY_METHODS)}, got {method!r}",
+                    msg,
+                )
             if method == "group" and not msg.get("group_with"):
-                return self._reject("missing_group", "group_with", None,
-                                    "a group entry must name the track it entered with in group_with", msg)
+                return self._reject(
+                    "missing_group",
+                    "group_with",
+                    None,
+                    "a group entry must name the track it entered with in group_with",
+                    msg,
+                )
         key = (event, track, round(t, 3))
         if key in self._seen_gate:
             self.duplicates += 1
@@ -449,9 +496,14 @@ class SensingEngine:
         if method == "group":
             leader = self._identify_label(msg["group_with"], t)
             if leader is None:
-                self._reject("unknown_group", "group_with", msg["group_with"],
-                             f"group entry names track {msg['group_with']!r}, which did not enter; "
-                             "the shopper gets a trip of their own, sent to review", msg)
+                self._reject(
+                    "unknown_group",
+                    "group_with",
+                    msg["group_with"],
+                    f"group entry names track {msg['group_with']!r}, which did not enter; "
+                    "the shopper gets a trip of their own, sent to review",
+                    msg,
+                )
                 session = self._new_session(msg, t, "none")
                 self.sessions[session].reasons.append("group leader unknown")
             else:
@@ -546,7 +598,7 @@ class SensingEngine:
             return mapped  # just through the gate: the camera has not seen enough of them to judge
         if lid is not None and len(present) > 1:
             m = (self._hist_label == lid) & (self._hist_t >= t - 3.0) & (self._hist_t <= t + 0.5)
-            look = self._hist_look[m][-self.config.appearance_window * 2:].sum(axis=0)
+            look = self._hist_look[m][-self.config.appearance_window * 2 :].sum(axis=0)
             if m.sum() >= 3 and np.abs(look).sum():
                 refs = np.stack([self.shoppers[i].ref for i in present])
                 return present[int(np.argmax(refs @ look))]
@@ -557,8 +609,13 @@ class SensingEngine:
         if sid is None or self.shoppers[sid].exited is not None:
             cands = [i for i, s in enumerate(self.shoppers) if s.exited is None and s.label == msg["track_id"]]
             if not cands:
-                return self._reject("exit_without_entry", "track_id", msg["track_id"],
-                                    f"track {msg['track_id']!r} left through the gate but never entered", msg)
+                return self._reject(
+                    "exit_without_entry",
+                    "track_id",
+                    msg["track_id"],
+                    f"track {msg['track_id']!r} left through the gate but never entered",
+                    msg,
+                )
             sid = cands[0]
         me = self.shoppers[sid]
         me.exited = float(msg["t"])
@@ -654,8 +711,11 @@ class SensingEngine:
         heads = self._hist_head[m]
         x0 = self.layout.plate_x0[plate]
         px = np.clip(hands[..., 0], x0, x0 + PLATE_WIDTH)
-        d = np.sqrt((hands[..., 0] - px) ** 2 + (hands[..., 1] - self.layout.plate_y[plate]) ** 2
-                    + (hands[..., 2] - self.layout.plate_z[plate] - 0.05) ** 2)
+        d = np.sqrt(
+            (hands[..., 0] - px) ** 2
+            + (hands[..., 1] - self.layout.plate_y[plate]) ** 2
+            + (hands[..., 2] - self.layout.plate_z[plate] - 0.05) ** 2
+        )
         near = d.min(axis=1)
         which = d.argmin(axis=1)
         bx = np.clip(heads[:, 0], x0, x0 + PLATE_WIDTH)
@@ -683,7 +743,7 @@ class SensingEngine:
         """How far from the touched spot shoppers stand, learnt from grabs where the hand was seen."""
         if self._body_n < 20:
             return 2 * self.config.position_sigma
-        return math.sqrt(self._body_sq / self._body_n + self.config.position_sigma ** 2)
+        return math.sqrt(self._body_sq / self._body_n + self.config.position_sigma**2)
 
     def _reidentify(self, sids: np.ndarray, labels: np.ndarray, looks: np.ndarray) -> np.ndarray:
         """Who each observation in a short window was, from the appearance around it on its track.
@@ -754,8 +814,9 @@ class SensingEngine:
             x = xs.get(sid)
             session = self.sessions[self.shoppers[sid].session]
             if ev.kind == "pick":
-                options = [(prod, n, prod not in self.facing_x[ev.plate]) for prod, n in self.stock[ev.plate].items()
-                           if n > 0]
+                options = [
+                    (prod, n, prod not in self.facing_x[ev.plate]) for prod, n in self.stock[ev.plate].items() if n > 0
+                ]
             else:
                 held = [(prod, sum(u for u, _ in lines)) for prod, lines in session.cart.items()]
                 options = [(prod, n, ev.plate not in self.home_plates.get(prod, ())) for prod, n in held if n > 0]
@@ -764,7 +825,7 @@ class SensingEngine:
                 if not w:
                     continue
                 n = int(min(max(round(grams / w), 1), available, cfg.max_units))
-                sigma = math.sqrt(cfg.weight_sigma ** 2 + n * (cfg.unit_spread * w) ** 2)
+                sigma = math.sqrt(cfg.weight_sigma**2 + n * (cfg.unit_spread * w) ** 2)
                 score = -0.5 * ((grams - n * w) / sigma) ** 2 + math.log(p_who)
                 fx = self.facing_x[ev.plate].get(prod) if not foreign else self.foreign_x.get((ev.plate, prod))
                 if fx is not None and x is not None:
@@ -824,20 +885,31 @@ class SensingEngine:
             session.events.append(ev)
             session.reasons.append(f"plate {self.layout.plate_ids[ev.plate]}: {ev.note}")
         else:
-            self.problems.append(SensorProblem(
-                Problem("unattributed_change", "plate_id", self.layout.plate_ids[ev.plate],
+            self.problems.append(
+                SensorProblem(
+                    Problem(
+                        "unattributed_change",
+                        "plate_id",
+                        self.layout.plate_ids[ev.plate],
                         f"plate {self.layout.plate_ids[ev.plate]} changed by {ev.delta:+.0f} g at "
-                        f"{_iso(ev.t_start)} with no shopper near it; sent to review"), None))
+                        f"{_iso(ev.t_start)} with no shopper near it; sent to review",
+                    ),
+                    None,
+                )
+            )
 
     # ------------------------------------------------------------ receipts
 
     def _close_due(self, now: float) -> None:
         cfg = self.config
-        for visit, session in list(self.sessions.items()):
+        for _visit, session in list(self.sessions.items()):
             if session.close_at is not None and session.close_at <= now:
                 self._close(session, now)
-            elif session.close_at is None and session.members and all(
-                    now - self.shoppers[m].last_seen > cfg.lost_after for m in session.members):
+            elif (
+                session.close_at is None
+                and session.members
+                and all(now - self.shoppers[m].last_seen > cfg.lost_after for m in session.members)
+            ):
                 session.reasons.append(f"no exit seen: nobody of this trip was seen for {cfg.lost_after:.0f} s")
                 self._close(session, now)
 
@@ -859,8 +931,18 @@ class SensingEngine:
         for m in members:
             for aisle, s in m.dwell.items():
                 dwell[f"aisle-{aisle + 1}"] = round(dwell.get(f"aisle-{aisle + 1}", 0.0) + s, 1)
-        receipt = Receipt(session.visit_id, lines, bool(reasons), reasons, session.entered, exited, now, time.time(),
-                          self._events(session, lines, exited, dwell, reasons), dict(sorted(dwell.items())))
+        receipt = Receipt(
+            session.visit_id,
+            lines,
+            bool(reasons),
+            reasons,
+            session.entered,
+            exited,
+            now,
+            time.time(),
+            self._events(session, lines, exited, dwell, reasons),
+            dict(sorted(dwell.items())),
+        )
         for label, sid in list(self.label_shopper.items()):
             if self.shoppers[sid].session == session.visit_id:
                 del self.label_shopper[label]
@@ -873,41 +955,103 @@ class SensingEngine:
     def _events(self, session: _Session, lines, exited: float, dwell: dict, reasons: list[str]) -> list[dict]:
         store, visit = self.layout.store_id, session.visit_id
         base = {"type": "track", "anonymousId": f"visit-{visit}", "context": {"channel": "store", "store_id": store}}
-        enter = {"store_id": store, "entry_method": "none" if session.entry_method == "group" else session.entry_method,
-                 "visit_id": visit, "group_size": len(session.members)}
+        enter = {
+            "store_id": store,
+            "entry_method": "none" if session.entry_method == "group" else session.entry_method,
+            "visit_id": visit,
+            "group_size": len(session.members),
+        }
         if session.entry_token and session.entry_method != "none":
             enter["entry_token"] = session.entry_token
         if session.gate_id:
             enter["gate_id"] = session.gate_id
-        out = [dict(base, event="Store Entered", messageId=f"{visit}-in", timestamp=_iso(session.entered),
-                    properties=enter)]
+        out = [
+            dict(
+                base, event="Store Entered", messageId=f"{visit}-in", timestamp=_iso(session.entered), properties=enter
+            )
+        ]
         for k, ev in enumerate(sorted(session.events, key=lambda e: e.t_start)):
             if not ev.product:
                 continue
-            item = {"store_id": store, "product_id": ev.product, "quantity": ev.units, "visit_id": visit,
-                    "plate_id": self.layout.plate_ids[ev.plate], "confidence": round(ev.confidence, 4)}
+            item = {
+                "store_id": store,
+                "product_id": ev.product,
+                "quantity": ev.units,
+                "visit_id": visit,
+                "plate_id": self.layout.plate_ids[ev.plate],
+                "confidence": round(ev.confidence, 4),
+            }
             if ev.kind == "pick":
-                out.append(dict(base, event="Product Picked", messageId=f"{visit}-p{k}", timestamp=_iso(ev.t_start),
-                                properties=item))
+                out.append(
+                    dict(
+                        base,
+                        event="Product Picked",
+                        messageId=f"{visit}-p{k}",
+                        timestamp=_iso(ev.t_start),
+                        properties=item,
+                    )
+                )
             else:
-                out.append(dict(base, event="Product Returned To Shelf", messageId=f"{visit}-r{k}",
-                                timestamp=_iso(ev.t_start), properties=dict(item, misplaced=ev.misplaced)))
-        out.append(dict(base, event="Store Exited", messageId=f"{visit}-out", timestamp=_iso(exited),
-                        properties={"store_id": store, "visit_id": visit, "aisle_dwell": dwell,
-                                    "dwell_seconds": round(exited - session.entered, 1),
-                                    **({"exit_reason": "; ".join(r for r in reasons if r.startswith("no exit"))}
-                                       if any(r.startswith("no exit") for r in reasons) else {})}))
+                out.append(
+                    dict(
+                        base,
+                        event="Product Returned To Shelf",
+                        messageId=f"{visit}-r{k}",
+                        timestamp=_iso(ev.t_start),
+                        properties=dict(item, misplaced=ev.misplaced),
+                    )
+                )
+        out.append(
+            dict(
+                base,
+                event="Store Exited",
+                messageId=f"{visit}-out",
+                timestamp=_iso(exited),
+                properties={
+                    "store_id": store,
+                    "visit_id": visit,
+                    "aisle_dwell": dwell,
+                    "dwell_seconds": round(exited - session.entered, 1),
+                    **(
+                        {"exit_reason": "; ".join(r for r in reasons if r.startswith("no exit"))}
+                        if any(r.startswith("no exit") for r in reasons)
+                        else {}
+                    ),
+                },
+            )
+        )
         if lines:
-            products = [{"product_id": p, "quantity": q, "price": self.layout.prices.get(p, 0.0),
-                         "confidence": round(c, 4), "review": c < self.config.review_below}
-                        for p, (q, c) in sorted(lines.items())]
+            products = [
+                {
+                    "product_id": p,
+                    "quantity": q,
+                    "price": self.layout.prices.get(p, 0.0),
+                    "confidence": round(c, 4),
+                    "review": c < self.config.review_below,
+                }
+                for p, (q, c) in sorted(lines.items())
+            ]
             total = round(sum(x["quantity"] * x["price"] for x in products), 2)
-            receipt = {"order_id": f"R-{visit}", "visit_id": visit, "products": products, "total": total,
-                       "revenue": total, "currency": self.config.currency, "review_required": bool(reasons)}
+            receipt = {
+                "order_id": f"R-{visit}",
+                "visit_id": visit,
+                "products": products,
+                "total": total,
+                "revenue": total,
+                "currency": self.config.currency,
+                "review_required": bool(reasons),
+            }
             if session.entry_method == "payment_card" and session.entry_token:
                 receipt["payment_token"] = session.entry_token
-            out.append(dict(base, event="Order Completed", messageId=f"{visit}-receipt", timestamp=_iso(exited + 1),
-                            properties=receipt))
+            out.append(
+                dict(
+                    base,
+                    event="Order Completed",
+                    messageId=f"{visit}-receipt",
+                    timestamp=_iso(exited + 1),
+                    properties=receipt,
+                )
+            )
         return out
 
     # ------------------------------------------------------------ output

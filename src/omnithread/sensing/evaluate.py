@@ -43,7 +43,7 @@ def evaluate_receipts(truth: dict, receipts, weight_events, plate_ids: list[str]
     for ev in weight_events:
         by_plate.setdefault(plate_ids[ev.plate], []).append(ev)
     for e in real_events:
-        for k, ev in enumerate(by_plate.get(e["plate"], [])):
+        for _k, ev in enumerate(by_plate.get(e["plate"], [])):
             if id(ev) in used or abs(ev.t_start - e["t_start"]) > 1.5:
                 continue
             used.add(id(ev))
@@ -51,8 +51,11 @@ def evaluate_receipts(truth: dict, receipts, weight_events, plate_ids: list[str]
                 detected += 1
                 associated += ev.session == session_visit.get(e["session"])
             break
-    latency = [r.closed_store_time - r.exited + lateness for r in receipts if r.visit_id in trips
-               and not trips[r.visit_id]["never_exits"]]
+    latency = [
+        r.closed_store_time - r.exited + lateness
+        for r in receipts
+        if r.visit_id in trips and not trips[r.visit_id]["never_exits"]
+    ]
     n = len(trips)
     return {
         "trips": n,

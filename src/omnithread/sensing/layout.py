@@ -90,24 +90,48 @@ class Layout:
         return np.array([cx, self.plate_gondola[plate] * AISLE + FRONT + 0.7, 1.65])
 
     def to_dict(self) -> dict:
-        return {"store_id": self.store_id, "gondolas": self.gondolas, "shelves": self.shelves,
-                "plates_per_shelf": self.plates_per_shelf, "plate_ids": self.plate_ids,
-                "facings": [[asdict(f) for f in fs] for fs in self.facings], "tare": self.tare,
-                "prices": self.prices}
+        return {
+            "store_id": self.store_id,
+            "gondolas": self.gondolas,
+            "shelves": self.shelves,
+            "plates_per_shelf": self.plates_per_shelf,
+            "plate_ids": self.plate_ids,
+            "facings": [[asdict(f) for f in fs] for fs in self.facings],
+            "tare": self.tare,
+            "prices": self.prices,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Layout":
         try:
-            return cls(data["store_id"], int(data["gondolas"]), int(data["shelves"]), int(data["plates_per_shelf"]),
-                       list(data["plate_ids"]), [[Facing(**f) for f in fs] for fs in data["facings"]],
-                       [float(t) for t in data["tare"]], dict(data.get("prices", {})))
+            return cls(
+                data["store_id"],
+                int(data["gondolas"]),
+                int(data["shelves"]),
+                int(data["plates_per_shelf"]),
+                list(data["plate_ids"]),
+                [[Facing(**f) for f in fs] for fs in data["facings"]],
+                [float(t) for t in data["tare"]],
+                dict(data.get("prices", {})),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError("layout", type(exc).__name__, f"not a store layout: {exc}") from exc
 
 
-def generate_layout(store_id: str, product_ids, unit_weights, prices, *, gondolas: int = 20, shelves: int = 6,
-                    plates_per_shelf: int = 12, facings_per_plate: int = 2, seed: int = 0,
-                    same_weight_share: float = 0.0, stock: int | None = None) -> tuple[Layout, dict[str, float]]:
+def generate_layout(
+    store_id: str,
+    product_ids,
+    unit_weights,
+    prices,
+    *,
+    gondolas: int = 20,
+    shelves: int = 6,
+    plates_per_shelf: int = 12,
+    facings_per_plate: int = 2,
+    seed: int = 0,
+    same_weight_share: float = 0.0,
+    stock: int | None = None,
+) -> tuple[Layout, dict[str, float]]:
     """Lay products out on plates in catalogue order, ``facings_per_plate`` to a plate.
 
     Products are repeated when there are more facings than products. With
@@ -123,8 +147,12 @@ def generate_layout(store_id: str, product_ids, unit_weights, prices, *, gondola
     weights = {p: float(w) for p, w in zip(product_ids, unit_weights)}
     price = {p: float(v) for p, v in zip(product_ids, prices)}
     n_plates = gondolas * shelves * plates_per_shelf
-    plate_ids = [f"G{g + 1:02d}-S{s + 1}-P{j + 1:02d}" for g in range(gondolas) for s in range(shelves)
-                 for j in range(plates_per_shelf)]
+    plate_ids = [
+        f"G{g + 1:02d}-S{s + 1}-P{j + 1:02d}"
+        for g in range(gondolas)
+        for s in range(shelves)
+        for j in range(plates_per_shelf)
+    ]
     facings, k = [], 0
     width = PLATE_WIDTH / facings_per_plate
     used = set()
@@ -137,8 +165,8 @@ def generate_layout(store_id: str, product_ids, unit_weights, prices, *, gondola
             k += 1
             if product in used:  # one home per product keeps the truth simple; repeat as a new variant
                 product = f"{product}-v{k // len(product_ids)}"
-                weights.setdefault(product, weights[product.rsplit('-v', 1)[0]])
-                price.setdefault(product, price[product.rsplit('-v', 1)[0]])
+                weights.setdefault(product, weights[product.rsplit("-v", 1)[0]])
+                price.setdefault(product, price[product.rsplit("-v", 1)[0]])
             used.add(product)
             if twin and f == 1:
                 weights[product] = weights[row[0].product_id]
@@ -147,6 +175,14 @@ def generate_layout(store_id: str, product_ids, unit_weights, prices, *, gondola
             row.append(Facing(product, round(x0 + (f + 0.5) * width, 3), w, units))
         facings.append(row)
     tare = [round(float(t), 1) for t in rng.uniform(900, 1100, n_plates)]
-    layout = Layout(store_id, gondolas, shelves, plates_per_shelf, plate_ids, facings, tare,
-                    {f.product_id: price[f.product_id] for fs in facings for f in fs})
+    layout = Layout(
+        store_id,
+        gondolas,
+        shelves,
+        plates_per_shelf,
+        plate_ids,
+        facings,
+        tare,
+        {f.product_id: price[f.product_id] for fs in facings for f in fs},
+    )
     return layout, weights

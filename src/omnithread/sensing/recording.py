@@ -28,8 +28,9 @@ from omnithread.sensing.layout import Layout
 __all__ = ["write_recording", "read_layout", "read_messages", "run_recording"]
 
 
-def write_recording(signals, directory: Path | str, *, shuffle: float = 0.0, duplicates: float = 0.0,
-                    seed: int = 0) -> dict:
+def write_recording(
+    signals, directory: Path | str, *, shuffle: float = 0.0, duplicates: float = 0.0, seed: int = 0
+) -> dict:
     """Write simulated ``signals`` as a recording, optionally delivered out of order and with duplicates."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -40,17 +41,27 @@ def write_recording(signals, directory: Path | str, *, shuffle: float = 0.0, dup
     (directory / "truth.json").write_bytes(orjson.dumps(signals.truth))
     messages = signals.messages(shuffle=shuffle, duplicates=duplicates, seed=seed)
     plates = [m for m in messages if m["kind"] == "plate"]
-    pq.write_table(pa.table({
-        "plate_id": [m["plate_id"] for m in plates], "seq": [m["seq"] for m in plates],
-        "t": [m["t"] for m in plates],
-        "samples": pa.array([m["samples"] for m in plates], type=pa.list_(pa.float32(), 12)),
-    }), directory / "plates.parquet", compression="zstd")
+    pq.write_table(
+        pa.table(
+            {
+                "plate_id": [m["plate_id"] for m in plates],
+                "seq": [m["seq"] for m in plates],
+                "t": [m["t"] for m in plates],
+                "samples": pa.array([m["samples"] for m in plates], type=pa.list_(pa.float32(), 12)),
+            }
+        ),
+        directory / "plates.parquet",
+        compression="zstd",
+    )
     with open(directory / "messages.jsonl", "wb") as handle:
         for m in messages:
             if m["kind"] != "plate":
                 handle.write(orjson.dumps(m) + b"\n")
-    return {"plate_messages": len(plates), "other_messages": len(messages) - len(plates),
-            "store_seconds": round(signals.end - signals.start, 1)}
+    return {
+        "plate_messages": len(plates),
+        "other_messages": len(messages) - len(plates),
+        "store_seconds": round(signals.end - signals.start, 1),
+    }
 
 
 def read_layout(directory: Path | str) -> Layout:
@@ -80,8 +91,13 @@ def _json_lines(path: Path):
             try:
                 msg = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                msg = {"kind": "unparsable", "t": None, "line": number, "error": str(exc),
-                       "raw": line[:200].decode("utf-8", "replace")}
+                msg = {
+                    "kind": "unparsable",
+                    "t": None,
+                    "line": number,
+                    "error": str(exc),
+                    "raw": line[:200].decode("utf-8", "replace"),
+                }
             t = msg.get("t") if isinstance(msg, dict) else None
             yield (t if isinstance(t, (int, float)) else 0.0), msg
 

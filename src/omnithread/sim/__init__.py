@@ -12,8 +12,16 @@ from omnithread.sim.config import WorldConfig
 from omnithread.sim.render import IdealStoreEvents, StoreEventLayer, StoreVisit, render
 from omnithread.sim.world import World, build_world
 
-__all__ = ["WorldConfig", "World", "build_world", "simulate", "write_reference", "StoreEventLayer", "StoreVisit",
-           "IdealStoreEvents"]
+__all__ = [
+    "WorldConfig",
+    "World",
+    "build_world",
+    "simulate",
+    "write_reference",
+    "StoreEventLayer",
+    "StoreVisit",
+    "IdealStoreEvents",
+]
 
 
 def simulate(config: WorldConfig, out: Path | str, store_layer: StoreEventLayer | None = None) -> dict:
@@ -59,8 +67,9 @@ def write_reference(world: World, out: Path) -> dict:
     n = len(world.product_ids)
     launched = max(3, n // 200)
     ids = world.product_ids.tolist() + [f"P{n + i:05d}" for i in range(launched)]
-    category = [CATEGORY_NAMES[c] for c in world.product_category.tolist()] + \
-        [CATEGORY_NAMES[c] for c in rng.integers(0, len(CATEGORY_NAMES), launched).tolist()]
+    category = [CATEGORY_NAMES[c] for c in world.product_category.tolist()] + [
+        CATEGORY_NAMES[c] for c in rng.integers(0, len(CATEGORY_NAMES), launched).tolist()
+    ]
     price = world.product_price.tolist() + np.round(rng.lognormal(2, 0.6, launched), 2).tolist()
     off_sale = set(rng.choice(n, size=max(1, n // 100), replace=False).tolist())
     new_at = [end - timedelta(hours=float(h)) for h in rng.uniform(1, 72, launched)]
@@ -68,14 +77,23 @@ def write_reference(world: World, out: Path) -> dict:
         writer = csv.writer(handle)
         writer.writerow(["product_id", "name", "category", "price", "available", "launched_at"])
         for i, product in enumerate(ids):
-            writer.writerow([product, f"{category[i].title()} {product[1:]}", category[i], f"{price[i]:.2f}",
-                             "false" if i in off_sale else "true", new_at[i - n].isoformat() if i >= n else ""])
+            writer.writerow(
+                [
+                    product,
+                    f"{category[i].title()} {product[1:]}",
+                    category[i],
+                    f"{price[i]:.2f}",
+                    "false" if i in off_sale else "true",
+                    new_at[i - n].isoformat() if i >= n else "",
+                ]
+            )
     import pyarrow.parquet as pq
 
     orders = pq.read_table(out / "truth" / "orders.parquet", columns=["channel", "store_id", "product_id", "period"])
     sold = {}
-    for channel, store, product, period in zip(*(orders.column(c).to_pylist() for c in
-                                                  ("channel", "store_id", "product_id", "period"))):
+    for channel, store, product, period in zip(
+        *(orders.column(c).to_pylist() for c in ("channel", "store_id", "product_id", "period"))
+    ):
         if channel == "store" and period == "observed":
             sold.setdefault(store, set()).add(product)
     rows = 0
@@ -90,5 +108,9 @@ def write_reference(world: World, out: Path) -> dict:
             for product, out_of_stock, count in zip(carried, empty.tolist(), units.tolist()):
                 writer.writerow([location, product, 0 if out_of_stock else count, end.isoformat()])
                 rows += 1
-    return {"catalogue": str(folder / "catalogue.csv"), "inventory": str(folder / "inventory.csv"),
-            "catalogue_products": len(ids), "inventory_rows": rows}
+    return {
+        "catalogue": str(folder / "catalogue.csv"),
+        "inventory": str(folder / "inventory.csv"),
+        "catalogue_products": len(ids),
+        "inventory_rows": rows,
+    }

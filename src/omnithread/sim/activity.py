@@ -33,7 +33,9 @@ class Activity:
     voice_lines: dict  # order, product, quantity
 
 
-def sample_products(world: World, persons: np.ndarray, channel_rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def sample_products(
+    world: World, persons: np.ndarray, channel_rows: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """One product per row, drawn from the person's tastes on that channel (Gumbel-max)."""
     n_cat = len(CATEGORIES)
     weights = world.category_pref[persons] * CHANNEL_MIX[channel_rows]

@@ -62,8 +62,13 @@ class WorldConfig:
         if self.till_stores + self.checkout_free_stores < 1:
             raise ConfigError("till_stores", self.till_stores, "at least one store of any kind")
         for name, value in asdict(self).items():
-            if (name.endswith("_share") or name.endswith("_rate") and "session" not in name and "visit" not in name
-                    and "order" not in name) and not 0 <= value <= 1:
+            if (
+                name.endswith("_share")
+                or name.endswith("_rate")
+                and "session" not in name
+                and "visit" not in name
+                and "order" not in name
+            ) and not 0 <= value <= 1:
                 raise ConfigError(name, value, "a share between 0 and 1")
         if self.online_only + self.store_only > 1:
             raise ConfigError("online_only", self.online_only, "online_only + store_only at most 1")
@@ -77,8 +82,15 @@ class WorldConfig:
     def hard(cls, **changes) -> "WorldConfig":
         """More noise: more typos, forgotten cards, shared devices and cards, skewed clocks."""
         return replace(
-            cls(typo_rate=0.45, forgot_card_rate=0.5, shared_device_share=0.6, shared_card_share=0.6,
-                skewed_device_share=0.3, duplicate_rate=0.03, malformed_rate=0.01),
+            cls(
+                typo_rate=0.45,
+                forgot_card_rate=0.5,
+                shared_device_share=0.6,
+                shared_card_share=0.6,
+                skewed_device_share=0.3,
+                duplicate_rate=0.03,
+                malformed_rate=0.01,
+            ),
             **changes,
         )
 

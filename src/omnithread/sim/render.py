@@ -27,8 +27,14 @@ __all__ = ["StoreVisit", "StoreEventLayer", "IdealStoreEvents", "LineSink", "ren
 
 UTC = timezone.utc
 MALFORMED_KINDS = (
-    "truncated_json", "not_utf8", "missing_identity", "unknown_call", "price_not_number",
-    "future_timestamp", "oversized", "not_an_object",
+    "truncated_json",
+    "not_utf8",
+    "missing_identity",
+    "unknown_call",
+    "price_not_number",
+    "future_timestamp",
+    "oversized",
+    "not_an_object",
 )
 
 
@@ -52,8 +58,15 @@ class _Draws:
 class LineSink:
     """Writes JSON lines with the noise of real delivery: late arrivals, retries, breakage."""
 
-    def __init__(self, path: Path, draw: _Draws, duplicate_rate: float, late_rate: float, malformed_rate: float,
-                 malformed: list[dict]):
+    def __init__(
+        self,
+        path: Path,
+        draw: _Draws,
+        duplicate_rate: float,
+        late_rate: float,
+        malformed_rate: float,
+        malformed: list[dict],
+    ):
         self.path = path
         self._handle = open(path, "wb")
         self.draw = draw
@@ -130,11 +143,11 @@ def _typo(text: str, draw: _Draws) -> str:
     i = 1 + int(draw() * (len(text) - 2))
     op = int(draw() * 4)
     if op == 0:
-        return text[:i] + text[i + 1:]
+        return text[:i] + text[i + 1 :]
     if op == 1:
-        return text[:i - 1] + text[i] + text[i - 1] + text[i + 1:]
+        return text[: i - 1] + text[i] + text[i - 1] + text[i + 1 :]
     if op == 2:
-        return text[:i] + "aeiou"[int(draw() * 5)] + text[i + 1:]
+        return text[:i] + "aeiou"[int(draw() * 5)] + text[i + 1 :]
     return text[:i] + text[i] + text[i:]
 
 
@@ -183,42 +196,103 @@ class IdealStoreEvents:
         anon = f"visit-{visit.visit_id}"
         t = visit.entered_at
         base = {"anonymousId": anon, "context": ctx}
-        events = [dict(base, type="track", event="Store Entered", messageId=f"{visit.visit_id}-in", timestamp=iso(t),
-                       properties={"store_id": visit.store_id, "entry_method": visit.entry_method,
-                                   "visit_id": visit.visit_id,
-                                   **({"entry_token": visit.entry_token} if visit.entry_token else {})})]
+        events = [
+            dict(
+                base,
+                type="track",
+                event="Store Entered",
+                messageId=f"{visit.visit_id}-in",
+                timestamp=iso(t),
+                properties={
+                    "store_id": visit.store_id,
+                    "entry_method": visit.entry_method,
+                    "visit_id": visit.visit_id,
+                    **({"entry_token": visit.entry_token} if visit.entry_token else {}),
+                },
+            )
+        ]
         bought = []
         for k, (product, quantity, price, returned) in enumerate(visit.lines):
             t += 40 + 7 * k
             item = {"store_id": visit.store_id, "product_id": product, "quantity": quantity, "visit_id": visit.visit_id}
-            events.append(dict(base, type="track", event="Product Picked", messageId=f"{visit.visit_id}-p{k}",
-                               timestamp=iso(t), properties=item))
+            events.append(
+                dict(
+                    base,
+                    type="track",
+                    event="Product Picked",
+                    messageId=f"{visit.visit_id}-p{k}",
+                    timestamp=iso(t),
+                    properties=item,
+                )
+            )
             if returned:
-                events.append(dict(base, type="track", event="Product Returned To Shelf",
-                                   messageId=f"{visit.visit_id}-r{k}", timestamp=iso(t + 20), properties=item))
+                events.append(
+                    dict(
+                        base,
+                        type="track",
+                        event="Product Returned To Shelf",
+                        messageId=f"{visit.visit_id}-r{k}",
+                        timestamp=iso(t + 20),
+                        properties=item,
+                    )
+                )
             else:
                 bought.append({"product_id": product, "quantity": quantity, "price": price})
         t += 60
-        events.append(dict(base, type="track", event="Store Exited", messageId=f"{visit.visit_id}-out",
-                           timestamp=iso(t), properties={"store_id": visit.store_id, "visit_id": visit.visit_id,
-                                                         "dwell_seconds": round(t - visit.entered_at, 1)}))
+        events.append(
+            dict(
+                base,
+                type="track",
+                event="Store Exited",
+                messageId=f"{visit.visit_id}-out",
+                timestamp=iso(t),
+                properties={
+                    "store_id": visit.store_id,
+                    "visit_id": visit.visit_id,
+                    "dwell_seconds": round(t - visit.entered_at, 1),
+                },
+            )
+        )
         if bought:
             total = round(sum(b["quantity"] * b["price"] for b in bought), 2)
-            receipt = {"order_id": f"R-{visit.visit_id}", "products": bought, "total": total, "revenue": total,
-                       "currency": "GBP"}
+            receipt = {
+                "order_id": f"R-{visit.visit_id}",
+                "products": bought,
+                "total": total,
+                "revenue": total,
+                "currency": "GBP",
+            }
             if visit.payment_token:
                 receipt["payment_token"] = visit.payment_token
-            events.append(dict(base, type="track", event="Order Completed", messageId=f"{visit.visit_id}-receipt",
-                               timestamp=iso(t + 1), properties=receipt))
+            events.append(
+                dict(
+                    base,
+                    type="track",
+                    event="Order Completed",
+                    messageId=f"{visit.visit_id}-receipt",
+                    timestamp=iso(t + 1),
+                    properties=receipt,
+                )
+            )
         return events
 
 
 @dataclass
 class _Truth:
     identifiers: dict[str, list] = field(default_factory=lambda: {"type": [], "value": [], "person": []})
-    orders: dict[str, list] = field(default_factory=lambda: {
-        "order_id": [], "person": [], "channel": [], "store_id": [], "at": [], "product_id": [],
-        "quantity": [], "price": [], "period": []})
+    orders: dict[str, list] = field(
+        default_factory=lambda: {
+            "order_id": [],
+            "person": [],
+            "channel": [],
+            "store_id": [],
+            "at": [],
+            "product_id": [],
+            "quantity": [],
+            "price": [],
+            "period": [],
+        }
+    )
 
     def identifier(self, kind: str, value: str, person: int) -> None:
         if value:
@@ -227,14 +301,27 @@ class _Truth:
             self.identifiers["person"].append(person)
 
     def line(self, order_id, person, channel, store_id, at, product_id, quantity, price, observed) -> None:
-        for key, value in zip(self.orders, (order_id, person, channel, store_id, at, product_id, quantity, price,
-                                            "observed" if observed else "holdout")):
+        for key, value in zip(
+            self.orders,
+            (
+                order_id,
+                person,
+                channel,
+                store_id,
+                at,
+                product_id,
+                quantity,
+                price,
+                "observed" if observed else "holdout",
+            ),
+        ):
             self.orders[key].append(value)
 
 
 class _Renderer:
-    def __init__(self, world: World, activity: Activity, rng: np.random.Generator, out: Path,
-                 store_layer: StoreEventLayer):
+    def __init__(
+        self, world: World, activity: Activity, rng: np.random.Generator, out: Path, store_layer: StoreEventLayer
+    ):
         self.w, self.a, self.out = world, activity, out
         self.cfg = world.config
         self.draw = _Draws(rng)
@@ -299,12 +386,32 @@ class _Renderer:
         if user:
             add(self.identify(p, base, first=not self.first_session_done[p]), 2)
             if not self.first_session_done[p]:
-                add(dict(base, type="track", event="Consent Updated",
-                         properties={"purposes": {"analytics": True, "personalisation": bool(self.consented[p]),
-                                                  "biometric": bool(w.palm[p])}, "source": f"{channel} sign-up"}), 3)
+                add(
+                    dict(
+                        base,
+                        type="track",
+                        event="Consent Updated",
+                        properties={
+                            "purposes": {
+                                "analytics": True,
+                                "personalisation": bool(self.consented[p]),
+                                "biometric": bool(w.palm[p]),
+                            },
+                            "source": f"{channel} sign-up",
+                        },
+                    ),
+                    3,
+                )
                 if w.loyalty_card[p] and self.draw() < self.cfg.card_link_share:
-                    add(dict(base, type="track", event="Loyalty Card Linked",
-                             properties={"loyalty_card": str(w.loyalty_card[p])}), 5)
+                    add(
+                        dict(
+                            base,
+                            type="track",
+                            event="Loyalty Card Linked",
+                            properties={"loyalty_card": str(w.loyalty_card[p])},
+                        ),
+                        5,
+                    )
             self.first_session_done[p] = True
         if self.draw() < 0.3:
             category = CATEGORY_NAMES[int(w.product_category[v["product"][lo]])]
@@ -312,8 +419,11 @@ class _Renderer:
         cart = []
         for k, product in enumerate(products):
             j = int(v["product"][lo + k])
-            item = {"product_id": product, "category": CATEGORY_NAMES[int(w.product_category[j])],
-                    "price": float(w.product_price[j])}
+            item = {
+                "product_id": product,
+                "category": CATEGORY_NAMES[int(w.product_category[j])],
+                "price": float(w.product_price[j]),
+            }
             add(dict(base, type="track", event="Product Viewed", properties=item), 20 + 40 * self.draw())
             if v["added"][lo + k]:
                 add(dict(base, type="track", event="Product Added", properties=dict(item, quantity=1)), 15)
@@ -333,8 +443,15 @@ class _Renderer:
             for c in cart:
                 self.truth.line(order_id, p, channel, None, t, c["product_id"], c["quantity"], c["price"], observed)
             if observed and self.draw() < 0.03:
-                add(dict(base, type="track", event="Order Refunded",
-                         properties={"order_id": order_id, "total": total, "currency": "GBP"}), 86400 * 3)
+                add(
+                    dict(
+                        base,
+                        type="track",
+                        event="Order Refunded",
+                        properties={"order_id": order_id, "total": total, "currency": "GBP"},
+                    ),
+                    86400 * 3,
+                )
         if observed:
             for when, payload in events:
                 payload["messageId"] = self.message_id()
@@ -345,17 +462,25 @@ class _Renderer:
         email = str(w.emails[p, 1]) if w.emails[p, 1] and self.draw() < 0.3 else str(w.emails[p, 0])
         traits = {"email": email if self.draw() < 0.8 else email.upper()}
         if first or self.draw() < 0.2:
-            traits.update(firstName=str(w.first_name[p]).title(), lastName=str(w.last_name[p]).title(),
-                          address={"street": str(w.street[p]).title(), "city": str(w.town[p]).title(),
-                                   "postalCode": str(w.postcode[p])},
-                          birthday=str(w.birth_date[p]))
+            traits.update(
+                firstName=str(w.first_name[p]).title(),
+                lastName=str(w.last_name[p]).title(),
+                address={
+                    "street": str(w.street[p]).title(),
+                    "city": str(w.town[p]).title(),
+                    "postalCode": str(w.postcode[p]),
+                },
+                birthday=str(w.birth_date[p]),
+            )
             traits["phone"] = str(w.phone[p])
             traits["plan"] = "member" if w.member[p] else "standard"  # membership, as Segment's `plan` trait
         if base["context"]["channel"] == "app" and w.app_code[p]:
             traits["app_code"] = str(w.app_code[p])  # the app shows this code at a checkout-free store's gate
         payload = dict(base, type="identify", traits=traits)
-        payload["context"] = dict(base["context"], consent={"categoryPreferences": {
-            "analytics": True, "personalisation": bool(self.consented[p])}})
+        payload["context"] = dict(
+            base["context"],
+            consent={"categoryPreferences": {"analytics": True, "personalisation": bool(self.consented[p])}},
+        )
         return payload
 
     def card(self, p: int) -> str | None:
@@ -376,17 +501,35 @@ class _Renderer:
                 path = till_dir / f"till-{store_id}.csv"
                 handle = open(path, "w", newline="")
                 writer = csv.writer(handle)
-                writer.writerow(["store_id", "till_id", "timestamp", "order_id", "product_id", "quantity", "price",
-                                 "loyalty_card", "payment_token", "currency"])
+                writer.writerow(
+                    [
+                        "store_id",
+                        "till_id",
+                        "timestamp",
+                        "order_id",
+                        "product_id",
+                        "quantity",
+                        "price",
+                        "loyalty_card",
+                        "payment_token",
+                        "currency",
+                    ]
+                )
                 writers[s], till_paths[s] = (handle, writer), path
         signed_up = np.zeros(self.cfg.people, bool)
         self.store_layer.begin(w)
         for i in np.argsort(vi["at"], kind="stable").tolist():
             p, s, at = int(vi["person"][i]), int(vi["store"][i]), float(vi["at"][i])
             observed = at < self.a.end_observed
-            lines = [(str(w.product_ids[li["product"][k]]), int(li["quantity"][k]),
-                      float(w.product_price[li["product"][k]]), bool(li["returned"][k]))
-                     for k in range(int(starts[i]), int(ends[i]))]
+            lines = [
+                (
+                    str(w.product_ids[li["product"][k]]),
+                    int(li["quantity"][k]),
+                    float(w.product_price[li["product"][k]]),
+                    bool(li["returned"][k]),
+                )
+                for k in range(int(starts[i]), int(ends[i]))
+            ]
             if observed and w.loyalty_card[p] and not signed_up[p]:
                 signed_up[p] = True
                 sink.write(self.signup(p, at - 60, str(w.store_ids[s])))
@@ -411,19 +554,34 @@ class _Renderer:
 
     def signup(self, p: int, at: float, store_id: str) -> dict:
         w, typo = self.w, self.cfg.typo_rate
+
         def noisy(text: str) -> str:
             return _typo(text, self.draw) if self.draw() < typo else text
-        traits = {"firstName": noisy(str(w.first_name[p]).title()), "lastName": noisy(str(w.last_name[p]).title()),
-                  "address": {"street": noisy(str(w.street[p]).title()), "city": str(w.town[p]).title(),
-                              "postalCode": str(w.postcode[p]) if self.draw() > typo / 2 else ""},
-                  "birthday": str(w.birth_date[p]), "loyalty_card": str(w.loyalty_card[p])}
+
+        traits = {
+            "firstName": noisy(str(w.first_name[p]).title()),
+            "lastName": noisy(str(w.last_name[p]).title()),
+            "address": {
+                "street": noisy(str(w.street[p]).title()),
+                "city": str(w.town[p]).title(),
+                "postalCode": str(w.postcode[p]) if self.draw() > typo / 2 else "",
+            },
+            "birthday": str(w.birth_date[p]),
+            "loyalty_card": str(w.loyalty_card[p]),
+        }
         if self.draw() < 0.6:
             digits = str(w.phone[p])
             traits["phone"] = "0" + digits[3:] if self.draw() < 0.5 else digits
         anon = f"signup-{self.message_id()}"
         self.truth.identifier("signup", anon, p)
-        return {"type": "identify", "anonymousId": anon, "messageId": self.message_id(), "timestamp": iso(at),
-                "context": {"channel": "store", "store_id": store_id, "source": "loyalty desk"}, "traits": traits}
+        return {
+            "type": "identify",
+            "anonymousId": anon,
+            "messageId": self.message_id(),
+            "timestamp": iso(at),
+            "context": {"channel": "store", "store_id": store_id, "source": "loyalty desk"},
+            "traits": traits,
+        }
 
     def checkout_free_visit(self, i: int, p: int, store_id: str, at: float, lines) -> StoreVisit:
         w = self.w
@@ -464,26 +622,51 @@ class _Renderer:
             p, at = int(vo["person"][i]), float(vo["at"][i])
             observed = at < self.a.end_observed
             order_id = f"A{self.cfg.seed}-{i:08d}"
-            products = [{"product_id": str(w.product_ids[vl["product"][k]]), "quantity": 1,
-                         "price": float(w.product_price[vl["product"][k]])} for k in range(int(starts[i]), int(ends[i]))]
+            products = [
+                {
+                    "product_id": str(w.product_ids[vl["product"][k]]),
+                    "quantity": 1,
+                    "price": float(w.product_price[vl["product"][k]]),
+                }
+                for k in range(int(starts[i]), int(ends[i]))
+            ]
             total = round(sum(x["price"] for x in products), 2)
             for x in products:
                 self.truth.line(order_id, p, "voice", None, at, x["product_id"], 1, x["price"], observed)
             if observed:
-                props = {"order_id": order_id, "total": total, "revenue": total, "currency": "GBP", "products": products}
+                props = {
+                    "order_id": order_id,
+                    "total": total,
+                    "revenue": total,
+                    "currency": "GBP",
+                    "products": products,
+                }
                 card = self.card(p)
                 if card:
                     props["payment_token"] = card
-                payload = {"type": "track", "event": "Order Completed", "userId": str(w.account[p]),
-                           "anonymousId": str(w.voice_device[p]), "messageId": self.message_id(),
-                           "context": {"channel": "voice", "device": {"type": "voice assistant"}}, "properties": props}
+                payload = {
+                    "type": "track",
+                    "event": "Order Completed",
+                    "userId": str(w.account[p]),
+                    "anonymousId": str(w.voice_device[p]),
+                    "messageId": self.message_id(),
+                    "context": {"channel": "voice", "device": {"type": "voice assistant"}},
+                    "properties": props,
+                }
                 sink.write(self.stamp(payload, at, 0.0))
 
     def identifiers(self) -> None:
         w, t = self.w, self.truth
-        columns = {"account": w.account, "email": w.emails[:, 0], "email2": w.emails[:, 1], "phone": w.phone,
-                   "loyalty_card": w.loyalty_card, "palm_token": w.palm, "app_code": w.app_code,
-                   "voice_device": w.voice_device}
+        columns = {
+            "account": w.account,
+            "email": w.emails[:, 0],
+            "email2": w.emails[:, 1],
+            "phone": w.phone,
+            "loyalty_card": w.loyalty_card,
+            "palm_token": w.palm,
+            "app_code": w.app_code,
+            "voice_device": w.voice_device,
+        }
         for kind, values in columns.items():
             for p, value in enumerate(values.tolist()):
                 t.identifier("email" if kind == "email2" else kind, value, p)
@@ -495,8 +678,9 @@ class _Renderer:
                 t.identifier("payment_token", value, p)
 
 
-def render(world: World, activity: Activity, rng: np.random.Generator, out: Path,
-           store_layer: StoreEventLayer | None = None) -> dict:
+def render(
+    world: World, activity: Activity, rng: np.random.Generator, out: Path, store_layer: StoreEventLayer | None = None
+) -> dict:
     """Write sources under ``out/sources`` and truth under ``out/truth``; return what was written."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -507,31 +691,51 @@ def render(world: World, activity: Activity, rng: np.random.Generator, out: Path
     sources.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
     r = _Renderer(world, activity, rng, out, store_layer or IdealStoreEvents())
-    online = LineSink(sources / "events.jsonl", r.draw, cfg.duplicate_rate, cfg.out_of_order_share,
-                      cfg.malformed_rate, r.malformed)
+    online = LineSink(
+        sources / "events.jsonl", r.draw, cfg.duplicate_rate, cfg.out_of_order_share, cfg.malformed_rate, r.malformed
+    )
     r.online(online)
     r.voice(online)
     online.close()
-    store_sink = LineSink(sources / "store_events.jsonl", r.draw, cfg.duplicate_rate, cfg.out_of_order_share, 0.0,
-                          r.malformed)
+    store_sink = LineSink(
+        sources / "store_events.jsonl", r.draw, cfg.duplicate_rate, cfg.out_of_order_share, 0.0, r.malformed
+    )
     tills = r.stores(store_sink, sources)
     store_sink.close()
     r.identifiers()
     ids = r.truth.identifiers
     person_ids = world.person_ids
-    pq.write_table(pa.table({"person_id": person_ids[np.array(ids["person"], dtype=np.int64)],
-                             "type": ids["type"], "value": ids["value"]}), truth_dir / "identifiers.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "person_id": person_ids[np.array(ids["person"], dtype=np.int64)],
+                "type": ids["type"],
+                "value": ids["value"],
+            }
+        ),
+        truth_dir / "identifiers.parquet",
+    )
     orders = dict(r.truth.orders)
     orders["person_id"] = person_ids[np.array(orders.pop("person"), dtype=np.int64)].tolist()
     orders["at"] = [datetime.fromtimestamp(x, UTC) for x in orders["at"]]
     orders_table = pa.table(orders)
     pq.write_table(orders_table, truth_dir / "orders.parquet")
-    pq.write_table(orders_table.filter(pc.equal(orders_table["period"], "holdout")),
-                   truth_dir / "future_purchases.parquet")
-    pq.write_table(pa.table({
-        "person_id": person_ids, "household": world.household, "habit": np.array(["online", "store", "both"])[world.habit],
-        "member": world.member, "home_store": world.store_ids[world.home_store],
-        "personalisation_consent": r.consented}), truth_dir / "persons.parquet")
+    pq.write_table(
+        orders_table.filter(pc.equal(orders_table["period"], "holdout")), truth_dir / "future_purchases.parquet"
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "person_id": person_ids,
+                "household": world.household,
+                "habit": np.array(["online", "store", "both"])[world.habit],
+                "member": world.member,
+                "home_store": world.store_ids[world.home_store],
+                "personalisation_consent": r.consented,
+            }
+        ),
+        truth_dir / "persons.parquet",
+    )
     with open(truth_dir / "malformed.jsonl", "wb") as handle:
         for item in r.malformed:
             handle.write(orjson.dumps(item) + b"\n")

@@ -30,8 +30,17 @@ import numpy as np
 
 from omnithread.sensing.layout import AISLE, FRONT, GATE, Layout, generate_layout
 
-__all__ = ["Action", "ShopperPlan", "Scene", "Signals", "SensorNoise", "render_scene", "scenario", "FAMILIES",
-           "scenario_layout"]
+__all__ = [
+    "Action",
+    "ShopperPlan",
+    "Scene",
+    "Signals",
+    "SensorNoise",
+    "render_scene",
+    "scenario",
+    "FAMILIES",
+    "scenario_layout",
+]
 
 HZ_PLATE, PER_MESSAGE, HZ_CAMERA = 60, 12, 15
 TICK = PER_MESSAGE / HZ_PLATE  # seconds a plate message covers
@@ -124,8 +133,9 @@ class Signals:
         for k, t in enumerate(self.plate_t.tolist()):
             block = np.round(self.plate_samples[:, k, :], 1).tolist()
             for p, samples in enumerate(block):
-                out.append((t, 2, {"kind": "plate", "plate_id": ids[p], "seq": k, "t": round(t, 3),
-                                   "samples": samples}))
+                out.append(
+                    (t, 2, {"kind": "plate", "plate_id": ids[p], "seq": k, "t": round(t, 3), "samples": samples})
+                )
         out.sort(key=lambda r: (r[0], r[1]))
         if shuffle or duplicates:
             rng = np.random.default_rng([seed, 77])
@@ -147,9 +157,11 @@ class Signals:
         if wire or delivery:
             engine.feed_many(self.messages(**delivery))
             return
-        others = sorted([(m["t"], 0, m) for m in self.gate]
-                        + [(f["t"], 1, dict(kind="frame", camera="ceiling", **f)) for f in self.frames],
-                        key=lambda r: (r[0], r[1]))
+        others = sorted(
+            [(m["t"], 0, m) for m in self.gate]
+            + [(f["t"], 1, dict(kind="frame", camera="ceiling", **f)) for f in self.frames],
+            key=lambda r: (r[0], r[1]),
+        )
         i = 0
         for k, t in enumerate(self.plate_t.tolist()):
             while i < len(others) and others[i][0] <= t:
@@ -208,8 +220,16 @@ def _plan_timelines(scene: Scene, rng: np.random.Generator, noise: SensorNoise):
                 target = (pos[0] + 0.4, pos[1]) if partner is None else pos
                 t += 1.5
                 tl.waypoints.append((t, *target))
-                events.append({"kind": "handoff", "t": t, "shopper": plan.shopper, "to": act.to,
-                               "product": act.product, "session": session})
+                events.append(
+                    {
+                        "kind": "handoff",
+                        "t": t,
+                        "shopper": plan.shopper,
+                        "to": act.to,
+                        "product": act.product,
+                        "session": session,
+                    }
+                )
                 continue
             stand_x = act.x if act.stand_x is None else act.stand_x
             stand = (stand_x, layout.plate_gondola[act.plate] * AISLE + FRONT + 0.7)
@@ -246,9 +266,18 @@ def _plan_timelines(scene: Scene, rng: np.random.Generator, noise: SensorNoise):
                 if sign > 0:
                     arrived[key] = max(arrived.get(key, 0.0), tb)
                 cart[act.product] = cart.get(act.product, 0) - sign * act.units
-                events.append({"kind": act.kind, "t_start": ta, "t_end": tb, "plate": layout.plate_ids[act.plate],
-                               "product": act.product, "units": act.units, "shopper": plan.shopper,
-                               "session": session})
+                events.append(
+                    {
+                        "kind": act.kind,
+                        "t_start": ta,
+                        "t_end": tb,
+                        "plate": layout.plate_ids[act.plate],
+                        "product": act.product,
+                        "units": act.units,
+                        "shopper": plan.shopper,
+                        "session": session,
+                    }
+                )
             t = tb + 0.5 + rng.uniform(0.5, 2.5)
             tl.waypoints.append((t, *pos))
         for point in _route(layout, pos, GATE):
@@ -265,10 +294,19 @@ def _plan_timelines(scene: Scene, rng: np.random.Generator, noise: SensorNoise):
             continue
         members = [s.shopper for s in scene.shoppers if payer[s.shopper] == plan.shopper]
         cart = {p: q for p, q in carts.get(plan.shopper, {}).items() if q > 0}
-        truth_trips.append({"session": plan.shopper, "visit_id": plan.visit_id or plan.shopper, "members": members,
-                            "entry_method": plan.entry_method, "entry_token": plan.entry_token,
-                            "entered_at": plan.enter_at, "exited_at": max(timelines[m].exit_at for m in members),
-                            "never_exits": plan.never_exits, "cart": dict(sorted(cart.items()))})
+        truth_trips.append(
+            {
+                "session": plan.shopper,
+                "visit_id": plan.visit_id or plan.shopper,
+                "members": members,
+                "entry_method": plan.entry_method,
+                "entry_token": plan.entry_token,
+                "entered_at": plan.enter_at,
+                "exited_at": max(timelines[m].exit_at for m in members),
+                "never_exits": plan.never_exits,
+                "cart": dict(sorted(cart.items())),
+            }
+        )
     return timelines, changes, touches, events, truth_trips
 
 
@@ -280,8 +318,13 @@ def _positions(tl: _Timeline, times: np.ndarray):
     wt, wx, wy = np.maximum.accumulate(wt[order]), wx[order], wy[order]
     x, y = np.interp(times, wt, wx), np.interp(times, wt, wy)
     head = np.stack([x, y, np.full_like(x, 1.65)], axis=1)
-    hands = np.stack([np.stack([x - 0.2, y - 0.1, np.full_like(x, 1.0)], axis=1),
-                      np.stack([x + 0.2, y - 0.1, np.full_like(x, 1.0)], axis=1)], axis=1)
+    hands = np.stack(
+        [
+            np.stack([x - 0.2, y - 0.1, np.full_like(x, 1.0)], axis=1),
+            np.stack([x + 0.2, y - 0.1, np.full_like(x, 1.0)], axis=1),
+        ],
+        axis=1,
+    )
     for t0, ta, tb, point, hand in tl.reaches:
         rest = hands[:, hand, :].copy()
         for lo, hi, forward in ((t0, ta, True), (tb, tb + 0.5, False)):
@@ -308,7 +351,7 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
     P = layout.plates
     level = np.repeat(layout.initial_weight()[:, None], len(sample_t), axis=1).astype(np.float64)
     for plate, t, delta in changes:
-        level[plate, np.searchsorted(sample_t, t):] += delta
+        level[plate, np.searchsorted(sample_t, t) :] += delta
     drift = np.cumsum(rng.normal(0, noise.drift_step, (P, n_ticks)), axis=1) + rng.normal(0, 3, (P, 1))
     signal = level + np.repeat(drift, PER_MESSAGE, axis=1) + rng.normal(0, noise.plate_noise, level.shape)
     for plate, ta, tb, kind, extra in touches:
@@ -358,7 +401,7 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
         idx = np.nonzero(present[i])[0]
         starts = idx[rng.random(len(idx)) < noise.occlusion_rate]
         for k in starts.tolist():
-            visible[i, k:k + int(rng.uniform(0.3, 1.5) * HZ_CAMERA)] = False
+            visible[i, k : k + int(rng.uniform(0.3, 1.5) * HZ_CAMERA)] = False
         visible[i, idx[rng.random(len(idx)) < noise.dropout]] = False
     rows, first = [], []
     for i in range(len(names)):
@@ -367,22 +410,37 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
         F = k1 - k0
         look = looks[i] + rng.normal(0, noise.appearance_noise, (F, dim))
         look /= np.linalg.norm(look, axis=1, keepdims=True)
-        rows.append((np.round(heads[i, k0:k1] + rng.normal(0, noise.position_noise, (F, 3)), 3).tolist(),
-                     np.round(hands[i, k0:k1] + rng.normal(0, noise.position_noise, (F, 2, 3)), 3).tolist(),
-                     np.round(look, 3).tolist()))
+        rows.append(
+            (
+                np.round(heads[i, k0:k1] + rng.normal(0, noise.position_noise, (F, 3)), 3).tolist(),
+                np.round(hands[i, k0:k1] + rng.normal(0, noise.position_noise, (F, 2, 3)), 3).tolist(),
+                np.round(look, 3).tolist(),
+            )
+        )
         first.append(k0)
     frames = []
     for k, t in enumerate(times.tolist()):
-        tracks = [{"track_id": f"T{label[i, k] + 1}", "head": rows[i][0][k - first[i]],
-                   "hands": rows[i][1][k - first[i]], "appearance": rows[i][2][k - first[i]]}
-                  for i in np.nonzero(visible[:, k])[0].tolist()]
+        tracks = [
+            {
+                "track_id": f"T{label[i, k] + 1}",
+                "head": rows[i][0][k - first[i]],
+                "hands": rows[i][1][k - first[i]],
+                "appearance": rows[i][2][k - first[i]],
+            }
+            for i in np.nonzero(visible[:, k])[0].tolist()
+        ]
         frames.append({"t": round(t, 4), "seq": k, "tracks": tracks})
     gate, gate_truth = [], []
     for i, name in enumerate(names):
         plan = plans[name]
         k_in = int(np.searchsorted(times, plan.enter_at))
-        msg = {"kind": "gate", "gate_id": "gate-1", "event": "enter", "t": round(plan.enter_at, 3),
-               "track_id": f"T{label[i, min(k_in, len(times) - 1)] + 1}"}
+        msg = {
+            "kind": "gate",
+            "gate_id": "gate-1",
+            "event": "enter",
+            "t": round(plan.enter_at, 3),
+            "track_id": f"T{label[i, min(k_in, len(times) - 1)] + 1}",
+        }
         if plan.group_with:
             payer = names.index(plan.group_with)
             msg.update(entry_method="group", group_with=f"T{label[payer, min(k_in, len(times) - 1)] + 1}")
@@ -397,12 +455,21 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
         if not plan.never_exits:
             t_out = timelines[name].exit_at
             k_out = min(int(np.searchsorted(times, t_out)) - 1, len(times) - 1)
-            gate.append({"kind": "gate", "gate_id": "gate-1", "event": "exit", "t": round(t_out, 3),
-                         "track_id": f"T{label[i, k_out] + 1}"})
+            gate.append(
+                {
+                    "kind": "gate",
+                    "gate_id": "gate-1",
+                    "event": "exit",
+                    "t": round(t_out, 3),
+                    "track_id": f"T{label[i, k_out] + 1}",
+                }
+            )
             gate_truth.append((gate[-1], name))
     gate.sort(key=lambda m: m["t"])
-    truth_gate = [{"t": m["t"], "event": m["event"], "track_id": m["track_id"], "shopper": who}
-                  for m, who in sorted(gate_truth, key=lambda r: r[0]["t"])]
+    truth_gate = [
+        {"t": m["t"], "event": m["event"], "track_id": m["track_id"], "shopper": who}
+        for m, who in sorted(gate_truth, key=lambda r: r[0]["t"])
+    ]
     carriers: dict[str, list] = {}  # track id -> [(from time, shopper)], who the camera's id really followed
     for s_ in switches:
         for name in s_["shoppers"]:
@@ -411,13 +478,18 @@ def render_scene(scene: Scene, noise: SensorNoise = SensorNoise()) -> Signals:
             carriers.setdefault(f"T{label[i, k] + 1}", []).append((s_["t"], name))
     for i, name in enumerate(names):
         carriers.setdefault(f"T{i + 1}", []).insert(0, (plans[name].enter_at, name))
-    truth = {"trips": trips, "events": sorted(events, key=lambda e: e.get("t_start", e.get("t", 0))),
-             "switches": switches, "gate": truth_gate,
-             "tracks": {k: sorted(v) for k, v in sorted(carriers.items())}}
+    truth = {
+        "trips": trips,
+        "events": sorted(events, key=lambda e: e.get("t_start", e.get("t", 0))),
+        "switches": switches,
+        "gate": truth_gate,
+        "tracks": {k: sorted(v) for k, v in sorted(carriers.items())},
+    }
     return Signals(layout, start, end, plate_t, plate_samples, frames, gate, truth)
 
 
 # ---------------------------------------------------------------- scenario families
+
 
 def _catalogue(n: int, rng: np.random.Generator):
     ids = [f"K{i:04d}" for i in range(n)]
@@ -430,9 +502,18 @@ def scenario_layout(family: str, seed: int = 0, *, gondolas: int | None = None) 
     rng = np.random.default_rng([seed, 3])
     ids, weights, prices = _catalogue(600, rng)
     g = gondolas or (20 if family == "crowded" else 6)
-    layout, _ = generate_layout("CF-LAB", ids, weights, prices, gondolas=g, shelves=6, plates_per_shelf=12,
-                                facings_per_plate=2, seed=seed,
-                                same_weight_share=1.0 if family == "same_weight" else 0.0)
+    layout, _ = generate_layout(
+        "CF-LAB",
+        ids,
+        weights,
+        prices,
+        gondolas=g,
+        shelves=6,
+        plates_per_shelf=12,
+        facings_per_plate=2,
+        seed=seed,
+        same_weight_share=1.0 if family == "same_weight" else 0.0,
+    )
     return layout
 
 
@@ -442,8 +523,15 @@ def _facing(layout: Layout, rng: np.random.Generator, plates: np.ndarray | None 
     return p, f
 
 
-def scenario(family: str, trips: int = 50, seed: int = 0, *, gondolas: int | None = None,
-             start: float = 1_790_000_000.0, spacing: float | None = None) -> Scene:
+def scenario(
+    family: str,
+    trips: int = 50,
+    seed: int = 0,
+    *,
+    gondolas: int | None = None,
+    start: float = 1_790_000_000.0,
+    spacing: float | None = None,
+) -> Scene:
     """A scene of ``trips`` trips of one family. See the module docstring for the hard cases."""
     if family not in FAMILIES:
         raise ValueError(f"unknown scenario family {family!r}; one of {', '.join(FAMILIES)}")
@@ -454,8 +542,9 @@ def scenario(family: str, trips: int = 50, seed: int = 0, *, gondolas: int | Non
 
     def plan(name, at, actions, **kw):
         method = methods[len(shoppers) % 3]
-        shoppers.append(ShopperPlan(name, at, actions, entry_method=method, entry_token=f"tok-{name}",
-                                    visit_id=f"v-{name}", **kw))
+        shoppers.append(
+            ShopperPlan(name, at, actions, entry_method=method, entry_token=f"tok-{name}", visit_id=f"v-{name}", **kw)
+        )
 
     def basket(n_items, plates=None, allow_multi=True, returns=0.2):
         acts = []
@@ -492,8 +581,7 @@ def scenario(family: str, trips: int = 50, seed: int = 0, *, gondolas: int | Non
             at = start + 3 + i * 30.0
             cross = rng.random() < 0.5
             plan(f"x{i}a", at, [Action("pick", pa, fa.x, fa.product_id, 1, stand_x=fb.x if cross else None)])
-            plan(f"x{i}b", at + 0.3, [Action("pick", pb, fb.x, fb.product_id, 1,
-                                             stand_x=fa.x if cross else None)])
+            plan(f"x{i}b", at + 0.3, [Action("pick", pb, fb.x, fb.product_id, 1, stand_x=fa.x if cross else None)])
     elif family == "misplaced":
         for i in range(trips):
             at = start + i * 20.0

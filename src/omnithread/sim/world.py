@@ -167,8 +167,13 @@ def build_world(cfg: WorldConfig) -> World:
     number = np.arange(cfg.first_person, cfg.first_person + n)
     handle1 = np.char.add(np.char.add(np.char.add(first, "."), last), np.char.mod("%d", number))
     handle2 = np.char.add(np.char.add(first, np.char.mod("%d", rng.integers(10, 99, n))), np.char.mod("x%d", number))
-    emails = np.stack([np.char.add(np.char.add(handle1, "@"), domain[:, 0]),
-                       np.where(rng.random(n) < 0.4, np.char.add(np.char.add(handle2, "@"), domain[:, 1]), "")], axis=1)
+    emails = np.stack(
+        [
+            np.char.add(np.char.add(handle1, "@"), domain[:, 0]),
+            np.where(rng.random(n) < 0.4, np.char.add(np.char.add(handle2, "@"), domain[:, 1]), ""),
+        ],
+        axis=1,
+    )
     emails[~online] = ""
     phone = np.char.add("+447", _digits(rng, n, 9))
     n_dev = np.where(online, rng.integers(1, 4, n), 0)
@@ -190,19 +195,57 @@ def build_world(cfg: WorldConfig) -> World:
     cards[shares_card, 1] = cards[first_of[shares_card], 0]
     palm = np.where(in_store & (rng.random(n) < cfg.palm_share), np.char.add("palm_", _hex(rng, n, 20)), "")
     app_code = np.where(online & in_store, np.char.add("qr_", _hex(rng, n, 12)), "")
-    street = np.char.add(np.char.mod("%d ", rng.integers(1, 200, n)), np.array(STREETS)[rng.integers(0, len(STREETS), n)])
+    street = np.char.add(
+        np.char.mod("%d ", rng.integers(1, 200, n)), np.array(STREETS)[rng.integers(0, len(STREETS), n)]
+    )
     street = np.where(first_of != np.arange(n), street[first_of], street)
     town = np.array(TOWNS)[rng.integers(0, len(TOWNS), n)][first_of]
     letters = np.array(list("ABCDEFGHJKLMNPRSTUWY"))
-    postcode = np.array([
-        f"{a}{b}{d1} {d2}{c}{e}" for a, b, c, e, d1, d2 in zip(
-            letters[rng.integers(0, 20, n)], letters[rng.integers(0, 20, n)], letters[rng.integers(0, 20, n)],
-            letters[rng.integers(0, 20, n)], rng.integers(1, 20, n), rng.integers(1, 10, n))
-    ])[first_of]
+    postcode = np.array(
+        [
+            f"{a}{b}{d1} {d2}{c}{e}"
+            for a, b, c, e, d1, d2 in zip(
+                letters[rng.integers(0, 20, n)],
+                letters[rng.integers(0, 20, n)],
+                letters[rng.integers(0, 20, n)],
+                letters[rng.integers(0, 20, n)],
+                rng.integers(1, 20, n),
+                rng.integers(1, 10, n),
+            )
+        ]
+    )[first_of]
     birth = (np.datetime64("1950-01-01") + rng.integers(0, 365 * 55, n).astype("timedelta64[D]")).astype(str)
     return World(
-        cfg, product_ids, category, price, weight, pop, vec, store_ids, checkout_free,
-        np.array([f"person-{i:07d}" for i in number]), habit, member, household, home_store, taste, category_pref,
-        account, emails, phone, devices, device_kind, voice_device, loyalty, cards, palm, app_code,
-        first, last, street, town, postcode, birth,
+        cfg,
+        product_ids,
+        category,
+        price,
+        weight,
+        pop,
+        vec,
+        store_ids,
+        checkout_free,
+        np.array([f"person-{i:07d}" for i in number]),
+        habit,
+        member,
+        household,
+        home_store,
+        taste,
+        category_pref,
+        account,
+        emails,
+        phone,
+        devices,
+        device_kind,
+        voice_device,
+        loyalty,
+        cards,
+        palm,
+        app_code,
+        first,
+        last,
+        street,
+        town,
+        postcode,
+        birth,
     )

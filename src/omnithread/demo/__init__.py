@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 from omnithread.config import Settings
+from omnithread.demo.sensed import SensedStoreEvents
+from omnithread.flows import resolve_persons
+from omnithread.identity import connection_summary, evaluate_against_truth
 from omnithread.ingest import IngestReport
+from omnithread.ingest.reference import reference_summary
+from omnithread.recommend.ablation import run_ablation, save_chart
+from omnithread.recommend.service import Recommendations
 from omnithread.sim import WorldConfig, simulate
 from omnithread.workspace import Workspace
 
@@ -48,9 +54,13 @@ class DemoRun:
         return {
             "data_dir": str(self.settings.data_dir),
             "sources_dir": str(self.sources_dir),
-            "world": {"people": self.config.people, "days": self.config.days, "seed": self.config.seed,
-                      "stores": self.manifest.get("stores"),
-                      "checkout_free_stores": self.manifest.get("checkout_free_stores")},
+            "world": {
+                "people": self.config.people,
+                "days": self.config.days,
+                "seed": self.config.seed,
+                "stores": self.manifest.get("stores"),
+                "checkout_free_stores": self.manifest.get("checkout_free_stores"),
+            },
             "ingest": self.ingest.as_dict() if self.ingest else None,
             "reference": self.reference,
             "stats": self.stats,
@@ -67,7 +77,6 @@ class DemoRun:
 
 
 def _simulate(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
-    from omnithread.sim.sensed import SensedStoreEvents
 
     progress(f"simulating the retailer; sensing its checkout-free trips of the last {run.sensed_days:g} days")
     layer = SensedStoreEvents(last_days=run.sensed_days, seed=run.config.seed)
@@ -79,7 +88,8 @@ def _sensed_receipts(run: DemoRun, ws: Workspace, progress: Callable[[str], None
     progress("counting sensed receipts in the log")
     rows = ws.engine.rows(
         "SELECT count(*) AS receipts, count(*) FILTER (WHERE properties->>'review_required' = 'true') AS review "
-        "FROM events WHERE event = 'Order Completed' AND properties->>'review_required' IS NOT NULL")
+        "FROM events WHERE event = 'Order Completed' AND properties->>'review_required' IS NOT NULL"
+    )
     run.sensing.update(receipts_in_log=rows[0]["receipts"], receipts_in_log_for_review=rows[0]["review"])
 
 
@@ -88,8 +98,6 @@ def _ingest(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> Non
     run.ingest = ws.ingestor().ingest_paths(run.manifest["sources"])
     reference = run.manifest.get("reference") or {}
     if reference:
-        from omnithread.ingest.reference import reference_summary
-
         for kind in ("catalogue", "inventory"):
             run.reference[kind] = ws.ingestor().ingest_reference([reference[kind]], kind).as_dict()
         run.reference["stored"] = reference_summary(ws.engine)
@@ -102,35 +110,27 @@ def _summarise(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> 
 
 
 def _resolve(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
-    from omnithread.identity import connection_summary, evaluate_against_truth, resolve_identities
-
-    progress("connecting identities into persons")
-    run.identity = resolve_identities(ws.engine, ws.pseudonymiser).as_dict()
+    progress("connecting identities into persons and building their profiles")
+    report, run.profiles = resolve_persons(ws)
+    run.identity = report.as_dict()
     run.connection = connection_summary(ws.engine)
     run.accuracy = evaluate_against_truth(ws.engine, ws.pseudonymiser, run.sources_dir / "truth")
 
 
-def _profile(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
-    from omnithread.profile import build_profiles
-
-    progress("building unified profiles")
-    run.profiles = build_profiles(ws.engine)
-
-
 def _recommend(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
-    from omnithread.recommend.service import Recommendations
 
     progress("choosing signal weights and the model on validation, training recommendations")
     service = Recommendations.train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models")
-    person = ws.engine.scalar("SELECT person_id FROM profiles WHERE orders > 0 AND coalesce(consent_personalisation, "
-                              "true) ORDER BY revenue DESC, person_id LIMIT 1")
+    person = ws.engine.scalar(
+        "SELECT person_id FROM profiles WHERE orders > 0 AND coalesce(consent_personalisation, "
+        "true) ORDER BY revenue DESC, person_id LIMIT 1"
+    )
     example = service.recommend(person, "for_you", n=5).as_dict() if person else None
     run.recommend = {"stats": service.stats, "example": example}
     run.tuning = service.tuning
 
 
 def _ablation(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
-    from omnithread.recommend.ablation import run_ablation, save_chart
 
     progress("measuring what joined offline data adds (ablation)")
     tuning = run.tuning
@@ -139,13 +139,20 @@ def _ablation(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> N
 
 
 STEPS: list[tuple[str, Callable]] = [
-    ("simulate", _simulate), ("ingest", _ingest), ("summarise", _summarise), ("sensing", _sensed_receipts),
-    ("resolve", _resolve), ("profile", _profile), ("recommend", _recommend), ("ablation", _ablation),
+    ("simulate", _simulate),
+    ("ingest", _ingest),
+    ("summarise", _summarise),
+    ("sensing", _sensed_receipts),
+    ("resolve", _resolve),
+    ("recommend", _recommend),
+    ("ablation", _ablation),
 ]
 
 
 def run_demo(
-    settings: Settings, config: WorldConfig | None = None, sources_dir: Path | None = None,
+    settings: Settings,
+    config: WorldConfig | None = None,
+    sources_dir: Path | None = None,
     progress: Callable[[str], None] = lambda step: None,
 ) -> DemoRun:
     """Simulate ``config`` into ``sources_dir`` (a temporary folder if None) and run every step."""

@@ -1,12 +1,13 @@
 """Checkout-free trips of the simulated retailer, sensed: shelf, camera and gate signals run through the
 sensing engine, whose receipts and interest events become the store's events.
 
-The retailer's trips happen over weeks (optionally only the last ``last_days`` of them are sensed); a
-store's sensors would report every idle hour too. To keep the demo quick, the trips of each store are played in busy sessions of ``session_trips`` trips, a new shopper
-through the gate every ``spacing`` seconds (denser than the real day, so harder for the engine, never
-easier), with the shelves restocked between sessions. Each trip's events are then moved back to the
-trip's real time. What the engine got wrong stays wrong: the truth (orders, future purchases) is what the
-shoppers really took, so later stages see sensing errors as they would in a real store.
+The retailer's trips happen over weeks (optionally only the last ``last_days`` of them are sensed); a store's
+sensors would report every idle hour too. To keep the demo quick, the trips of each store are played in busy
+sessions of ``session_trips`` trips, a new shopper through the gate every ``spacing`` seconds (denser than the
+real day, so harder for the engine, never easier), with the shelves restocked between sessions. Each trip's
+events are then moved back to the trip's real time. What the engine got wrong stays wrong: the truth (orders,
+future purchases) is what the shoppers really took, so later stages see sensing errors as they would in a real
+store.
 """
 
 from __future__ import annotations
@@ -34,9 +35,17 @@ class SensedStoreEvents:
     is the slow part of a simulation); earlier trips come as the store's receipt history, as they
     happened."""
 
-    def __init__(self, *, last_days: float | None = None, session_trips: int = 40, spacing: float = 8.0,
-                 noise: SensorNoise = SensorNoise(), config: SensingConfig = SensingConfig(), gondolas: int = 6,
-                 seed: int = 0):
+    def __init__(
+        self,
+        *,
+        last_days: float | None = None,
+        session_trips: int = 40,
+        spacing: float = 8.0,
+        noise: SensorNoise = SensorNoise(),
+        config: SensingConfig = SensingConfig(),
+        gondolas: int = 6,
+        seed: int = 0,
+    ):
         self.last_days = last_days
         self.session_trips, self.spacing, self.noise, self.config = session_trips, spacing, noise, config
         self.gondolas, self.seed = gondolas, seed
@@ -69,13 +78,19 @@ class SensedStoreEvents:
         sc = self.scores
         p = sc["matched"] / sc["predicted"] if sc["predicted"] else 1.0
         r = sc["matched"] / sc["actual"] if sc["actual"] else 1.0
-        return {"trips_sensed": sc["trips"], "trips_from_history": self.unsensed,
-                "plate_messages": self.plate_messages, "camera_observations": self.camera_observations,
-                "weight_events": self.weight_events, "precision": round(p, 4), "recall": round(r, 4),
-                "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
-                "exact_receipts": round(sc["exact"] / sc["trips"], 4) if sc["trips"] else None,
-                "review_share": round(sc["review"] / sc["trips"], 4) if sc["trips"] else None,
-                "sensor_problems": len(self.problems)}
+        return {
+            "trips_sensed": sc["trips"],
+            "trips_from_history": self.unsensed,
+            "plate_messages": self.plate_messages,
+            "camera_observations": self.camera_observations,
+            "weight_events": self.weight_events,
+            "precision": round(p, 4),
+            "recall": round(r, 4),
+            "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
+            "exact_receipts": round(sc["exact"] / sc["trips"], 4) if sc["trips"] else None,
+            "review_share": round(sc["review"] / sc["trips"], 4) if sc["trips"] else None,
+            "sensor_problems": len(self.problems),
+        }
 
     def layout_for(self, store_id: str):
         if store_id not in self.layouts:
@@ -85,9 +100,17 @@ class SensedStoreEvents:
             shelves, per_shelf = 5, 10
             gondolas = max(self.gondolas, int(np.ceil(plates / (shelves * per_shelf))))
             self.layouts[store_id], _ = generate_layout(
-                store_id, w.product_ids.tolist(), w.product_weight.tolist(), w.product_price.tolist(),
-                gondolas=gondolas, shelves=shelves, plates_per_shelf=per_shelf, facings_per_plate=per_plate,
-                seed=self.seed, stock=20)
+                store_id,
+                w.product_ids.tolist(),
+                w.product_weight.tolist(),
+                w.product_price.tolist(),
+                gondolas=gondolas,
+                shelves=shelves,
+                plates_per_shelf=per_shelf,
+                facings_per_plate=per_plate,
+                seed=self.seed,
+                stock=20,
+            )
         return self.layouts[store_id]
 
     def _plan(self, visit: StoreVisit, layout, at: float, rng: np.random.Generator) -> ShopperPlan:
@@ -101,11 +124,19 @@ class SensedStoreEvents:
             if returned:
                 later.append(Action("return", plate, x, product, int(quantity)))
         for act in later:  # a put-back comes a little later in the trip
-            actions.insert(int(rng.integers(actions.index(next(a for a in actions if a.product == act.product
-                                                              and a.kind == "pick")) + 1, len(actions) + 1)), act)
+            actions.insert(
+                int(
+                    rng.integers(
+                        actions.index(next(a for a in actions if a.product == act.product and a.kind == "pick")) + 1,
+                        len(actions) + 1,
+                    )
+                ),
+                act,
+            )
         token = visit.entry_token if visit.entry_method != "none" else None
-        return ShopperPlan(visit.visit_id, at, actions, entry_method=visit.entry_method, entry_token=token,
-                           visit_id=visit.visit_id)
+        return ShopperPlan(
+            visit.visit_id, at, actions, entry_method=visit.entry_method, entry_token=token, visit_id=visit.visit_id
+        )
 
     def finish(self) -> list[dict]:
         rng = np.random.default_rng([self.seed, 97])
@@ -116,7 +147,7 @@ class SensedStoreEvents:
         for store_id, visits in by_store.items():
             layout = self.layout_for(store_id)
             for s in range(0, len(visits), self.session_trips):
-                batch = visits[s:s + self.session_trips]
+                batch = visits[s : s + self.session_trips]
                 start = float(np.floor(batch[0].entered_at))
                 plans = [self._plan(v, layout, start + k * self.spacing, rng) for k, v in enumerate(batch)]
                 offset = {v.visit_id: v.entered_at - p.enter_at for v, p in zip(batch, plans)}
