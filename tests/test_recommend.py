@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from omnithread.errors import ConfigError, NotFoundError
+from omnithread.errors import ConflictError, InvalidRequestError, NotFoundError
 from omnithread.recommend import (
     ALS,
     DLAE,
@@ -140,10 +140,11 @@ def test_a_model_file_from_another_version_is_refused(tmp_path):
     data = dict(np.load(path))
     data["meta"] = np.array(str(data["meta"]).replace("'format': 1", "'format': 99"))
     np.savez(path, **data)
-    with pytest.raises(ConfigError, match="format 1, not 99"):
+    with pytest.raises(ConflictError, match="format 99, not 1") as stale:
         load_model(path)
     (tmp_path / "junk.npz").write_bytes(b"not a model")
-    with pytest.raises(ConfigError, match="a model file"):
+    assert stale.value.http_status == 409
+    with pytest.raises(ConflictError, match="not a model file"):
         load_model(tmp_path / "junk.npz")
 
 
@@ -332,7 +333,7 @@ def test_every_persons_answers_computed_together_equal_one_request_each(served, 
     assert [p for who, p in zip(table["person_id"], table["product_id"]) if who == first] == [
         i["product_id"] for i in answers[first].items
     ]
-    with pytest.raises(ConfigError, match="surface"):
+    with pytest.raises(InvalidRequestError, match="surface"):
         next(service.recommend_all("similar"))
 
 
@@ -360,7 +361,7 @@ def test_similar_bought_together_trending_and_clear_errors(served):
         service.recommend(surface="similar", product="NO-SUCH-PRODUCT")
     with pytest.raises(NotFoundError):
         service.recommend(surface="bought_together", basket=["NO-SUCH-PRODUCT"])
-    with pytest.raises(ConfigError, match="surface"):
+    with pytest.raises(InvalidRequestError, match="surface"):
         service.recommend("x", "for_me")
 
 

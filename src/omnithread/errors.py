@@ -1,7 +1,15 @@
-"""One root error and its families; each names the offending field and value.
+"""One root error and its families, by kind; each names the offending field and value.
 
-Every error knows the HTTP status an API edge should answer with, so the edges
-never map exception types by hand.
+The kinds, and the HTTP status each answers with (the edges read ``http_status`` and never map types by hand):
+
+* invalid input, the caller's to fix (400): :class:`InvalidEventError` (an event, with every problem),
+  :class:`InvalidRequestError` (a field of a request or a command's argument);
+* not found (404): :class:`NotFoundError`;
+* conflict with the stored state (409): :class:`ConflictError` (a model saved by another version);
+* unavailable, try again later (503): :class:`UnavailableError` (a full disk, a locked or corrupt data
+  directory, an audit log that cannot be written);
+* configuration, the operator's to fix (500): :class:`ConfigError` (a setting), and :class:`NothingToTrainError`;
+* the server's own failures (500): :class:`EngineError` (a statement failed), :class:`ErasureFailedError`.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ __all__ = [
     "InvalidEventError",
     "ConfigError",
     "NotFoundError",
-    "ConsentError",
+    "ConflictError",
+    "EngineError",
     "InvalidRequestError",
     "NothingToTrainError",
     "ErasureFailedError",
@@ -82,14 +91,24 @@ class NotFoundError(OmnithreadError):
         super().__init__(f"no {kind} with id {key!r}")
 
 
-class ConsentError(OmnithreadError):
-    """The person's consent does not allow the requested purpose."""
+class ConflictError(OmnithreadError):
+    """What is stored conflicts with the request (a model saved by another version of omnithread)."""
 
-    http_status = 403
+    http_status = 409
 
-    def __init__(self, purpose: str, person: str):
-        self.purpose, self.person = purpose, person
-        super().__init__(f"person {person!r} has not consented to {purpose!r}")
+    def __init__(self, what: str, remedy: str):
+        self.what, self.remedy = what, remedy
+        super().__init__(f"{what}: {remedy}")
+
+
+class EngineError(OmnithreadError):
+    """A statement failed in the engine. It carries the statement (``sql``) and the engine's own error
+    (``cause``) for whoever debugs it, but its message holds neither: the kind of failure with every quoted
+    value masked, so an answer or a log line that shows it shows no one's data and no statement."""
+
+    def __init__(self, sql: str, cause: Exception):
+        self.sql, self.cause = sql, cause
+        super().__init__(f"the engine failed: {safe_message(cause)}")
 
 
 def _shown(value: object, limit: int = 60) -> str:
@@ -97,7 +116,7 @@ def _shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class InvalidRequestError(OmnithreadError):
+class InvalidRequestError(OmnithreadError, ValueError):
     """A field of a request (an API body, a command's argument) has a value omnithread cannot use."""
 
     http_status = 400

@@ -433,7 +433,7 @@ def test_health_says_degraded_on_a_full_disk_and_failing_writes(app_client, monk
     import shutil
     from collections import namedtuple
 
-    from omnithread.engine.duckdb import EngineError
+    from omnithread.errors import EngineError
 
     client, service, made = app_client
     assert client.get("/health").json()["status"] == "ok"
@@ -457,7 +457,7 @@ def test_health_says_degraded_on_a_full_disk_and_failing_writes(app_client, monk
 
 
 def test_errors_answer_and_log_without_statement_or_value(app_client, monkeypatch, caplog):
-    from omnithread.engine.duckdb import EngineError
+    from omnithread.errors import EngineError
     from omnithread.identity import lookup
 
     client, service, made = app_client

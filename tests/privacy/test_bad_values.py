@@ -230,3 +230,24 @@ def test_erasure_completes_on_a_simulated_retailer_whose_resolution_splits_compo
         assert done.events_deleted > 0 and done.model_retrained
         assert ws.engine.scalar("SELECT count(*) FROM events") == before - done.events_deleted
         assert ws.engine.scalar("SELECT count(*) FROM identity_map WHERE identifier = ?", [f"account:{account}"]) == 0
+
+
+def test_a_setting_error_while_retraining_does_not_delete_the_model(settings, tmp_path, monkeypatch):
+    """Erasure read any ConfigError from training as 'nothing left to train on' and deleted every model file."""
+    from omnithread.errors import ConfigError
+
+    with Workspace(settings) as ws:
+        ws.ingestor().ingest_paths([write_lines(tmp_path / "log.jsonl", [order(1, "alice", 1), order(2, "bob", 1)])])
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        models = settings.data_dir / "models"
+        Recommendations.train(ws.engine, ws.pseudonymiser, models, tune_days=None)
+        before = sorted(f.name for f in models.iterdir())
+
+        def misconfigured(*args, **kwargs):
+            raise ConfigError("dropout", 2, "a share in [0, 1)")
+
+        monkeypatch.setattr(Recommendations, "train", misconfigured)
+        with pytest.raises(ErasureFailedError):
+            erase(ws, "alice", "delete")
+        assert sorted(f.name for f in models.iterdir()) == before
+        assert ws.engine.scalar("SELECT count(*) FROM events WHERE user_id = 'alice'") == 1

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from omnithread.api.keys import ApiKey, KeyStore
 from omnithread.config import Settings
 from omnithread.engine.tables import message_key
-from omnithread.errors import OmnithreadError, UnavailableError, safe_message
+from omnithread.errors import ErasureFailedError, OmnithreadError, UnavailableError, safe_message
 from omnithread.events.schema import MAX_BATCH_BYTES
 from omnithread.flows import erase, record_consent, refresh_persons
 from omnithread.privacy.erasure import check_request
@@ -364,11 +364,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(OmnithreadError)
     async def _domain_error(request: Request, exc: OmnithreadError):
-        from omnithread.errors import ConfigError, ErasureFailedError
-
         exc = unavailable(exc)  # type: ignore[assignment]  # (a storage failure becomes the 503 it is)
-        # a bad value in a request is the client's to fix, not the server's
-        status = 400 if isinstance(exc, ConfigError) else exc.http_status
+        status = exc.http_status  # each kind knows its status (omnithread.errors)
         if status < 500 or isinstance(exc, (UnavailableError, ErasureFailedError)):
             return JSONResponse(
                 {"success": False, "code": type(exc).__name__, "message": str(exc)},

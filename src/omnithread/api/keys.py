@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from omnithread.errors import ConfigError, NotFoundError, UnavailableError
+from omnithread.errors import InvalidRequestError, NotFoundError, UnavailableError
 from omnithread.privacy.files import private_directory
 
 __all__ = ["ROLES", "ApiKey", "KeyStore"]
@@ -99,7 +99,7 @@ class KeyStore:
     def create(self, role: str, name: str | None = None, rate_per_second: float | None = None) -> tuple[str, ApiKey]:
         """A new key: returns the key itself (shown once) and its record."""
         if role not in ROLES:
-            raise ConfigError("role", role, f"one of {', '.join(ROLES)}")
+            raise InvalidRequestError("role", role, f"one of {', '.join(ROLES)}")
         key_id = secrets.token_hex(4)
         key = f"otk_{role}_{secrets.token_urlsafe(24)}"
         rate = float(rate_per_second if rate_per_second is not None else DEFAULT_RATE[role])

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, Te
 from rich.table import Table
 
 from omnithread.config import Settings
-from omnithread.errors import ConfigError, OmnithreadError
+from omnithread.errors import InvalidRequestError, OmnithreadError
 from omnithread.ingest import IngestReport, replay_rejected
 from omnithread.sim import WorldConfig
 
@@ -580,7 +580,7 @@ def sensing_simulate(
     from omnithread.sim.sensors import FAMILIES, render_scene, scenario
 
     if family not in FAMILIES:
-        _fail(ConfigError("family", family, f"one of {', '.join(FAMILIES)}"))
+        _fail(InvalidRequestError("family", family, f"one of {', '.join(FAMILIES)}"))
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -723,7 +723,7 @@ def sensing_evaluate(
 
     truth_path = recording / "truth.json"
     if not truth_path.is_file():
-        _fail(ConfigError("recording", str(recording), "a simulated recording with truth.json"))
+        _fail(InvalidRequestError("recording", str(recording), "a simulated recording with truth.json"))
     try:
         engine, receipts = _run_sensing(recording, as_json)
     except OmnithreadError as error:
@@ -769,7 +769,7 @@ def train(
         ("--trending-days", trending_days, 0, 3650),
     ):
         if not low <= value <= high or value != value:
-            _fail(ConfigError(name, value, f"a number from {low} to {high}"))
+            _fail(InvalidRequestError(name, value, f"a number from {low} to {high}"))
     serving = ServingConfig(
         trending_days=trending_days,
         available_days=available_days,
@@ -816,9 +816,9 @@ def recommend(
 
     if every and (person or out is None):
         _fail(
-            ConfigError("--all", person or "", "no PERSON, and --out FILE.parquet")
+            InvalidRequestError("--all", person or "", "no PERSON, and --out FILE.parquet")
             if person
-            else ConfigError("--out", None, "a Parquet file to write every person's recommendations to")
+            else InvalidRequestError("--out", None, "a Parquet file to write every person's recommendations to")
         )
     try:
         with Workspace(_settings(data_dir)) as ws:
@@ -1061,7 +1061,7 @@ def consent(
     for item in purpose:
         name, _, value = item.partition("=")
         if value.lower() not in ("true", "false"):
-            _fail(ConfigError("--set", item, "purpose=true or purpose=false"))
+            _fail(InvalidRequestError("--set", item, "purpose=true or purpose=false"))
         purposes[name] = value.lower() == "true"
     try:
         with Workspace(_settings(data_dir)) as ws:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from omnithread.engine.base import Engine, names_any_sql
 from omnithread.engine.tables import DERIVED_EVENT_COLUMNS, MESSAGE_KEY_SQL, identifiers_sql
-from omnithread.errors import OmnithreadError, UnavailableError, safe_message
+from omnithread.errors import EngineError, UnavailableError, safe_message
 
 __all__ = ["DuckDBEngine", "EngineError"]
 
@@ -26,16 +26,6 @@ _TYPES = {
     "bytes": "BLOB",
     "double": "DOUBLE",
 }
-
-
-class EngineError(OmnithreadError):
-    """A statement failed in the engine. It carries the statement (``sql``) and the engine's own error
-    (``cause``) for whoever debugs it, but its message holds neither: the kind of failure with every quoted
-    value masked, so an answer or a log line that shows it shows no one's data and no statement."""
-
-    def __init__(self, sql: str, cause: Exception):
-        self.sql, self.cause = sql, cause
-        super().__init__(f"the engine failed: {safe_message(cause)}")
 
 
 def _vectorised(function):

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from omnithread.engine.base import Engine
+from omnithread.errors import OmnithreadError
 from omnithread.identity.linkage import Comparison, LinkResult, Training, block_on, link, score
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
 MIN_RECORDS = 500
 
 
-class MatchingSkipped(Exception):
+class MatchingSkipped(OmnithreadError):
     """Probabilistic matching could not run on these records; the reason says why."""
 
 

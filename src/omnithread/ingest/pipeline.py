@@ -21,7 +21,7 @@ import orjson
 
 from omnithread.config import Settings
 from omnithread.engine.log import EventLog
-from omnithread.errors import ConfigError, Problem
+from omnithread.errors import InvalidRequestError, Problem
 from omnithread.events.schema import MAX_BATCH_BYTES, MAX_DEPTH, MAX_EVENT_BYTES
 from omnithread.events.validate import TimePolicy, nesting_depth, validate_event
 from omnithread.ingest import reference
@@ -341,7 +341,7 @@ class Ingestor:
         """Import catalogue or inventory files (``kind``; see :mod:`omnithread.ingest.reference`): each
         row checked, stored or kept with its reasons; one report for all."""
         if kind not in reference.KINDS:
-            raise ConfigError("kind", kind, " or ".join(reference.KINDS))
+            raise InvalidRequestError("kind", kind, " or ".join(reference.KINDS))
         started = datetime.now(UTC)
         for path in map(Path, paths):
             self.begin(str(path))

@@ -15,7 +15,7 @@ from enum import Enum
 
 import phonenumbers
 
-from omnithread.errors import Problem
+from omnithread.errors import OmnithreadError, Problem
 from omnithread.privacy.secret import Secret
 
 __all__ = [
@@ -59,8 +59,10 @@ _CARD = re.compile(r"^[A-Z0-9]{6,32}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]{4,128}$")
 
 
-class IdentifierError(ValueError):
+class IdentifierError(OmnithreadError, ValueError):
     """An identifier value cannot be normalised; carries a display-safe problem."""
+
+    http_status = 400
 
     def __init__(self, problem: Problem):
         self.problem = problem

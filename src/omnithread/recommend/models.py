@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from omnithread.errors import ConfigError
+from omnithread.errors import ConfigError, ConflictError, InvalidRequestError
 
 __all__ = [
     "Recommender",
@@ -48,7 +48,7 @@ FORMAT_VERSION = 1
 def _csr(X) -> sp.csr_matrix:
     X = sp.csr_matrix(X, dtype=np.float32)
     if X.nnz and X.data.min() < 0:
-        raise ConfigError("interactions", float(X.data.min()), "non-negative interaction strengths")
+        raise InvalidRequestError("interactions", float(X.data.min()), "non-negative interaction strengths")
     return X
 
 
@@ -133,16 +133,18 @@ def load_model(path: Path | str) -> Recommender:
         data = np.load(Path(path), allow_pickle=False)
         meta = ast.literal_eval(str(data["meta"]))
     except (OSError, ValueError, KeyError, SyntaxError) as exc:
-        raise ConfigError("model", str(path), f"a model file saved by omnithread ({exc})") from exc
+        raise ConflictError(f"{path} is not a model file saved by omnithread ({exc})", "train the model again") from exc
     if meta.get("format") != FORMAT_VERSION:
-        raise ConfigError(
-            "model",
-            str(path),
-            f"a model file of format {FORMAT_VERSION}, not {meta.get('format')}: retrain with this version",
+        raise ConflictError(
+            f"{path} is a model file of format {meta.get('format')}, not {FORMAT_VERSION}",
+            "train the model again with this version",
         )
     cls = MODELS.get(meta["model"])
     if cls is None or cls is Blend:
-        raise ConfigError("model", meta["model"], f"one of {', '.join(sorted(MODELS))}")
+        raise ConflictError(
+            f"{path} holds a model this version does not know ({meta['model']})",
+            "train the model again with this version",
+        )
     model = cls(seed=meta["seed"], **{p: meta[p] for p in cls.params})
     model.n_items = meta["n_items"]
     model._restore({k[len("state_") :]: data[k] for k in data.files if k.startswith("state_")})

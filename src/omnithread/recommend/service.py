@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from omnithread.engine.base import Engine
-from omnithread.errors import ConfigError, NotFoundError, NothingToTrainError
+from omnithread.errors import ConflictError, InvalidRequestError, NotFoundError, NothingToTrainError
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.ingest.reference import ONLINE_LOCATION, catalogue_facts, stock_levels
 from omnithread.recommend.history import HistoryCache
@@ -176,10 +176,9 @@ class Recommendations:
             raise NotFoundError("trained recommendation model in", str(directory))
         index = json.loads(index_path.read_text())
         if index.get("stats", {}).get("format") != FORMAT_VERSION:
-            raise ConfigError(
-                "model",
-                str(directory),
-                f"a model of format {FORMAT_VERSION}: run `omnithread train` again with this version",
+            raise ConflictError(
+                f"the model in {directory} was saved by another version of omnithread",
+                "run `omnithread train` again with this version",
             )
         model = load_model(directory / "model.npz")
         service = cls(
@@ -442,9 +441,9 @@ class Recommendations:
         if time.monotonic() - self._memo_at >= self.serving.refresh_seconds:
             self.refresh()
         if surface not in SURFACES:
-            raise ConfigError("surface", surface, f"one of {', '.join(SURFACES)}")
+            raise InvalidRequestError("surface", surface, f"one of {', '.join(SURFACES)}")
         if n < 1 or n > 500:
-            raise ConfigError("n", n, "between 1 and 500")
+            raise InvalidRequestError("n", n, "between 1 and 500")
         if surface == "trending":
             return self.trending(n, store)
         if surface == "similar":
@@ -466,7 +465,7 @@ class Recommendations:
             )
             return answer
         if surface == "in_store" and not store:
-            raise ConfigError("store", None, "a store for the in_store surface")
+            raise InvalidRequestError("store", None, "a store for the in_store surface")
         if self.consent_refuses_personalisation(person):
             return self._non_personal(person, n, store, "consent refuses personalisation")
         history = self._history(person, recent)
@@ -540,11 +539,11 @@ class Recommendations:
         a cache): the same answers a request for each would get, read from one scan of the log and scored
         a block of persons at a time. Yields :class:`Answer` objects, persons in sorted order."""
         if surface not in ("for_you", "in_store"):
-            raise ConfigError("surface", surface, "for_you or in_store for every person")
+            raise InvalidRequestError("surface", surface, "for_you or in_store for every person")
         if n < 1 or n > 500:
-            raise ConfigError("n", n, "between 1 and 500")
+            raise InvalidRequestError("n", n, "between 1 and 500")
         if surface == "in_store" and not store:
-            raise ConfigError("store", None, "a store for the in_store surface")
+            raise InvalidRequestError("store", None, "a store for the in_store surface")
         persons = [
             r["person_id"]
             for r in self.engine.rows(

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from omnithread.errors import ConfigError
+from omnithread.errors import InvalidRequestError
 
 __all__ = ["Facing", "Layout", "generate_layout", "AISLE", "PLATE_WIDTH"]
 
@@ -115,7 +115,7 @@ class Layout:
                 dict(data.get("prices", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError("layout", type(exc).__name__, f"not a store layout: {exc}") from exc
+            raise InvalidRequestError("layout", type(exc).__name__, f"not a store layout: {exc}") from exc
 
 
 def generate_layout(
@@ -141,7 +141,7 @@ def generate_layout(
     units). Returns the layout and the unit weights it used.
     """
     if gondolas < 1 or shelves < 1 or plates_per_shelf < 1 or facings_per_plate < 1:
-        raise ConfigError("gondolas", gondolas, "a layout needs at least one gondola, shelf, plate and facing")
+        raise InvalidRequestError("gondolas", gondolas, "a layout needs at least one gondola, shelf, plate and facing")
     rng = np.random.default_rng([seed, 41])
     product_ids = [str(p) for p in product_ids]
     weights = {p: float(w) for p, w in zip(product_ids, unit_weights)}

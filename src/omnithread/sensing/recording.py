@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from omnithread.errors import ConfigError
+from omnithread.errors import InvalidRequestError
 from omnithread.sensing.engine import SensingConfig, SensingEngine
 from omnithread.sensing.layout import Layout
 
@@ -67,11 +67,11 @@ def write_recording(
 def read_layout(directory: Path | str) -> Layout:
     path = Path(directory) / "layout.json"
     if not path.is_file():
-        raise ConfigError("recording", str(directory), "a sensing recording: a directory with layout.json")
+        raise InvalidRequestError("recording", str(directory), "a sensing recording: a directory with layout.json")
     try:
         return Layout.from_dict(orjson.loads(path.read_bytes()))
     except orjson.JSONDecodeError as exc:
-        raise ConfigError("layout", str(path), f"a JSON store layout ({exc})") from exc
+        raise InvalidRequestError("layout", str(path), f"a JSON store layout ({exc})") from exc
 
 
 def _plate_rows(path: Path):
@@ -112,7 +112,9 @@ def read_messages(directory: Path | str):
         if (directory / name).is_file():
             streams.append(_json_lines(directory / name))
     if not streams:
-        raise ConfigError("recording", str(directory), "a sensing recording with plates.parquet or messages.jsonl")
+        raise InvalidRequestError(
+            "recording", str(directory), "a sensing recording with plates.parquet or messages.jsonl"
+        )
     for _, msg in heapq.merge(*streams, key=lambda r: r[0]):
         yield msg
 
