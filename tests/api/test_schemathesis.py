@@ -12,7 +12,7 @@ import httpx
 
 from omnithread.api.keys import KeyStore
 from omnithread.privacy.secret import load_secret
-from tests.api.test_service import Server, track
+from tests.conftest import Server, track
 
 
 def test_no_server_errors_on_generated_input(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from omnithread.api.keys import KeyStore
 from omnithread.privacy.secret import load_secret
-from tests.conftest import Server
+from tests.conftest import Server, track
 
 
 @pytest.fixture(scope="module")
@@ -35,18 +35,6 @@ def server(keys):
 
 def basic(key: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
-
-
-def track(n: int, **extra) -> dict:
-    return {
-        "type": "track",
-        "event": "Product Viewed",
-        "anonymousId": f"anon-{n}",
-        "messageId": f"m-{n}",
-        "properties": {"product_id": f"P{n % 7}"},
-        "context": {"channel": "web"},
-        **extra,
-    }
 
 
 def test_segments_own_python_client_sends_events_that_arrive(server, keys):

@@ -12,8 +12,7 @@ from omnithread.identity import (
     update_identities,
 )
 from omnithread.workspace import Workspace
-from tests.conftest import write_lines
-from tests.identity.test_resolve import identify, till_order, web_order
+from tests.conftest import identify, till_order, web_order, write_lines
 
 
 def ingest(ws, tmp_path, name, events):

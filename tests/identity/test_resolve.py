@@ -13,48 +13,9 @@ from omnithread.errors import ConfigError, NotFoundError
 from omnithread.identity import IdentityConfig, describe_person, evaluate_against_truth, find_person, resolve_identities
 from omnithread.identity.cluster import split_over_limit
 from omnithread.workspace import Workspace
-from tests.conftest import write_lines
+from tests.conftest import identify, till_order, web_order, write_lines
 
 T = "2026-09-01T10:00:00Z"
-
-
-def identify(n, user, device, **traits):
-    return {
-        "type": "identify",
-        "messageId": f"i{n}",
-        "userId": user,
-        "anonymousId": device,
-        "traits": traits,
-        "timestamp": T,
-        "context": {"channel": "web"},
-    }
-
-
-def web_order(n, user, device, token):
-    return {
-        "type": "track",
-        "event": "Order Completed",
-        "messageId": f"o{n}",
-        "userId": user,
-        "anonymousId": device,
-        "timestamp": T,
-        "context": {"channel": "web"},
-        "properties": {"order_id": f"W{n}", "products": [{"product_id": "P1"}], "payment_token": token},
-    }
-
-
-def till_order(n, session, card=None, token=None):
-    props = {"order_id": f"T{n}", "products": [{"product_id": "P2"}], "total": 10.0}
-    props.update({k: v for k, v in (("loyalty_card", card), ("payment_token", token)) if v})
-    return {
-        "type": "track",
-        "event": "Order Completed",
-        "messageId": f"t{n}",
-        "anonymousId": session,
-        "timestamp": T,
-        "context": {"channel": "store", "store_id": "S1"},
-        "properties": props,
-    }
 
 
 def resolved(tmp_path, settings, events, config=None):

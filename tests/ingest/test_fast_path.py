@@ -7,56 +7,19 @@ sets compared by id and reasons.
 
 from pathlib import Path
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from omnithread.events import EVENT_SCHEMAS
-from omnithread.privacy import reveal_encrypted_values
 from omnithread.workspace import Workspace
-from tests.conftest import write_lines
-
-JSON_COLUMNS = ("properties", "traits", "context", "consent", "extra")
-
-
-def _snapshot(ws: Workspace) -> tuple[dict, dict]:
-    events = {}
-    for row in ws.engine.rows("SELECT * FROM events"):
-        for column in JSON_COLUMNS:  # encrypted values compared by what they hold (each encryption differs)
-            row[column] = (
-                reveal_encrypted_values(orjson.loads(row[column]), ws.cipher) if row[column] is not None else None
-            )
-        loaded = row.pop("loaded_at")
-        for column in ("received_at", "event_at"):  # "now" differs between the two runs
-            if row[column] == loaded:
-                row[column] = "loaded_at"
-        events[row["message_id"]] = row
-    rejected = {r["rejected_id"]: (r["reason_codes"], r["source"]) for r in ws.log.rejected(status=None)}
-    return events, rejected
-
-
-def both_paths(tmp_path: Path, settings, sources: list[Path]):
-    snapshots = []
-    for fast in (True, False):
-        with Workspace(settings.with_(data_dir=tmp_path / f"fast-{fast}", fast_path=fast)) as ws:
-            ws.ingestor().ingest_paths(sources)
-            snapshots.append(_snapshot(ws))
-    return snapshots
+from tests.conftest import assert_same, both_paths, write_lines
 
 
 @pytest.fixture
 def shared_secret(monkeypatch):
     monkeypatch.setenv("OMNITHREAD_SECRET", "conformance-secret-0123456789")
-
-
-def assert_same(fast, python):
-    (fast_events, fast_rejected), (py_events, py_rejected) = fast, python
-    assert fast_events.keys() == py_events.keys()
-    for message_id, row in py_events.items():
-        assert fast_events[message_id] == row, message_id
-    assert fast_rejected == py_rejected
 
 
 def test_the_simulated_retailer_is_stored_identically(tmp_path, settings, small_world, shared_secret):

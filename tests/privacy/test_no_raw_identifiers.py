@@ -174,8 +174,7 @@ def test_identifiers_where_nobody_expects_them_never_reach_storage(settings, tmp
 
 def test_identifiers_in_odd_places_are_stored_alike_by_both_paths(settings, tmp_path, monkeypatch):
     """The fast path screens in SQL and hands hits to the one rule: what it stores equals the Python path's."""
-    from tests.conftest import write_lines
-    from tests.ingest.test_fast_path import assert_same, both_paths
+    from tests.conftest import assert_same, both_paths, write_lines
 
     monkeypatch.setenv("OMNITHREAD_SECRET", "conformance-secret-0123456789")
     path = write_lines(tmp_path / "odd.jsonl", unexpected_places())

@@ -35,10 +35,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnithread.api.keys import ApiKey, KeyStore
 from omnithread.config import Settings
-from omnithread.engine.tables import message_key
+from omnithread.engine.tables import EventRow, RejectedRow, message_key
 from omnithread.errors import ErasureFailedError, OmnithreadError, UnavailableError, safe_message
 from omnithread.events.schema import MAX_BATCH_BYTES
 from omnithread.flows import erase, record_consent, refresh_persons
+from omnithread.ingest.reference import location_stock
 from omnithread.privacy.erasure import check_request
 from omnithread.privacy.secret import load_secret
 from omnithread.workspace import Workspace
@@ -156,8 +157,17 @@ class Service:
                     raise NotFoundError("trained recommendation model", f"none yet ({exc})") from exc
         return self._recommendations
 
+    def model_changed(self) -> None:
+        """The model on disk was retrained or removed: open it again at the next request."""
+        self._recommendations = None
+
+    def stock_changed(self) -> None:
+        """Stock or the catalogue changed: the next recommendation reads them again."""
+        if self._recommendations is not None:
+            self._recommendations.refresh()
+
     # -- group commit: requests that arrive while one write runs share the next one
-    def commit(self, rows: list[tuple], rejected: list[tuple]) -> tuple[set[str], set[str]]:
+    def commit(self, rows: list[EventRow], rejected: list[RejectedRow]) -> tuple[set[str], set[str]]:
         """Store ``rows`` (and ``rejected``) in the next group write; returns the message ids stored and those
         refused because they name a suppressed identifier. Blocks until the write has committed, so an answer
         is never sent before."""
@@ -180,28 +190,30 @@ class Service:
             try:
                 with self.lock:
                     offered = [r for item in group for r in item["rows"]]
-                    keys = [message_key(r[0]) for r in offered]
+                    keys = [message_key(r.message_id) for r in offered]
                     # ids are compared only where a key is already in the log (a retry, almost always)
                     stored_before = self.ws.log.stored_ids(k for k, hit in zip(keys, self._known(keys)) if hit)
                     seen, rows, new_keys = set(), [], []
                     for r, k in zip(offered, keys):  # the first of a message id within the group wins
-                        if r[0] not in seen and r[0] not in stored_before:
-                            seen.add(r[0])
+                        if r.message_id not in seen and r.message_id not in stored_before:
+                            seen.add(r.message_id)
                             rows.append(r)
                             new_keys.append(k)
                     stored = set(self.ws.log.append_known_new(rows))
                     refused = self.ws.log.last_suppressed_ids
-                    self._remember([k for r, k in zip(rows, new_keys) if r[0] in stored])
+                    self._remember([k for r, k in zip(rows, new_keys) if r.message_id in stored])
                     rejected = [r for item in group for r in item["rejected"]]
                     if rejected:
                         self.ws.log.add_rejected(rejected)
                 owner: dict[str, int] = {}
                 for k, item in enumerate(group):
                     for r in item["rows"]:
-                        owner.setdefault(r[0], k)
+                        owner.setdefault(r.message_id, k)
                 for k, item in enumerate(group):
-                    item["stored"] = {m for m in (r[0] for r in item["rows"]) if m in stored and owner[m] == k}
-                    item["suppressed"] = {m for m in (r[0] for r in item["rows"]) if m in refused and owner[m] == k}
+                    item["stored"] = {m for m in (r.message_id for r in item["rows"]) if m in stored and owner[m] == k}
+                    item["suppressed"] = {
+                        m for m in (r.message_id for r in item["rows"]) if m in refused and owner[m] == k
+                    }
             except Exception as exc:  # noqa: BLE001 - every waiter gets the failure, none a false success
                 self.note_failure(exc)
                 for item in group:
@@ -443,26 +455,19 @@ def create_app(settings: Settings) -> FastAPI:
             raise UnavailableError(service.corrupt)
         received = datetime.now(UTC)
         source = f"http:{key.key_id}:{received.isoformat()}"
-        ingestor = service.ws.ingestor(received_at=received)  # validation needs no lock: it writes nothing
-        ingestor.begin(source)
-        ingestor._submit_parsed(payload, raw, source)
-        staged, rejected_rows = list(ingestor._pending.values()), list(ingestor._rejected.values())
-        ingestor._pending.clear()
-        ingestor._rejected.clear()
-        stored, suppressed = service.commit(staged, rejected_rows)  # committed before the answer: nothing
-        accepted = len(stored)  # acknowledged is lost
-        duplicates = len(staged) - accepted - len(suppressed) + ingestor._pending_duplicates
-        rejected = [{"source": row[2], "reasons": orjson.loads(row[5])} for row in rejected_rows]
+        # validation needs no lock: it writes nothing
+        staged = service.ws.ingestor(received_at=received).stage(payload, raw, source)
+        # committed before the answer: nothing acknowledged is lost
+        stored, suppressed = service.commit(staged.rows, staged.rejected)
+        accepted = len(stored)
+        duplicates = len(staged.rows) - accepted - len(suppressed) + staged.duplicates
         body: dict[str, object] = {"success": True, "accepted": accepted, "duplicates": duplicates}
         if suppressed:  # they name an identifier an erasure suppressed: refused, and said so
             body["suppressed"] = len(suppressed)
-        if rejected:
+        if staged.rejected:
             body["rejected"] = [
-                {
-                    "index": int(r["source"].rsplit("#", 1)[1]) if "#" in r["source"] else 0,
-                    "reasons": [x.get("message", x) if isinstance(x, dict) else x for x in r["reasons"]],
-                }
-                for r in rejected
+                {"index": index, "reasons": [x.get("message", x) for x in orjson.loads(row.reasons)]}
+                for index, row in zip(staged.rejected_at, staged.rejected)
             ]
             if accepted == 0 and duplicates == 0 and not suppressed:
                 body["success"] = False
@@ -616,19 +621,11 @@ def create_app(settings: Settings) -> FastAPI:
         source = f"http:{key.key_id}:{received.isoformat()}"
         with service.lock:
             ingestor = service.ws.ingestor(received_at=received)
-            ingestor.begin(source)
-            for line, row in enumerate(rows, start=1):
-                if isinstance(row, dict):
-                    ingestor.submit_reference_row(kind, line, row, source)
-                else:
-                    ingestor.reject_reference_text(kind, line, orjson.dumps(row).decode(), source)
+            # written before the answer, refused rows kept with their reasons
             refused = [
-                {"index": int(r[2].rsplit(":", 1)[1]) - 1, "reasons": [x["message"] for x in orjson.loads(r[5])]}
-                for r in ingestor._rejected.values()
+                {"index": i, "reasons": reasons} for i, reasons in ingestor.import_reference_rows(kind, rows, source)
             ]
-            ingestor.flush()  # written before the answer, refused rows kept with their reasons
-            if service._recommendations is not None:
-                service._recommendations.refresh()  # the next answer reads the new stock
+            service.stock_changed()  # the next answer reads the new stock
         report = ingestor.report
         body: dict[str, object] = {
             "success": not refused or report.accepted + report.duplicates > 0,
@@ -636,7 +633,7 @@ def create_app(settings: Settings) -> FastAPI:
             "unchanged": report.duplicates,
         }
         if refused:
-            body["rejected"] = sorted(refused, key=lambda r: int(r["index"]))  # type: ignore[call-overload]
+            body["rejected"] = refused
         return JSONResponse(body, status_code=200 if body["success"] else 400)
 
     from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
@@ -709,16 +706,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
     def receipts(store_id: str, limit: int = Query(50, ge=1, le=1000), who: ApiKey = Depends(authorised("read"))):
         with service.lock:
-            rows = service.ws.engine.rows(
-                """
-                SELECT message_id, event, event_at, anonymous_id,
-                       properties->>'order_id' AS order_id, properties->>'visit_id' AS visit_id,
-                       TRY_CAST(properties->>'total' AS DOUBLE) AS total,
-                       properties->>'review_required' AS review_required
-                FROM events WHERE store_id = ? AND event IN ('Order Completed', 'Store Entered', 'Store Exited')
-                ORDER BY event_at DESC, message_id LIMIT ?""",
-                [store_id, limit],
-            )
+            rows = service.ws.log.store_receipts(store_id, limit)
         service.keys.audit(who, "read store receipts", store_id, "ok")
         return _jsonable({"store_id": store_id, "events": rows})
 
@@ -733,19 +721,8 @@ def create_app(settings: Settings) -> FastAPI:
         limit: int = Query(1000, ge=1, le=100_000),
         who: ApiKey = Depends(authorised("read")),
     ):
-        from omnithread.ingest.reference import ensure_reference_tables
-
         with service.lock:
-            ensure_reference_tables(service.ws.engine)
-            rows = service.ws.engine.rows(
-                f"""
-                SELECT i.product_id, i.quantity, i.quantity > 0 AS in_stock, i.as_of,
-                       c.available IS NOT false AS on_sale
-                FROM inventory i LEFT JOIN catalogue c USING (product_id)
-                WHERE i.store_id = ?{" AND i.product_id = ?" if product else ""}
-                ORDER BY i.product_id LIMIT ?""",
-                [store_id] + ([product] if product else []) + [limit],
-            )
+            rows = location_stock(service.ws.engine, store_id, product, limit)
         service.keys.audit(who, "read inventory", store_id, "ok")
         if not rows and not product:
             raise HTTPException(
@@ -794,7 +771,7 @@ def create_app(settings: Settings) -> FastAPI:
                 try:
                     report = erase(service.ws, key, mode, raw_values)
                 finally:
-                    service._recommendations = None  # reopened from the (retrained) model
+                    service.model_changed()  # reopened from the (retrained) model
                     service.forget_keys()
         except OmnithreadError as exc:
             service.keys.audit(

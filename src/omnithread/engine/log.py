@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from omnithread.engine.base import Engine
-from omnithread.engine.tables import EVENT_COLUMNS, REJECTED_COLUMNS, identifiers_of
+from omnithread.engine.tables import EVENT_COLUMNS, REJECTED_COLUMNS, EventRow, RejectedRow, identifiers_of
 
 __all__ = ["EventLog", "Suppression", "EVENT_ARROW_SCHEMA", "REJECTED_ARROW_SCHEMA"]
 
@@ -37,15 +37,11 @@ def _table_from_rows(rows: Sequence[tuple], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema)
 
 
-_EVENT_INDEX = {name: i for i, (name, _, _) in enumerate(EVENT_COLUMNS)}
-
-
-def _events_table(rows: Sequence[tuple]) -> pa.Table:
+def _events_table(rows: Sequence[EventRow]) -> pa.Table:
     """Rows as an Arrow table with the keyed hashes each names (``identifiers``) already derived, so a
     small write does not prepare the engine's expression for them (see ``identifiers_of``)."""
     table = _table_from_rows(rows, EVENT_ARROW_SCHEMA)
-    event, traits, properties, context = (_EVENT_INDEX[c] for c in ("event", "traits", "properties", "context"))
-    found = [identifiers_of(r[event], r[traits], r[properties], r[context]) for r in rows]
+    found = [identifiers_of(r.event, r.traits, r.properties, r.context) for r in rows]
     return table.append_column("identifiers", pa.array(found, pa.list_(pa.string())))
 
 
@@ -73,8 +69,9 @@ class _NoSuppression:
 class EventLog:
     """Events in, deduplicated on ``message_id``; rejected events kept with their reasons.
 
-    Rows are tuples in the column order of :data:`EVENT_COLUMNS` and
-    :data:`REJECTED_COLUMNS`. Nothing here updates or deletes an event.
+    Rows are named records (:class:`~omnithread.engine.tables.EventRow`, :class:`~omnithread.engine.tables.RejectedRow`)
+    whose fields are the columns of :data:`EVENT_COLUMNS` and :data:`REJECTED_COLUMNS`. Nothing here updates or
+    deletes an event.
     """
 
     def __init__(self, engine: Engine, suppression: Suppression | None = None):
@@ -92,31 +89,33 @@ class EventLog:
         """Read the suppression list again (after an erasure or a consent change wrote to it)."""
         self.suppression.reload()
 
-    def _kept(self, rows: Sequence[tuple]) -> list[bool]:
+    def _kept(self, rows: Sequence[EventRow]) -> list[bool]:
         """Which rows name no suppressed identifier (the others are counted as refused)."""
         self.last_suppressed_ids = set()
         if not self.suppression.values:
             return [True] * len(rows)
-        keep = [not self.suppression.refuses(r[3], r[4], r[15], r[16], r[17]) for r in rows]
+        keep = [
+            not self.suppression.refuses(r.user_id, r.anonymous_id, r.properties, r.traits, r.context) for r in rows
+        ]
         self.refused_suppressed += keep.count(False)
-        self.last_suppressed_ids = {r[0] for r, k in zip(rows, keep) if not k}
+        self.last_suppressed_ids = {r.message_id for r, k in zip(rows, keep) if not k}
         return keep
 
-    def _refuse_suppressed(self, rows: Sequence[tuple]) -> list[tuple]:
+    def _refuse_suppressed(self, rows: Sequence[EventRow]) -> list[EventRow]:
         return [r for r, k in zip(rows, self._kept(rows)) if k]
 
-    def append(self, rows: Sequence[tuple]) -> int:
+    def append(self, rows: Sequence[EventRow]) -> int:
         """Append events whose message id is new; return how many were stored. Events naming a
         suppressed identifier are refused here, before anything is written."""
         rows = self._refuse_suppressed(rows)
         return self.engine.append_new("events", _events_table(rows), "message_id")
 
-    def append_known_new(self, rows: Sequence[tuple]) -> list[str]:
+    def append_known_new(self, rows: Sequence[EventRow]) -> list[str]:
         """Append rows the caller knows are new (a process that alone writes the log and remembers
         every message id); returns the message ids stored (suppression applies)."""
         rows = self._refuse_suppressed(rows)
         self.engine.insert_rows("events", _events_table(rows))
-        return [r[0] for r in rows]
+        return [r.message_id for r in rows]
 
     def message_keys(self) -> np.ndarray:
         """Every stored event's message key (see ``MESSAGE_KEY_SQL``), sorted: 8 bytes an event."""
@@ -139,7 +138,7 @@ class EventLog:
         finally:
             self.engine.unregister("_keys")
 
-    def append_with_staged(self, rows: Sequence[tuple], line_numbers: Sequence[int]) -> tuple[int, int]:
+    def append_with_staged(self, rows: Sequence[EventRow], line_numbers: Sequence[int]) -> tuple[int, int]:
         """Store these rows together with the rows the engine's fast path holds, earliest line first.
 
         Returns (stored, offered)."""
@@ -152,7 +151,7 @@ class EventLog:
         table = table.add_column(0, "line_no", pa.array(list(line_numbers), pa.int64()))
         return self.engine.commit_staged_events(table)
 
-    def add_rejected(self, rows: Sequence[tuple]) -> int:
+    def add_rejected(self, rows: Sequence[RejectedRow]) -> int:
         """Keep rejected payloads; one already kept (same id) is not stored twice."""
         return self.engine.append_new("rejected_events", _table_from_rows(rows, REJECTED_ARROW_SCHEMA), "rejected_id")
 
@@ -207,6 +206,19 @@ class EventLog:
             "SELECT code AS reason, count(*) AS events FROM "
             "(SELECT unnest(reason_codes) AS code FROM rejected_events WHERE status = 'open') "
             "GROUP BY code ORDER BY events DESC, reason"
+        )
+
+    def store_receipts(self, store_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A store's receipts and visits (entries, exits, orders, with review flags), newest first."""
+        return self.engine.rows(
+            """
+            SELECT message_id, event, event_at, anonymous_id,
+                   properties->>'order_id' AS order_id, properties->>'visit_id' AS visit_id,
+                   TRY_CAST(properties->>'total' AS DOUBLE) AS total,
+                   properties->>'review_required' AS review_required
+            FROM events WHERE store_id = ? AND event IN ('Order Completed', 'Store Entered', 'Store Exited')
+            ORDER BY event_at DESC, message_id LIMIT ?""",
+            [store_id, limit],
         )
 
     def stats(self) -> dict[str, list[dict[str, Any]]]:

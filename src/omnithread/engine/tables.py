@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime
+from typing import NamedTuple
 
 import orjson
 
@@ -60,6 +62,34 @@ EVENT_COLUMNS = [
     ("source", "string", True),
 ]
 
+
+class EventRow(NamedTuple):
+    """One event as the log stores it: the fields of :data:`EVENT_COLUMNS`, by name (a test holds the two
+    equal). JSON columns hold JSON text."""
+
+    message_id: str
+    call: str
+    event: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    previous_id: str | None
+    group_id: str | None
+    channel: str | None
+    store_id: str | None
+    event_at: datetime
+    original_at: datetime | None
+    sent_at: datetime | None
+    received_at: datetime
+    loaded_at: datetime
+    schema_version: int | None
+    properties: str | None
+    traits: str | None
+    context: str | None
+    consent: str | None
+    extra: str | None
+    source: str | None
+
+
 REJECTED_COLUMNS = [
     ("rejected_id", "string", False),
     ("rejected_at", "timestamp", False),
@@ -73,6 +103,23 @@ REJECTED_COLUMNS = [
     ("attempts", "int", False),
     ("replayed_at", "timestamp", True),
 ]
+
+
+class RejectedRow(NamedTuple):
+    """One refused input as ``rejected_events`` keeps it: the fields of :data:`REJECTED_COLUMNS`, by name."""
+
+    rejected_id: str
+    rejected_at: datetime
+    source: str | None
+    format: str
+    reason_codes: list[str]
+    reasons: str
+    payload: str | None
+    payload_encrypted: bytes | None
+    status: str
+    attempts: int
+    replayed_at: datetime | None
+
 
 # Derived by the engine as each event is stored (see identifiers_sql and MESSAGE_KEY_SQL), never sent
 # by a client.

@@ -21,6 +21,7 @@ import orjson
 
 from omnithread.config import Settings
 from omnithread.engine.log import EventLog
+from omnithread.engine.tables import EventRow, RejectedRow
 from omnithread.errors import InvalidRequestError, Problem
 from omnithread.events.schema import MAX_BATCH_BYTES, MAX_DEPTH, MAX_EVENT_BYTES
 from omnithread.events.validate import TimePolicy, nesting_depth, validate_event
@@ -45,7 +46,7 @@ from omnithread.privacy import (
 )
 from omnithread.privacy.detect import screen_hits
 
-__all__ = ["Ingestor", "IngestReport", "FileReport"]
+__all__ = ["Ingestor", "IngestReport", "FileReport", "Staged"]
 
 UTC = timezone.utc
 _TOP_LEVEL = frozenset(
@@ -90,6 +91,17 @@ class FileReport:
             "rejected": self.rejected,
             "suppressed": self.suppressed,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """What :meth:`Ingestor.stage` made of a request: rows to store, rejections to keep (``rejected_at`` is
+    each one's index in its batch), and calls that repeated a message id of the same request."""
+
+    rows: list[EventRow]
+    rejected: list[RejectedRow]
+    rejected_at: list[int]
+    duplicates: int
 
 
 @dataclass
@@ -152,14 +164,19 @@ class Ingestor:
         self.now = datetime.now(UTC)
         self.report = IngestReport()
         self._file = FileReport("")
-        self._pending: dict[str, tuple] = {}
+        self._pending: dict[str, EventRow] = {}
         self._pending_duplicates = 0
-        self._rejected: dict[str, tuple] = {}
+        self._rejected: dict[str, RejectedRow] = {}
         self.last_rejected_id: str | None = None
         self._fast: FastPathSQL | None = None
         self._phones: dict[str, str | None] = {}
         self._reference: dict[str, list[dict]] = {}  # checked catalogue and inventory rows, not yet written
         self._clean = self._shallow = False  # what the screen of the text being submitted found (see _submit_parsed)
+        self._line: int | None = None  # the file line being submitted, when the fast path hands one over
+        self._hold = False  # while staging for the collector: nothing is written, however much is staged
+        self._position: int | None = None  # the batch index or row line of what is being submitted
+        self._positions: dict[str, int | None] = {}  # rejected id -> its position
+        self._line_of: dict[str, int] = {}  # message id -> that line, for the rows staged from it
 
     # -- sources ------------------------------------------------------------------
     def ingest_paths(self, paths: Iterable[Path | str], progress: Progress | None = None) -> IngestReport:
@@ -237,10 +254,12 @@ class Ingestor:
                     i = line_no - first_line
                     line = bytes(data[offsets[i] : offsets[i + 1]])
                     if line.strip():
+                        self._line = line_no
                         self.submit_line(line, f"{source}:{line_no}", flush=False)
+                self._line = None
                 # Both paths' rows go in together so the earliest line wins a shared message id.
                 rows = list(self._pending.values())
-                lines = [int(r[-1].rsplit(":", 1)[1].split("#")[0]) for r in rows]  # source is path:line[#item]
+                lines = [self._line_of.pop(r.message_id) for r in rows]
                 refused = self.log.refused_suppressed
                 stored, offered = self.log.append_with_staged(rows, lines)
                 refused = self.log.refused_suppressed - refused
@@ -364,6 +383,50 @@ class Ingestor:
             [Problem("not_an_object", "", f"line {line}", f"line {line}: not a JSON object: {show_text(text)}")],
         )
 
+    def import_reference_rows(self, kind: str, rows: list, source: str) -> list[tuple[int, list[str]]]:
+        """Catalogue or inventory rows sent whole (the API's body): each checked, stored or kept with its
+        reasons, written before this returns. Returns the refused rows as (index, reasons)."""
+        self.begin(source)
+        before = set(self._rejected)
+        for line, row in enumerate(rows, start=1):
+            self._position = line - 1
+            if isinstance(row, dict):
+                self.submit_reference_row(kind, line, row, source)
+            else:
+                self.reject_reference_text(kind, line, orjson.dumps(row).decode(), source)
+        refused = sorted(
+            (self._positions.get(r.rejected_id) or 0, [x["message"] for x in orjson.loads(r.reasons)])
+            for r in self._rejected.values()
+            if r.rejected_id not in before
+        )
+        self._position = None
+        self.flush()
+        return refused
+
+    def stage(self, payload: dict, raw: bytes | None, source: str) -> Staged:
+        """Validate and pseudonymise one call or batch (parsed from ``raw``) without writing anything: the
+        rows to store, the rejections to keep (with each one's index in the batch), and how many calls were
+        duplicates within it. The collector stores them in its group commit."""
+        self.begin(source)
+        self._hold = True
+        try:
+            self._submit_parsed(payload, raw, source, flush=False)
+        finally:
+            self._hold = False
+            self._position = None
+        rejected = list(self._rejected.values())
+        staged = Staged(
+            rows=list(self._pending.values()),
+            rejected=rejected,
+            rejected_at=[self._positions.get(r.rejected_id) or 0 for r in rejected],
+            duplicates=self._pending_duplicates,
+        )
+        self._pending.clear()
+        self._rejected.clear()
+        self._positions.clear()
+        self._pending_duplicates = 0
+        return staged
+
     def submit_reference_row(self, kind: str, line: int, row: dict, source: str) -> None:
         """One catalogue or inventory row: staged to be stored, or kept with every problem it has."""
         clean, problems = reference.check_row(kind, row, line, self.now, self.settings.max_future)
@@ -443,6 +506,7 @@ class Ingestor:
         shared_context = batch.get("context") if isinstance(batch.get("context"), dict) else None
         for index, item in enumerate(batch["batch"]):
             item_source = f"{source}#{index}"
+            self._position = index
             if not isinstance(item, dict):
                 shown = type(item).__name__
                 self._reject_raw(
@@ -503,30 +567,32 @@ class Ingestor:
         unknown = payload.keys() - _TOP_LEVEL
         extra = {k: payload[k] for k in payload if k in unknown} if unknown else None
         times = checked.times
-        self._pending[message_id] = (
-            message_id,
-            checked.call,
-            checked.name,
-            checked.user_id,
-            checked.anonymous_id,
-            payload.get("previousId"),
-            payload.get("groupId"),
-            checked.channel,
-            checked.store_id,
-            times.event_at,
-            times.original_at,
-            times.sent_at,
-            times.received_at,
-            self.now,
-            checked.schema_version,
-            _dumps(payload.get("properties")),
-            _dumps(payload.get("traits")),
-            _dumps(context),
-            _dumps(consent),
-            _dumps(extra),
-            source,
+        if self._line is not None:
+            self._line_of[message_id] = self._line
+        self._pending[message_id] = EventRow(
+            message_id=message_id,
+            call=checked.call,
+            event=checked.name,
+            user_id=checked.user_id,
+            anonymous_id=checked.anonymous_id,
+            previous_id=payload.get("previousId"),
+            group_id=payload.get("groupId"),
+            channel=checked.channel,
+            store_id=checked.store_id,
+            event_at=times.event_at,
+            original_at=times.original_at,
+            sent_at=times.sent_at,
+            received_at=times.received_at,
+            loaded_at=self.now,
+            schema_version=checked.schema_version,
+            properties=_dumps(payload.get("properties")),
+            traits=_dumps(payload.get("traits")),
+            context=_dumps(context),
+            consent=_dumps(consent),
+            extra=_dumps(extra),
+            source=source,
         )
-        if flush and len(self._pending) >= self.settings.chunk_rows:
+        if flush and not self._hold and len(self._pending) >= self.settings.chunk_rows:
             self.flush()
 
     def _derived_id(self, payload: dict, source: str) -> str:
@@ -557,13 +623,13 @@ class Ingestor:
             return
         self.submit_payload(order_event([row for _, row in lines]), f"{source}:{first_line}")
 
-    def take_last_rejected(self) -> tuple:
+    def take_last_rejected(self) -> RejectedRow:
         """Withdraw the rejection staged last (a replay keeps the original record instead)."""
         assert self.last_rejected_id is not None, "nothing was rejected"
         row = self._rejected.pop(self.last_rejected_id)
         for counts in (self.report, self._file):
             counts.rejected -= 1
-        self.report.by_reason.subtract(row[4])
+        self.report.by_reason.subtract(row.reason_codes)
         self.report.by_reason = +self.report.by_reason  # drop reasons counted down to zero
         return row
 
@@ -618,20 +684,21 @@ class Ingestor:
         self._file.rejected += 1
         self.report.by_reason.update(codes)
         self.last_rejected_id = rejected_id
-        self._rejected[rejected_id] = (
-            rejected_id,
-            self.now,
-            source,
-            fmt,
-            codes,
-            orjson.dumps([p.as_dict() for p in problems]).decode(),
-            payload_json,
-            encrypted,
-            "open",
-            0,
-            None,
+        self._rejected[rejected_id] = RejectedRow(
+            rejected_id=rejected_id,
+            rejected_at=self.now,
+            source=source,
+            format=fmt,
+            reason_codes=codes,
+            reasons=orjson.dumps([p.as_dict() for p in problems]).decode(),
+            payload=payload_json,
+            payload_encrypted=encrypted,
+            status="open",
+            attempts=0,
+            replayed_at=None,
         )
-        if len(self._rejected) >= 5_000:
+        self._positions[rejected_id] = self._position
+        if len(self._rejected) >= 5_000 and not self._hold:
             self._flush_rejected()
 
     # -- writing ------------------------------------------------------------------

@@ -40,6 +40,7 @@ __all__ = [
     "read_rows",
     "parse_line",
     "ensure_reference_tables",
+    "location_stock",
     "write_rows",
     "stock_levels",
     "catalogue_facts",
@@ -298,3 +299,18 @@ def reference_summary(engine: Engine) -> dict:
                                           count(*) FILTER (WHERE quantity <= 0) AS out_of_stock, max(as_of) AS as_of
                                           FROM inventory GROUP BY 1 ORDER BY 1""")
     return out
+
+
+def location_stock(engine: Engine, location: str, product: str | None = None, limit: int = 1000) -> list[dict]:
+    """A location's stock as imported (a store id, or ``online``): each product's units, whether in stock, as
+    of when, and whether the catalogue has it on sale; one product's with ``product``."""
+    ensure_reference_tables(engine)
+    return engine.rows(
+        f"""
+        SELECT i.product_id, i.quantity, i.quantity > 0 AS in_stock, i.as_of,
+               c.available IS NOT false AS on_sale
+        FROM inventory i LEFT JOIN catalogue c USING (product_id)
+        WHERE i.store_id = ?{" AND i.product_id = ?" if product else ""}
+        ORDER BY i.product_id LIMIT ?""",
+        [location] + ([product] if product else []) + [limit],
+    )
