@@ -457,8 +457,8 @@ def test_health_says_degraded_on_a_full_disk_and_failing_writes(app_client, monk
 
 
 def test_errors_answer_and_log_without_statement_or_value(app_client, monkeypatch, caplog):
+    from omnithread.api import app as app_module
     from omnithread.errors import EngineError
-    from omnithread.identity import lookup
 
     client, service, made = app_client
 
@@ -468,7 +468,7 @@ def test_errors_answer_and_log_without_statement_or_value(app_client, monkeypatc
             duckdb.ConversionException("Could not convert string 'jane@example.org' to INT32"),
         )
 
-    monkeypatch.setattr(lookup, "find_person", broken)
+    monkeypatch.setattr(app_module, "find_person", broken)
     answer = client.get("/v1/persons/anon-1", headers=basic(made["read"]))
     assert answer.status_code == 500 and answer.json()["code"] == "internal_error"
     for text in (answer.text, caplog.text):

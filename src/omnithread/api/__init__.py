@@ -6,6 +6,7 @@ __all__ = ["ROLES", "ApiKey", "KeyStore", "create_app"]
 
 
 def create_app(settings):
+    # deferred: the key store is used by commands that should not load the web framework
     from omnithread.api.app import create_app as make
 
     return make(settings)

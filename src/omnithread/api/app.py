@@ -33,15 +33,27 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from omnithread.api.dashboard import mount
 from omnithread.api.keys import ApiKey, KeyStore
 from omnithread.config import Settings
 from omnithread.engine.tables import EventRow, RejectedRow, message_key
-from omnithread.errors import ErasureFailedError, OmnithreadError, UnavailableError, safe_message
+from omnithread.errors import (
+    ErasureFailedError,
+    NotFoundError,
+    NothingToTrainError,
+    OmnithreadError,
+    UnavailableError,
+    safe_message,
+)
 from omnithread.events.schema import MAX_BATCH_BYTES
 from omnithread.flows import erase, record_consent, refresh_persons
+from omnithread.identity.lookup import describe_person, find_person
+from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
 from omnithread.ingest.reference import location_stock
 from omnithread.privacy.erasure import check_request
 from omnithread.privacy.secret import load_secret
+from omnithread.profile import get_profile
+from omnithread.recommend.service import Recommendations
 from omnithread.workspace import Workspace
 
 __all__ = ["create_app", "CALLS"]
@@ -141,16 +153,12 @@ class Service:
                 self.corrupt = f"the database could not be read through ({type(exc).__name__})"
 
     def recommendations(self):
-        from omnithread.errors import NotFoundError
-        from omnithread.recommend.service import Recommendations
 
         if self._recommendations is None:
             directory = self.settings.data_dir / "models"
             try:
                 self._recommendations = Recommendations.open(self.ws.engine, self.ws.pseudonymiser, directory)
             except NotFoundError:
-                from omnithread.errors import NothingToTrainError
-
                 try:
                     self._recommendations = Recommendations.train(self.ws.engine, self.ws.pseudonymiser, directory)
                 except NothingToTrainError as exc:
@@ -636,8 +644,6 @@ def create_app(settings: Settings) -> FastAPI:
             body["rejected"] = refused
         return JSONResponse(body, status_code=200 if body["success"] else 400)
 
-    from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
-
     _json_types = {"text": "string", "number": "number", "boolean": "boolean", "time": "string"}
     for kind, summary in (
         ("catalogue", "Products: a row replaces its product's (name, category, price, available, launched_at)"),
@@ -665,8 +671,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/persons/{key}", tags=["read"], summary="A person: profile, identities and activity")
     def person(key: str, who: ApiKey = Depends(authorised("read"))):
-        from omnithread.identity.lookup import describe_person, find_person
-        from omnithread.profile import get_profile
 
         with service.lock:
             service.connect()
@@ -795,8 +799,6 @@ def create_app(settings: Settings) -> FastAPI:
         entries = service.keys.audit_entries(limit)
         service.keys.audit(who, "read audit log", None, "ok")
         return {"entries": entries}
-
-    from omnithread.api.dashboard import mount
 
     mount(app, service, authorised)
 

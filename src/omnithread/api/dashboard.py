@@ -17,6 +17,10 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
 from omnithread.errors import NotFoundError, OmnithreadError
+from omnithread.identity import connection_summary
+from omnithread.identity.graph import EVENT_PERSONS_SQL
+from omnithread.identity.lookup import find_person
+from omnithread.recommend.service import SURFACES
 
 __all__ = ["mount"]
 
@@ -84,7 +88,6 @@ def mount(app: FastAPI, service, authorised) -> None:
 
     @app.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"], summary="Overview")
     def overview(who=read):
-        from omnithread.identity import connection_summary
 
         with service.lock:
             service.connect()
@@ -150,8 +153,6 @@ def mount(app: FastAPI, service, authorised) -> None:
 
     @app.get("/dashboard/person", response_class=HTMLResponse, tags=["dashboard"], summary="A person")
     def person(q: str = "", who=read):
-        from omnithread.identity.graph import EVENT_PERSONS_SQL
-        from omnithread.identity.lookup import find_person
 
         if not q:
             return _page("Person", _search_form())
@@ -258,7 +259,6 @@ def mount(app: FastAPI, service, authorised) -> None:
 
     @app.get("/dashboard/recommend", response_class=HTMLResponse, tags=["dashboard"], summary="Recommendation explorer")
     def explorer(person: str = "", surface: str = "for_you", store: str = "", product: str = "", who=read):
-        from omnithread.recommend.service import SURFACES
 
         options = "".join(f"<option {'selected' if s == surface else ''}>{s}</option>" for s in SURFACES)
         form = (

@@ -23,6 +23,7 @@ from omnithread.errors import NotFoundError
 from omnithread.identity.cluster import UnionFind, node_kind
 from omnithread.identity.config import IdentityConfig
 from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql, rule_names
+from omnithread.identity.matching import match_new_records, record_ids_sql
 from omnithread.identity.resolve import blocked_hashes, persons_sql
 from omnithread.privacy import Pseudonymiser
 
@@ -288,7 +289,6 @@ def update_identities(
 def _match_new_records(engine: Engine, graph: _Graph) -> None:
     """Score the sign-ups and account profiles the new events gave with the model the last full resolve
     learnt, and add the probable matches as links, under the same guards as every other link."""
-    from omnithread.identity.matching import match_new_records, record_ids_sql
 
     engine.execute(f"CREATE OR REPLACE TEMP TABLE new_records AS {record_ids_sql('new_events')}")
     if not engine.scalar("SELECT count(*) FROM new_records"):

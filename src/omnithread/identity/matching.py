@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from omnithread.engine.base import Engine
 from omnithread.errors import OmnithreadError
+from omnithread.identity.cluster import UnionFind
 from omnithread.identity.linkage import Comparison, LinkResult, Training, block_on, link, score
 
 __all__ = [
@@ -188,8 +189,6 @@ def one_to_one(pairs: list[dict]) -> list[dict]:
 def cluster_pairs(pairs: list[dict]) -> set[tuple[str, str]]:
     """Every pair within the clusters the matched pairs form (matches are transitive, as persons are)."""
     from itertools import combinations
-
-    from omnithread.identity.cluster import UnionFind
 
     found = UnionFind()
     for pair in pairs:

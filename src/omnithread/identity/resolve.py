@@ -16,6 +16,7 @@ from omnithread.engine.base import Engine, string_list_sql
 from omnithread.identity.cluster import connected_components, strongest_first
 from omnithread.identity.config import NODE_TYPES, IdentityConfig
 from omnithread.identity.graph import edges_sql, hashed_sql, keyed_sql, nodes_sql, rule_names
+from omnithread.identity.matching import MatchingSkipped, build_attributes, learn_records, save_model
 from omnithread.privacy import IdentifierError, IdentifierType, Pseudonymiser
 
 __all__ = ["resolve_identities", "forget_persons", "ResolveReport", "blocked_hashes", "persons_sql"]
@@ -127,7 +128,6 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
 
 def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
     """Link store sign-ups and online accounts that share no key but are probably one person."""
-    from omnithread.identity.matching import build_attributes, learn_records, save_model
 
     build_attributes(engine)
     assert config.match_threshold is not None  # (called only when matching is on)
@@ -279,8 +279,6 @@ def resolve_identities(
     _build_links(engine, config, blocked_hashes(config, pseudonymiser))
     lap = report.lap("links", started)
     if config.match_threshold is not None:
-        from omnithread.identity.matching import MatchingSkipped
-
         try:
             report.probabilistic_links = _add_probabilistic_links(engine, config)
         except MatchingSkipped as skipped:

@@ -38,7 +38,7 @@ from urllib.parse import unquote
 import orjson
 import phonenumbers
 
-from omnithread.errors import Problem
+from omnithread.errors import ConfigError, Problem
 from omnithread.events.schema import BIOMETRIC_KEYS, IDENTIFIER_KEYS
 from omnithread.privacy.crypto import PayloadCipher
 from omnithread.privacy.identifiers import IdentifierError, IdentifierType, Pseudonymiser, is_hashed
@@ -250,8 +250,6 @@ class PersonalData:
 
     def __init__(self, pseudonymiser: Pseudonymiser, cipher: PayloadCipher, ip_mode: str = "truncate"):
         if ip_mode not in IP_MODES:
-            from omnithread.errors import ConfigError
-
             raise ConfigError("ip_mode", ip_mode, " or ".join(IP_MODES))
         self.pseudonymiser, self.cipher, self.ip_mode = pseudonymiser, cipher, ip_mode
         self._texts: dict[str, str] = {}

@@ -48,7 +48,7 @@ from omnithread.recommend.interactions import (
     build_matrix,
     interaction_rows,
 )
-from omnithread.recommend.tuning import history_rows, holdout, judge
+from omnithread.recommend.tuning import history_rows, holdout, judge, tune
 
 __all__ = ["run_ablation", "ablation_svg", "ASSUMPTIONS"]
 
@@ -208,8 +208,6 @@ def run_ablation(
     truth_dir = Path(truth_dir)
     if config is None or make_model is None:
         if tuning is None:
-            from omnithread.recommend.tuning import tune
-
             tuning = tune(engine)
         config = config or tuning["config"]
         if make_model is None:

@@ -39,6 +39,7 @@ import scipy.sparse as sp
 from omnithread.engine.base import Engine
 from omnithread.errors import ConflictError, InvalidRequestError, NotFoundError, NothingToTrainError
 from omnithread.identity.graph import EVENT_PERSONS_SQL
+from omnithread.identity.lookup import find_person
 from omnithread.ingest.reference import ONLINE_LOCATION, catalogue_facts, stock_levels
 from omnithread.recommend.history import HistoryCache
 from omnithread.recommend.interactions import (
@@ -48,7 +49,8 @@ from omnithread.recommend.interactions import (
     ordered_products,
     write_interactions_table,
 )
-from omnithread.recommend.models import DLAE, FORMAT_VERSION, Recommender, load_model, top_n
+from omnithread.recommend.models import DLAE, FORMAT_VERSION, MODELS, Recommender, load_model, top_n
+from omnithread.recommend.tuning import tune
 
 __all__ = ["ServingConfig", "Recommendations", "SURFACES"]
 
@@ -122,8 +124,6 @@ class Recommendations:
     ) -> "Recommendations":
         """Train on the whole log. Unless ``model`` and ``signals`` are given, both are chosen on a
         validation split of the log (its last ``tune_days``), then refit on everything."""
-        from omnithread.recommend.models import MODELS
-        from omnithread.recommend.tuning import tune
 
         rows = interaction_rows(engine)
         if rows.num_rows == 0:
@@ -206,7 +206,6 @@ class Recommendations:
     # ------------------------------------------------------------------ facts read at request time
 
     def _resolve_person(self, key: str) -> str | None:
-        from omnithread.identity.lookup import find_person
 
         try:
             return find_person(self.engine, key, self.pseudonymiser)

@@ -18,7 +18,7 @@ from omnithread.engine.base import Engine
 from omnithread.identity.graph import EVENT_PERSONS_SQL
 from omnithread.recommend.interactions import SIGNALS, InteractionMatrix, Interactions, SignalConfig, interaction_rows
 from omnithread.recommend.metrics import average_precision_at_k, ndcg_at_k, recall_at_k
-from omnithread.recommend.models import DLAE, top_n
+from omnithread.recommend.models import DLAE, MODELS, top_n
 
 __all__ = ["ValidationTask", "choose_signal_config", "choose_model", "tune", "MODEL_GRID"]
 
@@ -164,7 +164,6 @@ MODEL_GRID = (
 
 def choose_model(task: ValidationTask, config: SignalConfig, seed: int = 0) -> tuple[str, dict, dict]:
     """The model family and parameters with the best validation NDCG@10 under ``config``."""
-    from omnithread.recommend.models import MODELS
 
     results = []
     for name, params in MODEL_GRID:

@@ -10,7 +10,7 @@ import orjson
 from omnithread.sim.activity import simulate_activity
 from omnithread.sim.config import WorldConfig
 from omnithread.sim.render import IdealStoreEvents, StoreEventLayer, StoreVisit, render
-from omnithread.sim.world import World, build_world
+from omnithread.sim.world import CATEGORY_NAMES, World, build_world
 
 __all__ = [
     "WorldConfig",
@@ -56,8 +56,6 @@ def write_reference(world: World, out: Path) -> dict:
     same with or without them."""
     import csv
     from datetime import datetime, time, timedelta, timezone
-
-    from omnithread.sim.world import CATEGORY_NAMES
 
     cfg = world.config
     rng = np.random.default_rng([cfg.seed, 3])
