@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import orjson
 
-from omnithread.events.schema import IDENTIFIER_KEYS, MAX_COUNT, MAX_MONEY
+from omnithread.events.schema import HASH_PATTERN, IDENTIFIER_CODES, IDENTIFIER_KEYS, MAX_COUNT, MAX_MONEY
 
 __all__ = [
     "number_sql",
@@ -28,14 +28,7 @@ __all__ = [
 ]
 
 # keyed-hash prefix -> identifier type (see omnithread.privacy.IdentifierType)
-HASH_TYPES = {
-    "em": "email",
-    "ph": "phone",
-    "lc": "loyalty_card",
-    "pt": "payment_token",
-    "pa": "palm_token",
-    "ac": "app_code",
-}
+HASH_TYPES = {code: kind for kind, code in IDENTIFIER_CODES.items()}
 
 # (column, logical type, nullable)
 EVENT_COLUMNS = [
@@ -154,7 +147,7 @@ def _json_paths(*prefixes: str) -> str:
 
 # a keyed hash's prefix inside JSON text (a string starting "xx_"), and a whole keyed hash
 _HINT = re.compile('"(' + "|".join(sorted(HASH_TYPES)) + ")_")
-_HASH = re.compile("(" + "|".join(sorted(HASH_TYPES)) + ")_[0-9a-f]{32}")
+_HASH = re.compile(HASH_PATTERN)
 
 
 def identifiers_sql() -> str:

@@ -29,6 +29,11 @@ __all__ = [
     "EVENT_SCHEMAS",
     "COMMON_FIELDS",
     "IDENTIFIER_KEYS",
+    "IDENTIFIER_CODES",
+    "EMAIL_PATTERN",
+    "CARD_PATTERN",
+    "TOKEN_PATTERN",
+    "HASH_PATTERN",
     "BIOMETRIC_KEYS",
     "ENTRY_TOKEN_TYPES",
 ]
@@ -68,6 +73,23 @@ IDENTIFIER_KEYS = {
     "palm_token": "palm_token",
     "app_code": "app_code",
 }
+# Identifier type -> the prefix of its keyed hash (``em_3f9a...``): the one spelling of the table, which the
+# pseudonymiser, the fast path's SQL and the identity graph all read.
+IDENTIFIER_CODES = {
+    "email": "em",
+    "phone": "ph",
+    "loyalty_card": "lc",
+    "payment_token": "pt",
+    "palm_token": "pa",
+    "app_code": "ac",
+}
+# The normal forms' patterns (in the syntax Python and the engine's RE2 both read), the one definition the
+# per-event path (privacy.identifiers) and the fast path (ingest.bulk) both follow.
+EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s.]+"  # after trimming and lower-casing
+CARD_PATTERN = "[A-Z0-9]{6,32}"  # after removing spaces and dashes and upper-casing
+TOKEN_PATTERN = "[!-~]{4,128}"  # printable ASCII, no spaces
+HASH_PATTERN = "(" + "|".join(sorted(IDENTIFIER_CODES.values())) + ")_[0-9a-f]{32}"
+
 # Store Entered carries its gate identity in ``entry_token``; its type follows the method.
 ENTRY_TOKEN_TYPES = {"app_code": "app_code", "palm": "palm_token", "payment_card": "payment_token"}
 # Raw biometric data is refused outright: only a palm reader's token may be sent.

@@ -13,6 +13,17 @@ JSON, a problem of any kind, an id derived from content, a batch, an unusual but
 perhaps valid form) goes to the Python path, which is the one source of every
 verdict and every message. So the fast path only ever decides "valid, and stored
 exactly so"; a conformance test holds it to the Python path's answers.
+
+What it shares with the Python path is defined once and read by both: the schema's field specs
+(types, ranges, choices: ``omnithread.events.schema``), the identifier keys, the hash prefixes and the
+normal forms' patterns (``IDENTIFIER_CODES``, ``EMAIL_PATTERN``, ``CARD_PATTERN``, ``TOKEN_PATTERN``), the
+phone normaliser (the Python function itself, registered in the engine) and the personal-data rule (the
+Python rule itself, behind the screen ``omnithread.privacy.detect.SCREEN``). Written twice, in SQL here and
+in Python, and held equal by ``tests/ingest/test_fast_path.py`` (1,200 generated calls, the hypothesis run,
+the simulated retailer and a corpus of Segment's own libraries' payloads): the HMAC (``_hmac_sql`` and
+``Pseudonymiser.hash``), the clock-skew correction (the ``corrected`` step and
+``omnithread.events.validate.resolve_times``) and the special rules of Store Entered and Consent Updated
+(``_schema_ok`` and ``omnithread.events.validate._check_named_event``).
 """
 
 from __future__ import annotations
@@ -30,14 +41,18 @@ from omnithread.engine.base import string_list_sql
 from omnithread.engine.tables import EVENT_COLUMNS
 from omnithread.events.schema import (
     BIOMETRIC_KEYS,
+    CARD_PATTERN,
     CHANNEL_ALIASES,
     CHANNELS,
+    EMAIL_PATTERN,
     ENTRY_TOKEN_TYPES,
     EVENT_SCHEMAS,
+    IDENTIFIER_CODES,
     IDENTIFIER_KEYS,
     MAX_DEPTH,
     MAX_EVENT_BYTES,
     PRODUCT_FIELDS,
+    TOKEN_PATTERN,
     FieldSpec,
 )
 from omnithread.privacy.detect import IPV4, SCREEN
@@ -71,14 +86,7 @@ _SECTIONS = {
     "context": ("$.context", 4),
     "context.traits": ("$.context.traits", 5),
 }
-_CODES = {
-    "email": "em",
-    "phone": "ph",
-    "loyalty_card": "lc",
-    "payment_token": "pt",
-    "palm_token": "pa",
-    "app_code": "ac",
-}
+_CODES = IDENTIFIER_CODES
 _ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6})?(Z|[+-]\d{2}:\d{2})?"
 
 
@@ -298,8 +306,9 @@ class FastPathSQL:
         """(SQL of the normal form, condition that SQL normalises it exactly as Python does)."""
         if kind == "email":
             normal = f"lower(trim({s}))"
-            return normal, (
-                f"regexp_full_match({s}, ' *[!-~]+ *') AND regexp_full_match({normal}, '[^@\\s]+@[^@\\s]+\\.[^@\\s.]+')"
+            return (
+                normal,
+                f"regexp_full_match({s}, ' *[!-~]+ *') AND regexp_full_match({normal}, {_quote(EMAIL_PATTERN)})",
             )
         if kind == "phone":
             normal = f"{PHONE_FUNCTION}({s})"
@@ -308,9 +317,9 @@ class FastPathSQL:
             normal = f"upper(replace(replace({s}, ' ', ''), '-', ''))"
             return (
                 normal,
-                f"regexp_full_match({s}, '[A-Za-z0-9 -]+') AND regexp_full_match({normal}, '[A-Z0-9]{{6,32}}')",
+                f"regexp_full_match({s}, '[A-Za-z0-9 -]+') AND regexp_full_match({normal}, {_quote(CARD_PATTERN)})",
             )
-        return s, f"regexp_full_match({s}, '[!-~]{{4,128}}')"
+        return s, f"regexp_full_match({s}, {_quote(TOKEN_PATTERN)})"
 
     def _hash_of(self, kind: str, s: str) -> tuple[str, str]:
         """(condition the value can be hashed here, SQL of its hash) for a non-empty string."""

@@ -16,6 +16,7 @@ from enum import Enum
 import phonenumbers
 
 from omnithread.errors import OmnithreadError, Problem
+from omnithread.events.schema import CARD_PATTERN, EMAIL_PATTERN, HASH_PATTERN, IDENTIFIER_CODES, TOKEN_PATTERN
 from omnithread.privacy.secret import Secret
 
 __all__ = [
@@ -45,18 +46,11 @@ class IdentifierType(str, Enum):
         return _CODES[self]
 
 
-_CODES = {
-    IdentifierType.EMAIL: "em",
-    IdentifierType.PHONE: "ph",
-    IdentifierType.LOYALTY_CARD: "lc",
-    IdentifierType.PAYMENT_TOKEN: "pt",
-    IdentifierType.PALM_TOKEN: "pa",
-    IdentifierType.APP_CODE: "ac",
-}
-_HASHED = re.compile(r"^(em|ph|lc|pt|pa|ac)_[0-9a-f]{32}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-_CARD = re.compile(r"^[A-Z0-9]{6,32}$")
-_TOKEN = re.compile(r"^[\x21-\x7e]{4,128}$")
+_CODES = {IdentifierType(kind): code for kind, code in IDENTIFIER_CODES.items()}
+_HASHED = re.compile(f"^{HASH_PATTERN}$")
+_EMAIL = re.compile(f"^{EMAIL_PATTERN}$")
+_CARD = re.compile(f"^{CARD_PATTERN}$")
+_TOKEN = re.compile(f"^{TOKEN_PATTERN}$")
 
 
 class IdentifierError(OmnithreadError, ValueError):
