@@ -13,7 +13,7 @@ from omnithread.engine.base import Engine
 from omnithread.engine.log import EventLog
 from omnithread.errors import ConfigError
 
-__all__ = ["Engine", "EventLog", "open_engine", "ENGINES"]
+__all__ = ["Engine", "EventLog", "open_engine", "scratch_engine", "ENGINES"]
 
 # Short name -> "module:Class"; a dotted path to a class of one's own also works.
 ENGINES = {"duckdb": "omnithread.engine.duckdb:DuckDBEngine"}
@@ -32,3 +32,10 @@ def open_engine(settings: Settings) -> Engine:
     if settings.memory_limit:
         return engine_class(settings.database_path, memory_limit=settings.memory_limit)
     return engine_class(settings.database_path)
+
+
+def scratch_engine() -> Engine:
+    """An engine of its own in memory, for set-based work over tables handed to it (probabilistic linkage over
+    a batch of records): nothing of it reaches the data directory, and no stage opens a connection itself."""
+    module_name, class_name = ENGINES["duckdb"].split(":", 1)
+    return getattr(import_module(module_name), class_name)(":memory:")

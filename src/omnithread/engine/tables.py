@@ -16,6 +16,7 @@ __all__ = [
     "count_ok_sql",
     "money_ok_sql",
     "TABLES",
+    "STAGE_TABLES",
     "EVENT_COLUMNS",
     "DERIVED_EVENT_COLUMNS",
     "REJECTED_COLUMNS",
@@ -133,6 +134,26 @@ def message_key(message_id: str) -> int:
 
 
 TABLES = {"events": EVENT_COLUMNS + DERIVED_EVENT_COLUMNS, "rejected_events": REJECTED_COLUMNS}
+
+# Every other table omnithread keeps, with the stage that writes it and what it holds: the one list of the
+# data directory's tables (a test fails on a table missing here). The engine creates the two above at
+# open; a stage builds each of these from a query of the tables before it, through its own functions.
+STAGE_TABLES = {
+    "catalogue": ("collect (ingest.reference)", "one row per product: name, category, price, on sale, launched"),
+    "inventory": ("collect (ingest.reference)", "units in stock per location and product, as of when"),
+    "suppressed_identifiers": ("privacy.suppression", "identifiers whose events are refused at the door"),
+    "identity_edges": ("connect (identity.resolve)", "links between identifiers, kept or dropped, with evidence"),
+    "identity_map": ("connect (identity.resolve)", "each identifier's person, type, activity and blocking"),
+    "persons": ("connect (identity.resolve)", "one row per person: identifiers counted by type"),
+    "identity_state": ("connect (identity.resolve)", "the newest loaded_at the persons include"),
+    "person_redirects": ("connect (identity.resolve)", "retired person ids and the ids that replaced them"),
+    "identity_changes": ("connect (identity.incremental)", "merges and splits since the last full resolve"),
+    "person_attributes": ("connect (identity.matching)", "names, addresses and birth dates for matching"),
+    "identity_match_model": ("connect (identity.matching)", "the matcher's learnt parameters"),
+    "profiles": ("understand (profile.build)", "one row per person: activity, orders, consent, RFM"),
+    "skipped_rows": ("understand (profile.build)", "rows a stage left out at its last run, with the reason"),
+    "interactions": ("serve (recommend.interactions)", "person by product: signals counted, the weight trained on"),
+}
 
 
 def node_sql(value: str) -> str:

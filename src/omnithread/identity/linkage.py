@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa
+
+from omnithread.engine import Engine, scratch_engine
 
 __all__ = ["Comparison", "Training", "block_on", "swapped", "link", "score", "LinkResult", "em"]
 
@@ -178,7 +179,7 @@ def em(
     return _posterior(patterns, m, u, share), share, m, iterations
 
 
-def _records(con, tables: list[pa.Table], unique_id: str, columns: list[str]) -> None:
+def _records(con: Engine, tables: list[pa.Table], unique_id: str, columns: list[str]) -> None:
     parts = []
     for i, table in enumerate(tables):
         name = f"_source_{i}"
@@ -195,7 +196,7 @@ def _records(con, tables: list[pa.Table], unique_id: str, columns: list[str]) ->
 
 
 def _u_levels(
-    con, comparisons: list[Comparison], link_type: str, sizes: list[int], pairs: int, seed: int
+    con: Engine, comparisons: list[Comparison], link_type: str, sizes: list[int], pairs: int, seed: int
 ) -> list[np.ndarray]:
     """Level shares among non-matching pairs, taken as all pairs (almost all are non-matches).
 
@@ -220,22 +221,22 @@ def _u_levels(
     for k, comparison in enumerate(comparisons):
         column = _q(comparison.column)
         if link_type == "link_only":
-            (exact,) = con.execute(f"""
+            exact = con.scalar(f"""
                 WITH v AS (SELECT {column} AS v, count(*) FILTER (WHERE _source = 0) AS x,
                                   count(*) FILTER (WHERE _source = 1) AS y
                            FROM _records WHERE {column} IS NOT NULL GROUP BY 1)
-                SELECT sum(x * y) / (sum(x) * sum(y)) FROM v""").fetchone()
+                SELECT sum(x * y) / (sum(x) * sum(y)) FROM v""")
         else:
-            (exact,) = con.execute(f"""
+            exact = con.scalar(f"""
                 WITH v AS (SELECT count(*)::DOUBLE AS n FROM _records WHERE {column} IS NOT NULL GROUP BY {column})
-                SELECT sum(n * (n - 1)) / (sum(n) * (sum(n) - 1)) FROM v""").fetchone()
+                SELECT sum(n * (n - 1)) / (sum(n) * (sum(n) - 1)) FROM v""")
         top = comparison.levels - 1
         exact = min(max(float(exact or 0.0), 1.0 / max(sum(sizes), 2) ** 2), 0.5)
         rest = np.ones(top)
-        for level, n in con.execute(
-            f"SELECT c{k}, count(*) FROM _random_levels WHERE c{k} BETWEEN 0 AND {top - 1} GROUP BY 1"
-        ).fetchall():
-            rest[level] += n
+        for row in con.rows(
+            f"SELECT c{k} AS level, count(*) AS n FROM _random_levels WHERE c{k} BETWEEN 0 AND {top - 1} GROUP BY 1"
+        ):
+            rest[row["level"]] += row["n"]
         shares.append(np.append(rest / rest.sum() * (1 - exact), exact))
     return shares
 
@@ -248,16 +249,18 @@ def _levels(comparisons: list[Comparison], left_out: frozenset[str] | set[str] =
 
 
 def _patterns(
-    con, pairs: str, comparisons: list[Comparison], left_out: frozenset[str] | set[str] = frozenset()
+    con: Engine, pairs: str, comparisons: list[Comparison], left_out: frozenset[str] | set[str] = frozenset()
 ) -> pa.Table:
     """Counts of each pattern of levels (c0, c1, ..., n) among the pairs ``pairs`` (a relation of a, b)."""
-    return con.sql(f"""
+    return con.query(f"""
         SELECT {_levels(comparisons, left_out)}, count(*) AS n
         FROM ({pairs}) p JOIN _records l ON l._row = p.a JOIN _records r ON r._row = p.b
-        GROUP BY ALL ORDER BY ALL""").to_arrow_table()
+        GROUP BY ALL ORDER BY ALL""")
 
 
-def _patterns_within(con, comparisons: list[Comparison], block: tuple[str, ...], left_out: set[str]) -> pa.Table:
+def _patterns_within(
+    con: Engine, comparisons: list[Comparison], block: tuple[str, ...], left_out: set[str]
+) -> pa.Table:
     """``_patterns`` of the pairs equal on ``block``, when a blocking rule already found them all: read from
     the compared candidates (table ``_compared``), where equal means the top level of each column."""
     keys = ", ".join(
@@ -265,7 +268,7 @@ def _patterns_within(con, comparisons: list[Comparison], block: tuple[str, ...],
     )
     equal = " AND ".join(f"c{k} = {c.levels - 1}" for k, c in enumerate(comparisons) if c.column in block)
     sql = f"SELECT {keys}, count(*) AS n FROM _compared WHERE {equal} GROUP BY ALL ORDER BY ALL"
-    return con.sql(sql).to_arrow_table()
+    return con.query(sql)
 
 
 def _matrix(table: pa.Table, k: int) -> np.ndarray:
@@ -306,7 +309,7 @@ def link(
     sizes = [t.num_rows for t in tables]
     total_pairs = sizes[0] * sizes[1] if link_type == "link_only" else sum(sizes) * (sum(sizes) - 1) / 2
     compared = {c.column for c in comparisons}
-    con = duckdb.connect()
+    con = scratch_engine()  # records and candidate pairs live apart from the log, in memory
     try:
         _records(con, tables, unique_id, columns)
         side = "l._source = 0 AND r._source = 1" if link_type == "link_only" else "l._id < r._id"
@@ -364,7 +367,7 @@ _EMPTY = pa.table(
 )
 
 
-def _compare(con, comparisons: list[Comparison], candidates: list[str]) -> pa.Table:
+def _compare(con: Engine, comparisons: list[Comparison], candidates: list[str]) -> pa.Table:
     """Compute each candidate pair's levels once (table ``_compared``); return the count per pattern."""
     keys = ", ".join(f"c{k}" for k in range(len(comparisons)))
     con.execute(f"""
@@ -372,19 +375,19 @@ def _compare(con, comparisons: list[Comparison], candidates: list[str]) -> pa.Ta
         SELECT p.a, p.b, {_levels(comparisons)}
         FROM (SELECT DISTINCT a, b FROM ({" UNION ALL ".join(candidates)})) p
         JOIN _records l ON l._row = p.a JOIN _records r ON r._row = p.b""")
-    return con.sql(f"SELECT {keys}, count(*) AS n FROM _compared GROUP BY ALL ORDER BY ALL").to_arrow_table()
+    return con.query(f"SELECT {keys}, count(*) AS n FROM _compared GROUP BY ALL ORDER BY ALL")
 
 
-def _answer(con, grouped: pa.Table, posterior: np.ndarray, threshold: float, k: int) -> pa.Table:
+def _answer(con: Engine, grouped: pa.Table, posterior: np.ndarray, threshold: float, k: int) -> pa.Table:
     """The compared pairs whose pattern's match probability is at least ``threshold``."""
     keys = ", ".join(f"c{i}" for i in range(k))
     con.register("_scored", grouped.drop(["n"]).append_column("match_probability", pa.array(posterior)))
-    return con.sql(f"""
+    return con.query(f"""
         SELECT l._id AS id_l, r._id AS id_r, s.match_probability
         FROM _compared c JOIN _scored s USING ({keys})
         JOIN _records l ON l._row = c.a JOIN _records r ON r._row = c.b
         WHERE s.match_probability >= {float(threshold)}
-        ORDER BY id_l, id_r""").to_arrow_table()
+        ORDER BY id_l, id_r""")
 
 
 def score(
@@ -405,7 +408,7 @@ def score(
     that of their own candidates only.
     """
     columns = sorted({c.column for c in comparisons} | {n for n in table.column_names if n != unique_id})
-    con = duckdb.connect()
+    con = scratch_engine()  # records and candidate pairs live apart from the log, in memory
     try:
         _records(con, [table], unique_id, columns)
         con.register("_involving", pa.table({"_id": pa.array(list(involving), pa.string())}))
