@@ -292,32 +292,41 @@ def create_app(settings: Settings) -> FastAPI:
     _mount_docs(app)
     app.state.service = service
 
+    def admit(key: ApiKey | None, action: str, roles: tuple[str, ...], body_pending: bool = False) -> ApiKey:
+        """The key, if it may do ``action`` (a role of ``roles``, or admin) within its rate; else the refusal,
+        counted in the audit log. ``body_pending``: the body is not read yet, so the connection is closed."""
+        close = {"Connection": "close"} if body_pending else {}
+        if key is None:
+            service.keys.refused(None, action, "refused: no valid key")
+            raise HTTPException(
+                401,
+                detail={
+                    "code": "unauthorised",
+                    "message": "a valid API key is required (the HTTP Basic user name, as Segment's clients send it)",
+                },
+                headers={"WWW-Authenticate": 'Basic realm="omnithread"', **close},
+            )
+        if key.role not in roles and key.role != "admin":
+            service.keys.refused(key, action, f"refused: needs {roles[0]}")
+            raise HTTPException(
+                403,
+                detail={"code": "forbidden", "message": f"a {key.role} key cannot do this; it needs a {roles[0]} key"},
+                headers=close,
+            )
+        if not service.keys.allow(key):
+            service.keys.refused(key, action, "refused: rate limited")
+            raise HTTPException(
+                429,
+                detail={"code": "rate_limited", "message": f"key {key.key_id} is over its rate limit"},
+                headers={"Retry-After": "1"},
+            )
+        return key
+
     def authorised(role: str):
         def check(request: Request) -> ApiKey:
             action = _action(request)
             refuse_cross_site(request, action)
-            key = service.keys.check(_basic_user(request) or request.headers.get("x-api-key"))
-            if key is None:
-                service.keys.refused(None, action, "refused: no valid key")
-                raise HTTPException(
-                    401,
-                    detail={"code": "unauthorised", "message": "a valid API key is required"},
-                    headers={"WWW-Authenticate": 'Basic realm="omnithread"'},
-                )
-            if key.role != role and key.role != "admin":
-                service.keys.refused(key, action, f"refused: needs {role}")
-                raise HTTPException(
-                    403,
-                    detail={"code": "forbidden", "message": f"a {key.role} key cannot do this; it needs a {role} key"},
-                )
-            if not service.keys.allow(key):
-                service.keys.refused(key, action, "refused: rate limited")
-                raise HTTPException(
-                    429,
-                    detail={"code": "rate_limited", "message": f"key {key.key_id} is over its rate limit"},
-                    headers={"Retry-After": "1"},
-                )
-            return key
+            return admit(service.keys.check(_basic_user(request) or request.headers.get("x-api-key")), action, (role,))
 
         return check
 
@@ -499,31 +508,7 @@ def create_app(settings: Settings) -> FastAPI:
         if presented is None:
             raw = await _body(request)
             presented = _write_key_from_body(raw)
-        key = service.keys.check(presented)
-        if key is None:
-            service.keys.refused(None, action, "refused: no valid key")
-            raise HTTPException(
-                401,
-                detail={
-                    "code": "unauthorised",
-                    "message": "a valid write key is required (HTTP Basic user name, as Segment's clients send it)",
-                },
-                headers={"WWW-Authenticate": 'Basic realm="omnithread"', "Connection": "close"},
-            )
-        if key.role not in ("write", "admin"):
-            service.keys.refused(key, action, "refused: needs write")
-            raise HTTPException(
-                403,
-                detail={"code": "forbidden", "message": f"a {key.role} key cannot send events; use a write key"},
-                headers={"Connection": "close"},
-            )
-        if not service.keys.allow(key):
-            service.keys.refused(key, action, "refused: rate limited")
-            raise HTTPException(
-                429,
-                detail={"code": "rate_limited", "message": f"key {key.key_id} is over its rate limit"},
-                headers={"Retry-After": "1"},
-            )
+        key = admit(service.keys.check(presented), action, ("write",), body_pending=raw is None)
         return key, raw if raw is not None else await _body(request)
 
     call_properties: dict = {

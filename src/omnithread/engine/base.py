@@ -150,6 +150,15 @@ class Engine(ABC):
         result = self.query(sql, params)
         return result.column(0)[0].as_py() if result.num_rows else None
 
+    def delete_where(self, table: str, where: str, params: Sequence[Any] = ()) -> int:
+        """Delete the rows of ``table`` (if it exists) that match ``where``; returns how many."""
+        if not self.has_table(table):
+            return 0
+        n = self.scalar(f"SELECT count(*) FROM {table} WHERE {where}", params)
+        if n:
+            self.execute(f"DELETE FROM {table} WHERE {where}", params)
+        return n
+
     def has_table(self, name: str) -> bool:
         """Whether a table (or view) of this name exists."""
         return bool(self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]))

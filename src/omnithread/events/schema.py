@@ -30,6 +30,7 @@ __all__ = [
     "COMMON_FIELDS",
     "IDENTIFIER_KEYS",
     "IDENTIFIER_CODES",
+    "TOP_LEVEL_KEYS",
     "EMAIL_PATTERN",
     "CARD_PATTERN",
     "TOKEN_PATTERN",
@@ -73,6 +74,12 @@ IDENTIFIER_KEYS = {
     "palm_token": "palm_token",
     "app_code": "app_code",
 }
+# The top-level keys of a Segment call omnithread reads (any other key is kept apart, in ``extra``).
+TOP_LEVEL_KEYS = (
+    "type", "messageId", "userId", "anonymousId", "event", "name", "previousId", "groupId", "properties", "traits",
+    "context", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "writeKey",
+)  # fmt: skip
+
 # Identifier type -> the prefix of its keyed hash (``em_3f9a...``): the one spelling of the table, which the
 # pseudonymiser, the fast path's SQL and the identity graph all read.
 IDENTIFIER_CODES = {

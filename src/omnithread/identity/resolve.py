@@ -356,22 +356,12 @@ def forget_persons(engine: Engine, pseudonymiser: Pseudonymiser, person_ids: set
         ("identity_changes", ("person_id", "other_person_id")),
     ):
         where = " OR ".join(f"{c} IN ({marks})" for c in cols)
-        deleted += _count_delete(engine, table, where, [*person_ids] * len(cols))
+        deleted += engine.delete_where(table, where, [*person_ids] * len(cols))
     if values:
         value_marks = ", ".join("?" for _ in values)
-        deleted += _count_delete(
-            engine,
+        deleted += engine.delete_where(
             "identity_changes",
             f"split_part(a, ':', 2) IN ({value_marks}) OR split_part(b, ':', 2) IN ({value_marks})",
             values * 2,
         )
     return deleted
-
-
-def _count_delete(engine: Engine, table: str, where: str, params) -> int:
-    if not engine.has_table(table):
-        return 0
-    n = engine.scalar(f"SELECT count(*) FROM {table} WHERE {where}", params)
-    if n:
-        engine.execute(f"DELETE FROM {table} WHERE {where}", params)
-    return n

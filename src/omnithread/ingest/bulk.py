@@ -53,6 +53,7 @@ from omnithread.events.schema import (
     MAX_EVENT_BYTES,
     PRODUCT_FIELDS,
     TOKEN_PATTERN,
+    TOP_LEVEL_KEYS,
     FieldSpec,
 )
 from omnithread.privacy.detect import IPV4, SCREEN
@@ -62,22 +63,7 @@ __all__ = ["FastPathSQL", "line_chunks", "chunk_table", "hmac_pads", "PHONE_FUNC
 PHONE_FUNCTION = "omnithread_e164"
 PERSONAL_DATA_FUNCTION = "omnithread_personal_data"
 _CALLS = ("track", "identify", "page", "screen")
-_TOP_LEVEL = (
-    "type",
-    "messageId",
-    "userId",
-    "anonymousId",
-    "event",
-    "name",
-    "properties",
-    "traits",
-    "context",
-    "timestamp",
-    "originalTimestamp",
-    "sentAt",
-    "receivedAt",
-    "writeKey",
-)
+_TOP_LEVEL = tuple(k for k in TOP_LEVEL_KEYS if k not in ("previousId", "groupId"))  # alias, group: Python
 _TIMES = ("originalTimestamp", "timestamp", "sentAt", "receivedAt")
 # sections whose identifier keys are hashed, with their JSON path and position in ``keys``
 _SECTIONS = {

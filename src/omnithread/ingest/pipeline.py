@@ -23,7 +23,7 @@ from omnithread.config import Settings
 from omnithread.engine.log import EventLog
 from omnithread.engine.tables import EventRow, RejectedRow
 from omnithread.errors import InvalidRequestError, Problem
-from omnithread.events.schema import MAX_BATCH_BYTES, MAX_DEPTH, MAX_EVENT_BYTES
+from omnithread.events.schema import MAX_BATCH_BYTES, MAX_DEPTH, MAX_EVENT_BYTES, TOP_LEVEL_KEYS
 from omnithread.events.validate import TimePolicy, nesting_depth, validate_event
 from omnithread.ingest import reference
 from omnithread.ingest.bulk import (
@@ -49,26 +49,7 @@ from omnithread.privacy.detect import screen_hits
 __all__ = ["Ingestor", "IngestReport", "FileReport", "Staged"]
 
 UTC = timezone.utc
-_TOP_LEVEL = frozenset(
-    {
-        "type",
-        "messageId",
-        "userId",
-        "anonymousId",
-        "event",
-        "name",
-        "previousId",
-        "groupId",
-        "properties",
-        "traits",
-        "context",
-        "timestamp",
-        "originalTimestamp",
-        "sentAt",
-        "receivedAt",
-        "writeKey",
-    }
-)
+_TOP_LEVEL = frozenset(TOP_LEVEL_KEYS)
 _NOT_CONTENT = ("messageId", "sentAt", "receivedAt")
 Progress = Callable[[int], None]
 

@@ -75,8 +75,7 @@ def delete_events_naming(
             engine.execute(f"""INSERT INTO _erase_ids
                 SELECT e.message_id FROM events e
                 WHERE {names_any_sql("e", "_erase_values")} OR e.previous_id IN (SELECT v FROM _erase_values)""")
-            rejected = _count_delete(
-                engine,
+            rejected = engine.delete_where(
                 "rejected_events",
                 "EXISTS (SELECT 1 FROM _erase_values x WHERE length(x.v) >= 8 AND "
                 "contains(coalesce(CAST(payload AS VARCHAR), ''), x.v))",
@@ -84,7 +83,7 @@ def delete_events_naming(
             )
         finally:
             engine.unregister("_erase_values")
-    events = _count_delete(engine, "events", "message_id IN (SELECT message_id FROM _erase_ids)", [])
+    events = engine.delete_where("events", "message_id IN (SELECT message_id FROM _erase_ids)", [])
     engine.execute("DROP TABLE IF EXISTS _erase_ids")
     # unparseable input is kept encrypted: open each and look for the person's values
     needles = [v.encode() for v in values if len(v) >= 8] + [r.encode() for r in raw_values if r]
@@ -103,12 +102,3 @@ def delete_events_naming(
             engine.execute("DELETE FROM rejected_events WHERE rejected_id = ?", [rid])
         rejected += len(doomed)
     return events, rejected
-
-
-def _count_delete(engine: Engine, table: str, where: str, params) -> int:
-    if not engine.has_table(table):
-        return 0
-    n = engine.scalar(f"SELECT count(*) FROM {table} WHERE {where}", params)
-    if n:
-        engine.execute(f"DELETE FROM {table} WHERE {where}", params)
-    return n
