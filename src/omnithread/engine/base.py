@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
 from omnithread.engine.tables import TABLES
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "SQL_DIALECT"]
+
+
+@lru_cache(maxsize=4096)
+def _translated(sql: str, dialect: str) -> str:
+    import sqlglot  # deferred: only an engine that speaks another dialect needs the translator
+
+    return ";\n".join(sqlglot.transpile(sql, read=SQL_DIALECT, write=dialect))
 
 
 def string_list_sql(values: Iterable[str]) -> str:
@@ -35,10 +43,23 @@ def names_any_sql(row: str, values: str) -> str:
             OR contains(coalesce(CAST({row}.context AS VARCHAR), ''), x.v))))"""
 
 
+# The one dialect the stages write their statements in. An engine that speaks another translates each
+# statement as it runs it (``Engine.translate``, with sqlglot), the way Splink runs one SQL text on DuckDB and
+# Spark; DuckDB runs them as they are.
+SQL_DIALECT = "duckdb"
+
+
 class Engine(ABC):
     """Tables and SQL in one place. Use as a context manager to close it."""
 
     name = "abstract"
+    dialect = SQL_DIALECT  # the SQL dialect the engine runs (sqlglot's name for it)
+
+    def translate(self, sql: str) -> str:
+        """``sql``, written in :data:`SQL_DIALECT`, as this engine's dialect writes it."""
+        if self.dialect == SQL_DIALECT:
+            return sql
+        return _translated(sql, self.dialect)
 
     # -- hooks each engine provides -------------------------------------------------
     @abstractmethod

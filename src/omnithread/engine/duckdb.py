@@ -170,13 +170,13 @@ class DuckDBEngine(Engine):
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         try:
-            self._con.execute(sql, list(params)).fetchall()
+            self._con.execute(self.translate(sql), list(params)).fetchall()
         except duckdb.Error as error:
             raise EngineError(sql, error) from error
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         try:
-            relation = self._con.sql(sql, params=list(params) or None)
+            relation = self._con.sql(self.translate(sql), params=list(params) or None)
             return relation.to_arrow_table() if relation is not None else pa.table({})
         except duckdb.Error as error:
             raise EngineError(sql, error) from error
