@@ -268,7 +268,7 @@ def update_identities(
     through = engine.scalar("SELECT resolved_through FROM identity_state")
     engine.execute(
         "CREATE OR REPLACE TEMP TABLE new_events AS SELECT * FROM events WHERE loaded_at > "
-        "coalesce(?::TIMESTAMPTZ, TIMESTAMPTZ '1970-01-01')",
+        "coalesce(CAST(? AS TIMESTAMPTZ), TIMESTAMPTZ '1970-01-01')",
         [through],
     )
     report.events = engine.scalar("SELECT count(*) FROM new_events")

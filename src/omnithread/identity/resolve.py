@@ -260,7 +260,8 @@ def _redirect_retired(engine: Engine) -> None:
     """Previous ids no cluster kept redirect to where most of their identifiers went."""
     engine.execute("""
         INSERT INTO person_redirects
-        SELECT o.old_person_id, n.person_id, now(), 'merged on rebuild' FROM person_overlap o
+        SELECT o.old_person_id, n.person_id, now() AS redirected_at, 'merged on rebuild' AS reason
+        FROM person_overlap o
         JOIN person_names n USING (label)
         WHERE o.old_person_id NOT IN (SELECT person_id FROM persons)
         QUALIFY row_number() OVER (PARTITION BY o.old_person_id ORDER BY o.shared DESC, n.person_id) = 1""")
