@@ -476,13 +476,21 @@ def test_errors_answer_and_log_without_statement_or_value(app_client, monkeypatc
     assert answer.json()["reference"] in caplog.text
 
 
-def test_the_fast_paths_statement_never_holds_the_key():
-    from omnithread.ingest.bulk import FastPathSQL, hmac_pads
+def test_the_fast_paths_statement_never_holds_the_key(settings, tmp_path):
+    """The fast path calls the pseudonymiser itself, registered in the engine: neither the key nor its HMAC pads
+    are in the statement or its parameters (the probed code wrote the pads into the SQL as hex)."""
+    from datetime import datetime
 
-    key = bytes(range(32))
-    sql = FastPathSQL(key, 86400, __import__("datetime").datetime(2000, 1, 1), lambda v: v).sql
-    assert all(pad.hex() not in sql and pad.hex()[:16] not in sql for pad in hmac_pads(key).values())
-    assert key.hex() not in sql
+    from omnithread.ingest.bulk import FastPathSQL
+    from omnithread.workspace import Workspace
+
+    sql = FastPathSQL(86400, datetime(2000, 1, 1)).sql
+    with Workspace(settings) as ws:
+        key = ws.pseudonymiser.hash_key
+        block = key.ljust(64, b"\0")
+        pads = [bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)]
+        assert key.hex() not in sql and all(p.hex()[:16] not in sql for p in pads)
+        assert "omnithread_hash_email" in sql and "sha256" not in sql
 
 
 def test_a_corrupt_database_file_shows_in_health_and_refuses_writes(small_world, tmp_path, monkeypatch):

@@ -4,9 +4,9 @@ Python validating one event at a time tops out far below what a retailer's
 exports need, so a JSON Lines file is read in chunks of lines that go to the
 engine whole, as an Arrow column. One generated SQL statement parses every line,
 checks it against the same schema the Python validator uses, pseudonymises every
-direct identifier with the same keyed hash (HMAC-SHA256 written out in SQL; phone
-numbers go through the same E.164 normaliser as a vectorised function), corrects
-clock skew, and stores the lines it can vouch for.
+direct identifier by calling the pseudonymiser itself (registered in the engine as
+one function per identifier kind, so the key never appears in a statement),
+corrects clock skew, and stores the lines it can vouch for.
 
 The fast path is deliberately conservative: a line it cannot vouch for (bad
 JSON, a problem of any kind, an id derived from content, a batch, an unusual but
@@ -14,16 +14,16 @@ perhaps valid form) goes to the Python path, which is the one source of every
 verdict and every message. So the fast path only ever decides "valid, and stored
 exactly so"; a conformance test holds it to the Python path's answers.
 
-What it shares with the Python path is defined once and read by both: the schema's field specs
-(types, ranges, choices: ``omnithread.events.schema``), the identifier keys, the hash prefixes and the
-normal forms' patterns (``IDENTIFIER_CODES``, ``EMAIL_PATTERN``, ``CARD_PATTERN``, ``TOKEN_PATTERN``), the
-phone normaliser (the Python function itself, registered in the engine) and the personal-data rule (the
-Python rule itself, behind the screen ``omnithread.privacy.detect.SCREEN``). Written twice, in SQL here and
-in Python, and held equal by ``tests/ingest/test_fast_path.py`` (1,200 generated calls, the hypothesis run,
-the simulated retailer and a corpus of Segment's own libraries' payloads): the HMAC (``_hmac_sql`` and
-``Pseudonymiser.hash``), the clock-skew correction (the ``corrected`` step and
-``omnithread.events.validate.resolve_times``) and the special rules of Store Entered and Consent Updated
-(``_schema_ok`` and ``omnithread.events.validate._check_named_event``).
+What it shares with the Python path is defined once and read by both: the schema's field specs (types, ranges,
+choices: ``omnithread.events.schema``), the identifier keys, the hash prefixes and the normal forms' patterns
+(``IDENTIFIER_CODES``, ``EMAIL_PATTERN``, ``CARD_PATTERN``, ``TOKEN_PATTERN``), the keyed hash with its
+normalisers (the pseudonymiser itself, registered in the engine) and the personal-data rule (the Python rule
+itself, behind the engine's screen ``omnithread.privacy.detect.screen_sql``, built from the rule's own key
+spellings). Written twice, in SQL here and in Python, and held equal by ``tests/ingest/test_fast_path.py``
+(1,200 generated calls, the hypothesis run, the simulated retailer and a corpus of Segment's own libraries'
+payloads): the clock-skew correction (the ``corrected`` step and ``omnithread.events.validate.resolve_times``)
+and the special rules of Store Entered and Consent Updated (``_schema_ok`` and
+``omnithread.events.validate._check_named_event``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import orjson
@@ -56,11 +56,10 @@ from omnithread.events.schema import (
     TOP_LEVEL_KEYS,
     FieldSpec,
 )
-from omnithread.privacy.detect import IPV4, SCREEN
+from omnithread.privacy.detect import IPV4, SCREEN, screen_sql
 
-__all__ = ["FastPathSQL", "line_chunks", "chunk_table", "hmac_pads", "PHONE_FUNCTION", "PERSONAL_DATA_FUNCTION"]
+__all__ = ["FastPathSQL", "line_chunks", "chunk_table", "hash_function", "PERSONAL_DATA_FUNCTION"]
 
-PHONE_FUNCTION = "omnithread_e164"
 PERSONAL_DATA_FUNCTION = "omnithread_personal_data"
 _CALLS = ("track", "identify", "page", "screen")
 _TOP_LEVEL = tuple(k for k in TOP_LEVEL_KEYS if k not in ("previousId", "groupId"))  # alias, group: Python
@@ -100,7 +99,7 @@ def _personal_data(column: str, screened: str | None = None) -> str:
     (a Python function registered in the engine) takes the few it matches. ``screened`` is what the screen
     reads, when not the section itself (the context without the IP address truncated already)."""
     return (
-        f"CASE WHEN {column} IS NOT NULL AND regexp_matches(({screened or column})::VARCHAR, {_SCREEN_SQL}) "
+        f"CASE WHEN {column} IS NOT NULL AND {screen_sql(f'({screened or column})::VARCHAR')} "
         f"THEN {PERSONAL_DATA_FUNCTION}({column}::VARCHAR)::JSON ELSE {column} END"
     )
 
@@ -232,18 +231,10 @@ def _products_ok(required: bool) -> str:
     return f"CASE WHEN NOT {present} THEN {absent_ok} WHEN products IS NULL THEN false ELSE NOT has_bad_line END"
 
 
-def hmac_pads(key: bytes) -> dict[str, bytes]:
-    """The statement's parameters ``$hmac_inner`` and ``$hmac_outer``: the key's HMAC pads. They are passed as
-    parameters, never written into the statement, so no error carrying the SQL can carry the key."""
-    block = key.ljust(64, b"\0")
-    return {"hmac_inner": bytes(b ^ 0x36 for b in block), "hmac_outer": bytes(b ^ 0x5C for b in block)}
-
-
-def _hmac_sql(kind: str, normal: str) -> str:
-    """HMAC-SHA256(key, kind:normal), first 16 bytes in hex, written as the Python pseudonymiser writes it; the
-    key's pads are the parameters of :func:`hmac_pads`."""
-    digest = f"sha256($hmac_outer::BLOB || unhex(sha256($hmac_inner::BLOB || encode('{kind}:' || {normal}))))"
-    return f"'{_CODES[kind]}_' || left({digest}, 32)"
+def hash_function(kind: str) -> str:
+    """The name under which the engine calls the pseudonymiser for identifiers of ``kind``: the keyed hash
+    has one definition (``Pseudonymiser.hash``), which the fast path calls, and the key never enters SQL."""
+    return f"omnithread_hash_{kind}"
 
 
 @dataclass(frozen=True)
@@ -258,28 +249,20 @@ class _Identifier:
 
 
 class FastPathSQL:
-    """Generates the fast path's statement from the schema and the installation key.
+    """Generates the fast path's statement from the schema.
 
     ``sql`` selects the rows of ``_chunk(line_no, raw)`` it vouches for, as rows of
     the event log (plus ``line_no``); it reads the parameters ``$now`` and
-    ``$source_prefix``; it needs the scalar function :data:`PHONE_FUNCTION`
-    (``phone_normaliser``) registered in the engine.
+    ``$source_prefix``; it needs the engine to hold, as scalar string functions, the
+    pseudonymiser's hash for each identifier type (:func:`hash_function`) and the
+    personal-data rule (:data:`PERSONAL_DATA_FUNCTION`).
     """
 
-    def __init__(
-        self,
-        hash_key: bytes,
-        max_future_seconds: float,
-        earliest: datetime,
-        phone_normaliser: Callable[[str], str | None],
-        ip_mode: str = "truncate",
-    ):
-        self.hash_key = hash_key
+    def __init__(self, max_future_seconds: float, earliest: datetime, ip_mode: str = "truncate"):
         # in truncate mode, set in _build once the fields exist; in hash mode the rule's function keys it
         self.ip_truncated: str | None = None if ip_mode == "truncate" else "false"
         self.max_future_seconds = max_future_seconds
         self.earliest = earliest
-        self.phone_normaliser = phone_normaliser
         self.p = _Fields()
         self.identifiers = [
             _Identifier(section, key, kind) for section in _SECTIONS for key, kind in IDENTIFIER_KEYS.items()
@@ -296,9 +279,8 @@ class FastPathSQL:
                 normal,
                 f"regexp_full_match({s}, ' *[!-~]+ *') AND regexp_full_match({normal}, {_quote(EMAIL_PATTERN)})",
             )
-        if kind == "phone":
-            normal = f"{PHONE_FUNCTION}({s})"
-            return normal, f"{normal} IS NOT NULL"
+        if kind == "phone":  # (the pseudonymiser's own normaliser decides, through the hash function)
+            return s, f"{hash_function(kind)}({s}) IS NOT NULL"
         if kind == "loyalty_card":
             normal = f"upper(replace(replace({s}, ' ', ''), '-', ''))"
             return (
@@ -308,12 +290,13 @@ class FastPathSQL:
         return s, f"regexp_full_match({s}, {_quote(TOKEN_PATTERN)})"
 
     def _hash_of(self, kind: str, s: str) -> tuple[str, str]:
-        """(condition the value can be hashed here, SQL of its hash) for a non-empty string."""
-        normal, fast = self._normal(kind, s)
+        """(condition the value can be hashed here, SQL of its hash) for a non-empty string: the patterns say
+        whether the Python path would take the value as it is; the hash is the pseudonymiser's own."""
+        _, fast = self._normal(kind, s)
         hashed = f"regexp_full_match({s}, '{_CODES[kind]}_[0-9a-f]{{32}}')"
         any_hash = f"regexp_full_match({s}, '[a-z]{{2}}_[0-9a-f]{{32}}')"
         ok = f"({hashed} OR (NOT {any_hash} AND {fast}))"
-        return ok, f"CASE WHEN {hashed} THEN {s} ELSE {_hmac_sql(kind, normal)} END"
+        return ok, f"CASE WHEN {hashed} THEN {s} ELSE {hash_function(kind)}({s}) END"
 
     def _identifier(self, ident: _Identifier) -> tuple[str, str]:
         """(condition the identifier is absent or hashable here, SQL of its hash)."""

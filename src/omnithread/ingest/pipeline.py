@@ -14,6 +14,7 @@ import io
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -23,23 +24,22 @@ from omnithread.config import Settings
 from omnithread.engine.log import EventLog
 from omnithread.engine.tables import EventRow, RejectedRow
 from omnithread.errors import InvalidRequestError, Problem
-from omnithread.events.schema import MAX_BATCH_BYTES, MAX_DEPTH, MAX_EVENT_BYTES, TOP_LEVEL_KEYS
+from omnithread.events.schema import IDENTIFIER_CODES, MAX_BATCH_BYTES, MAX_DEPTH, MAX_EVENT_BYTES, TOP_LEVEL_KEYS
 from omnithread.events.validate import TimePolicy, nesting_depth, validate_event
 from omnithread.ingest import reference
 from omnithread.ingest.bulk import (
     PERSONAL_DATA_FUNCTION,
-    PHONE_FUNCTION,
     FastPathSQL,
     chunk_table,
-    hmac_pads,
+    hash_function,
     line_chunks,
 )
 from omnithread.ingest.till import TillOrders, check_till_row, missing_columns, order_event
 from omnithread.privacy import (
     IdentifierError,
+    IdentifierType,
     PayloadCipher,
     Pseudonymiser,
-    normalise_phone,
     personal_data_rule,
     pseudonymise_payload,
     reveal_encrypted_values,
@@ -150,7 +150,6 @@ class Ingestor:
         self._rejected: dict[str, RejectedRow] = {}
         self.last_rejected_id: str | None = None
         self._fast: FastPathSQL | None = None
-        self._phones: dict[str, str | None] = {}
         self._reference: dict[str, list[dict]] = {}  # checked catalogue and inventory rows, not yet written
         self._clean = self._shallow = False  # what the screen of the text being submitted found (see _submit_parsed)
         self._line: int | None = None  # the file line being submitted, when the fast path hands one over
@@ -196,35 +195,27 @@ class Ingestor:
     def _fast_sql(self) -> FastPathSQL:
         if self._fast is None:
             self._fast = FastPathSQL(
-                self.pseudonymiser.hash_key,
-                self.policy.max_ahead.total_seconds(),
-                self.policy.earliest,
-                self._phone_or_none,
-                self.pseudonymiser.ip_mode,
+                self.policy.max_ahead.total_seconds(), self.policy.earliest, self.pseudonymiser.ip_mode
             )
         return self._fast
 
-    def _phone_or_none(self, value: str) -> str | None:
-        """E.164 form of a phone, or None; cached, as the same people's numbers recur."""
-        if value in self._phones:
-            return self._phones[value]
+    def _hash_or_none(self, kind: IdentifierType, value: str) -> str | None:
+        """The keyed hash of an identifier (the pseudonymiser's, which caches), or None where it is not a valid
+        one: what the fast path calls for each identifier it stores."""
         try:
-            normal = normalise_phone(value, "phone", self.pseudonymiser.phone_region)
+            return self.pseudonymiser.hash(kind, value)
         except IdentifierError:
-            normal = None
-        if len(self._phones) < 1_000_000:
-            self._phones[value] = normal
-        return normal
+            return None
 
     def _read_jsonl_fast(self, path: Path, progress: Progress) -> None:
         """Chunks of lines to the engine; what it cannot vouch for, line by line here."""
         source = str(path)
         fast = self._fast_sql()
-        params = {"now": self.now, "source_prefix": f"{source}:", **hmac_pads(self.pseudonymiser.hash_key)}
-        functions = {
-            PHONE_FUNCTION: self._phone_or_none,
-            PERSONAL_DATA_FUNCTION: personal_data_rule(self.pseudonymiser, self.cipher).json_text,
+        params = {"now": self.now, "source_prefix": f"{source}:"}
+        functions: dict = {
+            hash_function(kind): partial(self._hash_or_none, IdentifierType(kind)) for kind in IDENTIFIER_CODES
         }
+        functions[PERSONAL_DATA_FUNCTION] = personal_data_rule(self.pseudonymiser, self.cipher).json_text
         done = 0
         with open(path, "rb") as handle:
             for first_line, data in line_chunks(handle, self.settings.import_chunk_bytes):

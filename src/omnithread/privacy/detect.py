@@ -39,7 +39,7 @@ import orjson
 import phonenumbers
 
 from omnithread.errors import ConfigError, Problem
-from omnithread.events.schema import BIOMETRIC_KEYS, IDENTIFIER_KEYS
+from omnithread.events.schema import BIOMETRIC_KEYS, IDENTIFIER_CODES, IDENTIFIER_KEYS
 from omnithread.privacy.crypto import PayloadCipher
 from omnithread.privacy.identifiers import IdentifierError, IdentifierType, Pseudonymiser, is_hashed
 
@@ -49,6 +49,8 @@ __all__ = [
     "IPV4",
     "IP_MODES",
     "SCREEN",
+    "HASHED_PAIRS",
+    "screen_sql",
     "REMOVED",
     "PersonalData",
     "key_family",
@@ -59,35 +61,44 @@ REMOVED = "[removed: biometric data is never stored]"
 IP_MODES = ("truncate", "hash")
 ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
 
-# A key's last words, run together, and what its value is.
+# A key's last words and what its value is. A key may run a spelling's words together ("emailAddress",
+# "emailaddress") but not split one of them ("Ph_one" is not a phone).
 KEY_WORDS: dict[str, str] = {
-    **dict.fromkeys(("email", "emailaddress", "emailaddr", "mail", "mailaddress"), "email"),
+    **dict.fromkeys(("email", "email address", "email addr", "mail", "mail address"), "email"),
     **dict.fromkeys(
         (
             "phone",
-            "phonenumber",
-            "phoneno",
+            "phone number",
+            "phone no",
             "mobile",
-            "mobilenumber",
-            "mobileno",
-            "mobilephone",
+            "mobile number",
+            "mobile no",
+            "mobile phone",
             "telephone",
-            "telephonenumber",
+            "telephone number",
             "tel",
             "cell",
-            "cellphone",
-            "cellnumber",
+            "cell phone",
+            "cell number",
             "msisdn",
         ),
         "phone",
     ),
-    **dict.fromkeys(("loyaltycard", "loyaltycardnumber", "loyaltynumber", "loyaltyid"), "loyalty_card"),
-    "paymenttoken": "payment_token",
-    "palmtoken": "palm_token",
-    "appcode": "app_code",
-    **dict.fromkeys(("ip", "ipaddress", "ipaddr", "forwardedfor", "xforwardedfor", "realip"), "ip"),
+    **dict.fromkeys(("loyalty card", "loyalty card number", "loyalty number", "loyalty id"), "loyalty_card"),
+    "payment token": "payment_token",
+    "palm token": "palm_token",
+    "app code": "app_code",
+    **dict.fromkeys(("ip", "ip address", "ip addr", "forwarded for", "x forwarded for", "real ip"), "ip"),
 }
-_LONGEST = 3  # words a key's ending is read over
+# each spelling run together, with the places its words meet
+_SPELLINGS: dict[str, tuple[str, frozenset[int]]] = {
+    spelling.replace(" ", ""): (
+        family,
+        frozenset(sum(len(w) for w in spelling.split()[:i]) for i in range(1, len(spelling.split()))),
+    )
+    for spelling, family in KEY_WORDS.items()
+}
+_LONGEST = max(len(spelling.split()) for spelling in KEY_WORDS)  # words a key's ending is read over
 _WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 # -- patterns (each in the common subset of Python's and RE2's syntax) --------------------------------------
@@ -131,15 +142,56 @@ _TIMESTAMP = re.compile(
 
 # Matches the JSON text (as the engine writes it) of anything the rule could change: an '@', percent-encoding,
 # an escape that could hide a character, the start of a phone number, a key that may name an identifier.
+# The engine's screen reads a key by its ending, as key_family reads it by its last words: one of KEY_WORDS'
+# spellings (any case, anything but letters and digits between its words and after them), or one of the
+# biometric keys.
+_SEPARATORS = r'(?:[^A-Za-z0-9"\\]|\\.)*'  # (an escaped character, a quote among them, is a separator)
+
+
+def _covers(shorter: list[str], longer: list[str]) -> bool:
+    """Whether every key ending in the spelling ``longer`` also ends in the spelling ``shorter``."""
+    k = len(shorter)
+    return k <= len(longer) and longer[len(longer) - k + 1 :] == shorter[1:] and longer[-k].endswith(shorter[0])
+
+
+_ENDINGS = [
+    words
+    for words in (spelling.split() for spelling in KEY_WORDS)
+    if not any(other != words and _covers(other, words) for other in (s.split() for s in KEY_WORDS))
+]
+_KEY_END = (
+    "(?i:"
+    + "|".join(_SEPARATORS.join(words) for words in _ENDINGS)
+    + rf'){_SEPARATORS}"\s*:|"(?:{"|".join(sorted([*BIOMETRIC_KEYS, "entry_token"]))})"\s*:'
+)
+# identifier fields whose value is already their own type's keyed hash: the rule leaves them as they are, so
+# the engine's screen reads the text without them
+HASHED_PAIRS = "|".join(
+    rf'"(?:{"|".join(re.escape(k) for k in keys)})"\s*:\s*"{IDENTIFIER_CODES[family]}_[0-9a-f]{{32}}"'
+    for family in IDENTIFIER_CODES
+    if (keys := [k for k, kind in IDENTIFIER_KEYS.items() if kind == family])
+)
 SCREEN = "|".join(
     [
         "@",
         "%[0-9A-Fa-f]{2}",
         r"\\[bfnrtu]",
         rf"(?:^|{_NOT_WORD}){_PHONE_HEAD}{_PHONE_GROUPS}{{5,}}",
-        rf'{_KEY_HINT}[^"]*"\s*:',
+        _KEY_END,
     ]
 )
+
+
+def screen_sql(text: str) -> str:
+    """SQL that is true when the rule might change the JSON text ``text`` (an expression of the engine's):
+    :data:`SCREEN` over the text without the identifier fields already hashed (:data:`HASHED_PAIRS`)."""
+
+    def quote(pattern: str) -> str:
+        return "'" + pattern.replace("'", "''") + "'"
+
+    return f"regexp_matches(regexp_replace({text}, {quote(HASHED_PAIRS)}, '', 'g'), {quote(SCREEN)})"
+
+
 # the same screen for one string (a value or a key): no key part, as the string's key is judged apart
 _STRING_SCREEN = re.compile("|".join(["@", "%[0-9A-Fa-f]{2}", rf"(?:^|{_NOT_WORD}){_PHONE_HEAD}"]))
 # Python's regular expressions try a boundary at every position; without it, this pattern finds the
@@ -227,14 +279,13 @@ def key_family(key: str) -> str | None:
     >>> key_family("contactEmail"), key_family("Phone_Number"), key_family("x-forwarded-for"), key_family("zip")
     ('email', 'phone', 'ip', None)
     """
-    words = _WORDS.findall(key)
-    if not words:
-        return None
-    words = [w.lower() for w in words[-_LONGEST:]]
+    words = [w.lower() for w in _WORDS.findall(key)[-_LONGEST:]]
     for n in range(len(words), 0, -1):
-        family = KEY_WORDS.get("".join(words[-n:]))
-        if family is not None:
-            return family
+        spelling = _SPELLINGS.get("".join(words[-n:]))
+        if spelling is not None:
+            meets = {sum(len(w) for w in words[-n:][:i]) for i in range(1, n)}
+            if meets <= spelling[1]:  # the key's words run the spelling's together, never split one
+                return spelling[0]
     return None
 
 
