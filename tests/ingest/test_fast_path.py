@@ -13,6 +13,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from omnithread.events import EVENT_SCHEMAS
+from omnithread.events.schema import FieldSpec
 from omnithread.workspace import Workspace
 from tests.conftest import assert_same, both_paths, write_lines
 
@@ -187,6 +188,48 @@ def test_escapes_nulls_booleans_and_number_forms_are_judged_identically(tmp_path
     fast, python = both_paths(tmp_path, settings, [path])
     assert {"e2", "e3", "e6", "e7", "e8", "e10"} <= fast[0].keys()
     assert "e1" not in fast[0] and "e5" not in fast[0]
+    assert_same(fast, python)
+
+
+def test_the_events_own_rules_come_from_the_schema_and_both_paths_apply_them(tmp_path, settings, shared_secret):
+    """A field required unless another has a given value (Store Entered's token) and an object whose values
+    are all of one type (Consent Updated's purposes) are facets of the schema's field specs, which the fast
+    path's statement and the Python validator both read."""
+    entered = EVENT_SCHEMAS["Store Entered"].properties["entry_token"]
+    assert entered.required_unless == ("entry_method", "none")
+    assert EVENT_SCHEMAS["Consent Updated"].properties["purposes"].values == "boolean"
+    with pytest.raises(ValueError, match="values"):
+        FieldSpec("string", values="boolean")
+    store = b'"userId":"u1","originalTimestamp":"2026-09-01T10:00:00Z","context":{"channel":"store"}'
+    base = b'"userId":"u1","originalTimestamp":"2026-09-01T10:00:00Z","context":{"channel":"web"}'
+
+    def entered_line(message_id: bytes, properties: bytes) -> bytes:
+        head = b'{"type":"track","event":"Store Entered","messageId":"' + message_id + b'",'
+        return head + store + b',"properties":{"store_id":"S1",' + properties + b"}}"
+
+    def consent_line(message_id: bytes, purposes: bytes) -> bytes:
+        head = b'{"type":"track","event":"Consent Updated","messageId":"' + message_id + b'",'
+        return head + base + b',"properties":{"purposes":' + purposes + b"}}"
+
+    lines = [
+        entered_line(b"s1", b'"entry_method":"palm"'),
+        entered_line(b"s2", b'"entry_method":"palm","entry_token":""'),
+        entered_line(b"s3", b'"entry_method":"none"'),
+        entered_line(b"s4", b'"entry_method":"app_code","entry_token":"tok-123"'),
+        consent_line(b"c1", b'{"analytics":true,"ads":"yes"}'),
+        consent_line(b"c2", b'{"analytics":false,"personalisation":1}'),
+        consent_line(b"c3", b'{"analytics":true,"personalisation":false}'),
+        consent_line(b"c4", b"{}"),
+    ]
+    path = write_lines(tmp_path / "rules.jsonl", lines)
+    fast, python = both_paths(tmp_path, settings, [path])
+    assert fast[0].keys() == {"s3", "s4", "c3", "c4"}
+    assert sorted(codes for codes, _ in fast[1].values()) == [
+        ["invalid_type"],
+        ["invalid_type"],
+        ["missing_field"],
+        ["missing_field"],
+    ]
     assert_same(fast, python)
 
 

@@ -75,15 +75,20 @@ def _type(spec: FieldSpec) -> str:
         kind += f", ≥ {_number(spec.minimum)}"
     if spec.maximum is not None:
         kind += f", ≤ {_number(spec.maximum)}"
+    if spec.values:
+        kind += f" of {spec.values}s"
     return kind
+
+
+def _required(spec: FieldSpec) -> str:
+    if spec.required_unless:
+        return f"unless `{spec.required_unless[0]}` is `{spec.required_unless[1]}`"
+    return "yes" if spec.required else ""
 
 
 def _fields(fields: dict[str, FieldSpec]) -> str:
     rows = ["| property | type | required | meaning |", "|---|---|---|---|"]
-    rows += [
-        f"| `{name}` | {_type(spec)} | {'yes' if spec.required else ''} | {spec.description} |"
-        for name, spec in fields.items()
-    ]
+    rows += [f"| `{name}` | {_type(spec)} | {_required(spec)} | {spec.description} |" for name, spec in fields.items()]
     return "\n".join(rows)
 
 

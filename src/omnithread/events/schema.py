@@ -112,7 +112,10 @@ class FieldSpec:
     ``type`` is one of ``string``, ``number``, ``integer``, ``boolean``, ``object``,
     ``products`` (an array of product objects) or ``identifier`` (a direct
     identifier, stored as a keyed hash). ``minimum`` applies to numbers,
-    ``choices`` to strings.
+    ``choices`` to strings. ``required_unless`` (another field, a value) makes
+    the field required, not empty, whenever that field is given with any other
+    value. ``values`` is the type of every value of an ``object`` (one of
+    ``VALUE_TYPES``). Both import paths read these rules from here.
     """
 
     type: str
@@ -121,6 +124,16 @@ class FieldSpec:
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
     description: str = ""
+    required_unless: tuple[str, str] | None = None
+    values: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.values is not None and (self.type != "object" or self.values not in VALUE_TYPES):
+            raise ValueError(f"values: {self.values!r} needs type object and one of {', '.join(VALUE_TYPES)}")
+
+
+# the types an object's values may be held to (FieldSpec.values)
+VALUE_TYPES = ("boolean", "number", "string")
 
 
 @dataclass(frozen=True)
@@ -239,7 +252,8 @@ _SCHEMAS = [
             ),
             "entry_token": FieldSpec(
                 "identifier",
-                description="app code, palm token or payment token (hashed); required unless method is none",
+                description="app code, palm token or payment token (hashed)",
+                required_unless=("entry_method", "none"),
             ),
             "gate_id": FieldSpec("string", description="the gate"),
             "group_size": _count("people entering on this identity"),
@@ -298,6 +312,7 @@ _SCHEMAS = [
                 "object",
                 required=True,
                 description="purpose to boolean: analytics, personalisation, biometric",
+                values="boolean",
             ),
             "source": FieldSpec("string", description="where consent was given: web form, app, store desk"),
         },

@@ -8,8 +8,9 @@ job, done on the same dict before anything is stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
 
 from omnithread.errors import Problem
 from omnithread.events.schema import (
@@ -21,7 +22,17 @@ from omnithread.events.schema import (
     FieldSpec,
 )
 
-__all__ = ["EventTimes", "validate_event", "parse_timestamp", "resolve_times", "TimePolicy", "show", "nesting_depth"]
+__all__ = [
+    "EventTimes",
+    "validate_event",
+    "parse_timestamp",
+    "resolve_times",
+    "TimePolicy",
+    "show",
+    "nesting_depth",
+    "TimeOps",
+    "event_time",
+]
 
 UTC = timezone.utc
 _MAX_ID_CHARS = 256
@@ -93,6 +104,44 @@ def parse_timestamp(value: object, field: str, problems: list[Problem]) -> datet
     return None
 
 
+class TimeOps(Protocol):
+    """What :func:`event_time` is written in: Python's values here (``_PYTHON_TIMES``), SQL text in the fast
+    path (``omnithread.ingest.bulk``), so the rule has one definition both follow."""
+
+    def known(self, *values: Any) -> Any: ...  # all of them are given
+    def minus(self, a: Any, b: Any) -> Any: ...
+    def first(self, *values: Any) -> Any: ...  # the first given
+    def choose(self, condition: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any: ...
+
+
+def event_time(device: Any, sent: Any, received: Any, fallback: Any, ops: TimeOps) -> Any:
+    """When an event happened: Segment's clock-skew correction. The device's clock (``originalTimestamp``, else
+    ``timestamp``) is off by ``sentAt`` minus the time the server received the call, so the event moves by the
+    same amount; without all three, the first of the device's time, the receive time and ``fallback``."""
+    return ops.choose(
+        ops.known(device, sent, received),
+        lambda: ops.minus(received, ops.minus(sent, device)),
+        lambda: ops.first(device, received, fallback),
+    )
+
+
+class _PythonTimes:
+    def known(self, *values: Any) -> bool:
+        return all(v is not None for v in values)
+
+    def minus(self, a: Any, b: Any) -> Any:
+        return a - b
+
+    def first(self, *values: Any) -> Any:
+        return next((v for v in values if v is not None), None)
+
+    def choose(self, condition: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
+        return then() if condition else otherwise()
+
+
+_PYTHON_TIMES = _PythonTimes()
+
+
 class EventTimes:
     """The times of one event: when it happened (skew-corrected) and when it arrived."""
 
@@ -118,26 +167,21 @@ def resolve_times(
     sent = parse_timestamp(sent_raw, "sentAt", problems)
     received = parse_timestamp(received_raw, "receivedAt", problems) or received_at
     device_time = original or stamped
-    if device_time is not None and sent is not None and received is not None:
-        # Segment's clock-skew correction: the device's offset is sentAt minus the
-        # time the server received the message; the event moves by the same amount.
-        try:
-            event_at = received - (sent - device_time)
-        except OverflowError:  # a device clock off by millennia: the correction leaves the calendar
-            field = "originalTimestamp" if original is not None else "timestamp"
-            problems.append(
-                Problem(
-                    "implausible_timestamp",
-                    field,
-                    device_time.isoformat(),
-                    f"{field}: {device_time.isoformat()} is so far from sentAt ({sent.isoformat()}) "
-                    "that the clock-skew "
-                    "correction leaves the calendar",
-                )
+    try:
+        event_at = event_time(device_time, sent, received, now, _PYTHON_TIMES)
+    except OverflowError:  # a device clock off by millennia: the correction leaves the calendar
+        assert device_time is not None and sent is not None and received is not None  # (only they subtract)
+        field = "originalTimestamp" if original is not None else "timestamp"
+        problems.append(
+            Problem(
+                "implausible_timestamp",
+                field,
+                device_time.isoformat(),
+                f"{field}: {device_time.isoformat()} is so far from sentAt ({sent.isoformat()}) "
+                "that the clock-skew correction leaves the calendar",
             )
-            event_at = received
-    else:
-        event_at = device_time or received or now
+        )
+        event_at = received
     reference = received or now
     if event_at > reference + policy.max_ahead:
         field = "originalTimestamp" if original is not None else "timestamp"
@@ -223,6 +267,12 @@ def _check_fields(values: dict, specs: dict[str, FieldSpec], prefix: str, proble
     for name, spec in specs.items():
         value = values.get(name)
         field = f"{prefix}.{name}"
+        if spec.required_unless is not None and value in (None, ""):
+            other, exempt = spec.required_unless
+            if values.get(other) not in (None, exempt):
+                message = f"{field} is required when {other} is {show(values[other])}"
+                problems.append(Problem("missing_field", field, "", message))
+                continue
         if value is None:
             if spec.required:
                 problems.append(Problem("missing_field", field, "", f"{field} is required"))
@@ -258,6 +308,12 @@ def _check_fields(values: dict, specs: dict[str, FieldSpec], prefix: str, proble
                     f"{field}: {show(value)} is not one of {', '.join(spec.choices)}",
                 )
             )
+        elif spec.values is not None:
+            for key, given in value.items():
+                if not _TYPE_CHECKS[spec.values](given):
+                    item_field = f"{field}.{key}"
+                    message = f"{item_field}: {show(given)} must be {_TYPE_WORDS[spec.values]}"
+                    problems.append(Problem("invalid_type", item_field, show(given), message))
         elif spec.type == "products":
             for i, item in enumerate(value):
                 item_field = f"{field}[{i}]"
@@ -276,24 +332,6 @@ def _check_named_event(name: str, properties: dict, context: dict, problems: lis
     if schema.requires_store and "store_id" not in properties and context.get("store_id"):
         properties["store_id"] = context["store_id"]
     _check_fields(properties, schema.properties, "properties", problems)
-    if name == "Store Entered":
-        method, token = properties.get("entry_method"), properties.get("entry_token")
-        if method not in (None, "none") and token in (None, ""):
-            problems.append(
-                Problem(
-                    "missing_field",
-                    "properties.entry_token",
-                    "",
-                    f"properties.entry_token is required when entry_method is {method!r}",
-                )
-            )
-    elif name == "Consent Updated" and isinstance(properties.get("purposes"), dict):
-        for purpose, given in properties["purposes"].items():
-            if not isinstance(given, bool):
-                field = f"properties.purposes.{purpose}"
-                problems.append(
-                    Problem("invalid_type", field, show(given), f"{field}: {show(given)} must be a boolean")
-                )
     return schema.version
 
 

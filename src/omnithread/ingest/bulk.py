@@ -14,16 +14,17 @@ perhaps valid form) goes to the Python path, which is the one source of every
 verdict and every message. So the fast path only ever decides "valid, and stored
 exactly so"; a conformance test holds it to the Python path's answers.
 
-What it shares with the Python path is defined once and read by both: the schema's field specs (types, ranges,
-choices: ``omnithread.events.schema``), the identifier keys, the hash prefixes and the normal forms' patterns
-(``IDENTIFIER_CODES``, ``EMAIL_PATTERN``, ``CARD_PATTERN``, ``TOKEN_PATTERN``), the keyed hash with its
-normalisers (the pseudonymiser itself, registered in the engine) and the personal-data rule (the Python rule
-itself, behind the engine's screen ``omnithread.privacy.detect.screen_sql``, built from the rule's own key
-spellings). Written twice, in SQL here and in Python, and held equal by ``tests/ingest/test_fast_path.py``
-(1,200 generated calls, the hypothesis run, the simulated retailer and a corpus of Segment's own libraries'
-payloads): the clock-skew correction (the ``corrected`` step and ``omnithread.events.validate.resolve_times``)
-and the special rules of Store Entered and Consent Updated (``_schema_ok`` and
-``omnithread.events.validate._check_named_event``).
+What it shares with the Python path is defined once and read by both: the schema's field specs (types,
+ranges, choices, and the events' own rules: a field required unless another has a given value, an object's
+values all of one type: ``omnithread.events.schema``); the identifier keys, the hash prefixes and the normal
+forms' patterns (``IDENTIFIER_CODES``, ``EMAIL_PATTERN``, ``CARD_PATTERN``, ``TOKEN_PATTERN``); the keyed hash
+with its normalisers (the pseudonymiser itself, registered in the engine); the personal-data rule (the Python
+rule itself, behind the engine's screen ``omnithread.privacy.detect.screen_sql``, built from the rule's own
+key spellings); and the clock-skew correction (``omnithread.events.validate.event_time``, written once over
+a few operations that Python's values and SQL text each supply). What the fast path adds of its own is how it
+reads JSON and which lines it leaves to Python; ``tests/ingest/test_fast_path.py`` holds both paths to the
+same stored rows and refusals (1,200 generated calls, the hypothesis run, the simulated retailer and a
+corpus of Segment's own libraries' payloads).
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ from omnithread.events.schema import (
     PRODUCT_FIELDS,
     TOKEN_PATTERN,
     TOP_LEVEL_KEYS,
+    VALUE_TYPES,
     FieldSpec,
 )
+from omnithread.events.validate import event_time
 from omnithread.privacy.detect import IPV4, SCREEN, screen_sql
 
 __all__ = ["FastPathSQL", "line_chunks", "chunk_table", "hash_function", "PERSONAL_DATA_FUNCTION"]
@@ -186,6 +189,29 @@ _TYPE_SQL = {
     "products": "= 3",
     "identifier": "= 1",
 }
+
+
+class _SQLTimes:
+    """``omnithread.events.validate.event_time`` written in SQL: the clock-skew rule has one definition."""
+
+    def known(self, *values: str) -> str:
+        return "(" + " AND ".join(f"{v} IS NOT NULL" for v in values) + ")"
+
+    def minus(self, a: str, b: str) -> str:
+        return f"({a} - {b})"
+
+    def first(self, *values: str) -> str:
+        return f"coalesce({', '.join(values)})"
+
+    def choose(self, condition: str, then, otherwise) -> str:
+        return f"CASE WHEN {condition} THEN {then()} ELSE {otherwise()} END"
+
+
+_SQL_TIMES = _SQLTimes()
+
+# the JSON types (as the engine's json_type names them) of each type an object's values may be held to
+_JSON_TYPES = {"boolean": ("BOOLEAN",), "number": ("BIGINT", "UBIGINT", "DOUBLE"), "string": ("VARCHAR",)}
+assert set(_JSON_TYPES) == set(VALUE_TYPES)
 
 
 def _field_ok(spec: FieldSpec, t: str, s: str, f: str) -> str:
@@ -378,17 +404,21 @@ class FastPathSQL:
                     checks.append(_products_ok(spec.required))
                 else:
                     checks.append(_field_ok(spec, self.p.t(path), self.p.s(path), self.p.f(path)))
+                if spec.required_unless is not None:
+                    other, exempt = spec.required_unless
+                    given = self.p.s(f"$.properties.{other}")
+                    checks.append(
+                        f"(coalesce({given}, {_quote(exempt)}) = {_quote(exempt)} "
+                        f"OR coalesce({self.p.s(path)}, '') <> '')"
+                    )
+                if spec.values is not None:
+                    checks.append(
+                        f"coalesce(list_bool_and(list_transform(json_extract(raw, {_quote(path + '.*')}), "
+                        f"lambda x: json_type(x) IN {_sql_list(_JSON_TYPES[spec.values])})), true)"
+                    )
             if schema.requires_store:
                 # Python copies a missing properties.store_id from the context: leave that to it.
                 checks.append(f"{self.p.t('$.properties.store_id')} = 1")
-            if name == "Store Entered":
-                token = self.p.s("$.properties.entry_token")
-                checks.append(f"({self.p.s('$.properties.entry_method')} <> 'none' AND coalesce({token}, '') <> '')")
-            if name == "Consent Updated":
-                checks.append(
-                    "coalesce(list_bool_and(list_transform(json_extract(raw, '$.properties.purposes.*'), "
-                    "lambda x: x::VARCHAR IN ('true', 'false'))), true)"
-                )
             cases.append(f"WHEN {_quote(name)} THEN ({' AND '.join(checks) or 'true'})")
         return f"(call <> 'track' OR CASE event_name {' '.join(cases)} ELSE true END)"
 
@@ -539,10 +569,7 @@ WITH parsed AS (
            $now::TIMESTAMPTZ AS now, $source_prefix::VARCHAR AS source_prefix
     FROM named
 ), corrected AS (
-    SELECT *,
-           CASE WHEN device_at IS NOT NULL AND sent IS NOT NULL AND received IS NOT NULL
-                THEN received - (sent - device_at)
-                ELSE coalesce(device_at, received, now) END AS event_at
+    SELECT *, {event_time("device_at", "sent", "received", "now", _SQL_TIMES)} AS event_at
     FROM timed
 )
 SELECT line_no, * EXCLUDE (line_no, properties, traits, context, consent, _ip_done),
