@@ -6,7 +6,12 @@ rejected equals events sent (zero loss) and prints sustained events/s and p50/p9
 With ``--kill``, a second run kills the server (SIGKILL) halfway, restarts it, and has the clients
 retry every batch that got no answer: still zero loss and zero duplicates.
 
-    python benchmarks/collector_load.py [--seconds 20] [--batch 100] [--clients 6] [--kill] [--json]
+With ``--jobs``, both runs start from a log that already holds a simulated retailer (``--people``), and a
+second run hands the server, while the load runs, a full resolve, a training, an erasure (each through the
+command line, which hands it to the server as a job) and a till export dropped into its drop folder; the load
+goes on until the last of them is done. Collection should not notice: the two runs side by side.
+
+    python benchmarks/collector_load.py [--seconds 20] [--batch 100] [--clients 6] [--kill] [--jobs] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import httpx
 import numpy as np
 import orjson
@@ -67,8 +73,57 @@ def event(client: int, n: int, i: int) -> dict:
     }
 
 
-def run(seconds: float, batch: int, clients: int, kill: bool) -> dict:
+def cli(data: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMNITHREAD_DATA_DIR=str(data))
+    command = [sys.executable, "-c", "from omnithread.cli.main import main; main()", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def preload(data: Path, people: int) -> dict:
+    """A simulated retailer's events in the log of ``data``; its till export and an email to erase."""
+    from omnithread.sim import WorldConfig, simulate
+
+    world = Path(tempfile.mkdtemp(prefix="omnithread-world-"))
+    simulate(WorldConfig(people=people, days=60, seed=5), world)
+    sources = world / "sources"
+    done = cli(data, "ingest", str(sources / "events.jsonl"), str(sources / "store_events.jsonl"))
+    if done.returncode:
+        raise RuntimeError(done.stderr)
+    email = None
+    with open(sources / "events.jsonl", "rb") as lines:
+        for line in lines:
+            try:
+                email = orjson.loads(line).get("traits", {}).get("email")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if email:
+                break
+    return {"till": sorted(sources.glob("till-*.csv"))[0], "email": email}
+
+
+def hand_jobs(data: Path, world: dict, done: list) -> None:
+    """A full resolve, a training and an erasure through the command line (so, jobs of the server), then a
+    till export into the drop folder; each one's seconds and exit code into ``done``."""
+    time.sleep(2)
+    for args in (["resolve"], ["train"], ["erase", world["email"]]):
+        t = time.perf_counter()
+        answer = cli(data, *args)
+        done.append({"job": args[0], "seconds": round(time.perf_counter() - t, 2), "exit_code": answer.returncode})
+    t = time.perf_counter()
+    dropped = data / "drop" / world["till"].name
+    (data / "drop" / ("." + world["till"].name + ".part")).write_bytes(world["till"].read_bytes())
+    (data / "drop" / ("." + world["till"].name + ".part")).rename(dropped)
+    while not list((data / "drop" / "done").glob("*" + world["till"].name)):
+        if list((data / "drop" / "failed").glob("*" + world["till"].name)):
+            done.append({"job": "drop folder", "seconds": None, "exit_code": 1})
+            return
+        time.sleep(0.1)
+    done.append({"job": "drop folder", "seconds": round(time.perf_counter() - t, 2), "exit_code": 0})
+
+
+def run(seconds: float, batch: int, clients: int, kill: bool, jobs: bool = False, people: int = 0) -> dict:
     data = Path(tempfile.mkdtemp(prefix="omnithread-load-"))
+    world = preload(data, people) if people else None
     store = KeyStore(data, load_secret(data))
     key = store.create("write", "load", rate_per_second=1e9)[0]
     store.close()
@@ -77,13 +132,16 @@ def run(seconds: float, batch: int, clients: int, kill: bool) -> dict:
     auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
     headers = {**auth, "Content-Type": "application/json"}
     server = {"proc": start(data, port)}
+    stored_before = httpx.get(f"{url}/health").json()["events"]
     latencies, sent, answered, lock = [], [0], [0], threading.Lock()
     stop_at = time.monotonic() + seconds
+    finished_jobs: list = []
+    jobs_done = threading.Event()
 
     def client(c: int) -> None:
         n = 0
         with httpx.Client(timeout=10) as http:
-            while time.monotonic() < stop_at:
+            while time.monotonic() < stop_at or (jobs and not jobs_done.is_set()):
                 body = orjson.dumps({"batch": [event(c, n, i) for i in range(batch)]})  # cheap to build: the
                 while True:  # retry until answered, as Segment's clients do   # generator shares the cores
                     t = time.perf_counter()
@@ -106,6 +164,12 @@ def run(seconds: float, batch: int, clients: int, kill: bool) -> dict:
         server["proc"].wait()
         server["proc"] = start(data, port)
 
+    def jobs_then_done() -> None:
+        try:
+            hand_jobs(data, world, finished_jobs)
+        finally:
+            jobs_done.set()
+
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     started = time.monotonic()
     for th in threads:
@@ -113,14 +177,23 @@ def run(seconds: float, batch: int, clients: int, kill: bool) -> dict:
     if kill:
         k = threading.Thread(target=killer)
         k.start()
+    if jobs:
+        j = threading.Thread(target=jobs_then_done)
+        j.start()
     for th in threads:
         th.join()
     if kill:
         k.join()
+    if jobs:
+        j.join()
     elapsed = time.monotonic() - started
-    stored = httpx.get(f"{url}/health").json()["events"]
     server["proc"].terminate()
-    server["proc"].wait(15)
+    server["proc"].wait(60)
+    # the load's own events, counted in the log (the drop folder and an erasure change the rest of it)
+    with duckdb.connect(str(data / "omnithread.duckdb"), read_only=True) as con:
+        stored, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT message_id) FROM events WHERE message_id LIKE 'load-%'"
+        ).fetchone()
     ms = np.array(latencies) * 1000
     return {
         "seconds": round(elapsed, 1),
@@ -129,11 +202,13 @@ def run(seconds: float, batch: int, clients: int, kill: bool) -> dict:
         "killed_midway": kill,
         "events_sent": sent[0],
         "events_stored": stored,
-        "lost": sent[0] - stored,
-        "duplicates": max(0, stored - sent[0]),
+        "lost": sent[0] - distinct,
+        "duplicates": stored - distinct,
         "events_per_second": round(sent[0] / elapsed),
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "preloaded_events": stored_before,
+        "jobs": finished_jobs,
     }
 
 
@@ -143,22 +218,37 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--kill", action="store_true", help="also run with the server killed halfway")
+    parser.add_argument(
+        "--jobs", action="store_true", help="also run with a resolve, a training, an erasure and a drop-folder import"
+    )
+    parser.add_argument("--people", type=int, default=3000, help="with --jobs: the retailer preloaded in both runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    runs = [run(args.seconds, args.batch, args.clients, False)]
+    people = args.people if args.jobs else 0
+    runs = [run(args.seconds, args.batch, args.clients, False, people=people)]
     if args.kill:
-        runs.append(run(args.seconds, args.batch, args.clients, True))
+        runs.append(run(args.seconds, args.batch, args.clients, True, people=people))
+    if args.jobs:
+        runs.append(run(args.seconds, args.batch, args.clients, False, jobs=True, people=people))
     if args.json:
         json.dump({"runs": runs}, sys.stdout)
         sys.stdout.write("\n")
         return
     print(f"{'run':16}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'sent':>10}{'stored':>10}{'lost':>6}{'dupes':>7}")
     for r in runs:
-        name = "killed midway" if r["killed_midway"] else "steady"
+        name = "killed midway" if r["killed_midway"] else ("with jobs" if r["jobs"] else "steady")
         print(
             f"{name:16}{r['events_per_second']:>10,}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['events_sent']:>10,}"
             f"{r['events_stored']:>10,}{r['lost']:>6}{r['duplicates']:>7}"
         )
+    for r in runs:
+        if r["jobs"]:
+            print(f"\njobs during the load (preloaded log: {r['preloaded_events']:,} events)")
+            print(f"{'job':16}{'seconds':>10}{'exit':>6}")
+            for job in r["jobs"]:
+                print(
+                    f"{job['job']:16}{job['seconds'] if job['seconds'] is not None else '-':>10}{job['exit_code']:>6}"
+                )
 
 
 if __name__ == "__main__":

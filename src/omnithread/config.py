@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omnithread.errors import ConfigError
 
-__all__ = ["Settings", "DEFAULT_DATA_DIR"]
+__all__ = ["Settings", "DEFAULT_DATA_DIR", "settings_file", "FILE_SETTINGS"]
 
 DEFAULT_DATA_DIR = Path("omnithread-data")
 
@@ -27,6 +27,67 @@ def _positive_float(name: str, raw: str) -> float:
     if value <= 0:
         raise ConfigError(name, raw, "a number above 0")
     return value
+
+
+# what a running server does by itself: each from OMNITHREAD_<NAME>; numbers are at least 0 (0: off)
+_SERVER_SETTINGS = {
+    "refresh_seconds": float,
+    "retrain_events": int,
+    "retrain_hours": float,
+    "retrain_min_minutes": float,
+    "drop_dir": Path,
+    "drop_settle_seconds": float,
+    "stop_seconds": float,
+}
+
+
+def _setting(name: str, raw: object, kind: type) -> object:
+    if kind is Path:
+        return Path(str(raw))
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(name, raw, "a whole number" if kind is int else "a number") from None
+    if value < 0 or value != value:
+        raise ConfigError(name, raw, "a number of at least 0 (0 turns it off)")
+    return value
+
+
+# the settings a file may hold, each as OMNITHREAD_<NAME> says it in the environment
+FILE_SETTINGS = (
+    "data_dir",
+    "engine",
+    "phone_region",
+    "max_future_hours",
+    "request_timeout",
+    "ip_mode",
+    "memory_limit",
+    "import_chunk_mb",
+    *_SERVER_SETTINGS,
+)
+
+
+def settings_file(path: Path) -> dict[str, str]:
+    """A TOML settings file as the environment variables it stands for (``refresh_seconds = 5`` is
+    ``OMNITHREAD_REFRESH_SECONDS=5``); an unknown name or a table is refused, naming it."""
+    import tomllib
+
+    try:
+        loaded = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError("OMNITHREAD_CONFIG", str(path), f"a readable settings file ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("OMNITHREAD_CONFIG", str(path), f"a TOML file ({error})") from None
+    values = {}
+    for name, value in loaded.items():
+        if name not in FILE_SETTINGS:
+            raise ConfigError(name, value, f"a setting among {', '.join(FILE_SETTINGS)}")
+        if isinstance(value, (dict, list)):
+            raise ConfigError(name, value, "a single value")
+        if value == "":
+            continue  # the default
+        values["OMNITHREAD_" + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    return values
 
 
 @dataclass(frozen=True)
@@ -44,6 +105,14 @@ class Settings:
     (IPv4 to its /24, IPv6 to its /48: enough for a region, not a household) or ``hash`` (a keyed hash:
     equal addresses stay equal, none can be read back); ``request_timeout`` is how long the server gives
     each request to arrive whole before it answers 408 and closes the connection.
+
+    What a running server does by itself (0 turns each off): ``refresh_seconds``, how often it folds new
+    events into persons and profiles; ``retrain_events`` and ``retrain_hours``, after how many new events or
+    how long it trains the recommendation model again (whichever comes first; new events make it due no
+    more often than every ``retrain_min_minutes``, so a heavy load does not keep it training);
+    ``drop_dir``, the folder it imports files dropped into (``<data_dir>/drop`` unless set), each once a file
+    has not changed for ``drop_settle_seconds``; ``stop_seconds``, how long a stopping server waits for a
+    running job.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -56,6 +125,13 @@ class Settings:
     import_chunk_bytes: int = 256 << 20
     ip_mode: str = "truncate"
     request_timeout: float = 15.0
+    refresh_seconds: float = 5.0
+    retrain_events: int = 1_000_000
+    retrain_hours: float = 24.0
+    retrain_min_minutes: float = 10.0
+    drop_dir: Path | None = None
+    drop_settle_seconds: float = 2.0
+    stop_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -70,7 +146,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, data_dir: Path | str | None = None, **overrides) -> "Settings":
-        env = os.environ
+        """The settings from, in rising order, the settings file ``OMNITHREAD_CONFIG`` names (TOML, see
+        ``docs/omnithread.example.toml``), the environment (``OMNITHREAD_<NAME>``) and the caller."""
+        env = dict(os.environ)
+        config = env.get("OMNITHREAD_CONFIG")
+        if config:
+            env = {**settings_file(Path(config)), **env}
         values: dict = {"data_dir": Path(data_dir or env.get("OMNITHREAD_DATA_DIR") or DEFAULT_DATA_DIR)}
         if "OMNITHREAD_ENGINE" in env:
             values["engine"] = env["OMNITHREAD_ENGINE"]
@@ -88,11 +169,20 @@ class Settings:
         if "OMNITHREAD_IMPORT_CHUNK_MB" in env:
             megabytes = _positive_float("OMNITHREAD_IMPORT_CHUNK_MB", env["OMNITHREAD_IMPORT_CHUNK_MB"])
             values["import_chunk_bytes"] = max(1024, int(megabytes * (1 << 20)))
+        for name, kind in _SERVER_SETTINGS.items():
+            raw = env.get("OMNITHREAD_" + name.upper())
+            if raw is not None:
+                values[name] = _setting(name, raw, kind)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
+
+    @property
+    def drop_path(self) -> Path:
+        """The folder the server imports dropped files from."""
+        return Path(self.drop_dir) if self.drop_dir else self.data_dir / "drop"
 
     @property
     def database_path(self) -> Path:

@@ -43,7 +43,15 @@ from omnithread.recommend.interactions import forget_interactions
 from omnithread.recommend.service import Recommendations, ServingConfig
 from omnithread.workspace import Workspace
 
-__all__ = ["refresh_persons", "resolve_persons", "update_persons", "record_consent", "erase"]
+__all__ = [
+    "refresh_persons",
+    "resolve_persons",
+    "update_persons",
+    "record_consent",
+    "erase",
+    "train_model",
+    "current_serving",
+]
 
 
 def refresh_persons(ws: Workspace) -> bool:
@@ -231,6 +239,32 @@ def _retrain(ws: Workspace, models: Path, staging: Path, report: ErasureReport) 
         report.notes.append("no interactions left to train on: the model was removed")
         return False
     return True
+
+
+def current_serving(ws: Workspace) -> ServingConfig | None:
+    """The serving rules the model in place was trained with (None where there is none)."""
+    try:
+        index = json.loads((ws.settings.data_dir / "models" / "index.json").read_text())
+        return ServingConfig(**index.get("serving", {}))
+    except (ValueError, TypeError, OSError):
+        return None
+
+
+def train_model(ws: Workspace, serving: ServingConfig | None = None) -> Recommendations:
+    """Train the recommendation model on the log into a folder of its own, then swap it in for the old one:
+    a server keeps answering from the model it loaded until it loads this one, and never reads one half
+    written."""
+    models = ws.settings.data_dir / "models"
+    staging = models.with_name("models.training")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        trained = Recommendations.train(ws.engine, ws.pseudonymiser, staging, serving=serving or ServingConfig())
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _swap_models(models, staging)
+    trained.directory = models
+    return trained
 
 
 def _swap_models(models: Path, staging: Path) -> None:

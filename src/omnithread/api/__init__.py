@@ -5,8 +5,8 @@ from omnithread.api.keys import ROLES, ApiKey, KeyStore
 __all__ = ["ROLES", "ApiKey", "KeyStore", "create_app"]
 
 
-def create_app(settings):
+def create_app(settings, *args, **kwargs):
     # deferred: the key store is used by commands that should not load the web framework
     from omnithread.api.app import create_app as make
 
-    return make(settings)
+    return make(settings, *args, **kwargs)

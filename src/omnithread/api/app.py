@@ -17,28 +17,34 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hmac
 import logging
 import shutil
 import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnithread.api.dashboard import mount
+from omnithread.api.jobs import CONTROL_HEADER, JOB_STATES, Job, JobOutcome, JobStore, JobWorker
 from omnithread.api.keys import ApiKey, KeyStore
+from omnithread.api.metrics import METRICS_CONTENT_TYPE, Metrics, RequestTimer
+from omnithread.api.schedule import Schedule
 from omnithread.config import Settings
 from omnithread.engine.tables import EventRow, RejectedRow, message_key
 from omnithread.errors import (
     ErasureFailedError,
+    InvalidRequestError,
     NotFoundError,
     NothingToTrainError,
     OmnithreadError,
@@ -46,11 +52,12 @@ from omnithread.errors import (
     safe_message,
 )
 from omnithread.events.schema import MAX_BATCH_BYTES
-from omnithread.flows import erase, record_consent, refresh_persons
+from omnithread.flows import erase, record_consent, refresh_persons, train_model
 from omnithread.identity.lookup import describe_person, find_person
 from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
 from omnithread.ingest.reference import location_stock
 from omnithread.privacy.erasure import check_request
+from omnithread.privacy.payload import personal_data_rule
 from omnithread.privacy.secret import load_secret
 from omnithread.profile import get_profile
 from omnithread.recommend.service import Recommendations
@@ -92,15 +99,59 @@ def unavailable(exc: BaseException) -> BaseException:
     )
 
 
-class Service:
-    """The workspace and key store one server process holds, with a lock around the event log."""
+_READ_WAIT = 10.0  # seconds a read waits for the work lock before answering from the last resolution
+# jobs that write nothing persons and profiles are made of (they read it, or append events, or write the model
+# and the catalogue): they run without the work lock, so reads and refreshes never wait for them
+_OUTSIDE_THE_WORK = frozenset(
+    {
+        "train",
+        "ingest",
+        "catalogue",
+        "inventory",
+        "stats",
+        "person",
+        "recommend",
+        "evaluate",
+        "rejected list",
+        "rejected show",
+        "jobs",
+        "keys create",
+        "keys list",
+        "keys revoke",
+        "simulate",
+    }
+)
 
-    def __init__(self, settings: Settings):
+
+class Service:
+    """What one server process holds: three connections to the data directory's log, each with its lock, so
+    collection never waits for reads or work, the key store and the jobs.
+
+    ``ws`` (under ``lock``) is the collector's: only its group commits write through it. ``reader`` (under
+    ``read_lock``) answers reads. ``worker`` (under ``work_lock``) does the stages' work that answers a
+    request or keeps persons current: refreshes, consent, erasure; jobs hold ``work_lock`` too and open
+    connections of their own. A read takes ``work_lock`` only if it is free (to fold new events in first),
+    else it answers from the last resolution, so no read waits for a job either."""
+
+    def __init__(self, settings: Settings, run_job: Callable[[Job], JobOutcome] | None = None):
         self.settings = settings
         self.ws = Workspace(settings)
+        self.reader = Workspace(settings)
+        self.worker = Workspace(settings)
         self.keys = KeyStore(settings.data_dir, load_secret(settings.data_dir))
+        self.jobs = JobStore(
+            settings.data_dir, self.ws.cipher, personal_data_rule(self.ws.pseudonymiser, self.ws.cipher).text
+        )
         self.lock = threading.RLock()
-        self._recommendations = None
+        self.read_lock = threading.RLock()
+        self.work_lock = threading.RLock()
+        self.job_worker = (
+            JobWorker(self.jobs, lambda job: self._run_job(run_job, job), self._after_job) if run_job else None
+        )
+        self.schedule = Schedule(self) if run_job else None
+        self.metrics = Metrics()
+        self.ready = False
+        self._recommendations: Recommendations | None = None
         self._queue: list[dict] = []
         # the message keys of the log (loaded at the first write, sorted) and of what this process stored since
         self._keys: np.ndarray | None = None
@@ -111,9 +162,60 @@ class Service:
         threading.Thread(target=self._committer, name="group-commit", daemon=True).start()
         threading.Thread(target=self.verify_storage, name="verify-storage", daemon=True).start()
 
-    def connect(self) -> None:
-        """Fold events that arrived since the last resolution into persons, so reads see them."""
-        refresh_persons(self.ws)
+    def start(self) -> None:
+        """Start the jobs and the schedule (a server that runs the thread by itself)."""
+        if self.job_worker is not None:
+            self.job_worker.start()
+        if self.schedule is not None:
+            self.schedule.start()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Workspace]:
+        """The reader's workspace, with persons brought up to the log first: a read waits up to
+        ``_READ_WAIT`` seconds for work under way (a refresh takes well under that), then answers from the
+        last resolution rather than wait for a long job."""
+        with self.read_lock:
+            if self.work_lock.acquire(timeout=_READ_WAIT):
+                try:
+                    refresh_persons(self.worker)
+                finally:
+                    self.work_lock.release()
+            yield self.reader
+
+    def _run_job(self, run: Callable[[Job], JobOutcome], job: Job) -> JobOutcome:
+        if job.kind in _OUTSIDE_THE_WORK:  # it writes nothing a refresh writes: refreshes go on beside it
+            return run(job)
+        with self.work_lock:
+            return run(job)
+
+    def _after_job(self, job: Job) -> None:
+        self.metrics.job_finished(job)
+        self.changed(model=True)
+        if self.schedule is not None:
+            self.schedule.job_finished(job)
+
+    def changed(self, model: bool = False) -> None:
+        """Something other than the collector wrote to the log (a job, consent, an erasure): the collector
+        reads its suppression list and message keys again, and the model is reloaded where it may have been
+        retrained, in this thread, then swapped in (requests keep the old one until then)."""
+        with self.lock:
+            self.ws.suppression.reload()
+            self.forget_keys()
+        if model:
+            self.reload_model()
+        self.stock_changed()
+
+    def reload_model(self) -> None:
+        directory = self.settings.data_dir / "models"
+        try:
+            with self.read_lock:
+                fresh = Recommendations.open(self.reader.engine, self.reader.pseudonymiser, directory)
+        except NotFoundError:
+            fresh = None
+        except OmnithreadError as exc:
+            _log.warning("the retrained model could not be loaded: %s", safe_message(exc))
+            return
+        self._recommendations = fresh  # one assignment: a request has the old model or the new, whole
 
     def fingerprint(self, person_id: str) -> str:
         """What the audit log keeps of a person: a keyed digest, meaningless once the person is erased."""
@@ -153,21 +255,19 @@ class Service:
                 self.corrupt = f"the database could not be read through ({type(exc).__name__})"
 
     def recommendations(self):
-
+        """The model requests are answered from (call under ``read_lock``); trained first if there is none."""
         if self._recommendations is None:
             directory = self.settings.data_dir / "models"
             try:
-                self._recommendations = Recommendations.open(self.ws.engine, self.ws.pseudonymiser, directory)
+                self._recommendations = Recommendations.open(self.reader.engine, self.reader.pseudonymiser, directory)
             except NotFoundError:
-                try:
-                    self._recommendations = Recommendations.train(self.ws.engine, self.ws.pseudonymiser, directory)
-                except NothingToTrainError as exc:
-                    raise NotFoundError("trained recommendation model", f"none yet ({exc})") from exc
+                with self.work_lock:
+                    try:
+                        train_model(self.worker)
+                    except NothingToTrainError as exc:
+                        raise NotFoundError("trained recommendation model", f"none yet ({exc})") from exc
+                self._recommendations = Recommendations.open(self.reader.engine, self.reader.pseudonymiser, directory)
         return self._recommendations
-
-    def model_changed(self) -> None:
-        """The model on disk was retrained or removed: open it again at the next request."""
-        self._recommendations = None
 
     def stock_changed(self) -> None:
         """Stock or the catalogue changed: the next recommendation reads them again."""
@@ -252,8 +352,22 @@ class Service:
         self._keys = None
 
     def close(self) -> None:
-        self.ws.close()
+        """Stop: no new job, the running one given ``stop_seconds`` to finish (else it runs again at the next
+        start), then every connection closed."""
+        if self.schedule is not None:
+            self.schedule.stop()
+        if self.job_worker is not None and not self.job_worker.stop(self.settings.stop_seconds or None):
+            _log.warning("a job was still running at shutdown; it runs again at the next start")
+            return  # its connection is in use: the process exits without closing the log under it
+        for ws in (self.ws, self.reader, self.worker):
+            ws.close()
         self.keys.close()
+        self.jobs.close()
+
+
+def _columns(value: object) -> int | None:
+    """The width of the terminal a job's output is for (the asker's), when it gives a sensible one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 20 <= value <= 1000 else None
 
 
 def _problem(status: int, code: str, message: str, **extra) -> JSONResponse:
@@ -273,13 +387,28 @@ def _basic_user(request: Request) -> str | None:
     return None
 
 
-def create_app(settings: Settings) -> FastAPI:
-    service = Service(settings)
+def create_app(
+    settings: Settings,
+    run_job: Callable[[Job], JobOutcome] | None = None,
+    control_token: str | None = None,
+    on_stop: Callable[[], None] = lambda: None,
+) -> FastAPI:
+    """The service over ``settings``' data directory. ``run_job`` runs a job's command (handed in by the command
+    line, whose commands they are): with it the server runs jobs and its schedule; ``control_token`` is what
+    the command line of the same machine presents to hand it a command (``omnithread.cli.forward``); ``on_stop``
+    runs as it stops, after the last job and connection."""
+    service = Service(settings, run_job)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        service.start()
+        service.ready = True
         yield
-        service.close()  # the key store's open counts of refusals are written as it closes
+        service.ready = False
+        try:
+            await run_in_threadpool(service.close)  # the key store's open counts of refusals are written as it closes
+        finally:
+            on_stop()
 
     app = FastAPI(
         title="omnithread",
@@ -404,6 +533,7 @@ def create_app(settings: Settings) -> FastAPI:
         return _server_error(request, exc)
 
     app.add_middleware(_ContainErrors)
+    app.add_middleware(RequestTimer, metrics=service.metrics)
     app.add_middleware(_SecurityHeaders)
 
     async def _body(request: Request) -> bytes:
@@ -478,6 +608,7 @@ def create_app(settings: Settings) -> FastAPI:
         stored, suppressed = service.commit(staged.rows, staged.rejected)
         accepted = len(stored)
         duplicates = len(staged.rows) - accepted - len(suppressed) + staged.duplicates
+        service.metrics.collected(accepted, duplicates, [row.reason_codes for row in staged.rejected], len(suppressed))
         body: dict[str, object] = {"success": True, "accepted": accepted, "duplicates": duplicates}
         if suppressed:  # they name an identifier an erasure suppressed: refused, and said so
             body["suppressed"] = len(suppressed)
@@ -657,16 +788,15 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/persons/{key}", tags=["read"], summary="A person: profile, identities and activity")
     def person(key: str, who: ApiKey = Depends(authorised("read"))):
 
-        with service.lock:
-            service.connect()
+        with service.reading() as ws:
             try:
-                person_id = find_person(service.ws.engine, key, service.ws.pseudonymiser)
+                person_id = find_person(ws.engine, key, ws.pseudonymiser)
             except OmnithreadError:
                 service.keys.audit(who, "read person", None, "not found")
                 raise
-            described = describe_person(service.ws.engine, person_id)
+            described = describe_person(ws.engine, person_id)
             try:
-                profile = get_profile(service.ws.engine, person_id)
+                profile = get_profile(ws.engine, person_id)
             except Exception:  # noqa: BLE001 - no profiles built yet
                 profile = None
         service.keys.audit(who, "read person", service.fingerprint(person_id), "ok")
@@ -682,8 +812,7 @@ def create_app(settings: Settings) -> FastAPI:
         n: int = Query(10, ge=1, le=500),
         who: ApiKey = Depends(authorised("read")),
     ):
-        with service.lock:
-            service.connect()
+        with service.reading():
             answer = service.recommendations().recommend(
                 person, surface, n=n, store=store, product=product, basket=basket.split(",") if basket else None
             )
@@ -694,8 +823,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
     def receipts(store_id: str, limit: int = Query(50, ge=1, le=1000), who: ApiKey = Depends(authorised("read"))):
-        with service.lock:
-            rows = service.ws.log.store_receipts(store_id, limit)
+        with service.read_lock:
+            rows = service.reader.log.store_receipts(store_id, limit)
         service.keys.audit(who, "read store receipts", store_id, "ok")
         return _jsonable({"store_id": store_id, "events": rows})
 
@@ -710,8 +839,8 @@ def create_app(settings: Settings) -> FastAPI:
         limit: int = Query(1000, ge=1, le=100_000),
         who: ApiKey = Depends(authorised("read")),
     ):
-        with service.lock:
-            rows = location_stock(service.ws.engine, store_id, product, limit)
+        with service.read_lock:
+            rows = location_stock(service.reader.engine, store_id, product, limit)
         service.keys.audit(who, "read inventory", store_id, "ok")
         if not rows and not product:
             raise HTTPException(
@@ -730,11 +859,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def consent(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
 
         body = _json_object(await _body(request))
-        with service.lock:
+        with service.work_lock:
             result = record_consent(
-                service.ws, str(body.get("person", "")), body.get("purposes") or {}, str(body.get("source") or "api")
+                service.worker,
+                str(body.get("person", "")),
+                body.get("purposes") or {},
+                str(body.get("source") or "api"),
             )
-            service.forget_keys()  # written outside the collector: re-read before the next write
+        service.changed()  # written outside the collector: it reads its suppression list and keys again
         service.keys.audit(
             who,
             "record consent",
@@ -756,12 +888,11 @@ def create_app(settings: Settings) -> FastAPI:
             body.get("person"), body.get("mode", "suppress_and_delete"), body.get("raw_values", ())
         )
         try:
-            with service.lock:
-                try:
-                    report = erase(service.ws, key, mode, raw_values)
-                finally:
-                    service.model_changed()  # reopened from the (retrained) model
-                    service.forget_keys()
+            try:
+                with service.work_lock:
+                    report = erase(service.worker, key, mode, raw_values)
+            finally:
+                service.changed(model=True)  # the (retrained) model swapped in; suppression read again
         except OmnithreadError as exc:
             service.keys.audit(
                 who,
@@ -785,6 +916,74 @@ def create_app(settings: Settings) -> FastAPI:
         service.keys.audit(who, "read audit log", None, "ok")
         return {"entries": entries}
 
+    # ------------------------------------------------------------------ jobs
+
+    def controller(request: Request) -> bool:
+        """Whether the request comes from the command line of this machine (it presents the run's token)."""
+        presented = request.headers.get(CONTROL_HEADER, "")
+        return control_token is not None and hmac.compare_digest(presented.encode(), control_token.encode())
+
+    def job_reader(request: Request) -> None:
+        if not controller(request):
+            authorised("admin")(request)
+
+    @app.post("/v1/jobs", tags=["jobs"], summary="Hand the server a command of the command line, as a job")
+    async def submit_job(request: Request):
+        if not controller(request):
+            raise HTTPException(403, detail={"code": "forbidden", "message": "only the command line submits jobs"})
+        if service.job_worker is None:
+            raise HTTPException(503, detail={"code": "unavailable", "message": "this server runs no jobs"})
+        body = _json_object(await _body(request))
+        argv = body.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise InvalidRequestError("argv", argv, "a list of the command's words")
+        names = body.get("command")
+        if not isinstance(names, list) or not names or argv[: len(names)] != names:
+            raise InvalidRequestError("command", names, "the names of the command argv starts with")
+        job = service.jobs.submit(" ".join(names), argv, "cli", _columns(body.get("columns")))
+        service.job_worker.wake()
+        return JSONResponse(job.as_dict(), status_code=202)
+
+    @app.get("/v1/jobs", tags=["jobs"], summary="Jobs: running, queued, done and failed, newest first")
+    def list_jobs(request: Request, state: str | None = None, limit: int = Query(50, ge=1, le=1000)):
+        job_reader(request)
+        states = JOB_STATES if state is None else tuple(state.split(","))
+        if not set(states) <= set(JOB_STATES):
+            raise InvalidRequestError("state", state, f"states among {', '.join(JOB_STATES)}")
+        return {"jobs": [job.as_dict(output=False) for job in service.jobs.list(states, limit)]}
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="One job, with what it printed")
+    def get_job(job_id: str, request: Request):
+        """What a job printed goes back whole to the command line that handed it in; an admin key reads it
+        through the personal-data rule (a person the command named shows as its keyed hash)."""
+        if controller(request):
+            return service.jobs.get(job_id).as_dict()
+        authorised("admin")(request)
+        shown = service.jobs.get(job_id).as_dict()
+        rule = personal_data_rule(service.ws.pseudonymiser, service.ws.cipher)
+        for name in ("stdout", "stderr"):
+            if shown[name]:
+                shown[name] = rule.text(shown[name])
+        return shown
+
+    # ------------------------------------------------------------------ operating: metrics, readiness
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics: events, refusals, jobs, request latencies")
+    def metrics():
+        return Response(service.metrics.render(service), media_type=METRICS_CONTENT_TYPE)
+
+    @app.get(
+        "/ready",
+        tags=["service"],
+        summary="Ready for traffic: started, the log readable and no storage problem (liveness: /health)",
+    )
+    def ready():
+        reasons = [] if service.ready else ["starting or stopping"]
+        reasons += service.health()
+        if reasons:
+            return JSONResponse({"ready": False, "reasons": reasons}, status_code=503)
+        return {"ready": True}
+
     mount(app, service, authorised)
 
     @app.get(
@@ -801,8 +1000,8 @@ def create_app(settings: Settings) -> FastAPI:
     def health():
         reasons = service.health()
         try:
-            with service.lock:
-                count = service.ws.log.count()
+            with service.read_lock:
+                count = service.reader.log.count()
         except Exception as exc:  # noqa: BLE001 - a health check reports, it does not fail
             service.note_failure(exc)
             reasons = service.health() or [f"the event log cannot be read ({type(exc).__name__})"]

@@ -89,10 +89,9 @@ def mount(app: FastAPI, service, authorised) -> None:
     @app.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"], summary="Overview")
     def overview(who=read):
 
-        with service.lock:
-            service.connect()
-            engine = service.ws.engine
-            total = service.ws.log.count()
+        with service.reading():
+            engine = service.reader.engine
+            total = service.reader.log.count()
             persons = engine.scalar("SELECT count(*) FROM persons") if engine.has_table("persons") else 0
             by_day = engine.rows(
                 "SELECT CAST(event_at AS DATE) AS day, coalesce(channel, '?') AS channel, "
@@ -101,12 +100,24 @@ def mount(app: FastAPI, service, authorised) -> None:
             by_channel = engine.rows(
                 "SELECT coalesce(channel, '?') AS channel, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC"
             )
-            rejected = service.ws.log.rejected_summary()
+            rejected = service.reader.log.rejected_summary()
             open_rejected = engine.scalar("SELECT count(*) FROM rejected_events WHERE status = 'open'")
             stores = engine.rows(
                 "SELECT store_id, count(*) AS events FROM events WHERE store_id IS NOT NULL GROUP BY 1 ORDER BY 1"
             )
             connection = connection_summary(engine) if persons else {}
+        jobs = [
+            {
+                "job": j.job_id,
+                "kind": j.kind,
+                "origin": j.origin,
+                "state": j.state,
+                "created": j.created_at[:19].replace("T", " "),
+                "seconds": j.seconds,
+                "exit": j.exit_code,
+            }
+            for j in service.jobs.list(limit=20)
+        ]
         service.keys.audit(who, "dashboard overview", None, "ok")
 
         def draw(ax):
@@ -147,6 +158,8 @@ def mount(app: FastAPI, service, authorised) -> None:
             + "<h2>Stores</h2><ul>"
             + store_links
             + "</ul>"
+            + "<h2>Jobs</h2>"
+            + (_table(jobs) if jobs else "<p>no jobs yet</p>")
             + _search_form()
         )
         return _page("Overview", body)
@@ -156,11 +169,10 @@ def mount(app: FastAPI, service, authorised) -> None:
 
         if not q:
             return _page("Person", _search_form())
-        with service.lock:
-            service.connect()
-            engine = service.ws.engine
+        with service.reading():
+            engine = service.reader.engine
             try:
-                person_id = find_person(engine, q, service.ws.pseudonymiser)
+                person_id = find_person(engine, q, service.reader.pseudonymiser)
             except (NotFoundError, OmnithreadError):
                 service.keys.audit(who, "dashboard person", None, "not found")
                 return _page("Person", f"<p id='not-found'>No person found for {html.escape(q)}.</p>" + _search_form())
@@ -200,8 +212,8 @@ def mount(app: FastAPI, service, authorised) -> None:
 
     @app.get("/dashboard/stores", response_class=HTMLResponse, tags=["dashboard"], summary="Stores")
     def stores(who=read):
-        with service.lock:
-            rows = service.ws.engine.rows(
+        with service.read_lock:
+            rows = service.reader.engine.rows(
                 "SELECT store_id, count(*) FILTER (WHERE event = 'Order Completed') AS "
                 "receipts, count(*) FILTER (WHERE event = 'Store Entered') AS visits "
                 "FROM events WHERE store_id IS NOT NULL GROUP BY 1 ORDER BY 1"
@@ -215,8 +227,8 @@ def mount(app: FastAPI, service, authorised) -> None:
 
     @app.get("/dashboard/store/{store_id}", response_class=HTMLResponse, tags=["dashboard"], summary="A store")
     def store(store_id: str, who=read):
-        with service.lock:
-            engine = service.ws.engine
+        with service.read_lock:
+            engine = service.reader.engine
             visits = engine.scalar(
                 "SELECT count(*) FROM events WHERE store_id = ? AND event = 'Store Entered'", [store_id]
             )
@@ -270,8 +282,7 @@ def mount(app: FastAPI, service, authorised) -> None:
         )
         if not (person or surface in ("trending", "similar", "bought_together")):
             return _page("Recommendation explorer", form)
-        with service.lock:
-            service.connect()
+        with service.reading():
             try:
                 answer = service.recommendations().recommend(
                     person or None,

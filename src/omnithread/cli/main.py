@@ -21,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, Te
 from rich.table import Table
 
 from omnithread.config import Settings
-from omnithread.errors import InvalidRequestError, OmnithreadError
+from omnithread.errors import ConflictError, InvalidRequestError, OmnithreadError
 from omnithread.ingest import IngestReport, replay_rejected
 from omnithread.sim import WorldConfig
 
@@ -759,12 +759,16 @@ def train(
     repeat_share: float = typer.Option(
         0.2, help="Re-recommend a bought product when at least this share of its buyers bought it again."
     ),
+    keep_serving: bool = typer.Option(
+        False, "--keep-serving", help="Keep the serving rules of the model this one replaces (the options above aside)."
+    ),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
     """Train the recommendation model on the event log (every channel, through the identity map); the serving
     rules given here are kept with the model."""
-    from omnithread.recommend.service import Recommendations, ServingConfig
+    from omnithread.flows import current_serving, train_model
+    from omnithread.recommend.service import ServingConfig
     from omnithread.workspace import Workspace
 
     for name, value, low, high in (
@@ -785,9 +789,9 @@ def train(
     )
     try:
         with Workspace(_settings(data_dir)) as ws:
-            service = Recommendations.train(
-                ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models", serving=serving
-            )
+            if keep_serving:
+                serving = current_serving(ws) or serving
+            service = train_model(ws, serving)
     except OmnithreadError as error:
         _fail(error)
     if as_json:
@@ -1084,14 +1088,40 @@ def consent(
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="A settings file (TOML; docs/omnithread.example.toml lists every setting)."
+    ),
     data_dir: Optional[Path] = DataDir,
 ) -> None:
-    """Run the collector and read API over the data directory (it holds the event log while it runs)."""
+    """Run omnithread as a service: the collector, the read API and the dashboard, and the thread by itself
+    (persons kept current, the model retrained, the drop folder imported, commands run as jobs)."""
+    import os
+    import secrets
+    from functools import partial
+
     from omnithread.api.app import create_app
     from omnithread.api.server import serve as serve_app
+    from omnithread.cli.forward import SERVER_FILE, running_server, write_server_file
+    from omnithread.cli.inprocess import capture_streams, run_command
 
+    if config is not None:  # for the server and the commands it runs as jobs
+        os.environ["OMNITHREAD_CONFIG"] = str(config.resolve())
     settings = _settings(data_dir)
-    application = create_app(settings)
+    other = running_server(settings.data_dir.resolve())
+    if other is not None:
+        _fail(
+            ConflictError(
+                f"a server already runs on {settings.data_dir} (process {other['pid']}, {other['url']})",
+                "stop it first, or serve another data directory",
+            )
+        )
+    token = secrets.token_urlsafe(32)
+    capture_streams()
+    server_file = settings.data_dir / SERVER_FILE
+    application = create_app(
+        settings, partial(run_command, app, _report_error), token, lambda: server_file.unlink(missing_ok=True)
+    )
+    write_server_file(settings.data_dir, f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}", token)
     if not application.state.service.keys.list():
         err.print("No API keys yet: create them with `omnithread keys create --role write` (and read, admin).")
     err.print(f"omnithread serving {settings.data_dir} on http://{host}:{port} (OpenAPI: /docs, /openapi.json)")
@@ -1100,22 +1130,101 @@ def serve(
     # (p99 103 ms -> 58 ms at 20,000 events/s).
     gc.collect()
     gc.freeze()
-    serve_app(application, host, port, settings.request_timeout)
+    try:
+        serve_app(application, host, port, settings.request_timeout)
+    finally:
+        server_file.unlink(missing_ok=True)  # (also removed as the app stops: a stopping signal ends here first)
+
+
+@app.command()
+def jobs(
+    job_id: Optional[str] = typer.Argument(None, help="Show this job whole, with what it printed."),
+    state: Optional[str] = typer.Option(None, help="Only jobs in these states (queued,running,done,failed)."),
+    limit: int = typer.Option(30, help="How many of the newest jobs."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """The jobs of the server on the data directory: running, queued, done and failed (works with the server
+    running or not)."""
+    from omnithread.api.jobs import JOB_STATES, JobStore
+    from omnithread.privacy import PayloadCipher, Pseudonymiser, load_secret
+    from omnithread.privacy.payload import personal_data_rule
+
+    states = tuple(state.split(",")) if state else JOB_STATES
+    if not set(states) <= set(JOB_STATES):
+        _fail(InvalidRequestError("--state", state, f"states among {', '.join(JOB_STATES)}"))
+    settings = _settings(data_dir)
+    secret = load_secret(settings.data_dir)
+    cipher = PayloadCipher(secret)
+    rule = personal_data_rule(Pseudonymiser(secret, settings.phone_region, settings.ip_mode), cipher)
+    store = JobStore(settings.data_dir, cipher, rule.text)
+    try:
+        if job_id:
+            job = store.get(job_id)
+            if as_json:
+                _print_json(job.as_dict())
+                return
+            console.print(
+                f"{job.job_id} {job.kind} ({job.origin}): {job.state}, exit {job.exit_code}, {job.seconds} s",
+                highlight=False,
+            )
+            sys.stdout.write((job.stdout or "") + (job.stderr or "") + (job.error or ""))
+            return
+        found = store.list(states, limit)
+    except OmnithreadError as error:
+        _fail(error)
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"jobs": [job.as_dict(output=False) for job in found]})
+        return
+    rows = [
+        {
+            "job": j.job_id,
+            "kind": j.kind,
+            "origin": j.origin,
+            "state": j.state,
+            "progress": j.progress or "",
+            "created": j.created_at[:19],
+            "seconds": j.seconds,
+            "exit": j.exit_code,
+        }
+        for j in found
+    ]
+    console.print(_table("Jobs (newest first)", rows) if rows else "No jobs.")
+
+
+def _report_error(error: BaseException) -> int | None:
+    """Say an error of omnithread's or of the data directory's files in one line; its exit code (None for
+    any other error, which is a bug to show whole)."""
+    if isinstance(error, OmnithreadError):
+        err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        return 2
+    if isinstance(error, OSError):
+        err.print(
+            f"[red]error:[/red] {error.strerror or error}: {error.filename or ''}", highlight=False, soft_wrap=True
+        )
+        return 2
+    return None
 
 
 def main() -> None:
     """The console script: every command, with any error of omnithread's or of the data directory's files
-    (locked by a server, read-only, missing) said in one line instead of a traceback."""
+    (read-only, missing) said in one line instead of a traceback. While a server runs on the command's data
+    directory, the command is handed to it (``omnithread.cli.forward``) and runs there."""
+    from omnithread.cli.forward import forward
+    from omnithread.cli.inprocess import command_of, has_data_dir
+
+    argv = sys.argv[1:]
     try:
+        names, command = command_of(app, argv)
+        if command is not None and has_data_dir(command):
+            code = forward(names, command, argv, console.width)
+            if code is not None:
+                raise SystemExit(code)
         app()
-    except OmnithreadError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
-    except OSError as error:
-        err.print(
-            f"[red]error:[/red] {error.strerror or error}: {error.filename or ''}", highlight=False, soft_wrap=True
-        )
-        raise SystemExit(2) from None
+    except (OmnithreadError, OSError) as error:
+        raise SystemExit(_report_error(error)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
