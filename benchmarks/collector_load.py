@@ -187,6 +187,7 @@ def run(seconds: float, batch: int, clients: int, kill: bool, jobs: bool = False
     if jobs:
         j.join()
     elapsed = time.monotonic() - started
+    live = httpx.get(f"{url}/health").json()["events"]
     server["proc"].terminate()
     server["proc"].wait(60)
     # the load's own events, counted in the log (the drop folder and an erasure change the rest of it)
@@ -201,6 +202,9 @@ def run(seconds: float, batch: int, clients: int, kill: bool, jobs: bool = False
         "clients": clients,
         "killed_midway": kill,
         "events_sent": sent[0],
+        "events_acknowledged": answered[0],
+        "data_dir": str(data),
+        "live_events": live,
         "events_stored": stored,
         "lost": sent[0] - distinct,
         "duplicates": stored - distinct,

@@ -175,7 +175,11 @@ def erase(
     ws.log.reload_suppression()
     if mode in ("delete", "suppress_and_delete"):
         try:
-            ws.engine.compact()  # deleted rows' bytes leave the file, not only its tables
+            if not ws.engine.compact():  # deleted rows' bytes leave the file, not only its tables
+                report.notes.append(
+                    "the database file is rewritten (the erased rows' bytes leaving its free space) as the "
+                    "last connection to it closes, as a running server stops, since others are open now"
+                )
         except Exception as exc:  # noqa: BLE001 - the erasure itself has committed; say what is left
             report.notes.append(
                 f"the database file could not be rewritten ({type(exc).__name__}): the erased "

@@ -99,6 +99,28 @@ def unavailable(exc: BaseException) -> BaseException:
     )
 
 
+# jobs that add, remove or refuse no event (the collector's message keys and suppression list stay right)
+_LEAVE_THE_EVENTS = frozenset(
+    {
+        "train",
+        "resolve",
+        "catalogue",
+        "inventory",
+        "stats",
+        "person",
+        "recommend",
+        "evaluate",
+        "rejected list",
+        "rejected show",
+        "jobs",
+        "keys create",
+        "keys list",
+        "keys revoke",
+        "simulate",
+    }
+)
+# jobs after which the model on disk may be another
+_CHANGE_THE_MODEL = frozenset({"train", "erase", "demo"})
 _READ_WAIT = 10.0  # seconds a read waits for the work lock before answering from the last resolution
 # jobs that write nothing persons and profiles are made of (they read it, or append events, or write the model
 # and the catalogue): they run without the work lock, so reads and refreshes never wait for them
@@ -190,17 +212,25 @@ class Service:
 
     def _after_job(self, job: Job) -> None:
         self.metrics.job_finished(job)
-        self.changed(model=True)
+        self.changed(
+            model=job.kind in _CHANGE_THE_MODEL,
+            events=job.kind not in _LEAVE_THE_EVENTS,
+            suppression=job.kind not in _LEAVE_THE_EVENTS or job.kind == "resolve",
+        )
         if self.schedule is not None:
             self.schedule.job_finished(job)
 
-    def changed(self, model: bool = False) -> None:
+    def changed(self, model: bool = False, events: bool = True, suppression: bool = True) -> None:
         """Something other than the collector wrote to the log (a job, consent, an erasure): the collector
-        reads its suppression list and message keys again, and the model is reloaded where it may have been
+        reads its suppression list and message keys again (each only where the work may have changed it:
+        both are read under the collector's lock), and the model is reloaded where it may have been
         retrained, in this thread, then swapped in (requests keep the old one until then)."""
-        with self.lock:
-            self.ws.suppression.reload()
-            self.forget_keys()
+        if events or suppression:
+            with self.lock:
+                if suppression:
+                    self.ws.suppression.reload()
+                if events:
+                    self.forget_keys()
         if model:
             self.reload_model()
         self.stock_changed()

@@ -122,9 +122,10 @@ class Engine(ABC):
     def verify(self) -> None:  # noqa: B027 - an optional hook: engines without files of their own do nothing
         """Read everything stored once, raising on damage the engine detects (engines with files of their own)."""
 
-    def compact(self) -> None:  # noqa: B027 - an optional hook, as verify
+    def compact(self) -> bool:
         """Give the space of deleted rows back so their bytes no longer lie in the engine's files (engines
-        that keep files of their own)."""
+        that keep files of their own); False when it is owed instead, to be done as soon as it safely can."""
+        return True
 
     def _begin(self) -> None:
         """Start a transaction (engines that have them)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,6 +37,32 @@ def _vectorised(function):
         return pa.array([None if v is None else function(v) for v in values.to_pylist()], pa.string())
 
     return apply
+
+
+# connections this process holds to each database file (compaction may only replace a file nobody else has open)
+_OPEN: Counter[str] = Counter()
+_OPEN_LOCK = threading.RLock()
+
+
+def _rewrite(path: str) -> None:
+    """Copy the live tables of the database at ``path`` into a new file and put it in the old one's place
+    (call with no connection of this process open to it)."""
+    fresh = Path(path + ".compact")
+    for leftover in (fresh, Path(f"{fresh}.wal")):
+        leftover.unlink(missing_ok=True)
+    con = duckdb.connect(path)
+    try:
+        alias = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        con.execute("ATTACH ? AS _compacted", [str(fresh)])
+        try:
+            con.execute(f'COPY FROM DATABASE "{alias}" TO _compacted')
+        finally:
+            con.execute("DETACH _compacted")
+    finally:
+        con.close()
+    Path(path + ".wal").unlink(missing_ok=True)
+    os.replace(fresh, path)
+    Path(path + ".compact-pending").unlink(missing_ok=True)
 
 
 def _with_derived(table: str, columns: str) -> tuple[str, str]:
@@ -89,14 +117,32 @@ class DuckDBEngine(Engine):
         self.threads, self.memory_limit = threads, memory_limit
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            with _OPEN_LOCK:
+                if not _OPEN[self._key] and self._pending.exists():  # a rewrite a stopped process owed
+                    _rewrite(self.path)
         self._connect()
         self.ensure_tables()
 
+    @property
+    def _key(self) -> str:
+        return os.path.realpath(self.path)
+
+    @property
+    def _pending(self) -> Path:
+        return Path(self.path + ".compact-pending")
+
     def _connect(self) -> None:
+        with _OPEN_LOCK:
+            self._connect_unlocked()
+
+    def _connect_unlocked(self) -> None:
+        """Open this engine's connection (the caller holds ``_OPEN_LOCK``)."""
         try:
             self._con = duckdb.connect(self.path)
         except duckdb.Error as error:
             raise _unavailable(self.path, error) from None
+        if self.path != ":memory:":
+            _OPEN[self._key] += 1
         self._functions: set[str] = set()
         self._con.execute("SET TimeZone = 'UTC'")
         if self.threads:
@@ -121,30 +167,30 @@ class DuckDBEngine(Engine):
         finally:
             con.close()
 
-    def compact(self) -> None:
-        """Rewrite the database file with only what its tables hold now.
+    def compact(self) -> bool:
+        """Rewrite the database file with only what its tables hold now; True when done now.
 
         Deleting rows frees their blocks, but the bytes stay in the file until the blocks are reused;
         after an erasure that is personal data nobody can reach through a table yet anyone with the
         file can read. The live tables are copied into a new file, which then replaces the old one in
-        one rename (a crash before it leaves the old file whole)."""
+        one rename (a crash before it leaves the old file whole). Only the last connection of this process
+        to the file may do that: another one's later commits would go to the replaced file and be lost.
+        So while others are open (a server's collector, reads and jobs) the rewrite is owed instead
+        (``<file>.compact-pending``) and done as the last of them closes, or as the file is next opened
+        after a crash; False then."""
         if self.path == ":memory:":
-            return
-        fresh = Path(self.path + ".compact")
-        for leftover in (fresh, Path(f"{fresh}.wal")):
-            leftover.unlink(missing_ok=True)
-        alias = self.scalar("SELECT current_database()")
-        self.execute("ATTACH ? AS _compacted", [str(fresh)])
-        try:
-            self.execute(f'COPY FROM DATABASE "{alias}" TO _compacted')
-        finally:
-            self.execute("DETACH _compacted")
-        self._con.close()
-        try:
-            Path(self.path + ".wal").unlink(missing_ok=True)
-            os.replace(fresh, self.path)
-        finally:
-            self._connect()
+            return True
+        with _OPEN_LOCK:
+            self._pending.touch()
+            if _OPEN[self._key] > 1:
+                return False
+            self._con.close()
+            _OPEN[self._key] -= 1
+            try:
+                _rewrite(self.path)
+            finally:
+                self._connect_unlocked()
+        return True
 
     def ensure_tables(self) -> None:
         """Create missing tables; a log stored before events carried their identifiers or message keys gets
@@ -315,3 +361,9 @@ class DuckDBEngine(Engine):
 
     def close(self) -> None:
         self._con.close()
+        if self.path == ":memory:":
+            return
+        with _OPEN_LOCK:
+            _OPEN[self._key] -= 1
+            if not _OPEN[self._key] and self._pending.exists():  # the last one: the rewrite owed is done now
+                _rewrite(self.path)
