@@ -145,6 +145,7 @@ class DuckDBEngine(Engine):
             _OPEN[self._key] += 1
         self._functions: set[str] = set()
         self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute("SET enable_progress_bar = false")  # it prints to standard output: a --json answer's
         if self.threads:
             self._con.execute(f"SET threads = {int(self.threads)}")
         if self.memory_limit:
