@@ -56,7 +56,7 @@ from omnithread.flows import erase, record_consent, refresh_persons, train_model
 from omnithread.identity.lookup import describe_person, find_person
 from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
 from omnithread.ingest.reference import location_stock
-from omnithread.privacy.erasure import check_request
+from omnithread.privacy.erasure import ErasureReport, check_request
 from omnithread.privacy.payload import personal_data_rule
 from omnithread.privacy.secret import load_secret
 from omnithread.profile import get_profile
@@ -889,14 +889,18 @@ def create_app(
     async def consent(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
 
         body = _json_object(await _body(request))
-        with service.work_lock:
-            result = record_consent(
-                service.worker,
-                str(body.get("person", "")),
-                body.get("purposes") or {},
-                str(body.get("source") or "api"),
-            )
-        service.changed()  # written outside the collector: it reads its suppression list and keys again
+
+        def record() -> dict:
+            with service.work_lock:
+                return record_consent(
+                    service.worker,
+                    str(body.get("person", "")),
+                    body.get("purposes") or {},
+                    str(body.get("source") or "api"),
+                )
+
+        result = await run_in_threadpool(record)  # (off the event loop, which goes on answering the collector)
+        await run_in_threadpool(service.changed)  # written outside the collector: it reads its suppression again
         service.keys.audit(
             who,
             "record consent",
@@ -917,12 +921,17 @@ def create_app(
         key, mode, raw_values = check_request(
             body.get("person"), body.get("mode", "suppress_and_delete"), body.get("raw_values", ())
         )
-        try:
+
+        def run() -> ErasureReport:
             try:
                 with service.work_lock:
-                    report = erase(service.worker, key, mode, raw_values)
+                    return erase(service.worker, key, mode, raw_values)
             finally:
                 service.changed(model=True)  # the (retrained) model swapped in; suppression read again
+
+        try:
+            # off the event loop: an erasure takes seconds, and the loop goes on answering the collector
+            report = await run_in_threadpool(run)
         except OmnithreadError as exc:
             service.keys.audit(
                 who,
