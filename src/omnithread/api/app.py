@@ -99,50 +99,19 @@ def unavailable(exc: BaseException) -> BaseException:
     )
 
 
-# jobs that add, remove or refuse no event (the collector's message keys and suppression list stay right)
-_LEAVE_THE_EVENTS = frozenset(
-    {
-        "train",
-        "resolve",
-        "catalogue",
-        "inventory",
-        "stats",
-        "person",
-        "recommend",
-        "evaluate",
-        "rejected list",
-        "rejected show",
-        "jobs",
-        "keys create",
-        "keys list",
-        "keys revoke",
-        "simulate",
-    }
+# commands that only read (or write nothing of the log: keys live apart, the simulator writes its own files)
+_READING_ONLY = frozenset(
+    {"stats", "person", "recommend", "evaluate", "rejected list", "rejected show", "jobs", "simulate"}
+    | {"keys create", "keys list", "keys revoke"}
 )
+# jobs that add, remove or refuse no event (the collector's message keys and suppression list stay right)
+_LEAVE_THE_EVENTS = _READING_ONLY | {"train", "resolve", "catalogue", "inventory"}
+# jobs that write nothing persons and profiles are made of (they read it, or append events, or write the model
+# and the catalogue): they run without the work lock, so reads and refreshes never wait for them
+_OUTSIDE_THE_WORK = _READING_ONLY | {"train", "ingest", "catalogue", "inventory"}
 # jobs after which the model on disk may be another
 _CHANGE_THE_MODEL = frozenset({"train", "erase", "demo"})
 _READ_WAIT = 10.0  # seconds a read waits for the work lock before answering from the last resolution
-# jobs that write nothing persons and profiles are made of (they read it, or append events, or write the model
-# and the catalogue): they run without the work lock, so reads and refreshes never wait for them
-_OUTSIDE_THE_WORK = frozenset(
-    {
-        "train",
-        "ingest",
-        "catalogue",
-        "inventory",
-        "stats",
-        "person",
-        "recommend",
-        "evaluate",
-        "rejected list",
-        "rejected show",
-        "jobs",
-        "keys create",
-        "keys list",
-        "keys revoke",
-        "simulate",
-    }
-)
 
 
 class Service:
