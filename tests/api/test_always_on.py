@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from omnithread.api.jobs import JobOutcome, JobStore
+from omnithread.api.jobs import JobOutcome, JobStore, JobWorker, report_progress
 from omnithread.api.keys import KeyStore
 from omnithread.api.schedule import drop_command
 from omnithread.config import FILE_SETTINGS, Settings
@@ -269,3 +269,22 @@ def test_the_settings_file_documents_every_setting_and_the_environment_wins(monk
     mine.write_text("refresh_secs = 1\n")
     with pytest.raises(ConfigError, match="refresh_secs"):
         Settings.from_env()
+
+
+def test_a_running_job_says_how_far_it_has_got(tmp_path):
+    store = _store(tmp_path)
+    seen = []
+
+    def run(job):
+        report_progress("step one")
+        seen.append(wait_for(lambda: store.get(job.job_id).progress, 5))
+        return JobOutcome(0, "", "")
+
+    worker = JobWorker(store, run, poll_seconds=0.01)
+    worker.start()
+    job = store.submit("demo", ["demo"], "cli")
+    worker.wake()
+    done = wait_for(lambda: store.get(job.job_id).finished and store.get(job.job_id), 10)
+    worker.stop(5)
+    assert seen == ["step one"] and done.state == "done"
+    report_progress("outside a job")  # nothing to say it to: ignored

@@ -35,7 +35,7 @@ from omnithread.errors import NotFoundError, safe_message
 from omnithread.privacy.crypto import PayloadCipher
 from omnithread.privacy.files import private_directory
 
-__all__ = ["Job", "JobStore", "JobWorker", "JOB_STATES", "JobOutcome", "CONTROL_HEADER"]
+__all__ = ["Job", "JobStore", "JobWorker", "JOB_STATES", "JobOutcome", "CONTROL_HEADER", "report_progress"]
 
 JOB_STATES = ("queued", "running", "done", "failed")
 CONTROL_HEADER = "x-omnithread-control"  # the header the command line presents its server's token in
@@ -49,6 +49,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     runs INTEGER NOT NULL DEFAULT 0, exit_code INTEGER, stdout TEXT, stderr TEXT, error TEXT);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at);
 """
+
+
+_running = threading.local()  # the job this thread runs: (store, job id, when progress was last written)
+
+
+def report_progress(text: str) -> None:
+    """Say how far the job this thread runs has got (``omnithread jobs``, the API); nothing outside a job.
+    Written at most twice a second."""
+    current = getattr(_running, "job", None)
+    if current is None:
+        return
+    store, job_id, last = current
+    now = time.monotonic()
+    if now - last >= 0.5:
+        store.progress(job_id, text)
+        _running.job = (store, job_id, now)
 
 
 def _now() -> str:
@@ -291,6 +307,7 @@ class JobWorker:
                 continue
             self.current = job
             started = time.monotonic()
+            _running.job = (self.store, job.job_id, 0.0)
             try:
                 outcome = self._run(replace(job, argv=self.store.argv_to_run(job.job_id)))
             except BaseException as exc:  # noqa: BLE001 - a job's failure is the job's, never the worker's
@@ -299,6 +316,7 @@ class JobWorker:
                 self.store.finish(job.job_id, outcome)
             finally:
                 self.current = None
+                _running.job = None
             done = self.store.get(job.job_id)
             self.finished.append((job.kind, time.monotonic() - started, done.state))
             try:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from omnithread.api.jobs import report_progress
 from omnithread.config import Settings
 from omnithread.errors import ConflictError, InvalidRequestError, OmnithreadError
 from omnithread.ingest import IngestReport, replay_rejected
@@ -133,6 +134,7 @@ def ingest(
 
                 def progress(n: int, _task=task) -> None:
                     bar.update(_task, completed=done["before"] + n)
+                    report_progress(f"{(done['before'] + n) / max(total, 1):.0%} of {total / 1e6:,.1f} MB")
 
                 ingestor = ws.ingestor()
                 for path in paths:
@@ -505,7 +507,12 @@ def demo(
         disable=as_json,
     ) as bar:
         task = bar.add_task("starting")
-        run = run_demo(settings, config, sources, progress=lambda step: bar.update(task, description=step))
+
+        def step(name: str) -> None:
+            bar.update(task, description=name)
+            report_progress(name)
+
+        run = run_demo(settings, config, sources, progress=step)
     if as_json:
         _print_json(run.as_dict())
         return
