@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -138,6 +140,10 @@ def record_consent(ws: Workspace, key: str, purposes: dict, source: str) -> dict
 # -- erasure ------------------------------------------------------------------------------------------------
 
 
+# one training at a time in a process (a server's scheduled job and a request that finds no model)
+training_lock = threading.RLock()
+
+
 def erase(
     ws: Workspace, key: str, mode: str = "suppress_and_delete", raw_values: tuple[str, ...] = ()
 ) -> ErasureReport:
@@ -150,7 +156,11 @@ def erase(
     is rewritten, so the erased rows' bytes do not stay in its free space. ``raw_values`` are raw forms the
     requester gave (an email, a phone) to look for in encrypted rejected payloads, which hold unparseable
     input that was never pseudonymised field by field."""
-    key, mode, raw_values = check_request(key, mode, raw_values)
+    with training_lock:  # no training runs beside it, to swap in a model that still holds the person
+        return _erase(ws, *check_request(key, mode, raw_values))
+
+
+def _erase(ws: Workspace, key: str, mode: str, raw_values: tuple[str, ...]) -> ErasureReport:
     models = ws.settings.data_dir / "models"
     staging = models.with_name("models.erasure")
     shutil.rmtree(staging, ignore_errors=True)
@@ -259,14 +269,14 @@ def train_model(ws: Workspace, serving: ServingConfig | None = None) -> Recommen
     a server keeps answering from the model it loaded until it loads this one, and never reads one half
     written."""
     models = ws.settings.data_dir / "models"
-    staging = models.with_name("models.training")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        trained = Recommendations.train(ws.engine, ws.pseudonymiser, staging, serving=serving or ServingConfig())
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _swap_models(models, staging)
+    staging = models.with_name(f"models.training-{uuid.uuid4().hex[:12]}")
+    with training_lock:
+        try:
+            trained = Recommendations.train(ws.engine, ws.pseudonymiser, staging, serving=serving or ServingConfig())
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _swap_models(models, staging)
     trained.directory = models
     return trained
 
@@ -275,8 +285,7 @@ def _swap_models(models: Path, staging: Path) -> None:
     """Put the retrained model (or, when nothing was left to train on, no model) in place of the old."""
     if not staging.exists():
         return
-    retired = models.with_name("models.retired")
-    shutil.rmtree(retired, ignore_errors=True)
+    retired = models.with_name(f"models.retired-{uuid.uuid4().hex[:12]}")
     if models.exists():
         models.rename(retired)
     staging.rename(models)

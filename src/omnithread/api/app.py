@@ -52,7 +52,7 @@ from omnithread.errors import (
     safe_message,
 )
 from omnithread.events.schema import MAX_BATCH_BYTES
-from omnithread.flows import erase, record_consent, refresh_persons, train_model
+from omnithread.flows import erase, record_consent, refresh_persons, train_model, training_lock
 from omnithread.identity.lookup import describe_person, find_person
 from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
 from omnithread.ingest.reference import location_stock
@@ -260,11 +260,12 @@ class Service:
             try:
                 self._recommendations = Recommendations.open(self.reader.engine, self.reader.pseudonymiser, directory)
             except NotFoundError:
-                with self.work_lock:
-                    try:
-                        train_model(self.worker)
-                    except NothingToTrainError as exc:
-                        raise NotFoundError("trained recommendation model", f"none yet ({exc})") from exc
+                with training_lock:  # a scheduled training may be under way: its model, once it is there
+                    if not (directory / "index.json").is_file():
+                        try:
+                            train_model(self.worker)
+                        except NothingToTrainError as exc:
+                            raise NotFoundError("trained recommendation model", f"none yet ({exc})") from exc
                 self._recommendations = Recommendations.open(self.reader.engine, self.reader.pseudonymiser, directory)
         return self._recommendations
 
