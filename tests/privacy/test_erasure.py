@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
+import time
 
 import pytest
 
-from omnithread.flows import erase
+from omnithread.flows import erase, train_model
 from omnithread.identity import IdentityConfig, resolve_identities
 from omnithread.privacy import IdentifierType
 from omnithread.profile import build_profiles
@@ -289,3 +292,34 @@ def test_erasure_leaves_no_row_that_refers_to_the_person(settings, tmp_path, mod
             assert scan(ws, [ERIN["account"]], skip) == []
         else:
             assert later.accepted == 2
+
+
+def test_a_training_under_way_cannot_bring_an_erased_person_back(settings, tmp_path, monkeypatch):
+    """A server's scheduled training that read the log before an erasure must not swap its model in after
+    the erasure's own: one training at a time, the erasure's included."""
+    path = write_lines(tmp_path / "log.jsonl", log_lines())
+    with Workspace(settings) as ws:
+        ws.ingestor().ingest_paths([path])
+        resolve_identities(ws.engine, ws.pseudonymiser)
+        build_profiles(ws.engine)
+        train_model(ws)
+        erin = ws.engine.scalar("SELECT person_id FROM identity_map WHERE identifier = 'account:acct-erin'")
+        index = settings.data_dir / "models" / "index.json"
+        assert erin in json.loads(index.read_text())["persons"]
+        real, has_read = Recommendations.train, threading.Event()
+
+        def slowed(cls, *args, **kwargs):
+            model = real(*args, **kwargs)
+            if threading.current_thread().name == "scheduled training":
+                has_read.set()
+                time.sleep(2.0)  # trained on the log as it was, not yet swapped in
+            return model
+
+        monkeypatch.setattr(Recommendations, "train", classmethod(slowed))
+        with Workspace(settings) as other:
+            beside = threading.Thread(target=train_model, args=(other,), name="scheduled training")
+            beside.start()
+            assert has_read.wait(30)
+            erase(ws, ERIN["email"], "delete")
+            beside.join(30)
+        assert erin not in json.loads(index.read_text())["persons"]
