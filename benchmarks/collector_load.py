@@ -6,7 +6,8 @@ rejected equals events sent (zero loss) and prints sustained events/s and p50/p9
 With ``--kill``, a second run kills the server (SIGKILL) halfway, restarts it, and has the clients
 retry every batch that got no answer: still zero loss and zero duplicates.
 
-With ``--jobs``, both runs start from a log that already holds a simulated retailer (``--people``), and a
+With ``--jobs``, both runs start from a log that already holds a simulated retailer (``--people``), resolved
+and with a trained model, and a
 second run hands the server, while the load runs, a full resolve, a training, an erasure (each through the
 command line, which hands it to the server as a job) and a till export dropped into its drop folder; the load
 goes on until the last of them is done. Collection should not notice: the two runs side by side.
@@ -80,7 +81,8 @@ def cli(data: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def preload(data: Path, people: int) -> dict:
-    """A simulated retailer's events in the log of ``data``; its till export and an email to erase."""
+    """A simulated retailer's events in the log of ``data``, resolved, with a model trained; its till export
+    and an email to erase."""
     from omnithread.sim import WorldConfig, simulate
 
     world = Path(tempfile.mkdtemp(prefix="omnithread-world-"))
@@ -89,6 +91,10 @@ def preload(data: Path, people: int) -> dict:
     done = cli(data, "ingest", str(sources / "events.jsonl"), str(sources / "store_events.jsonl"))
     if done.returncode:
         raise RuntimeError(done.stderr)
+    for step in (("resolve",), ("train",)):  # persons and a model, as a server that has been running has
+        done = cli(data, *step)
+        if done.returncode:
+            raise RuntimeError(done.stderr)
     email = None
     with open(sources / "events.jsonl", "rb") as lines:
         for line in lines:
