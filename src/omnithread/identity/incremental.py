@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+
+import pyarrow as pa
 
 from omnithread.engine.base import Engine
 from omnithread.errors import NotFoundError
@@ -68,13 +71,21 @@ class _Graph:
             "INSERT INTO identity_changes VALUES (?, ?, ?, ?, ?, ?, ?)", [self.now, change, person, other, a, b, reason]
         )
 
-    def refresh(self, persons: list[str]) -> None:
-        persons = [p for p in dict.fromkeys(persons) if p]
-        if not persons:
+    def refresh(self, persons: Sequence[str | None]) -> None:
+        wanted = [p for p in dict.fromkeys(persons) if p]
+        if not wanted:
             return
-        marks = ", ".join("?" for _ in persons)
-        self.engine.execute(f"DELETE FROM persons WHERE person_id IN ({marks})", persons)
-        self.engine.execute(f"INSERT INTO persons {persons_sql(f'person_id IN ({marks})')}", persons)
+        if len(wanted) <= 50:
+            marks = ", ".join("?" for _ in wanted)
+            self.engine.execute(f"DELETE FROM persons WHERE person_id IN ({marks})", wanted)
+            self.engine.execute(f"INSERT INTO persons {persons_sql(f'person_id IN ({marks})')}", wanted)
+            return
+        self.engine.register("_refreshed", pa.table({"person_id": pa.array(wanted, pa.string())}))
+        try:
+            self.engine.execute("DELETE FROM persons WHERE person_id IN (SELECT person_id FROM _refreshed)")
+            self.engine.execute(f"INSERT INTO persons {persons_sql('person_id IN (SELECT person_id FROM _refreshed)')}")
+        finally:
+            self.engine.unregister("_refreshed")
 
     # -- identifiers ----------------------------------------------------------------------
     def blocked_reason(self, node: str) -> str | None:
@@ -83,24 +94,42 @@ class _Graph:
             return "blocked value"
         return None
 
-    def add_node(self, row: dict) -> None:
-        node = row["node"]
-        if self.engine.scalar("SELECT count(*) FROM identity_map WHERE identifier = ?", [node]):
-            self.engine.execute(
-                "UPDATE identity_map SET events = events + ?, first_seen_at = least(first_seen_at, ?), "
-                "last_seen_at = greatest(last_seen_at, ?) WHERE identifier = ?",
-                [row["events"], row["first_seen_at"], row["last_seen_at"], node],
-            )
-            return
-        reason = self.blocked_reason(node)
-        person = None if reason else person_id_for(node)
-        self.engine.execute(
-            "INSERT INTO identity_map VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [node, node_kind(node), person, reason, row["events"], row["first_seen_at"], row["last_seen_at"]],
+    def add_nodes(self, nodes: str) -> None:
+        """Every identifier of the new events at once (``nodes``: a table of ``nodes_sql`` rows): one already
+        known has its counts and times brought up; a new one becomes a person of its own (or is held out,
+        blocked). Set-based: a burst of new devices costs a few statements, not a few per device."""
+        engine = self.engine
+        engine.execute(f"""
+            UPDATE identity_map SET events = identity_map.events + n.events,
+                   first_seen_at = least(identity_map.first_seen_at, n.first_seen_at),
+                   last_seen_at = greatest(identity_map.last_seen_at, n.last_seen_at)
+            FROM {nodes} n WHERE identity_map.identifier = n.node""")
+        fresh = engine.rows(
+            f"SELECT * FROM {nodes} WHERE node NOT IN (SELECT identifier FROM identity_map) ORDER BY node"
         )
-        self.report.new_identifiers += 1
-        if person is not None:
-            self.refresh([person])
+        if not fresh:
+            return
+        added = []
+        for row in fresh:
+            reason = self.blocked_reason(row["node"])
+            added.append(
+                {
+                    "identifier": row["node"],
+                    "identifier_type": node_kind(row["node"]),
+                    "person_id": None if reason else person_id_for(row["node"]),
+                    "blocked_reason": reason,
+                    "events": row["events"],
+                    "first_seen_at": row["first_seen_at"],
+                    "last_seen_at": row["last_seen_at"],
+                }
+            )
+        engine.register("_added_nodes", pa.Table.from_pylist(added))
+        try:
+            engine.execute(f"INSERT INTO identity_map SELECT {', '.join(added[0])} FROM _added_nodes")
+        finally:
+            engine.unregister("_added_nodes")
+        self.report.new_identifiers += len(added)
+        self.refresh([a["person_id"] for a in added])
 
     # -- links ----------------------------------------------------------------------------
     def edge_row(self, a: str, b: str) -> int | None:
@@ -275,8 +304,8 @@ def update_identities(
     if report.events:
         names = rule_names(engine, "new_events")
         keyed, hashed = f"({keyed_sql(names, 'new_events')})", f"({hashed_sql(names, 'new_events')})"
-        for row in engine.rows(nodes_sql(keyed, hashed) + " ORDER BY node"):
-            graph.add_node(row)
+        engine.execute(f"CREATE OR REPLACE TEMP TABLE new_nodes AS {nodes_sql(keyed, hashed)}")
+        graph.add_nodes("new_nodes")
         for edge in engine.rows(edges_sql(keyed, hashed, names) + " ORDER BY first_seen_at, a, b"):
             graph.add_link(edge)
         if graph.config.match_threshold is not None:
