@@ -260,7 +260,9 @@ class Service:
             try:
                 self._recommendations = Recommendations.open(self.reader.engine, self.reader.pseudonymiser, directory)
             except NotFoundError:
-                with training_lock:  # a scheduled training may be under way: its model, once it is there
+                # the work connection is the work lock's (a refresh may be using it); a scheduled training may
+                # be under way: its model, once it is there (locks in the order read, work, training)
+                with self.work_lock, training_lock:
                     if not (directory / "index.json").is_file():
                         try:
                             train_model(self.worker)
