@@ -3,6 +3,26 @@
 from omnithread.engine.tables import EVENT_COLUMNS, REJECTED_COLUMNS, EventRow, RejectedRow
 
 
+def _full_run(ws, manifest: dict, reference: bool = False) -> None:
+    """Import (and, with ``reference``, the catalogue and stock), resolve with matching, profiles, training
+    and an erasure of the first account, on ``ws``."""
+    from pathlib import Path
+
+    from omnithread.flows import erase, resolve_persons
+    from omnithread.recommend.service import Recommendations
+
+    ws.ingestor().ingest_paths(manifest["sources"])
+    if reference:
+        for kind in ("catalogue", "inventory"):
+            ws.ingestor().ingest_reference([Path(manifest["reference"][kind])], kind)
+    resolve_persons(ws)
+    Recommendations.train(ws.engine, ws.pseudonymiser, ws.settings.data_dir / "models", tune_days=None)
+    account = ws.engine.scalar(
+        "SELECT split_part(identifier, ':', 2) FROM identity_map WHERE identifier LIKE 'account:%' ORDER BY 1 LIMIT 1"
+    )
+    erase(ws, account, "suppress_and_delete")
+
+
 def test_an_event_row_has_exactly_the_event_logs_columns_in_order():
     assert list(EventRow._fields) == [name for name, _, _ in EVENT_COLUMNS]
 
@@ -14,25 +34,12 @@ def test_a_rejected_row_has_exactly_the_rejected_tables_columns_in_order():
 def test_every_table_a_full_run_leaves_is_declared_in_one_place(small_world, settings):
     """Ingest, catalogue, resolve (with matching), profiles, training, erasure: every table left in the
     database is one the engine declares (TABLES) or one of the stages' tables listed with its owner."""
-    from pathlib import Path
-
     from omnithread.engine.tables import STAGE_TABLES, TABLES
-    from omnithread.flows import erase, resolve_persons
-    from omnithread.recommend.service import Recommendations
     from omnithread.workspace import Workspace
 
     out, manifest = small_world
     with Workspace(settings) as ws:
-        ws.ingestor().ingest_paths(manifest["sources"])
-        for kind in ("catalogue", "inventory"):
-            ws.ingestor().ingest_reference([Path(manifest["reference"][kind])], kind)
-        resolve_persons(ws)
-        Recommendations.train(ws.engine, ws.pseudonymiser, settings.data_dir / "models", tune_days=None)
-        account = ws.engine.scalar(
-            "SELECT split_part(identifier, ':', 2) FROM identity_map "
-            "WHERE identifier LIKE 'account:%' ORDER BY 1 LIMIT 1"
-        )
-        erase(ws, account, "suppress_and_delete")
+        _full_run(ws, manifest, reference=True)
         tables = {r["table_name"] for r in ws.engine.rows("SELECT table_name FROM duckdb_tables() WHERE NOT temporary")}
     assert tables - set(TABLES) - set(STAGE_TABLES) == set()
     assert {"events", "identity_map", "profiles", "interactions", "suppressed_identifiers", "catalogue"} <= tables
@@ -52,8 +59,6 @@ def test_every_statement_of_a_full_run_is_written_in_one_dialect_and_translates(
 
     from omnithread.engine.base import SQL_DIALECT
     from omnithread.engine.duckdb import DuckDBEngine
-    from omnithread.flows import erase, resolve_persons
-    from omnithread.recommend.service import Recommendations
     from omnithread.workspace import Workspace
 
     statements: list[str] = []
@@ -66,14 +71,7 @@ def test_every_statement_of_a_full_run_is_written_in_one_dialect_and_translates(
     monkeypatch.setattr(DuckDBEngine, "translate", recording)
     out, manifest = small_world
     with Workspace(settings) as ws:
-        ws.ingestor().ingest_paths(manifest["sources"])
-        resolve_persons(ws)
-        Recommendations.train(ws.engine, ws.pseudonymiser, settings.data_dir / "models", tune_days=None)
-        account = ws.engine.scalar(
-            "SELECT split_part(identifier, ':', 2) FROM identity_map "
-            "WHERE identifier LIKE 'account:%' ORDER BY 1 LIMIT 1"
-        )
-        erase(ws, account, "suppress_and_delete")
+        _full_run(ws, manifest)
     failed = set()
     for sql in dict.fromkeys(statements):
         try:

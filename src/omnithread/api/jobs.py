@@ -25,7 +25,6 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -211,13 +210,6 @@ class JobStore:
         )
         return found[0] if found else None
 
-    def pending(self, kind: str) -> Job | None:
-        """A job of ``kind`` queued and not yet started, if there is one (so a schedule queues it once)."""
-        found = self._rows(
-            "SELECT * FROM jobs WHERE kind = ? AND state = 'queued' ORDER BY created_at LIMIT 1", (kind,)
-        )
-        return found[0] if found else None
-
     def take(self) -> Job | None:
         """The oldest queued job, now marked running (None when none waits)."""
         with self._lock:
@@ -280,8 +272,6 @@ class JobWorker:
         self.store, self._run, self._after, self._poll = store, run, after, poll_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.current: Job | None = None
-        self.finished: deque[tuple[str, float, str]] = deque(maxlen=1000)  # (kind, seconds, state), newest last
         self._thread = threading.Thread(target=self._loop, name="jobs", daemon=True)
 
     def start(self) -> None:
@@ -305,8 +295,6 @@ class JobWorker:
                 self._wake.wait(self._poll)
                 self._wake.clear()
                 continue
-            self.current = job
-            started = time.monotonic()
             _running.job = (self.store, job.job_id, 0.0)
             try:
                 outcome = self._run(replace(job, argv=self.store.argv_to_run(job.job_id)))
@@ -315,10 +303,8 @@ class JobWorker:
             else:
                 self.store.finish(job.job_id, outcome)
             finally:
-                self.current = None
                 _running.job = None
             done = self.store.get(job.job_id)
-            self.finished.append((job.kind, time.monotonic() - started, done.state))
             try:
                 self._after(done)
             except Exception:  # noqa: BLE001, S110 - reloading after a job must not stop the worker
