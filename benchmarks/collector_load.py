@@ -12,7 +12,13 @@ second run hands the server, while the load runs, a full resolve, a training, an
 command line, which hands it to the server as a job) and a till export dropped into its drop folder; the load
 goes on until the last of them is done. Collection should not notice: the two runs side by side.
 
-    python benchmarks/collector_load.py [--seconds 20] [--batch 100] [--clients 6] [--kill] [--jobs] [--json]
+With ``--collectors N``, the clients send to N collector processes of their own (``serve --role collector``)
+that append to a Redis stream (a ``redis-server`` started here, append-only file fsynced at every write), and
+the server that owns the log loads it; the loss check waits until the loader has caught up, and says how long
+that took after the load ended.
+
+    python benchmarks/collector_load.py [--seconds 20] [--batch 100] [--clients 6] [--kill] [--jobs]
+        [--collectors N] [--json]
 """
 
 from __future__ import annotations
@@ -45,11 +51,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(data: Path, port: int, env: dict | None = None) -> subprocess.Popen:
+def start(data: Path, port: int, env: dict | None = None, role: str = "all") -> subprocess.Popen:
     """``omnithread serve`` over ``data`` on ``port`` (with ``env`` added to the environment), once healthy."""
     env = dict(os.environ, OMNITHREAD_DATA_DIR=str(data), **(env or {}))
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-c",
+            "from omnithread.cli.main import app; app()",
+            "serve",
+            "--port",
+            str(port),
+            "--role",
+            role,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -61,6 +76,24 @@ def start(data: Path, port: int, env: dict | None = None) -> subprocess.Popen:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise RuntimeError("server did not start")
+
+
+def start_redis(directory: Path) -> tuple[subprocess.Popen, str]:
+    """A ``redis-server`` keeping its append-only file in ``directory``, fsynced at every write; its address."""
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--appendonly", "yes"]
+        + ["--appendfsync", "always", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
 
 
 def event(client: int, n: int, i: int) -> dict:
@@ -127,7 +160,9 @@ def hand_jobs(data: Path, world: dict, done: list) -> None:
     done.append({"job": "drop folder", "seconds": round(time.perf_counter() - t, 2), "exit_code": 0})
 
 
-def run(seconds: float, batch: int, clients: int, kill: bool, jobs: bool = False, people: int = 0) -> dict:
+def run(
+    seconds: float, batch: int, clients: int, kill: bool, jobs: bool = False, people: int = 0, collectors: int = 0
+) -> dict:
     data = Path(tempfile.mkdtemp(prefix="omnithread-load-"))
     world = preload(data, people) if people else None
     store = KeyStore(data, load_secret(data))
@@ -137,7 +172,15 @@ def run(seconds: float, batch: int, clients: int, kill: bool, jobs: bool = False
     url = f"http://127.0.0.1:{port}"
     auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
     headers = {**auth, "Content-Type": "application/json"}
-    server = {"proc": start(data, port)}
+    env, redis, collector_procs = {}, None, []
+    if collectors:
+        redis, env["OMNITHREAD_BROKER"] = start_redis(data.parent / (data.name + "-redis"))
+    server = {"proc": start(data, port, env)}
+    targets = [url]
+    if collectors:
+        ports = [free_port() for _ in range(collectors)]
+        collector_procs = [start(data, p, env, role="collector") for p in ports]
+        targets = [f"http://127.0.0.1:{p}" for p in ports]
     stored_before = httpx.get(f"{url}/health").json()["events"]
     latencies, sent, answered, lock = [], [0], [0], threading.Lock()
     stop_at = time.monotonic() + seconds
@@ -152,7 +195,7 @@ def run(seconds: float, batch: int, clients: int, kill: bool, jobs: bool = False
                 while True:  # retry until answered, as Segment's clients do   # generator shares the cores
                     t = time.perf_counter()
                     try:
-                        r = http.post(f"{url}/v1/batch", content=body, headers=headers)
+                        r = http.post(f"{targets[c % len(targets)]}/v1/batch", content=body, headers=headers)
                         if r.status_code == 200:
                             break
                     except httpx.HTTPError:
@@ -193,9 +236,20 @@ def run(seconds: float, batch: int, clients: int, kill: bool, jobs: bool = False
     if jobs:
         j.join()
     elapsed = time.monotonic() - started
+    catch_up = 0.0
+    if collectors:  # the loader's backlog emptied: everything acknowledged is in the log
+        while httpx.get(f"{url}/health").json()["broker"]["backlog"]:
+            time.sleep(0.05)
+        catch_up = time.monotonic() - started - elapsed
+        for proc in collector_procs:
+            proc.terminate()
+            proc.wait(30)
     live = httpx.get(f"{url}/health").json()["events"]
     server["proc"].terminate()
     server["proc"].wait(60)
+    if redis is not None:
+        redis.terminate()
+        redis.wait(30)
     # the load's own events, counted in the log (the drop folder and an erasure change the rest of it)
     with duckdb.connect(str(data / "omnithread.duckdb"), read_only=True) as con:
         stored, distinct = con.execute(
@@ -206,6 +260,8 @@ def run(seconds: float, batch: int, clients: int, kill: bool, jobs: bool = False
         "seconds": round(elapsed, 1),
         "batch": batch,
         "clients": clients,
+        "collectors": collectors,
+        "loader_catch_up_seconds": round(catch_up, 2),
         "killed_midway": kill,
         "events_sent": sent[0],
         "events_acknowledged": answered[0],
@@ -232,24 +288,33 @@ def main() -> None:
         "--jobs", action="store_true", help="also run with a resolve, a training, an erasure and a drop-folder import"
     )
     parser.add_argument("--people", type=int, default=3000, help="with --jobs: the retailer preloaded in both runs")
+    parser.add_argument(
+        "--collectors", type=int, default=0, help="collector processes of their own, behind a Redis broker (0: none)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     people = args.people if args.jobs else 0
-    runs = [run(args.seconds, args.batch, args.clients, False, people=people)]
+    n = args.collectors
+    runs = [run(args.seconds, args.batch, args.clients, False, people=people, collectors=n)]
     if args.kill:
-        runs.append(run(args.seconds, args.batch, args.clients, True, people=people))
+        runs.append(run(args.seconds, args.batch, args.clients, True, people=people, collectors=n))
     if args.jobs:
-        runs.append(run(args.seconds, args.batch, args.clients, False, jobs=True, people=people))
+        runs.append(run(args.seconds, args.batch, args.clients, False, jobs=True, people=people, collectors=n))
     if args.json:
         json.dump({"runs": runs}, sys.stdout)
         sys.stdout.write("\n")
         return
-    print(f"{'run':16}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'sent':>10}{'stored':>10}{'lost':>6}{'dupes':>7}")
+    if n:
+        print(f"{n} collector process(es) behind a Redis broker; 'catch-up': the loader's lag after the load ended")
+    print(
+        f"{'run':16}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'sent':>10}{'stored':>10}{'lost':>6}{'dupes':>7}"
+        f"{'catch-up s':>12}"
+    )
     for r in runs:
         name = "killed midway" if r["killed_midway"] else ("with jobs" if r["jobs"] else "steady")
         print(
             f"{name:16}{r['events_per_second']:>10,}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['events_sent']:>10,}"
-            f"{r['events_stored']:>10,}{r['lost']:>6}{r['duplicates']:>7}"
+            f"{r['events_stored']:>10,}{r['lost']:>6}{r['duplicates']:>7}{r['loader_catch_up_seconds']:>12}"
         )
     for r in runs:
         if r["jobs"]:

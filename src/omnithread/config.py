@@ -63,6 +63,8 @@ FILE_SETTINGS = (
     "ip_mode",
     "memory_limit",
     "import_chunk_mb",
+    "broker",
+    "broker_stream",
     *_SERVER_SETTINGS,
 )
 
@@ -113,6 +115,10 @@ class Settings:
     ``drop_dir``, the folder it imports files dropped into (``<data_dir>/drop`` unless set), each once a file
     has not changed for ``drop_settle_seconds``; ``stop_seconds``, how long a stopping server waits for a
     running job.
+
+    ``broker`` (a Redis address, ``redis://host:6379/0``; none by default) puts a durable broker between
+    collectors and the log: ``serve --role collector`` processes append to its stream ``broker_stream`` and
+    the server that owns the data directory loads it (``docs/scale.md``).
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -132,6 +138,8 @@ class Settings:
     drop_dir: Path | None = None
     drop_settle_seconds: float = 2.0
     stop_seconds: float = 30.0
+    broker: str | None = None
+    broker_stream: str = "omnithread:events"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -143,6 +151,9 @@ class Settings:
             r"\d+(\.\d+)?\s*(KB|MB|GB|TB)", self.memory_limit.upper()
         ):
             raise ConfigError("memory_limit", self.memory_limit, "an amount such as 6GB or 512MB")
+        if self.broker is not None and not re.match(r"(redis|rediss|unix)://", self.broker):
+            shown = self.broker.split("@")[-1]  # never a password in an error
+            raise ConfigError("broker", shown, "a Redis address: redis://host:port/db, rediss://... or unix://path")
 
     @classmethod
     def from_env(cls, data_dir: Path | str | None = None, **overrides) -> "Settings":
@@ -169,6 +180,9 @@ class Settings:
         if "OMNITHREAD_IMPORT_CHUNK_MB" in env:
             megabytes = _positive_float("OMNITHREAD_IMPORT_CHUNK_MB", env["OMNITHREAD_IMPORT_CHUNK_MB"])
             values["import_chunk_bytes"] = max(1024, int(megabytes * (1 << 20)))
+        for name in ("broker", "broker_stream"):
+            if env.get("OMNITHREAD_" + name.upper()):
+                values[name] = env["OMNITHREAD_" + name.upper()]
         for name, kind in _SERVER_SETTINGS.items():
             raw = env.get("OMNITHREAD_" + name.upper())
             if raw is not None:

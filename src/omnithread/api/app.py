@@ -43,6 +43,7 @@ from omnithread.api.schedule import Schedule
 from omnithread.config import Settings
 from omnithread.engine.tables import EventRow, RejectedRow, message_key
 from omnithread.errors import (
+    ConfigError,
     ErasureFailedError,
     InvalidRequestError,
     NotFoundError,
@@ -54,8 +55,12 @@ from omnithread.errors import (
 from omnithread.events.schema import MAX_BATCH_BYTES
 from omnithread.flows import erase, record_consent, refresh_persons, train_model, training_lock
 from omnithread.identity.lookup import describe_person, find_person
+from omnithread.ingest.broker import Broker, encode_entry, open_broker
+from omnithread.ingest.loader import Loader
+from omnithread.ingest.pipeline import Ingestor
 from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
 from omnithread.ingest.reference import location_stock
+from omnithread.privacy import PayloadCipher, Pseudonymiser
 from omnithread.privacy.erasure import ErasureReport, check_request
 from omnithread.privacy.payload import personal_data_rule
 from omnithread.privacy.secret import load_secret
@@ -63,8 +68,9 @@ from omnithread.profile import get_profile
 from omnithread.recommend.service import Recommendations
 from omnithread.workspace import Workspace
 
-__all__ = ["create_app", "CALLS"]
+__all__ = ["create_app", "CALLS", "ROLES"]
 
+ROLES = ("all", "collector")
 CALLS = ("track", "identify", "page", "screen", "alias", "group")
 MAX_BODY = MAX_BATCH_BYTES + 64 * 1024  # a batch at the limit, with room for its envelope
 MIN_FREE_BYTES = 64 << 20  # below this much free disk, /health says degraded
@@ -114,6 +120,55 @@ _CHANGE_THE_MODEL = frozenset({"train", "erase", "demo"})
 _READ_WAIT = 10.0  # seconds a read waits for the work lock before answering from the last resolution
 
 
+class CollectorService:
+    """What a collector process holds (``role="collector"``): the data directory's keys and secret and a broker,
+    no engine. Requests are staged here as in the log's own server (validated, pseudonymised: nothing personal
+    reaches the broker) and appended to the broker as one entry; the log's server loads them."""
+
+    def __init__(self, settings: Settings):
+        if not settings.broker:
+            raise ConfigError("broker", "", "a Redis address (redis://host:6379/0): a collector process needs a broker")
+        self.settings = settings
+        secret = load_secret(settings.data_dir)
+        self.pseudonymiser = Pseudonymiser(secret, settings.phone_region, settings.ip_mode)
+        self.cipher = PayloadCipher(secret)
+        self.keys = KeyStore(settings.data_dir, secret)
+        self.broker = open_broker(settings.broker, settings.broker_stream)
+        self.metrics = Metrics()
+        self.ready = False
+        self.corrupt: str | None = None
+        self.queued = 0
+        self._problems: tuple[float, list[str]] = (0.0, [])
+
+    def start(self) -> None:
+        for problem in self.problems():
+            _log.warning("%s", problem)
+
+    def ingestor(self, received_at: datetime) -> Ingestor:
+        return Ingestor(None, self.pseudonymiser, self.cipher, self.settings, received_at)
+
+    def commit(self, rows: list[EventRow], rejected: list[RejectedRow]) -> tuple[set[str], set[str]]:
+        """Append the request's rows to the broker; answered once it holds them (it may still refuse events
+        naming an erased person, or repeating a stored message id, as it loads them)."""
+        if rows or rejected:
+            self.broker.append(encode_entry(rows, rejected))
+        self.queued += len(rows)
+        return {r.message_id for r in rows}, set()
+
+    def problems(self) -> list[str]:
+        """The broker's problems, asked at most every 5 seconds."""
+        if time.monotonic() - self._problems[0] > 5:
+            self._problems = (time.monotonic(), self.broker.problems())
+        return self._problems[1]
+
+    def health(self) -> list[str]:
+        return self.problems()
+
+    def close(self) -> None:
+        self.keys.close()
+        self.broker.close()
+
+
 class Service:
     """What one server process holds: three connections to the data directory's log, each with its lock, so
     collection never waits for reads or work, the key store and the jobs.
@@ -150,11 +205,27 @@ class Service:
         self._cv = threading.Condition()
         self.corrupt: str | None = None
         self.last_write_failure: tuple[float, str] | None = None
+        # collectors of their own (``serve --role collector``) append to a broker; this process loads it
+        self.broker: Broker | None = open_broker(settings.broker, settings.broker_stream) if settings.broker else None
+        self.broker_stream = settings.broker_stream
+        self.loader = (
+            Loader(
+                self.broker,
+                lambda: self.ws.log.broker_position(self.broker_stream),
+                self._load,
+                lambda entry, source, problem: self.ws.ingestor().refused_raw(entry, source, problem),
+            )
+            if self.broker is not None
+            else None
+        )
         threading.Thread(target=self._committer, name="group-commit", daemon=True).start()
         threading.Thread(target=self.verify_storage, name="verify-storage", daemon=True).start()
 
     def start(self) -> None:
-        """Start the jobs and the schedule (a server that runs the thread by itself)."""
+        """Start the jobs and the schedule (a server that runs the thread by itself), and the loader of the
+        broker when there is one."""
+        if self.loader is not None:
+            self.loader.start()
         if self.job_worker is not None:
             self.job_worker.start()
         if self.schedule is not None:
@@ -298,23 +369,8 @@ class Service:
                     self._cv.wait()
                 group, self._queue = self._queue, []
             try:
-                with self.lock:
-                    offered = [r for item in group for r in item["rows"]]
-                    keys = [message_key(r.message_id) for r in offered]
-                    # ids are compared only where a key is already in the log (a retry, almost always)
-                    stored_before = self.ws.log.stored_ids(k for k, hit in zip(keys, self._known(keys)) if hit)
-                    seen, rows, new_keys = set(), [], []
-                    for r, k in zip(offered, keys):  # the first of a message id within the group wins
-                        if r.message_id not in seen and r.message_id not in stored_before:
-                            seen.add(r.message_id)
-                            rows.append(r)
-                            new_keys.append(k)
-                    stored = set(self.ws.log.append_known_new(rows))
-                    refused = self.ws.log.last_suppressed_ids
-                    self._remember([k for r, k in zip(rows, new_keys) if r.message_id in stored])
-                    rejected = [r for item in group for r in item["rejected"]]
-                    if rejected:
-                        self.ws.log.add_rejected(rejected)
+                offered = [r for item in group for r in item["rows"]]
+                stored, refused = self.store(offered, [r for item in group for r in item["rejected"]])
                 owner: dict[str, int] = {}
                 for k, item in enumerate(group):
                     for r in item["rows"]:
@@ -332,6 +388,48 @@ class Service:
                 for item in group:
                     item["done"] = True
                 self._cv.notify_all()
+
+    def ingestor(self, received_at: datetime) -> Ingestor:
+        return self.ws.ingestor(received_at=received_at)
+
+    def _load(self, rows: list[EventRow], rejected: list[RejectedRow], position: str) -> None:
+        """A group of the broker's entries into the log (the loader's ``store``)."""
+        try:
+            stored, refused = self.store(rows, rejected, position)
+        except Exception as exc:
+            self.note_failure(exc)
+            raise
+        duplicates = len(rows) - len(stored) - len(refused)
+        # the collector process counted its requests' refusals as it answered; here, entries it could not read
+        bad = [r.reason_codes for r in rejected if (r.source or "").startswith("broker:")]
+        self.metrics.collected(len(stored), duplicates, bad, len(refused))
+
+    def store(
+        self, offered: list[EventRow], rejected: list[RejectedRow], position: str | None = None
+    ) -> tuple[set[str], set[str]]:
+        """Store the events of ``offered`` whose message id is new (the first of an id wins) and keep
+        ``rejected``, in one transaction with the broker ``position`` they reach when they came from the
+        broker; returns the message ids stored and those refused as suppressed."""
+        with self.lock:
+            keys = [message_key(r.message_id) for r in offered]
+            # ids are compared only where a key is already in the log (a retry, almost always)
+            stored_before = self.ws.log.stored_ids(k for k, hit in zip(keys, self._known(keys)) if hit)
+            seen, rows, new_keys = set(), [], []
+            for r, k in zip(offered, keys):
+                if r.message_id not in seen and r.message_id not in stored_before:
+                    seen.add(r.message_id)
+                    rows.append(r)
+                    new_keys.append(k)
+            together = self.ws.engine.transaction() if rejected or position is not None else contextlib.nullcontext()
+            with together:
+                stored = set(self.ws.log.append_known_new(rows))
+                refused = self.ws.log.last_suppressed_ids
+                if rejected:
+                    self.ws.log.add_rejected(rejected)
+                if position is not None and self.broker is not None:
+                    self.ws.log.record_broker_position(self.broker_stream, position, datetime.now(UTC))
+            self._remember([k for r, k in zip(rows, new_keys) if r.message_id in stored])
+            return stored, refused
 
     def _known(self, keys: list[int]) -> list[bool]:
         """Whether each message key may be in the log: in the keys loaded at the first write, or stored since.
@@ -358,6 +456,8 @@ class Service:
         start), then every connection closed."""
         if self.schedule is not None:
             self.schedule.stop()
+        if self.loader is not None:
+            self.loader.stop(self.settings.stop_seconds or None)
         if self.job_worker is not None and not self.job_worker.stop(self.settings.stop_seconds or None):
             _log.warning("a job was still running at shutdown; it runs again at the next start")
             return  # its connection is in use: the process exits without closing the log under it
@@ -365,6 +465,8 @@ class Service:
             ws.close()
         self.keys.close()
         self.jobs.close()
+        if self.broker is not None:
+            self.broker.close()
 
 
 def _columns(value: object) -> int | None:
@@ -394,12 +496,20 @@ def create_app(
     run_job: Callable[[Job], JobOutcome] | None = None,
     control_token: str | None = None,
     on_stop: Callable[[], None] = lambda: None,
+    role: str = "all",
 ) -> FastAPI:
     """The service over ``settings``' data directory. ``run_job`` runs a job's command (handed in by the command
     line, whose commands they are): with it the server runs jobs and its schedule; ``control_token`` is what
     the command line of the same machine presents to hand it a command (``omnithread.cli.forward``); ``on_stop``
-    runs as it stops, after the last job and connection."""
-    service = Service(settings, run_job)
+    runs as it stops, after the last job and connection.
+
+    ``role`` ``collector``: a collector process of its own, beside the server that owns the log: only the
+    collector's endpoints (and health, readiness, metrics), each request staged here and appended to the
+    broker (``settings.broker``), answered once the broker holds it; no engine is opened."""
+    if role not in ROLES:
+        raise ConfigError("role", role, f"one of {', '.join(ROLES)}")
+    full = role == "all"
+    service: Service | CollectorService = Service(settings, run_job) if full else CollectorService(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -605,12 +715,18 @@ def create_app(
         received = datetime.now(UTC)
         source = f"http:{key.key_id}:{received.isoformat()}"
         # validation needs no lock: it writes nothing
-        staged = service.ws.ingestor(received_at=received).stage(payload, raw, source)
+        staged = service.ingestor(received).stage(payload, raw, source)
         # committed before the answer: nothing acknowledged is lost
         stored, suppressed = service.commit(staged.rows, staged.rejected)
         accepted = len(stored)
         duplicates = len(staged.rows) - accepted - len(suppressed) + staged.duplicates
-        service.metrics.collected(accepted, duplicates, [row.reason_codes for row in staged.rejected], len(suppressed))
+        service.metrics.collected(
+            accepted,
+            duplicates,
+            [row.reason_codes for row in staged.rejected],
+            len(suppressed),
+            queued=isinstance(service, CollectorService),
+        )
         body: dict[str, object] = {"success": True, "accepted": accepted, "duplicates": duplicates}
         if suppressed:  # they name an identifier an erasure suppressed: refused, and said so
             body["suppressed"] = len(suppressed)
@@ -736,246 +852,257 @@ def create_app(
         openapi_extra=_body_doc(batch_schema),
     )
 
-    # ------------------------------------------------------------------ reference data: catalogue, stock
+    if full:  # the log's own server; a collector process (role collector) has only the collector
+        assert isinstance(service, Service)
+        core = service
+        # ------------------------------------------------------------------ reference data: catalogue, stock
 
-    def _reference(raw: bytes, kind: str, key: ApiKey) -> JSONResponse:
-        payload = _json_object(raw)
-        rows = payload.get("rows")
-        if not isinstance(rows, list):
-            return _problem(400, "missing_field", f"/v1/{kind} needs a 'rows' array of {kind} rows")
-        received = datetime.now(UTC)
-        source = f"http:{key.key_id}:{received.isoformat()}"
-        with service.lock:
-            ingestor = service.ws.ingestor(received_at=received)
-            # written before the answer, refused rows kept with their reasons
-            refused = [
-                {"index": i, "reasons": reasons} for i, reasons in ingestor.import_reference_rows(kind, rows, source)
-            ]
-            service.stock_changed()  # the next answer reads the new stock
-        report = ingestor.report
-        body: dict[str, object] = {
-            "success": not refused or report.accepted + report.duplicates > 0,
-            "accepted": report.accepted,
-            "unchanged": report.duplicates,
-        }
-        if refused:
-            body["rejected"] = refused
-        return JSONResponse(body, status_code=200 if body["success"] else 400)
+        def _reference(raw: bytes, kind: str, key: ApiKey) -> JSONResponse:
+            payload = _json_object(raw)
+            rows = payload.get("rows")
+            if not isinstance(rows, list):
+                return _problem(400, "missing_field", f"/v1/{kind} needs a 'rows' array of {kind} rows")
+            received = datetime.now(UTC)
+            source = f"http:{key.key_id}:{received.isoformat()}"
+            with core.lock:
+                ingestor = core.ws.ingestor(received_at=received)
+                # written before the answer, refused rows kept with their reasons
+                refused = [
+                    {"index": i, "reasons": reasons}
+                    for i, reasons in ingestor.import_reference_rows(kind, rows, source)
+                ]
+                core.stock_changed()  # the next answer reads the new stock
+            report = ingestor.report
+            body: dict[str, object] = {
+                "success": not refused or report.accepted + report.duplicates > 0,
+                "accepted": report.accepted,
+                "unchanged": report.duplicates,
+            }
+            if refused:
+                body["rejected"] = refused
+            return JSONResponse(body, status_code=200 if body["success"] else 400)
 
-    _json_types = {"text": "string", "number": "number", "boolean": "boolean", "time": "string"}
-    for kind, summary in (
-        ("catalogue", "Products: a row replaces its product's (name, category, price, available, launched_at)"),
-        (
-            "inventory",
-            "Stock per store (or 'online'): units in stock as of a time; an older count never replaces a newer one",
-        ),
-    ):
-        row_schema = {
-            "type": "object",
-            "properties": {c: {"type": _json_types[t]} for c, t in REFERENCE_COLUMNS[kind].items()},
-        }
-        app.add_api_route(
-            f"/v1/{kind}",
-            _write_endpoint(_reference, kind, browsers=False),
-            methods=["POST"],
-            tags=["reference"],
-            summary=summary,
-            openapi_extra=_body_doc(
-                {"type": "object", "required": ["rows"], "properties": {"rows": {"type": "array", "items": row_schema}}}
+        _json_types = {"text": "string", "number": "number", "boolean": "boolean", "time": "string"}
+        for kind, summary in (
+            ("catalogue", "Products: a row replaces its product's (name, category, price, available, launched_at)"),
+            (
+                "inventory",
+                "Stock per store (or 'online'): units in stock as of a time; an older count never replaces a newer one",
             ),
-        )
-
-    # ------------------------------------------------------------------ read API
-
-    @app.get("/v1/persons/{key}", tags=["read"], summary="A person: profile, identities and activity")
-    def person(key: str, who: ApiKey = Depends(authorised("read"))):
-
-        with service.reading() as ws:
-            try:
-                person_id = find_person(ws.engine, key, ws.pseudonymiser)
-            except OmnithreadError:
-                service.keys.audit(who, "read person", None, "not found")
-                raise
-            described = describe_person(ws.engine, person_id)
-            try:
-                profile = get_profile(ws.engine, person_id)
-            except Exception:  # noqa: BLE001 - no profiles built yet
-                profile = None
-        service.keys.audit(who, "read person", service.fingerprint(person_id), "ok")
-        return _jsonable({"person_id": person_id, "profile": profile, **described})
-
-    @app.get("/v1/recommendations", tags=["read"], summary="Recommendations on any surface")
-    def recommendations(
-        person: str | None = None,
-        surface: str = "for_you",
-        store: str | None = None,
-        product: str | None = None,
-        basket: str | None = None,
-        n: int = Query(10, ge=1, le=500),
-        who: ApiKey = Depends(authorised("read")),
-    ):
-        with service.reading():
-            answer = service.recommendations().recommend(
-                person, surface, n=n, store=store, product=product, basket=basket.split(",") if basket else None
+        ):
+            row_schema = {
+                "type": "object",
+                "properties": {c: {"type": _json_types[t]} for c, t in REFERENCE_COLUMNS[kind].items()},
+            }
+            app.add_api_route(
+                f"/v1/{kind}",
+                _write_endpoint(_reference, kind, browsers=False),
+                methods=["POST"],
+                tags=["reference"],
+                summary=summary,
+                openapi_extra=_body_doc(
+                    {
+                        "type": "object",
+                        "required": ["rows"],
+                        "properties": {"rows": {"type": "array", "items": row_schema}},
+                    }
+                ),
             )
-        service.keys.audit(
-            who, f"recommendations {surface}", service.fingerprint(answer.person_id) if answer.person_id else None, "ok"
-        )
-        return answer.as_dict()
 
-    @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
-    def receipts(store_id: str, limit: int = Query(50, ge=1, le=1000), who: ApiKey = Depends(authorised("read"))):
-        with service.read_lock:
-            rows = service.reader.log.store_receipts(store_id, limit)
-        service.keys.audit(who, "read store receipts", store_id, "ok")
-        return _jsonable({"store_id": store_id, "events": rows})
+        # ------------------------------------------------------------------ read API
 
-    @app.get(
-        "/v1/stores/{store_id}/inventory",
-        tags=["read"],
-        summary="A location's stock as imported (a store id, or 'online'), with each product's catalogue state",
-    )
-    def inventory(
-        store_id: str,
-        product: str | None = None,
-        limit: int = Query(1000, ge=1, le=100_000),
-        who: ApiKey = Depends(authorised("read")),
-    ):
-        with service.read_lock:
-            rows = location_stock(service.reader.engine, store_id, product, limit)
-        service.keys.audit(who, "read inventory", store_id, "ok")
-        if not rows and not product:
-            raise HTTPException(
-                404,
-                detail={
-                    "code": "not_found",
-                    "message": f"no inventory imported for {store_id!r}: "
-                    "recommendations there infer stock from recent sales",
-                },
-            )
-        return _jsonable({"store_id": store_id, "products": rows})
+        @app.get("/v1/persons/{key}", tags=["read"], summary="A person: profile, identities and activity")
+        def person(key: str, who: ApiKey = Depends(authorised("read"))):
 
-    # ------------------------------------------------------------------ admin: consent, erasure, audit
+            with core.reading() as ws:
+                try:
+                    person_id = find_person(ws.engine, key, ws.pseudonymiser)
+                except OmnithreadError:
+                    core.keys.audit(who, "read person", None, "not found")
+                    raise
+                described = describe_person(ws.engine, person_id)
+                try:
+                    profile = get_profile(ws.engine, person_id)
+                except Exception:  # noqa: BLE001 - no profiles built yet
+                    profile = None
+            core.keys.audit(who, "read person", core.fingerprint(person_id), "ok")
+            return _jsonable({"person_id": person_id, "profile": profile, **described})
 
-    @app.post("/v1/admin/consent", tags=["admin"], summary="Record a person's consent per purpose")
-    async def consent(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
-
-        body = _json_object(await _body(request))
-
-        def record() -> dict:
-            with service.work_lock:
-                return record_consent(
-                    service.worker,
-                    str(body.get("person", "")),
-                    body.get("purposes") or {},
-                    str(body.get("source") or "api"),
+        @app.get("/v1/recommendations", tags=["read"], summary="Recommendations on any surface")
+        def recommendations(
+            person: str | None = None,
+            surface: str = "for_you",
+            store: str | None = None,
+            product: str | None = None,
+            basket: str | None = None,
+            n: int = Query(10, ge=1, le=500),
+            who: ApiKey = Depends(authorised("read")),
+        ):
+            with core.reading():
+                answer = core.recommendations().recommend(
+                    person, surface, n=n, store=store, product=product, basket=basket.split(",") if basket else None
                 )
+            core.keys.audit(
+                who,
+                f"recommendations {surface}",
+                core.fingerprint(answer.person_id) if answer.person_id else None,
+                "ok",
+            )
+            return answer.as_dict()
 
-        result = await run_in_threadpool(record)  # (off the event loop, which goes on answering the collector)
-        await run_in_threadpool(service.changed)  # written outside the collector: it reads its suppression again
-        service.keys.audit(
-            who,
-            "record consent",
-            service.fingerprint(result["person_id"]),
-            "ok",
-            orjson.dumps(result["purposes"]).decode(),
+        @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
+        def receipts(store_id: str, limit: int = Query(50, ge=1, le=1000), who: ApiKey = Depends(authorised("read"))):
+            with core.read_lock:
+                rows = core.reader.log.store_receipts(store_id, limit)
+            core.keys.audit(who, "read store receipts", store_id, "ok")
+            return _jsonable({"store_id": store_id, "events": rows})
+
+        @app.get(
+            "/v1/stores/{store_id}/inventory",
+            tags=["read"],
+            summary="A location's stock as imported (a store id, or 'online'), with each product's catalogue state",
         )
-        return result
+        def inventory(
+            store_id: str,
+            product: str | None = None,
+            limit: int = Query(1000, ge=1, le=100_000),
+            who: ApiKey = Depends(authorised("read")),
+        ):
+            with core.read_lock:
+                rows = location_stock(core.reader.engine, store_id, product, limit)
+            core.keys.audit(who, "read inventory", store_id, "ok")
+            if not rows and not product:
+                raise HTTPException(
+                    404,
+                    detail={
+                        "code": "not_found",
+                        "message": f"no inventory imported for {store_id!r}: "
+                        "recommendations there infer stock from recent sales",
+                    },
+                )
+            return _jsonable({"store_id": store_id, "products": rows})
 
-    @app.post(
-        "/v1/admin/erasure",
-        tags=["admin"],
-        summary="Erase a person: suppress, suppress_and_delete or delete (Segment's regulation types)",
-    )
-    async def erasure(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
+        # ------------------------------------------------------------------ admin: consent, erasure, audit
 
-        body = _json_object(await _body(request))
-        key, mode, raw_values = check_request(
-            body.get("person"), body.get("mode", "suppress_and_delete"), body.get("raw_values", ())
+        @app.post("/v1/admin/consent", tags=["admin"], summary="Record a person's consent per purpose")
+        async def consent(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
+
+            body = _json_object(await _body(request))
+
+            def record() -> dict:
+                with core.work_lock:
+                    return record_consent(
+                        core.worker,
+                        str(body.get("person", "")),
+                        body.get("purposes") or {},
+                        str(body.get("source") or "api"),
+                    )
+
+            result = await run_in_threadpool(record)  # (off the event loop, which goes on answering the collector)
+            await run_in_threadpool(core.changed)  # written outside the collector: it reads its suppression again
+            core.keys.audit(
+                who,
+                "record consent",
+                core.fingerprint(result["person_id"]),
+                "ok",
+                orjson.dumps(result["purposes"]).decode(),
+            )
+            return result
+
+        @app.post(
+            "/v1/admin/erasure",
+            tags=["admin"],
+            summary="Erase a person: suppress, suppress_and_delete or delete (Segment's regulation types)",
         )
+        async def erasure(request: Request, who: ApiKey = Depends(authorised("admin")), _=Depends(json_body_only)):
 
-        def run() -> ErasureReport:
+            body = _json_object(await _body(request))
+            key, mode, raw_values = check_request(
+                body.get("person"), body.get("mode", "suppress_and_delete"), body.get("raw_values", ())
+            )
+
+            def run() -> ErasureReport:
+                try:
+                    with core.work_lock:
+                        return erase(core.worker, key, mode, raw_values)
+                finally:
+                    core.changed(model=True)  # the (retrained) model swapped in; suppression read again
+
             try:
-                with service.work_lock:
-                    return erase(service.worker, key, mode, raw_values)
-            finally:
-                service.changed(model=True)  # the (retrained) model swapped in; suppression read again
-
-        try:
-            # off the event loop: an erasure takes seconds, and the loop goes on answering the collector
-            report = await run_in_threadpool(run)
-        except OmnithreadError as exc:
-            service.keys.audit(
+                # off the event loop: an erasure takes seconds, and the loop goes on answering the collector
+                report = await run_in_threadpool(run)
+            except OmnithreadError as exc:
+                core.keys.audit(
+                    who,
+                    f"erasure {mode}",
+                    core.ws.pseudonymiser.fingerprint(f"erasure:{key}".encode()),
+                    f"failed: {type(exc).__name__}",
+                )
+                raise
+            core.keys.audit(
                 who,
                 f"erasure {mode}",
-                service.ws.pseudonymiser.fingerprint(f"erasure:{key}".encode()),
-                f"failed: {type(exc).__name__}",
+                report.request_id,
+                "done",
+                f"events {report.events_deleted}, rejected {report.rejected_deleted}",
             )
-            raise
-        service.keys.audit(
-            who,
-            f"erasure {mode}",
-            report.request_id,
-            "done",
-            f"events {report.events_deleted}, rejected {report.rejected_deleted}",
-        )
-        return report.as_dict()
+            return report.as_dict()
 
-    @app.get("/v1/admin/audit", tags=["admin"], summary="The newest audit log entries")
-    def audit(limit: int = Query(100, ge=1, le=10_000), who: ApiKey = Depends(authorised("admin"))):
-        entries = service.keys.audit_entries(limit)
-        service.keys.audit(who, "read audit log", None, "ok")
-        return {"entries": entries}
+        @app.get("/v1/admin/audit", tags=["admin"], summary="The newest audit log entries")
+        def audit(limit: int = Query(100, ge=1, le=10_000), who: ApiKey = Depends(authorised("admin"))):
+            entries = core.keys.audit_entries(limit)
+            core.keys.audit(who, "read audit log", None, "ok")
+            return {"entries": entries}
 
-    # ------------------------------------------------------------------ jobs
+        # ------------------------------------------------------------------ jobs
 
-    def controller(request: Request) -> bool:
-        """Whether the request comes from the command line of this machine (it presents the run's token)."""
-        presented = request.headers.get(CONTROL_HEADER, "")
-        return control_token is not None and hmac.compare_digest(presented.encode(), control_token.encode())
+        def controller(request: Request) -> bool:
+            """Whether the request comes from the command line of this machine (it presents the run's token)."""
+            presented = request.headers.get(CONTROL_HEADER, "")
+            return control_token is not None and hmac.compare_digest(presented.encode(), control_token.encode())
 
-    def job_reader(request: Request) -> None:
-        if not controller(request):
+        def job_reader(request: Request) -> None:
+            if not controller(request):
+                authorised("admin")(request)
+
+        @app.post("/v1/jobs", tags=["jobs"], summary="Hand the server a command of the command line, as a job")
+        async def submit_job(request: Request):
+            if not controller(request):
+                raise HTTPException(403, detail={"code": "forbidden", "message": "only the command line submits jobs"})
+            if core.job_worker is None:
+                raise HTTPException(503, detail={"code": "unavailable", "message": "this server runs no jobs"})
+            body = _json_object(await _body(request))
+            argv = body.get("argv")
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                raise InvalidRequestError("argv", argv, "a list of the command's words")
+            names = body.get("command")
+            if not isinstance(names, list) or not names or argv[: len(names)] != names:
+                raise InvalidRequestError("command", names, "the names of the command argv starts with")
+            job = core.jobs.submit(" ".join(names), argv, "cli", _columns(body.get("columns")))
+            core.job_worker.wake()
+            return JSONResponse(job.as_dict(), status_code=202)
+
+        @app.get("/v1/jobs", tags=["jobs"], summary="Jobs: running, queued, done and failed, newest first")
+        def list_jobs(request: Request, state: str | None = None, limit: int = Query(50, ge=1, le=1000)):
+            job_reader(request)
+            states = JOB_STATES if state is None else tuple(state.split(","))
+            if not set(states) <= set(JOB_STATES):
+                raise InvalidRequestError("state", state, f"states among {', '.join(JOB_STATES)}")
+            return {"jobs": [job.as_dict(output=False) for job in core.jobs.list(states, limit)]}
+
+        @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="One job, with what it printed")
+        def get_job(job_id: str, request: Request):
+            """What a job printed goes back whole to the command line that handed it in; an admin key reads it
+            through the personal-data rule (a person the command named shows as its keyed hash)."""
+            if controller(request):
+                return core.jobs.get(job_id).as_dict()
             authorised("admin")(request)
-
-    @app.post("/v1/jobs", tags=["jobs"], summary="Hand the server a command of the command line, as a job")
-    async def submit_job(request: Request):
-        if not controller(request):
-            raise HTTPException(403, detail={"code": "forbidden", "message": "only the command line submits jobs"})
-        if service.job_worker is None:
-            raise HTTPException(503, detail={"code": "unavailable", "message": "this server runs no jobs"})
-        body = _json_object(await _body(request))
-        argv = body.get("argv")
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise InvalidRequestError("argv", argv, "a list of the command's words")
-        names = body.get("command")
-        if not isinstance(names, list) or not names or argv[: len(names)] != names:
-            raise InvalidRequestError("command", names, "the names of the command argv starts with")
-        job = service.jobs.submit(" ".join(names), argv, "cli", _columns(body.get("columns")))
-        service.job_worker.wake()
-        return JSONResponse(job.as_dict(), status_code=202)
-
-    @app.get("/v1/jobs", tags=["jobs"], summary="Jobs: running, queued, done and failed, newest first")
-    def list_jobs(request: Request, state: str | None = None, limit: int = Query(50, ge=1, le=1000)):
-        job_reader(request)
-        states = JOB_STATES if state is None else tuple(state.split(","))
-        if not set(states) <= set(JOB_STATES):
-            raise InvalidRequestError("state", state, f"states among {', '.join(JOB_STATES)}")
-        return {"jobs": [job.as_dict(output=False) for job in service.jobs.list(states, limit)]}
-
-    @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="One job, with what it printed")
-    def get_job(job_id: str, request: Request):
-        """What a job printed goes back whole to the command line that handed it in; an admin key reads it
-        through the personal-data rule (a person the command named shows as its keyed hash)."""
-        if controller(request):
-            return service.jobs.get(job_id).as_dict()
-        authorised("admin")(request)
-        shown = service.jobs.get(job_id).as_dict()
-        rule = personal_data_rule(service.ws.pseudonymiser, service.ws.cipher)
-        for name in ("stdout", "stderr"):
-            if shown[name]:
-                shown[name] = rule.text(shown[name])
-        return shown
+            shown = core.jobs.get(job_id).as_dict()
+            rule = personal_data_rule(core.ws.pseudonymiser, core.ws.cipher)
+            for name in ("stdout", "stderr"):
+                if shown[name]:
+                    shown[name] = rule.text(shown[name])
+            return shown
 
     # ------------------------------------------------------------------ operating: metrics, readiness
 
@@ -995,7 +1122,8 @@ def create_app(
             return JSONResponse({"ready": False, "reasons": reasons}, status_code=503)
         return {"ready": True}
 
-    mount(app, service, authorised)
+    if isinstance(service, Service):
+        mount(app, service, authorised)
 
     @app.get(
         "/health",
@@ -1010,6 +1138,11 @@ def create_app(
     )
     def health():
         reasons = service.health()
+        if isinstance(service, CollectorService):
+            body = {"ok": not reasons, "status": "degraded" if reasons else "ok", "role": "collector"}
+            return JSONResponse(
+                {**body, "reasons": reasons, "queued": service.queued}, status_code=503 if reasons else 200
+            )
         try:
             with service.read_lock:
                 count = service.reader.log.count()
@@ -1017,11 +1150,13 @@ def create_app(
             service.note_failure(exc)
             reasons = service.health() or [f"the event log cannot be read ({type(exc).__name__})"]
             count = None
+        broker = service.loader.status() if service.loader is not None else None
         if reasons:
             return JSONResponse(
-                {"ok": False, "status": "degraded", "reasons": reasons, "events": count}, status_code=503
+                {"ok": False, "status": "degraded", "reasons": reasons, "events": count, "broker": broker},
+                status_code=503,
             )
-        return {"ok": True, "status": "ok", "events": count}
+        return {"ok": True, "status": "ok", "events": count, **({"broker": broker} if broker else {})}
 
     return app
 

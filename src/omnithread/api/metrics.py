@@ -41,6 +41,14 @@ class Metrics:
             buckets=_JOB_BUCKETS,
             registry=self.registry,
         )
+        self.queued = Counter(
+            "omnithread_events_queued",
+            "Events a collector process appended to the broker (stored by the loader, counted there as accepted)",
+            registry=self.registry,
+        )
+        self.backlog = Gauge(
+            "omnithread_broker_backlog", "Broker entries not yet loaded into the log", registry=self.registry
+        )
         self.jobs = Gauge("omnithread_jobs", "Jobs by state (in jobs.sqlite)", ["state"], registry=self.registry)
         self.requests = Histogram(
             "omnithread_request_duration_seconds",
@@ -50,10 +58,12 @@ class Metrics:
             registry=self.registry,
         )
 
-    def collected(self, accepted: int, duplicates: int, refused_codes: list[list[str]], suppressed: int) -> None:
-        """One collector request's outcome."""
+    def collected(
+        self, accepted: int, duplicates: int, refused_codes: list[list[str]], suppressed: int, queued: bool = False
+    ) -> None:
+        """One collector request's outcome (``queued``: ``accepted`` went to the broker, not yet the log)."""
         if accepted:
-            self.accepted.inc(accepted)
+            (self.queued if queued else self.accepted).inc(accepted)
         if duplicates:
             self.duplicates.inc(duplicates)
         for codes in refused_codes:
@@ -67,11 +77,18 @@ class Metrics:
             self.jobs_seconds.labels(job.kind, job.state).observe(job.seconds)
 
     def render(self, service) -> bytes:
-        counts = {state: 0 for state in JOB_STATES}
-        for state, count in service.jobs.counts().items():
-            counts[state] = count
-        for state, count in counts.items():
-            self.jobs.labels(state).set(count)
+        if getattr(service, "jobs", None) is not None:
+            counts = {state: 0 for state in JOB_STATES}
+            for state, count in service.jobs.counts().items():
+                counts[state] = count
+            for state, count in counts.items():
+                self.jobs.labels(state).set(count)
+        loader = getattr(service, "loader", None)
+        if loader is not None:
+            try:
+                self.backlog.set(loader.backlog())
+            except Exception:  # noqa: BLE001 - a broker that does not answer leaves the last figure
+                pass
         return generate_latest(self.registry)
 
 

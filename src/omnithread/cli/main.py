@@ -22,7 +22,7 @@ from rich.table import Table
 
 from omnithread.api.jobs import report_progress
 from omnithread.config import Settings
-from omnithread.errors import ConflictError, InvalidRequestError, OmnithreadError
+from omnithread.errors import ConfigError, ConflictError, InvalidRequestError, OmnithreadError
 from omnithread.ingest import IngestReport, replay_rejected
 from omnithread.sim import WorldConfig
 
@@ -1098,10 +1098,19 @@ def serve(
     config: Optional[Path] = typer.Option(
         None, "--config", help="A settings file (TOML; docs/omnithread.example.toml lists every setting)."
     ),
+    role: str = typer.Option(
+        "all",
+        help="all: the whole service over the data directory (and the loader of the broker, if one is set); "
+        "collector: a collector process of its own, appending to the broker (any number may run).",
+    ),
+    broker: Optional[str] = typer.Option(
+        None, help="A Redis address (redis://127.0.0.1:6379/0) between collectors and the log (else OMNITHREAD_BROKER)."
+    ),
     data_dir: Optional[Path] = DataDir,
 ) -> None:
     """Run omnithread as a service: the collector, the read API and the dashboard, and the thread by itself
-    (persons kept current, the model retrained, the drop folder imported, commands run as jobs)."""
+    (persons kept current, the model retrained, the drop folder imported, commands run as jobs). With
+    ``--role collector`` and a broker: only the collector, in a process that opens no engine (docs/scale.md)."""
     import os
     import secrets
     from functools import partial
@@ -1114,6 +1123,23 @@ def serve(
     if config is not None:  # for the server and the commands it runs as jobs
         os.environ["OMNITHREAD_CONFIG"] = str(config.resolve())
     settings = _settings(data_dir)
+    if broker:
+        try:
+            settings = settings.with_(broker=broker)
+        except OmnithreadError as error:
+            _fail(error)
+    if role == "collector":
+        try:
+            collector = create_app(settings, role="collector")
+        except OmnithreadError as error:
+            _fail(error)
+        err.print(f"omnithread collector on http://{host}:{port}, appending to the broker of {settings.data_dir}")
+        gc.collect()
+        gc.freeze()
+        serve_app(collector, host, port, settings.request_timeout)
+        return
+    if role != "all":
+        _fail(ConfigError("role", role, "all or collector"))
     other = running_server(settings.data_dir.resolve())
     if other is not None:
         _fail(

@@ -158,6 +158,17 @@ class EventLog:
     def count(self) -> int:
         return self.engine.scalar("SELECT count(*) FROM events")
 
+    def broker_position(self, stream: str) -> str | None:
+        """The position of the last broker entry of ``stream`` stored in the log (None: none yet)."""
+        return self.engine.scalar(
+            "SELECT position FROM broker_positions WHERE stream = ? ORDER BY loaded_at DESC LIMIT 1", [stream]
+        )
+
+    def record_broker_position(self, stream: str, position: str, at: datetime) -> None:
+        """Record that ``stream`` is stored up to ``position`` (call in the transaction that stored it)."""
+        self.engine.execute("DELETE FROM broker_positions WHERE stream = ?", [stream])
+        self.engine.execute("INSERT INTO broker_positions VALUES (?, ?, ?)", [stream, position, at])
+
     def rejected(
         self,
         status: str | None = "open",

@@ -133,7 +133,19 @@ def message_key(message_id: str) -> int:
     return int.from_bytes(hashlib.md5(message_id.encode("utf-8", "surrogatepass")).digest()[8:16], "little")
 
 
-TABLES = {"events": EVENT_COLUMNS + DERIVED_EVENT_COLUMNS, "rejected_events": REJECTED_COLUMNS}
+# How far the loader has moved each broker stream into the log (omnithread.ingest.loader): written in the
+# same transaction as the events it moved, so a restarted loader starts exactly after them.
+BROKER_POSITION_COLUMNS = [
+    ("stream", "string", False),
+    ("position", "string", False),
+    ("loaded_at", "timestamp", False),
+]
+
+TABLES = {
+    "events": EVENT_COLUMNS + DERIVED_EVENT_COLUMNS,
+    "rejected_events": REJECTED_COLUMNS,
+    "broker_positions": BROKER_POSITION_COLUMNS,
+}
 
 # Every other table omnithread keeps, with the stage that writes it and what it holds: the one list of the
 # data directory's tables (a test fails on a table missing here). The engine creates the two above at

@@ -130,13 +130,13 @@ class Ingestor:
 
     def __init__(
         self,
-        log: EventLog,
+        log: EventLog | None,
         pseudonymiser: Pseudonymiser,
         cipher: PayloadCipher,
         settings: Settings,
         received_at: datetime | None = None,
     ):
-        self.log = log
+        self._log = log
         self.pseudonymiser = pseudonymiser
         self.cipher = cipher
         self.settings = settings
@@ -157,6 +157,12 @@ class Ingestor:
         self._position: int | None = None  # the batch index or row line of what is being submitted
         self._positions: dict[str, int | None] = {}  # rejected id -> its position
         self._line_of: dict[str, int] = {}  # message id -> that line, for the rows staged from it
+
+    @property
+    def log(self) -> EventLog:
+        if self._log is None:  # a collector process: it stages, the log's process stores
+            raise RuntimeError("this ingestor has no log: it can only stage")
+        return self._log
 
     # -- sources ------------------------------------------------------------------
     def ingest_paths(self, paths: Iterable[Path | str], progress: Progress | None = None) -> IngestReport:
@@ -633,6 +639,11 @@ class Ingestor:
             return False
         self._reject(payload, fmt, str(path), [problem])
         return True
+
+    def refused_raw(self, raw: bytes, source: str, problem: Problem) -> RejectedRow:
+        """``raw`` (bytes that are not what they should be, kept encrypted) as a rejection with its reason."""
+        self._reject_raw(raw, source, [problem])
+        return self._rejected.pop(self.last_rejected_id or "")
 
     def _reject_raw(self, raw: bytes, source: str, problems: list[Problem]) -> None:
         rejected_id = self.pseudonymiser.fingerprint(b"raw:" + raw.rstrip(b"\r\n"))
