@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,8 +62,9 @@ def _free_port() -> int:
 class Server:
     """``omnithread serve`` as a real process on a free loopback port, over ``data_dir``."""
 
-    def __init__(self, data_dir: Path, env: dict | None = None):
+    def __init__(self, data_dir: Path, env: dict | None = None, args: tuple[str, ...] = ()):
         self.data_dir = data_dir
+        self.args = args  # more words for ``serve`` (``--role collector``)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -74,7 +76,8 @@ class Server:
         env.pop("OMNITHREAD_SECRET", None)
         self.output = tempfile.TemporaryFile()  # what the server prints, read by tests (a pipe could fill up)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve", "--port", str(self.port)],
+            [sys.executable, "-c", "from omnithread.cli.main import app; app()", "serve", "--port", str(self.port)]
+            + list(self.args),
             env=env,
             stdout=self.output,
             stderr=subprocess.STDOUT,
@@ -110,6 +113,49 @@ class Server:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class RedisServer:
+    """Debian's ``redis-server`` as a real process on a free loopback port, keeping its append-only file in
+    ``directory`` (fsynced at every write unless ``fsync`` says otherwise); restartable on the same port."""
+
+    def __init__(self, directory: Path, fsync: str = "always"):
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it)")
+        self.directory, self.fsync = directory, fsync
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+            + ["--appendonly", "yes", "--appendfsync", self.fsync, "--save", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def files(self) -> bytes:
+        """Every byte Redis has written to its directory."""
+        return b"".join(f.read_bytes() for f in self.directory.rglob("*") if f.is_file())
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 # -- builders of calls, and the two import paths side by side, shared by the test modules --------------
