@@ -289,36 +289,45 @@ def main() -> None:
     )
     parser.add_argument("--people", type=int, default=3000, help="with --jobs: the retailer preloaded in both runs")
     parser.add_argument(
-        "--collectors", type=int, default=0, help="collector processes of their own, behind a Redis broker (0: none)"
+        "--collectors",
+        default="0",
+        help="collector processes of their own, behind a Redis broker (0: none); several, comma-separated "
+        "(0,1,2), run each in turn for a side-by-side table",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     people = args.people if args.jobs else 0
-    n = args.collectors
-    runs = [run(args.seconds, args.batch, args.clients, False, people=people, collectors=n)]
-    if args.kill:
-        runs.append(run(args.seconds, args.batch, args.clients, True, people=people, collectors=n))
-    if args.jobs:
-        runs.append(run(args.seconds, args.batch, args.clients, False, jobs=True, people=people, collectors=n))
+    runs = []
+    for n in (int(x) for x in args.collectors.split(",")):
+        runs.append(run(args.seconds, args.batch, args.clients, False, people=people, collectors=n))
+        if args.kill:
+            runs.append(run(args.seconds, args.batch, args.clients, True, people=people, collectors=n))
+        if args.jobs:
+            runs.append(run(args.seconds, args.batch, args.clients, False, jobs=True, people=people, collectors=n))
     if args.json:
         json.dump({"runs": runs}, sys.stdout)
         sys.stdout.write("\n")
         return
-    if n:
-        print(f"{n} collector process(es) behind a Redis broker; 'catch-up': the loader's lag after the load ended")
+    print("collectors: processes of their own behind a Redis broker (0: the server's own collector);")
+    print("catch-up: seconds the loader needed after the load ended to have every acknowledged event in the log\n")
     print(
-        f"{'run':16}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'sent':>10}{'stored':>10}{'lost':>6}{'dupes':>7}"
+        f"{'collectors':>10}  {'run':16}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'sent':>10}{'stored':>10}"
+        f"{'lost':>6}{'dupes':>7}"
         f"{'catch-up s':>12}"
     )
     for r in runs:
         name = "killed midway" if r["killed_midway"] else ("with jobs" if r["jobs"] else "steady")
         print(
-            f"{name:16}{r['events_per_second']:>10,}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['events_sent']:>10,}"
+            f"{r['collectors']:>10}  {name:16}{r['events_per_second']:>10,}{r['p50_ms']:>9}{r['p99_ms']:>9}"
+            f"{r['events_sent']:>10,}"
             f"{r['events_stored']:>10,}{r['lost']:>6}{r['duplicates']:>7}{r['loader_catch_up_seconds']:>12}"
         )
     for r in runs:
         if r["jobs"]:
-            print(f"\njobs during the load (preloaded log: {r['preloaded_events']:,} events)")
+            print(
+                f"\njobs during the load, {r['collectors']} collectors "
+                f"(preloaded log: {r['preloaded_events']:,} events)"
+            )
             print(f"{'job':16}{'seconds':>10}{'exit':>6}")
             for job in r["jobs"]:
                 print(
