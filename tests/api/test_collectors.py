@@ -23,6 +23,7 @@ from omnithread.api.keys import KeyStore
 from omnithread.config import Settings
 from omnithread.engine.tables import EventRow, RejectedRow
 from omnithread.errors import ConfigError
+from omnithread.flows import erase
 from omnithread.ingest.broker import RedisStreams, decode_entry, encode_entry, open_broker
 from omnithread.ingest.loader import Loader
 from omnithread.ingest.pipeline import Ingestor
@@ -243,3 +244,33 @@ def test_collectors_loader_and_broker_killed_mid_load_lose_nothing_acknowledged_
     assert len(ids) == len(set(ids)), "an event was stored twice"
     assert b"Raw.Person" not in redis_server.files() and b"raw.person@example.com" not in redis_server.files()
     redis_server.stop()
+
+
+def test_after_an_erasure_the_loader_refuses_the_person_and_the_broker_files_forget_them(tmp_path, redis_server):
+    data = tmp_path / "data"
+    service = Service(Settings(data_dir=data, broker=redis_server.url, refresh_seconds=0))
+    try:
+        assert service.broker is not None and service.loader is not None
+        person = {"type": "identify", "userId": "cust-991", "messageId": "who", "traits": {"email": "gone@example.org"}}
+        rows, rejected = staged(data, [person, {**call(1), "userId": "cust-991"}])
+        hashed = orjson.loads(rows[0].traits)["email"]
+        assert hashed.startswith("em_")  # what the broker and the log hold of the email: a keyed hash
+        service.broker.append(encode_entry(rows, rejected))
+        service.loader.drain()
+        assert service.ws.log.count() == 2
+        with service.work_lock:
+            erase(service.worker, "gone@example.org")
+        service.changed(model=False)
+        late = staged(data, [{**call(2), "userId": "cust-991"}, call(3)])  # sent before the erasure reached it
+        service.broker.append(encode_entry(*late))
+        assert hashed.encode() in redis_server.files()
+        service.loader.start()
+        service.erased()
+        deadline = time.time() + 30
+        while hashed.encode() in redis_server.files() and time.time() < deadline:
+            time.sleep(0.2)
+        assert hashed.encode() not in redis_server.files()  # the rewritten append-only file holds what waits only
+        ids = service.ws.log.engine.query("SELECT message_id FROM events").column(0).to_pylist()
+        assert ids == ["m-3"]  # the person's events are gone, the late one refused at the loader, the other stored
+    finally:
+        service.close()

@@ -56,7 +56,7 @@ from omnithread.events.schema import MAX_BATCH_BYTES
 from omnithread.flows import erase, record_consent, refresh_persons, train_model, training_lock
 from omnithread.identity.lookup import describe_person, find_person
 from omnithread.ingest.broker import Broker, encode_entry, open_broker
-from omnithread.ingest.loader import Loader
+from omnithread.ingest.loader import Loader, wait_until_loaded
 from omnithread.ingest.pipeline import Ingestor
 from omnithread.ingest.reference import COLUMNS as REFERENCE_COLUMNS
 from omnithread.ingest.reference import location_stock
@@ -250,8 +250,26 @@ class Service:
         with self.work_lock:
             return run(job)
 
+    def erased(self) -> None:
+        """After an erasure: once the loader has worked off what the broker held (events naming the person are
+        refused as it loads them), the broker rewrites its files without the trimmed entries, in the background."""
+        if self.loader is None or self.broker is None:
+            return
+        loader, broker = self.loader, self.broker
+
+        def compact() -> None:
+            try:
+                if wait_until_loaded(loader, 120):
+                    broker.forget_trimmed()
+            except OmnithreadError as exc:
+                _log.warning("the broker's files were not rewritten after an erasure: %s", safe_message(exc))
+
+        threading.Thread(target=compact, name="broker-compact", daemon=True).start()
+
     def _after_job(self, job: Job) -> None:
         self.metrics.job_finished(job)
+        if job.kind == "erase" and job.state == "done":
+            self.erased()
         self.changed(
             model=job.kind in _CHANGE_THE_MODEL,
             events=job.kind not in _LEAVE_THE_EVENTS,
@@ -1027,6 +1045,7 @@ def create_app(
                         return erase(core.worker, key, mode, raw_values)
                 finally:
                     core.changed(model=True)  # the (retrained) model swapped in; suppression read again
+                    core.erased()
 
             try:
                 # off the event loop: an erasure takes seconds, and the loop goes on answering the collector

@@ -55,6 +55,10 @@ class Broker(Protocol):
         """How many entries are after ``position`` (not yet loaded)."""
         ...
 
+    def forget_trimmed(self) -> None:
+        """Rewrite the broker's own files so trimmed entries leave the disk (after an erasure)."""
+        ...
+
     def problems(self) -> list[str]:
         """Why the broker cannot be trusted with acknowledged events now (nothing when it can)."""
         ...
@@ -104,6 +108,14 @@ class RedisStreams:
             "a count", self._redis.xrange, self.stream, "(" + position if position != START else "-", "+"
         )
         return len(entries)
+
+    def forget_trimmed(self) -> None:
+        # the append-only file still holds every entry ever added until Redis rewrites it from the live data
+        try:
+            self._redis.bgrewriteaof()
+        except self._errors as exc:
+            if "already in progress" not in str(exc):
+                raise UnavailableError(f"the broker ({_shown(self.url)}) did not rewrite its files: {exc}") from exc
 
     def problems(self) -> list[str]:
         try:
