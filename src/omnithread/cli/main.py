@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -1241,6 +1242,26 @@ def _report_error(error: BaseException) -> int | None:
     return None
 
 
+def _engine_option(argv: list[str]) -> list[str]:
+    """``--engine NAME`` (or ``--engine=NAME``), accepted on every command: the engine the command runs on, as
+    ``OMNITHREAD_ENGINE`` names it (``duckdb``, ``spark``); the words without it."""
+    rest, engine, words = [], None, iter(argv)
+    for word in words:
+        if word == "--engine":
+            engine = next(words, None)
+            if engine is None:
+                raise SystemExit(
+                    _report_error(ConfigError("engine", "", "an engine name after --engine (duckdb, spark)"))
+                )
+        elif word.startswith("--engine="):
+            engine = word.split("=", 1)[1]
+        else:
+            rest.append(word)
+    if engine is not None:
+        os.environ["OMNITHREAD_ENGINE"] = engine
+    return rest
+
+
 def main() -> None:
     """The console script: every command, with any error of omnithread's or of the data directory's files
     (read-only, missing) said in one line instead of a traceback. While a server runs on the command's data
@@ -1248,7 +1269,8 @@ def main() -> None:
     from omnithread.cli.forward import forward
     from omnithread.cli.inprocess import command_of, has_data_dir
 
-    argv = sys.argv[1:]
+    argv = _engine_option(sys.argv[1:])
+    sys.argv[1:] = argv
     try:
         names, command = command_of(app, argv)
         if command is not None and has_data_dir(command):

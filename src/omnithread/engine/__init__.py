@@ -16,7 +16,7 @@ from omnithread.errors import ConfigError
 __all__ = ["Engine", "EventLog", "open_engine", "scratch_engine", "ENGINES"]
 
 # Short name -> "module:Class"; a dotted path to a class of one's own also works.
-ENGINES = {"duckdb": "omnithread.engine.duckdb:DuckDBEngine"}
+ENGINES = {"duckdb": "omnithread.engine.duckdb:DuckDBEngine", "spark": "omnithread.engine.spark:SparkEngine"}
 
 
 def open_engine(settings: Settings) -> Engine:

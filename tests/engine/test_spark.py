@@ -1,0 +1,110 @@
+"""The Spark engine (local mode) gives the same answers as DuckDB: statement by statement for the forms the
+stages use (plain Parquet has no DELETE or UPDATE; the engine carries them out itself), and for the import of
+the simulated retailer's files and the log's statistics. Skipped where pyspark or Java is missing (``.ci/run``
+installs pyspark; the machines have Java 17)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("pyspark")
+if shutil.which("java") is None:
+    pytest.skip("Java is not installed (Spark needs it)", allow_module_level=True)
+
+from omnithread.config import Settings  # noqa: E402
+from omnithread.engine.duckdb import DuckDBEngine  # noqa: E402
+from omnithread.engine.spark import SparkEngine  # noqa: E402
+from omnithread.engine.tables import message_key  # noqa: E402
+from omnithread.workspace import Workspace  # noqa: E402
+from tests.conftest import assert_same, snapshot  # noqa: E402
+
+STATEMENTS = [
+    "CREATE TABLE IF NOT EXISTS things (id VARCHAR, n INTEGER, tags VARCHAR[], seen TIMESTAMPTZ)",
+    "INSERT INTO things VALUES ('a', 1, ['x', 'y'], TIMESTAMPTZ '2026-01-02 03:04:05+00'), "
+    "('b', 2, [], NULL), ('c', NULL, ['z'], NULL)",
+    "INSERT INTO things (id, n) SELECT 'd', 4",
+    "UPDATE things SET n = n * 10 WHERE n >= 2",
+    "CREATE OR REPLACE TEMP TABLE other AS SELECT 'a' AS id, 'first' AS label UNION ALL SELECT 'c', 'third'",
+    "UPDATE things SET tags = [o.label] FROM other o WHERE o.id = things.id",
+    "DELETE FROM things WHERE n = 40",
+    "CREATE TABLE IF NOT EXISTS keyed (value VARCHAR PRIMARY KEY, kind VARCHAR, added TIMESTAMPTZ DEFAULT now())",
+    "INSERT INTO keyed (value, kind) VALUES ('v1', 'email') ON CONFLICT DO NOTHING",
+    "INSERT INTO keyed (value, kind) VALUES ('v1', 'phone') ON CONFLICT DO NOTHING",
+    "CREATE OR REPLACE TABLE summary AS SELECT id, coalesce(n, -1) AS n, list_sort(tags)[1:1] AS first_tag, "
+    "regexp_full_match(id, '[a-c]') AS early, list_position(['a', 'b', 'c'], id) AS position FROM things",
+    "ALTER TABLE summary RENAME TO renamed",
+    "CREATE TABLE bits AS SELECT bitstring_agg(i, 1, 5) AS b FROM (VALUES (1), (3)) AS v(i)",
+]
+
+QUERIES = [
+    "SELECT id, n, tags FROM things ORDER BY id",
+    "SELECT value, kind, added IS NOT NULL AS stamped FROM keyed",
+    "SELECT * FROM renamed ORDER BY id",
+    "SELECT get_bit(b, 0) AS first, get_bit(b, 1) AS second, get_bit(b, 2) AS third FROM bits",
+    "SELECT md5_number_lower('message-1') AS k",
+]
+
+
+def run(engine) -> list[list[dict]]:
+    for sql in STATEMENTS:
+        engine.execute(sql)
+    return [engine.rows(sql) for sql in QUERIES]
+
+
+@pytest.fixture(scope="module")
+def spark_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("spark") / "omnithread.duckdb"
+
+
+def test_each_form_the_stages_use_gives_the_same_rows_on_spark(tmp_path, spark_dir):
+    duck = DuckDBEngine(tmp_path / "omnithread.duckdb")
+    spark = SparkEngine(spark_dir)
+    try:
+        expected, got = run(duck), run(spark)
+    finally:
+        duck.close()
+        spark.close()
+    assert got[0] == expected[0]  # update, update ... from a joined table, delete
+    assert got[1] == expected[1] == [{"value": "v1", "kind": "email", "stamped": True}]  # the key's first row kept
+    assert got[2] == expected[2]  # CREATE OR REPLACE ... AS, DuckDB's functions rewritten, a rename
+    assert [int(v) for v in got[3][0].values()] == [int(v) for v in expected[3][0].values()]  # bits of numbers 1, 3
+    assert int(got[4][0]["k"]) == int(expected[4][0]["k"]) == message_key("message-1")
+    # the tables are Parquet folders any reader reads, DuckDB's included
+    folder = spark_dir.parent / "spark" / "things"
+    assert {r["id"] for r in DuckDBEngine().rows(f"SELECT id FROM read_parquet('{folder}/*.parquet')")} == {
+        "a",
+        "b",
+        "c",
+    }
+
+
+def test_a_registered_arrow_table_and_appends_with_message_keys(spark_dir):
+    spark = SparkEngine(spark_dir)
+    try:
+        spark.register("_keys", pa.table({"k": pa.array([message_key("m")], pa.uint64())}))
+        assert int(spark.scalar("SELECT k FROM _keys")) == message_key("m")
+        spark.unregister("_keys")
+        assert not spark.has_table("_keys")
+    finally:
+        spark.close()
+
+
+def test_the_retailers_files_import_into_the_same_log_with_the_same_statistics(small_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMNITHREAD_SECRET", "one secret for both data directories, " * 2)
+    out, manifest = small_world
+    logs = {}
+    for name in ("duckdb", "spark"):
+        with Workspace(Settings(data_dir=tmp_path / name, engine=name)) as ws:
+            report = ws.ingestor().ingest_paths(manifest["sources"])
+            events, rejected = snapshot(ws)
+            for row in events.values():
+                row["message_key"] = int(row["message_key"])  # DuckDB's UBIGINT, Spark's DECIMAL(20,0)
+            logs[name] = (report.accepted, report.rejected, report.duplicates, ws.log.stats(), (events, rejected))
+    duck, spark = logs["duckdb"], logs["spark"]
+    assert duck[:3] == spark[:3] and duck[0] > 1000
+    assert duck[3] == spark[3]  # stats: by channel, by event, by day
+    assert_same(duck[4], spark[4])  # every event (its identifiers and message key too), every rejection
