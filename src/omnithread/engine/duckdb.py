@@ -197,6 +197,11 @@ class DuckDBEngine(Engine):
         """Create missing tables; a log stored before events carried their identifiers or message keys gets
         them now, once."""
         super().ensure_tables()
+        # identity resolution's node table is temporary: one stored by earlier versions goes (it held hashes)
+        for (database,) in self._con.execute(
+            "SELECT database_name FROM duckdb_tables() WHERE table_name = 'identity_nodes' AND NOT temporary"
+        ).fetchall():
+            self.execute(f'DROP TABLE "{database}".main.identity_nodes')
         present = {
             r["column_name"]
             for r in self.rows("SELECT column_name FROM information_schema.columns WHERE table_name = 'events'")

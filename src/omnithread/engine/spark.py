@@ -164,8 +164,13 @@ class SparkEngine(Engine):
         return self._spark_sql(sqlglot.parse_one(sql, read=SQL_DIALECT))
 
     def _spark_sql(self, tree: Any) -> str:
-        tree = tree.transform(_spark_functions)
-        return tree.sql(dialect="spark")
+        sql = tree.transform(_spark_functions).sql(dialect="spark")
+        sql = sql.replace("'ARRAY<JSON>'", "'ARRAY<STRING>'")  # JSON values are their text here
+        if "_w" not in sql:
+            return sql
+        # sqlglot moves a QUALIFY into a subquery that adds its window as column _w; a SELECT * around it would
+        # pass _w on (and two of them nested would clash): the star leaves it out
+        return _parse_spark(sql).transform(_without_window_column).sql(dialect="spark")
 
     def _frame(self, tree: Any, params: Sequence[Any]):
         self._views_for(tree)
@@ -195,8 +200,9 @@ class SparkEngine(Engine):
             elif isinstance(tree, exp.Update):
                 self._update(tree, params)
             elif isinstance(tree, exp.Drop):
-                if tree.args.get("kind", "").upper() == "TABLE":
-                    self._drop(tree.this.name)
+                if (tree.args.get("kind") or "").upper() in ("TABLE", "VIEW"):
+                    for table in tree.args.get("tables") or [tree.this]:
+                        self._drop(table.name)
             elif isinstance(tree, exp.Alter):
                 self._alter(tree)
             elif isinstance(tree, (exp.Transaction, exp.Commit, exp.Rollback)):
@@ -447,6 +453,8 @@ def _spark_functions(node: Any) -> Any:
         return _parse_spark(f"(shiftright({_spark(node.this)}, {_spark(node.expression)}) & 1)")
     if isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.JSON):
         return node.this  # JSON is text here
+    if isinstance(node, exp.DataType) and node.is_type(exp.DataType.Type.JSON):
+        return exp.DataType.build("STRING")
     if isinstance(node, exp.JSONExtractScalar) and isinstance(node.expression, exp.Array):
         paths = node.expression.expressions  # one path each: DuckDB's list of paths gives a list of values
         return exp.Array(expressions=[exp.JSONExtractScalar(this=node.this.copy(), expression=p.copy()) for p in paths])
@@ -457,6 +465,18 @@ def _spark_functions(node: Any) -> Any:
             return _parse_spark(f"slice({_spark(node.this)}, {_spark(start)}, size({_spark(node.this)}))")
         length = f"({_spark(part.expression)}) - ({_spark(start)}) + 1"
         return _parse_spark(f"slice({_spark(node.this)}, {_spark(start)}, greatest({length}, 0))")
+    return node
+
+
+def _without_window_column(node: Any) -> Any:
+    if (
+        isinstance(node, exp.Select)
+        and isinstance(node.args.get("from_") and node.args["from_"].this, exp.Subquery)
+        and node.args["from_"].this.alias == "_t"
+        and len(node.expressions) == 1
+        and isinstance(node.expressions[0], exp.Star)
+    ):
+        node.set("expressions", [exp.Star(except_=[exp.column("_w")])])
     return node
 
 

@@ -83,16 +83,12 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
     names = rule_names(engine)
     engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_keyed AS {keyed_sql(names)}")
     engine.execute(f"CREATE OR REPLACE TEMP TABLE identity_hashed AS {hashed_sql(names)}")
-    # in the order of their names, so that a node's row number (its rowid) sorts as its name does: the
-    # components and the split then work on numbers, and the smallest number names a component. Only
-    # this resolve reads it, so it is never written to disk (where it would also keep erased hashes).
-    for row in engine.rows(
-        "SELECT database_name FROM duckdb_tables() WHERE table_name = 'identity_nodes' AND NOT temporary"
-    ):  # written by earlier versions
-        engine.execute(f'DROP TABLE "{row["database_name"]}".main.identity_nodes')
+    # numbered in the order of their names, so that a node's number sorts as its name does: the components
+    # and the split then work on numbers, and the smallest number names a component. Only this resolve reads
+    # it, so it is never written to disk (where it would also keep erased hashes).
     engine.execute(
-        f"CREATE OR REPLACE TEMP TABLE identity_nodes AS SELECT * FROM "
-        f"({nodes_sql('identity_keyed', 'identity_hashed')}) ORDER BY node"
+        "CREATE OR REPLACE TEMP TABLE identity_nodes AS SELECT row_number() OVER (ORDER BY node) - 1 AS id, * "
+        f"FROM ({nodes_sql('identity_keyed', 'identity_hashed')})"
     )
     engine.execute(f"""
         CREATE OR REPLACE TABLE identity_edges AS
@@ -105,8 +101,8 @@ def _build_links(engine: Engine, config: IdentityConfig, blocked: list[str]) -> 
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE blocked_nodes AS
         SELECT node, 'blocked value' AS reason FROM identity_nodes
-        WHERE list_contains({string_list_sql(config.blocked_values)}, lower(node[strpos(node, ':') + 1:]))
-           OR regexp_full_match(node[strpos(node, ':') + 1:], '0+')
+        WHERE list_contains({string_list_sql(config.blocked_values)}, lower(substr(node, strpos(node, ':') + 1)))
+           OR regexp_full_match(substr(node, strpos(node, ':') + 1), '0+')
            OR list_contains({string_list_sql(blocked)}, node)""")
     # identifiers linked to implausibly many accounts
     engine.execute(f"""
@@ -173,7 +169,7 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
         CREATE OR REPLACE TEMP TABLE over_limit AS
         SELECT DISTINCT label FROM (
             SELECT l.label, split_part(n.node, ':', 1) AS kind, count(*) AS n
-            FROM identity_labels l JOIN identity_nodes n ON n.rowid = l.id GROUP BY 1, 2
+            FROM identity_labels l JOIN identity_nodes n ON n.id = l.id GROUP BY 1, 2
         ) JOIN {_limits_sql(config.limits)} USING (kind) WHERE n > most""")
     components = engine.scalar("SELECT count(*) FROM over_limit")
     if not components:
@@ -187,26 +183,30 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE _split_nodes AS
         SELECT l.id, {rank("split_part(n.node, ':', 1)")} AS kind, (row_number() OVER (ORDER BY l.id) - 1) AS number
-        FROM identity_labels l JOIN identity_nodes n ON n.rowid = l.id
+        FROM identity_labels l JOIN identity_nodes n ON n.id = l.id
         WHERE l.label IN (SELECT label FROM over_limit)""")
     nodes = engine.query("SELECT id, kind FROM _split_nodes ORDER BY number")
     links = engine.query(f"""
-        SELECT k.link, sa.number::INTEGER AS a, sb.number::INTEGER AS b
+        SELECT k.a_node, k.b_node, sa.number::INTEGER AS a, sb.number::INTEGER AS b
         FROM kept_edges k JOIN _split_nodes sa ON sa.id = k.a JOIN _split_nodes sb ON sb.id = k.b
-        JOIN identity_edges e ON e.rowid = k.link
+        JOIN identity_edges e ON e.a = k.a_node AND e.b = k.b_node
         ORDER BY greatest({rank("e.a_type")}, {rank("e.b_type")}), e.events DESC, e.first_seen_at, k.a, k.b""")
     ids = nodes.column("id").to_pylist()
     labels, refused = strongest_first(
         links.column("a").to_pylist(), links.column("b").to_pylist(), nodes.column("kind").to_pylist(), ids, config
     )
-    rows = links.column("link").to_pylist()
+    ends = list(zip(links.column("a_node").to_pylist(), links.column("b_node").to_pylist()))
     del nodes, links
     engine.execute("DROP TABLE _split_nodes")
     engine.register(
         "_refused",
         pa.table(
-            {"link": [rows[i] for i, _ in refused], "reason": [reason for _, reason in refused]},
-            schema=pa.schema([("link", pa.int64()), ("reason", pa.string())]),
+            {
+                "a": [ends[i][0] for i, _ in refused],
+                "b": [ends[i][1] for i, _ in refused],
+                "reason": [reason for _, reason in refused],
+            },
+            schema=pa.schema([("a", pa.string()), ("b", pa.string()), ("reason", pa.string())]),
         ),
     )
     engine.register(
@@ -216,7 +216,7 @@ def _split_components(engine: Engine, config: IdentityConfig) -> int:
     try:
         engine.execute("""
             UPDATE identity_edges SET status = 'dropped', reason = r.reason FROM _refused r
-            WHERE r.link = identity_edges.rowid""")
+            WHERE r.a = identity_edges.a AND r.b = identity_edges.b""")
         engine.execute("UPDATE identity_labels SET label = r.label FROM _relabel r WHERE r.id = identity_labels.id")
     finally:
         engine.unregister("_refused")
@@ -237,7 +237,7 @@ def _name_persons(engine: Engine) -> None:
         "CREATE OR REPLACE TEMP TABLE person_overlap AS "
         + (
             "SELECT l.label, m.person_id AS old_person_id, count(*) AS shared FROM identity_map m "
-            "JOIN identity_nodes n ON n.node = m.identifier JOIN identity_labels l ON l.id = n.rowid "
+            "JOIN identity_nodes n ON n.node = m.identifier JOIN identity_labels l ON l.id = n.id "
             "WHERE m.person_id IS NOT NULL GROUP BY 1, 2"
             if previous
             else "SELECT NULL::BIGINT AS label, NULL::VARCHAR AS old_person_id, 0 AS shared WHERE false"
@@ -252,7 +252,7 @@ def _name_persons(engine: Engine) -> None:
             SELECT * FROM claimed QUALIFY row_number() OVER (PARTITION BY label ORDER BY shared DESC, old_person_id) = 1
         )
         SELECT l.label, coalesce(k.old_person_id, 'p_' || left(md5(n.node), 16)) AS person_id
-        FROM (SELECT DISTINCT label FROM identity_labels) l JOIN identity_nodes n ON n.rowid = l.label
+        FROM (SELECT DISTINCT label FROM identity_labels) l JOIN identity_nodes n ON n.id = l.label
         LEFT JOIN kept k USING (label)""")
 
 
@@ -288,18 +288,18 @@ def resolve_identities(
     else:
         engine.execute("DROP TABLE IF EXISTS identity_match_model")
     lap = report.lap("matching", lap)
-    # the kept links between node numbers, with the row of each
+    # the kept links between node numbers, with the names of their ends (a link's key)
     engine.execute("""
         CREATE OR REPLACE TEMP TABLE kept_edges AS
-        SELECT e.rowid AS link, na.rowid AS a, nb.rowid AS b FROM identity_edges e
+        SELECT e.a AS a_node, e.b AS b_node, na.id AS a, nb.id AS b FROM identity_edges e
         JOIN identity_nodes na ON na.node = e.a JOIN identity_nodes nb ON nb.node = e.b
         WHERE e.status = 'kept'""")
     report.rounds = connected_components(engine, "kept_edges", "identity_labels")
     # identifiers that no kept link touches are persons of their own
     engine.execute("""
         INSERT INTO identity_labels
-        SELECT rowid, rowid FROM identity_nodes
-        WHERE rowid NOT IN (SELECT id FROM identity_labels) AND node NOT IN (SELECT node FROM blocked_nodes)""")
+        SELECT id, id FROM identity_nodes
+        WHERE id NOT IN (SELECT id FROM identity_labels) AND node NOT IN (SELECT node FROM blocked_nodes)""")
     lap = report.lap("components", lap)
     report.split_components = _split_components(engine, config)
     engine.execute("DROP TABLE kept_edges")
@@ -317,7 +317,7 @@ def resolve_identities(
         CREATE OR REPLACE TABLE identity_map AS
         SELECT n.node AS identifier, split_part(n.node, ':', 1) AS identifier_type, ids.person_id,
                b.reason AS blocked_reason, n.events, n.first_seen_at, n.last_seen_at
-        FROM identity_nodes n LEFT JOIN identity_labels l ON l.id = n.rowid LEFT JOIN person_names ids USING (label)
+        FROM identity_nodes n LEFT JOIN identity_labels l ON l.id = n.id LEFT JOIN person_names ids USING (label)
         LEFT JOIN blocked_nodes b USING (node)""")
     engine.execute(f"CREATE OR REPLACE TABLE persons AS {persons_sql()}")
     _redirect_retired(engine)
