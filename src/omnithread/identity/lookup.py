@@ -57,7 +57,8 @@ def describe_person(engine: Engine, person_id: str) -> dict:
     """Identifiers, evidence links and a summary of activity by channel for one person."""
     identifiers = engine.rows(
         """
-        SELECT identifier_type, substr(identifier, strpos(identifier, ':') + 1) AS value, events, first_seen_at, last_seen_at
+        SELECT identifier_type, substr(identifier, strpos(identifier, ':') + 1) AS value, events, first_seen_at,
+               last_seen_at
         FROM identity_map WHERE person_id = ? ORDER BY identifier_type, value""",
         [person_id],
     )
