@@ -447,6 +447,9 @@ def _spark_functions(node: Any) -> Any:
             return _parse_spark(f"bit_or(shiftleft(CAST(1 AS BIGINT), ({_spark(args[0])}) - ({_spark(args[1])})))")
         if name == "list_position":  # 1-based; DuckDB's NULL when absent is Spark's 0
             return _parse_spark(f"nullif(array_position({_spark(args[0])}, {_spark(args[1])}), 0)")
+    if isinstance(node, exp.DateDiff) and (node.unit.name if node.unit else "day").lower() == "day":
+        # DuckDB counts the day boundaries crossed (calendar days); Spark's DATEDIFF(DAY, ...) whole 24 hours
+        return _parse_spark(f"datediff(CAST({_spark(node.this)} AS DATE), CAST({_spark(node.expression)} AS DATE))")
     if isinstance(node, exp.RegexpFullMatch):
         return _parse_spark(f"({_spark(node.this)} RLIKE concat('^(?:', {_spark(node.expression)}, ')$'))")
     if isinstance(node, exp.Getbit):
@@ -458,6 +461,21 @@ def _spark_functions(node: Any) -> Any:
     if isinstance(node, exp.JSONExtractScalar) and isinstance(node.expression, exp.Array):
         paths = node.expression.expressions  # one path each: DuckDB's list of paths gives a list of values
         return exp.Array(expressions=[exp.JSONExtractScalar(this=node.this.copy(), expression=p.copy()) for p in paths])
+    if isinstance(node, exp.ArrayAgg) and isinstance(node.this, exp.Order):
+        # list(x ORDER BY k1 DESC, k2): collect (keys..., x) as structs, sort them, keep x (a key sorted
+        # descending is negated: numbers only)
+        order = node.this
+        keys = [
+            (f"-({_spark(o.this)})" if o.args.get("desc") else _spark(o.this)) + f" AS k{i}"
+            for i, o in enumerate(order.expressions)
+        ]
+        value = _spark(order.this)
+        return _parse_spark(f"transform(sort_array(collect_list(struct({', '.join(keys)}, {value} AS v))), s -> s.v)")
+    if isinstance(node, exp.Bracket) and len(node.expressions) == 1 and not isinstance(node.expressions[0], exp.Slice):
+        index = node.expressions[0]
+        if index.is_int:  # sqlglot holds a literal index from 0; element_at counts from 1, as DuckDB does
+            return _parse_spark(f"element_at({_spark(node.this)}, {int(index.name) + 1})")
+        return _parse_spark(f"element_at({_spark(node.this)}, {_spark(index)})")
     if isinstance(node, exp.Bracket) and len(node.expressions) == 1 and isinstance(node.expressions[0], exp.Slice):
         part = node.expressions[0]
         start = part.this if part.this is not None else exp.Literal.number(1)
