@@ -100,6 +100,7 @@ KEYS = {
     "persons": ("person_id",),
     "profiles": ("person_id",),
     "skipped_rows": ("stage", "message_id", "field"),
+    "interactions": ("person_id", "product_id"),
 }
 
 
@@ -122,7 +123,7 @@ def both_engines(small_world, tmp_path_factory):
     secret, so keyed hashes are equal; what each made of it."""
     import os
 
-    from omnithread.flows import resolve_persons
+    from omnithread.flows import resolve_persons, train_model
 
     out, manifest = small_world
     root = tmp_path_factory.mktemp("engines")
@@ -137,13 +138,17 @@ def both_engines(small_world, tmp_path_factory):
                 for row in events.values():
                     row["message_key"] = int(row["message_key"])  # DuckDB's UBIGINT, Spark's DECIMAL(20,0)
                 resolved = resolve_persons(ws)
+                model = train_model(ws)
                 tables = {t: ws.engine.rows(f"SELECT * FROM {t}") for t in KEYS}
+                persons = [r["person_id"] for r in ws.engine.rows("SELECT person_id FROM persons ORDER BY 1 LIMIT 40")]
+                answers = {p: model.recommend(p).items for p in persons}
                 made[name] = {
                     "counts": (report.accepted, report.rejected, report.duplicates),
                     "stats": ws.log.stats(),
                     "log": (events, rejected),
                     "persons": resolved.persons if hasattr(resolved, "persons") else None,
                     "tables": tables,
+                    "answers": answers,
                 }
     finally:
         if saved is None:
@@ -174,3 +179,11 @@ def test_resolution_and_profiles_give_the_same_tables_row_by_row(both_engines, t
     assert table == "skipped_rows" or len(rows["duckdb"]) > 100
     for key, row in rows["duckdb"].items():
         assert rows["spark"][key] == row, key
+
+
+def test_the_model_trained_on_either_engine_recommends_the_same(both_engines):
+    """Interactions are built by the engine; the model is fitted in Python on them (aggregated: one row per
+    person and product), so equal interactions give equal answers."""
+    duck, spark = both_engines["duckdb"]["answers"], both_engines["spark"]["answers"]
+    assert len(duck) == 40 and duck == spark
+    assert sum(1 for items in duck.values() if items) > 20

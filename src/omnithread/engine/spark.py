@@ -21,6 +21,7 @@ import os
 import shutil
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -53,6 +54,7 @@ _MD5_LOWER = " + ".join(
 _FUNCTIONS = {
     "md5_number_lower": f"CAST(({_MD5_LOWER}) AS DECIMAL(20,0))",
     "regexp_full_match": "({0} RLIKE concat('^(?:', {1}, ')$'))",
+    "to_seconds": "make_dt_interval(0, 0, 0, {0})",
 }
 
 _LOCK = threading.Lock()
@@ -182,12 +184,12 @@ class SparkEngine(Engine):
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         try:
-            statements = sqlglot.parse(sql, read=SQL_DIALECT)
+            statements = sqlglot.parse(_inline(sql, params), read=SQL_DIALECT)
         except sqlglot.errors.ParseError as error:
             raise EngineError(sql, error) from error
         for tree in statements:
             if tree is not None:
-                self._run(tree, params, sql)
+                self._run(tree, (), sql)
 
     def _run(self, tree: Any, params: Sequence[Any], sql: str) -> None:
         try:
@@ -373,10 +375,10 @@ class SparkEngine(Engine):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         try:
-            tree = sqlglot.parse_one(sql, read=SQL_DIALECT)
+            tree = sqlglot.parse_one(_inline(sql, params), read=SQL_DIALECT)
         except sqlglot.errors.ParseError as error:
             raise EngineError(sql, error) from error
-        frame = self._frame(tree, params)
+        frame = self._frame(tree, ())
         try:
             return _with_zone(frame.toArrow())
         except Exception as error:  # noqa: BLE001
@@ -484,6 +486,40 @@ def _spark_functions(node: Any) -> Any:
         length = f"({_spark(part.expression)}) - ({_spark(start)}) + 1"
         return _parse_spark(f"slice({_spark(node.this)}, {_spark(start)}, greatest({length}, 0))")
     return node
+
+
+def _literal(value: Any) -> str:
+    """A parameter's value as a SQL literal of DuckDB's dialect (the statement is then translated whole)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, datetime):
+        zoned = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return f"TIMESTAMPTZ '{zoned.astimezone(UTC).isoformat()}'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _inline(sql: str, params: Sequence[Any]) -> str:
+    """``sql`` with each ``?`` (outside quoted text) replaced by its parameter as a literal."""
+    if not params:
+        return sql
+    values = iter(params)
+    parts, quote = [], None
+    for char in sql:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in ("'", '"'):
+            quote = char
+        elif char == "?":
+            parts.append(_literal(next(values)))
+            continue
+        parts.append(char)
+    return "".join(parts)
 
 
 def _without_window_column(node: Any) -> Any:
