@@ -463,16 +463,15 @@ def _spark_functions(node: Any) -> Any:
     if isinstance(node, exp.JSONExtractScalar) and isinstance(node.expression, exp.Array):
         paths = node.expression.expressions  # one path each: DuckDB's list of paths gives a list of values
         return exp.Array(expressions=[exp.JSONExtractScalar(this=node.this.copy(), expression=p.copy()) for p in paths])
-    if isinstance(node, exp.ArrayAgg) and isinstance(node.this, exp.Order):
-        # list(x ORDER BY k1 DESC, k2): collect (keys..., x) as structs, sort them, keep x (a key sorted
-        # descending is negated: numbers only)
-        order = node.this
-        keys = [
-            (f"-({_spark(o.this)})" if o.args.get("desc") else _spark(o.this)) + f" AS k{i}"
-            for i, o in enumerate(order.expressions)
-        ]
-        value = _spark(order.this)
-        return _parse_spark(f"transform(sort_array(collect_list(struct({', '.join(keys)}, {value} AS v))), s -> s.v)")
+    if isinstance(node, (exp.ArrayAgg, exp.First, exp.Last)) and isinstance(node.this, exp.Order):
+        # list(x ORDER BY k1 DESC, k2), first(...), last(...): collect (keys..., x) as structs, sort them, keep
+        # x (a key sorted descending is negated: numbers only)
+        ordered = _sorted_values(node.this)
+        if isinstance(node, exp.First):
+            return _parse_spark(f"element_at({ordered}, 1)")
+        if isinstance(node, exp.Last):
+            return _parse_spark(f"element_at({ordered}, -1)")
+        return _parse_spark(ordered)
     if isinstance(node, exp.Bracket) and len(node.expressions) == 1 and not isinstance(node.expressions[0], exp.Slice):
         index = node.expressions[0]
         if index.is_int:  # sqlglot holds a literal index from 0; element_at counts from 1, as DuckDB does
@@ -520,6 +519,14 @@ def _inline(sql: str, params: Sequence[Any]) -> str:
             continue
         parts.append(char)
     return "".join(parts)
+
+
+def _sorted_values(order: Any) -> str:
+    keys = [
+        (f"-({_spark(o.this)})" if o.args.get("desc") else _spark(o.this)) + f" AS k{i}"
+        for i, o in enumerate(order.expressions)
+    ]
+    return f"transform(sort_array(collect_list(struct({', '.join(keys)}, {_spark(order.this)} AS v))), s -> s.v)"
 
 
 def _without_window_column(node: Any) -> Any:
