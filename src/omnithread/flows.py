@@ -28,6 +28,7 @@ from omnithread.errors import (
     NotFoundError,
     NothingToTrainError,
     Problem,
+    UnavailableError,
 )
 from omnithread.events.schema import CONSENT_PURPOSES
 from omnithread.identity import (
@@ -156,6 +157,11 @@ def erase(
     is rewritten, so the erased rows' bytes do not stay in its free space. ``raw_values`` are raw forms the
     requester gave (an email, a phone) to look for in encrypted rejected payloads, which hold unparseable
     input that was never pseudonymised field by field."""
+    if not ws.engine.has_transactions:
+        raise UnavailableError(
+            f"an erasure changes every table at once, and the {ws.engine.name} engine has no transactions: "
+            "erase on the DuckDB engine (the server's), then build the batch tables again"
+        )
     with training_lock:  # no training runs beside it, to swap in a model that still holds the person
         return _erase(ws, *check_request(key, mode, raw_values))
 

@@ -187,3 +187,12 @@ def test_the_model_trained_on_either_engine_recommends_the_same(both_engines):
     duck, spark = both_engines["duckdb"]["answers"], both_engines["spark"]["answers"]
     assert len(duck) == 40 and duck == spark
     assert sum(1 for items in duck.values() if items) > 20
+
+
+def test_an_erasure_is_refused_on_spark_in_one_clear_sentence(spark_dir):
+    from omnithread.errors import UnavailableError
+    from omnithread.flows import erase
+
+    with Workspace(Settings(data_dir=spark_dir.parent, engine="spark")) as ws:
+        with pytest.raises(UnavailableError, match="no transactions"):
+            erase(ws, "someone@example.org")

@@ -94,6 +94,8 @@ class Engine(ABC):
     def has_fast_path(self) -> bool:
         return False
 
+    has_transactions = True  # whether a transaction block is all or nothing (an erasure needs it)
+
     @abstractmethod
     def insert_rows(self, table: str, rows: pa.Table) -> int:
         """Insert every row (the caller has made sure none is there yet)."""

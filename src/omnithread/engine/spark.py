@@ -96,6 +96,7 @@ class SparkEngine(Engine):
 
     name = "spark"
     dialect = "spark"
+    has_transactions = False
 
     def __init__(self, path: Path | str, memory_limit: str | None = None):
         self.root = Path(path).parent / "spark"
