@@ -196,3 +196,46 @@ def test_an_erasure_is_refused_on_spark_in_one_clear_sentence(spark_dir):
     with Workspace(Settings(data_dir=spark_dir.parent, engine="spark")) as ws:
         with pytest.raises(UnavailableError, match="no transactions"):
             erase(ws, "someone@example.org")
+
+
+def _figures(value, path=""):
+    """Every figure of a demo's --json answer but its timings and paths."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in ("seconds", "phases", "sources_dir", "source", "data_dir") or k.endswith("_s"):
+                continue
+            out[k] = _figures(v, f"{path}.{k}")
+        return out
+    if isinstance(value, list):
+        return [_figures(v, path) for v in value]
+    if isinstance(value, float):
+        return round(value, 9)
+    return value
+
+
+@pytest.mark.slow
+def test_the_demo_on_spark_prints_the_same_figures_as_on_duckdb(tmp_path):
+    """``omnithread demo --engine spark --json`` against the default, with one secret: every figure the same
+    (the simulated retailer, the import, persons and their accuracy, recommendations and their evaluation, the
+    ablation), only timings and paths differ. Slow (Spark takes minutes): run by .ci/run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMNITHREAD_SECRET="one secret for both data directories, " * 2)
+    answers = {}
+    for engine in ("duckdb", "spark"):
+        done = subprocess.run(
+            [sys.executable, "-c", "from omnithread.cli.main import main; main()", "demo", "--people", "1500"]
+            + ["--json", "--engine", engine, "--data-dir", str(tmp_path / engine)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        answers[engine] = json.loads(done.stdout)
+    assert answers["duckdb"]["identity"]["persons"] > 500
+    assert _figures(answers["spark"]) == _figures(answers["duckdb"])
