@@ -198,6 +198,16 @@ def test_an_erasure_is_refused_on_spark_in_one_clear_sentence(spark_dir):
             erase(ws, "someone@example.org")
 
 
+def test_an_empty_log_resolves_to_no_persons_on_spark(tmp_path):
+    """No events, so no rules to spell links with: an empty list still has a type on Spark."""
+    from omnithread.flows import resolve_persons
+
+    with Workspace(Settings(data_dir=tmp_path, engine="spark")) as ws:
+        resolve_persons(ws)
+        assert ws.engine.rows("SELECT count(*) AS n FROM persons") == [{"n": 0}]
+        assert ws.engine.rows("SELECT count(*) AS n FROM identity_edges") == [{"n": 0}]
+
+
 def _figures(value, path=""):
     """Every figure of a demo's --json answer but its timings and paths."""
     if isinstance(value, dict):

@@ -61,29 +61,50 @@ _LOCK = threading.Lock()
 _SESSION: Any = None
 
 
+def _submitted() -> bool:
+    """Whether this process is a driver that ``spark-submit`` started (its JVM and its settings are given)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def spark_session(master: str | None = None):
-    """This process's Spark session (one per JVM), made at the first call."""
+    """This process's Spark session (one per JVM), made at the first call.
+
+    Run by ``spark-submit``, the master and every setting given there (``--master``, ``--conf``) are kept:
+    omnithread's defaults fill only what was not given. Otherwise the master is ``master``, else
+    ``OMNITHREAD_SPARK_MASTER``, else ``local[*]``."""
     global _SESSION
     with _LOCK:
         if _SESSION is None:
+            from pyspark import SparkConf, SparkContext
             from pyspark.sql import SparkSession
 
-            master = master or os.environ.get("OMNITHREAD_SPARK_MASTER") or "local[*]"
-            if master.startswith("local"):
-                os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # this machine only, and no warning about it
             quiet = f"-Dlog4j.configurationFile={Path(__file__).with_name('spark-log4j2.properties')}"
-            builder = (
-                SparkSession.builder.master(master)
-                .appName("omnithread")
-                .config("spark.ui.enabled", "false")
-                .config("spark.ui.showConsoleProgress", "false")  # it would print into --json answers
-                .config("spark.sql.session.timeZone", "UTC")
-                .config("spark.sql.ansi.enabled", "false")  # a division by zero is NULL, as in DuckDB
-                .config("spark.sql.shuffle.partitions", os.environ.get("OMNITHREAD_SPARK_PARTITIONS", "8"))
-                .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-                .config("spark.driver.memory", os.environ.get("OMNITHREAD_SPARK_DRIVER_MEMORY", "4g"))
-                .config("spark.driver.extraJavaOptions", quiet)
-            )
+            defaults = {
+                "spark.app.name": "omnithread",
+                "spark.ui.enabled": "false",
+                "spark.ui.showConsoleProgress": "false",  # it would print into --json answers
+                "spark.sql.session.timeZone": "UTC",  # required: the stages' times are UTC
+                "spark.sql.ansi.enabled": "false",  # required: a division by zero is NULL, as in DuckDB
+                "spark.sql.shuffle.partitions": os.environ.get("OMNITHREAD_SPARK_PARTITIONS", "8"),
+                "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+                "spark.driver.memory": os.environ.get("OMNITHREAD_SPARK_DRIVER_MEMORY", "4g"),
+                "spark.driver.extraJavaOptions": quiet,
+            }
+            required = {"spark.sql.session.timeZone", "spark.sql.ansi.enabled"}
+            builder = SparkSession.builder
+            if _submitted() and master is None:
+                SparkContext._ensure_initialized()  # the JVM spark-submit started, with its settings
+                given = SparkConf()
+                for key, value in defaults.items():
+                    if key in required or not given.contains(key):
+                        builder = builder.config(key, value)
+            else:
+                master = master or os.environ.get("OMNITHREAD_SPARK_MASTER") or "local[*]"
+                if master.startswith("local"):
+                    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # this machine only, and no warning
+                builder = builder.master(master)
+                for key, value in defaults.items():
+                    builder = builder.config(key, value)
             _SESSION = builder.getOrCreate()
             _SESSION.sparkContext.setLogLevel("OFF")  # errors come back as exceptions
             logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)

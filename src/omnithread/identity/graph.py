@@ -137,6 +137,8 @@ def edges_sql(keyed: str, hashed: str, names: list[str]) -> str:
     """
 
     def spell(bits: str) -> str:
+        if not names:  # an empty log: typed, as an empty list has no element type to infer on every engine
+            return "[]::VARCHAR[]"
         return (
             f"list_transform(list_filter(range(1, {len(names)} + 1), "
             f"lambda i: get_bit({bits}, (i - 1)::INTEGER) = 1)[:8], lambda i: ({string_list_sql(names)})[i])"
