@@ -1,0 +1,1 @@
+"""The understand stage: lifetime value, analytics, audiences."""
