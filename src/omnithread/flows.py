@@ -21,6 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from omnithread.analytics.lifetime import LifetimeReport, attach_lifetime_values, score_lifetime_value
 from omnithread.errors import (
     ErasureFailedError,
     InvalidEventError,
@@ -41,7 +42,7 @@ from omnithread.identity import (
     update_identities,
 )
 from omnithread.privacy.erasure import ErasureReport, check_request, delete_events_naming
-from omnithread.profile import build_profiles
+from omnithread.profile import build_profiles as _build_profiles
 from omnithread.recommend.interactions import forget_interactions
 from omnithread.recommend.service import Recommendations, ServingConfig
 from omnithread.workspace import Workspace
@@ -54,7 +55,24 @@ __all__ = [
     "erase",
     "train_model",
     "current_serving",
+    "build_profiles",
+    "score_lifetime",
 ]
+
+
+def build_profiles(engine) -> int:
+    """Rebuild the profiles from the log and the identity map, with the last lifetime-value scoring's columns."""
+    count = _build_profiles(engine)
+    attach_lifetime_values(engine)
+    return count
+
+
+def score_lifetime(ws: Workspace, *, horizon_days: int = 365, annual_discount: float = 0.10) -> LifetimeReport:
+    """Fit lifetime value (joined, online, store) and write it to ``lifetime_values`` and the profiles; resolves
+    first when there are no profiles yet."""
+    if not ws.engine.has_table("profiles"):
+        resolve_persons(ws)
+    return score_lifetime_value(ws.engine, horizon_days=horizon_days, annual_discount=annual_discount)
 
 
 def refresh_persons(ws: Workspace) -> bool:
@@ -238,6 +256,10 @@ def _erase_in_transaction(ws: Workspace, key: str, mode: str, raw_values: tuple[
         report.events_deleted, report.rejected_deleted = delete_events_naming(engine, ws.cipher, values, raw_values)
         report.history_rows_deleted = forget_interactions(engine, person_ids)
         report.history_rows_deleted += forget_persons(engine, ws.pseudonymiser, person_ids, values)
+        if engine.has_table("lifetime_values"):
+            report.history_rows_deleted += engine.delete_where(
+                "lifetime_values", "person_id IN (" + ", ".join("?" * len(person_ids)) + ")", sorted(person_ids)
+            )
         build_profiles(engine)
         report.persons_after = engine.scalar("SELECT count(*) FROM persons")
     return report

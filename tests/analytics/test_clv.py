@@ -140,7 +140,7 @@ def test_lifetime_value_discounts_and_grows_with_the_horizon(cdnow):
         ([1.5], [1], [2], "frequency[0]"),
         ([1], [3], [2], "recency[0]"),
         ([0], [1], [2], "recency[0]"),
-        ([0], [0], [0], "T[0]"),
+        ([0], [0], [-1], "T[0]"),
         ([1, 2], [1], [2, 2], "frequency, recency, T"),
         ([1], [float("nan")], [2], "recency[0]"),
     ],

@@ -69,7 +69,6 @@ def _arrays(frequency, recency, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ("frequency", x, x != np.round(x), "a whole number of repeat purchases"),
         ("recency", t_x, t_x > big_t, "at most T (the last purchase falls inside the observation)"),
         ("recency", t_x, (x == 0) & (t_x != 0), "0 when frequency is 0 (no repeat purchase, no recency)"),
-        ("T", big_t, big_t <= 0, "more than 0"),
     ]
     for name, array, bad, rule in checks:
         if bad.any():

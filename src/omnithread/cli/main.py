@@ -350,6 +350,56 @@ def resolve(
         _print_resolve(result)
 
 
+@app.command()
+def clv(
+    horizon_days: int = typer.Option(365, "--horizon-days", help="Days of future purchases valued."),
+    discount: float = typer.Option(0.10, "--discount", help="Annual discount rate."),
+    validate: int = typer.Option(
+        0, "--validate", help="Also hold out the log's last N days: fit before, compare predicted and actual."
+    ),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Lifetime value per person (BG/NBD and Gamma-Gamma; joined, online, store), written to the profiles."""
+    from omnithread.analytics.lifetime import validate_lifetime
+    from omnithread.flows import score_lifetime
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            result = score_lifetime(ws, horizon_days=horizon_days, annual_discount=discount).to_dict()
+            if validate:
+                result["validation"] = validate_lifetime(ws.engine, validate)
+            result["top"] = ws.engine.rows(
+                "SELECT person_id, frequency, p_alive, expected_orders, expected_order_value, clv, clv_online, "
+                "clv_store FROM lifetime_values WHERE clv IS NOT NULL ORDER BY clv DESC, person_id LIMIT 10"
+            )
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(result)
+        return
+    fits = []
+    for group, fit in result["fits"].items():
+        row = {"group": group, "persons": fit["persons"], "repeat buyers": fit["repeat_buyers"]}
+        for name in ("bgnbd", "gamma_gamma"):
+            row.update({k: f"{v:.4g}" for k, v in fit.get(name, {}).items()})
+        row["note"] = fit.get("skipped", "")
+        fits.append(row)
+    console.print(_table("Lifetime value models", fits))
+    top = [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()} for r in result["top"]]
+    console.print(_table(f"Highest lifetime value ({horizon_days} days, {discount:.0%} a year)", top))
+    if validate:
+        v = result["validation"]
+        rows = [
+            {"forecast": name, **{k: v[f"{name}_forecast"][k] for k in ("total", "total_error_pct", "mae", "rmse")}}
+            for name in ("bgnbd", "naive")
+        ]
+        title = f"Holdout of {validate} days: {v['persons']} buyers made {v['actual_total']} purchase days"
+        console.print(_table(title, rows))
+        console.print(_table("By purchases in calibration (mean per person)", v["by_frequency"]))
+
+
 def _print_resolve(result: dict) -> None:
     console.print(
         _table("Identifiers by type", [{"type": k, "identifiers": v} for k, v in result["identifiers"].items()])

@@ -164,6 +164,7 @@ STAGE_TABLES = {
     "identity_match_model": ("connect (identity.matching)", "the matcher's learnt parameters"),
     "profiles": ("understand (profile.build)", "one row per person: activity, orders, consent, RFM"),
     "skipped_rows": ("understand (profile.build)", "rows a stage left out at its last run, with the reason"),
+    "lifetime_values": ("understand (analytics.lifetime)", "one row per buyer: purchase summary, P(alive), CLV"),
     "interactions": ("serve (recommend.interactions)", "person by product: signals counted, the weight trained on"),
 }
 

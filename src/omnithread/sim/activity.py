@@ -56,8 +56,34 @@ def sample_products(
     return out
 
 
-def _times(rng: np.random.Generator, count: int, start: float, days: int) -> np.ndarray:
-    day = rng.integers(0, days, count)
+def _habits(world: World) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each person's rate multiplier and the days they stay (None: everyone stays throughout), drawn from a
+    generator of their own so that a world without them gets the same draws as before they existed."""
+    cfg = world.config
+    if not cfg.rate_spread and not cfg.churn_rate:
+        return np.ones(cfg.people), None
+    rng = np.random.default_rng([cfg.seed, 2])
+    spread = cfg.rate_spread
+    multiplier = rng.gamma(1 / spread, spread, cfg.people) if spread else np.ones(cfg.people)
+    stays = rng.exponential(1 / cfg.churn_rate, cfg.people) if cfg.churn_rate else None
+    return multiplier, stays
+
+
+def _counts(world: World, rng: np.random.Generator, rate: np.ndarray, days: int) -> np.ndarray:
+    """How many times each person does a thing at ``rate`` a day, over the days they stay."""
+    multiplier, stays = _habits(world)
+    span = days if stays is None else np.minimum(stays, days)
+    return rng.poisson(rate * multiplier * span)
+
+
+def _times(
+    rng: np.random.Generator, count: int, start: float, days: int, person: np.ndarray | None = None, world=None
+) -> np.ndarray:
+    stays = None if world is None else _habits(world)[1]
+    if stays is None or person is None:
+        day = rng.integers(0, days, count)
+    else:  # within the days each person stays
+        day = np.floor(rng.random(count) * np.minimum(stays[person], days)).astype(np.int64)
     hour = rng.choice(24, size=count, p=_HOURS)
     return start + day * 86400.0 + hour * 3600.0 + rng.random(count) * 3600.0
 
@@ -65,9 +91,9 @@ def _times(rng: np.random.Generator, count: int, start: float, days: int) -> np.
 def _online(world: World, rng: np.random.Generator, start: float, days: int):
     cfg = world.config
     rate = np.where(world.online, cfg.session_rate, 0.0) * np.where(world.member, cfg.member_session_boost, 1.0)
-    counts = rng.poisson(rate * days)
+    counts = _counts(world, rng, rate, days)
     person = np.repeat(np.arange(cfg.people), counts)
-    at = _times(rng, len(person), start, days)
+    at = _times(rng, len(person), start, days, person, world)
     n_dev = (world.devices != "").sum(axis=1)[person]
     slot = (rng.random(len(person)) * np.maximum(n_dev, 1)).astype(np.int64)
     channel = world.device_kind[person, slot]
@@ -85,9 +111,9 @@ def _online(world: World, rng: np.random.Generator, start: float, days: int):
 def _stores(world: World, rng: np.random.Generator, start: float, days: int):
     cfg = world.config
     rate = np.where(world.in_store, cfg.store_visit_rate, 0.0)
-    counts = rng.poisson(rate * days)
+    counts = _counts(world, rng, rate, days)
     person = np.repeat(np.arange(cfg.people), counts)
-    at = _times(rng, len(person), start, days)
+    at = _times(rng, len(person), start, days, person, world)
     n_stores = len(world.store_ids)
     store = np.where(rng.random(len(person)) < 0.8, world.home_store[person], rng.integers(0, n_stores, len(person)))
     checkout_free = world.store_checkout_free[store]
@@ -113,8 +139,8 @@ def _stores(world: World, rng: np.random.Generator, start: float, days: int):
 def _voice(world: World, rng: np.random.Generator, start: float, days: int):
     cfg = world.config
     rate = np.where(world.voice_device != "", cfg.voice_order_rate, 0.0)
-    person = np.repeat(np.arange(cfg.people), rng.poisson(rate * days))
-    at = _times(rng, len(person), start, days)
+    person = np.repeat(np.arange(cfg.people), _counts(world, rng, rate, days))
+    at = _times(rng, len(person), start, days, person, world)
     n_lines = rng.integers(1, 4, len(person))
     order = np.repeat(np.arange(len(person)), n_lines)
     product = sample_products(world, person[order], np.full(len(order), CHANNEL_ROW["voice"]), rng)

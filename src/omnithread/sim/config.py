@@ -39,6 +39,12 @@ class WorldConfig:
     store_visit_rate: float = 0.10
     voice_share: float = 0.08
     voice_order_rate: float = 0.04
+    # how people differ and leave (both off by default, so a seed's files stay as they were): each person's
+    # rates multiplied by a draw of mean 1 from a Gamma of variance ``rate_spread`` (0: everyone alike), and
+    # each person gone for good after an exponential time of ``churn_rate`` per day (0: nobody leaves);
+    # lifetime value is validated on worlds with both (benchmarks/clv.py)
+    rate_spread: float = 0.0
+    churn_rate: float = 0.0
     loyalty_card_share: float = 0.75
     forgot_card_rate: float = 0.30
     cash_rate: float = 0.20
@@ -70,6 +76,9 @@ class WorldConfig:
                 and "order" not in name
             ) and not 0 <= value <= 1:
                 raise ConfigError(name, value, "a share between 0 and 1")
+        for name in ("rate_spread", "churn_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, getattr(self, name), "at least 0")
         if self.online_only + self.store_only > 1:
             raise ConfigError("online_only", self.online_only, "online_only + store_only at most 1")
 
