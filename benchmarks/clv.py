@@ -90,7 +90,8 @@ def fit_times(persons: int, repeat: int) -> list[dict]:
             }
         )
     rows[0]["speedup_vs_baseline"] = round(
-        (rows[1]["bgnbd_fit_s"] + rows[1]["gamma_gamma_fit_s"]) / (rows[0]["bgnbd_fit_s"] + rows[0]["gamma_gamma_fit_s"]),
+        (rows[1]["bgnbd_fit_s"] + rows[1]["gamma_gamma_fit_s"])
+        / (rows[0]["bgnbd_fit_s"] + rows[0]["gamma_gamma_fit_s"]),
         2,
     )
     return rows

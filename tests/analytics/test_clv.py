@@ -154,3 +154,17 @@ def test_bad_summaries_are_refused_naming_the_field_and_value(frequency, recency
 def test_no_repeat_purchase_at_all_is_a_clear_failure():
     with pytest.raises(clv.FitError, match="Gamma-Gamma needs repeat buyers"):
         clv.fit_gamma_gamma([0, 0, 0], [0, 0, 0])
+
+
+def test_the_expectation_stays_finite_for_people_who_all_shop_alike():
+    """A fit to people with one rate (no spread) has huge r and alpha, where scipy's hypergeometric function
+    gives no answer; its series, summed in logarithms, does, and agrees with scipy where both answer."""
+    fit = {"r": 90768.1, "alpha": 995804.9, "a": 0.000754, "b": 351.7}
+    got = clv.expected_purchases(fit, 14, [0, 1, 2], [0, 5, 9], [10, 10, 10])
+    assert np.isfinite(got).all() and (got > 0).all()
+    rate = fit["r"] / fit["alpha"]  # nobody drops out to speak of: about rate x 14 days each
+    assert got == pytest.approx(rate * 14, rel=0.02)
+    a, b, c, z = np.array([0.5, 3, 20.0]), np.array([2.4, 5, 30]), np.array([3.0, 7, 40]), np.array([0.3, 0.6, 0.9])
+    from scipy import special
+
+    assert clv._hyp2f1_series(a, b, c, z) == pytest.approx(special.hyp2f1(a, b, c, z), rel=1e-10)

@@ -84,6 +84,36 @@ def _compressed(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return [unique[:, i] for i in range(unique.shape[1])], counts.astype(float)
 
 
+def _hyp2f1(a, b, c, z) -> np.ndarray:
+    """Gauss's hypergeometric function for 0 <= z < 1: scipy's, and where it gives no finite answer (very
+    large parameters, as a fit to people who all shop alike produces) its series summed in logarithms."""
+    a, b, c, z = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, b, c, z)))
+    out = np.array(special.hyp2f1(a, b, c, z), dtype=float)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        out[bad] = _hyp2f1_series(a[bad], b[bad], c[bad], z[bad])
+    return out
+
+
+def _hyp2f1_series(a, b, c, z, terms: int = 200_000) -> np.ndarray:
+    """Sum of the series (a)_k (b)_k / (c)_k z^k / k!, term by term in logarithms, until each row's terms
+    fall below 1e-17 of its sum while shrinking (positive parameters, 0 <= z < 1)."""
+    log_term = np.zeros_like(z)
+    log_sum = np.zeros_like(z)
+    active = np.ones(z.shape, dtype=bool)
+    log_z = np.log(np.maximum(z, 1e-300))
+    for k in range(terms):
+        if not active.any():
+            break
+        i = np.nonzero(active)[0]
+        step = np.log(a[i] + k) + np.log(b[i] + k) - np.log(c[i] + k) - np.log(k + 1.0) + log_z[i]
+        log_term[i] += step
+        log_sum[i] = np.logaddexp(log_sum[i], log_term[i])
+        done = (log_term[i] < log_sum[i] - 39) & (step < 0) | (z[i] == 0)
+        active[i[done]] = False
+    return np.exp(log_sum)
+
+
 # -- BG/NBD -------------------------------------------------------------------------------------------------
 def _bgnbd_terms(params: np.ndarray, x, t_x, big_t, gradient: bool = False):
     """Each person's log-likelihood (and, with ``gradient``, its derivatives by r, alpha, a, b)."""
@@ -179,7 +209,7 @@ def expected_purchases(params: dict, t: float, frequency, recency, T) -> np.ndar
     if abs(a - 1.0) < 1e-9:
         a = 1.0 + 1e-9  # the closed form divides by a - 1; its limit is continuous
     repeat = x > 0
-    hyper = special.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + big_t + t))
+    hyper = _hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + big_t + t))
     first = (a + b + x - 1) / (a - 1)
     second = 1.0 - ((alpha + big_t) / (alpha + big_t + t)) ** (r + x) * hyper
     b_x1 = np.where(repeat, b + x - 1, 1.0)

@@ -99,9 +99,7 @@ def journeys(engine: Engine, days: int = 14) -> dict:
     added = None
     if with_resolution is not None:
         added = {
-            "webrooming_revenue": round(
-                with_resolution["webrooming"]["revenue"] - without["webrooming"]["revenue"], 2
-            ),
+            "webrooming_revenue": round(with_resolution["webrooming"]["revenue"] - without["webrooming"]["revenue"], 2),
             "showrooming_revenue": round(
                 with_resolution["showrooming"]["revenue"] - without["showrooming"]["revenue"], 2
             ),

@@ -82,7 +82,7 @@ def purchase_summary(
         )
         SELECT f.person_id, f.frequency, date_diff('day', f.first_day, f.last_day) AS recency,
                date_diff('day', f.first_day, DATE '{as_of.isoformat()}') AS t,
-               coalesce(avg(CASE WHEN d.day > f.first_day THEN d.value END), 0) AS monetary
+               round(coalesce(avg(CASE WHEN d.day > f.first_day THEN d.value END), 0), 6) AS monetary
         FROM firsts f JOIN days d ON d.person_id = f.person_id
         GROUP BY f.person_id, f.frequency, f.first_day, f.last_day
         ORDER BY f.person_id""")

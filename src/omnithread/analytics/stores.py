@@ -95,9 +95,7 @@ def hourly_traffic(engine: Engine, store_id: str | None = None, since: str | Non
     )
 
 
-def shelf_performance(
-    engine: Engine, by: str = "product", store_id: str | None = None, limit: int = 50
-) -> list[dict]:
+def shelf_performance(engine: Engine, by: str = "product", store_id: str | None = None, limit: int = 50) -> list[dict]:
     """Checkout-free stores at the shelf, per product or per plate (``by``): picks, put-backs, the put-back
     rate (units returned per unit picked), and pick-to-buy conversion (visits that picked the product and
     left with it, per visit that picked it). Ordered by picks."""
