@@ -59,36 +59,38 @@ def timed(function, repeat: int) -> tuple[float, object]:
     return statistics.median(seconds), result
 
 
+def one_form(form: str, data: dict, persons: int, repeat: int) -> dict:
+    args = (data["frequency"], data["recency"], data["T"])
+    distinct = len(np.unique(np.column_stack(args), axis=0))
+    bg_s, bg = timed(lambda: clv.fit_bgnbd(*args), repeat)
+    gg_s, gg = timed(lambda: clv.fit_gamma_gamma(data["frequency"], data["monetary"]), repeat)
+    score_s, _ = timed(
+        lambda: (
+            clv.probability_alive(bg, *args),
+            clv.expected_purchases(bg, 90, *args),
+            clv.lifetime_value(bg, gg, *args, data["monetary"], horizon=365),
+        ),
+        1,
+    )
+    return {
+        "form": form,
+        "persons": persons,
+        "distinct_summaries": distinct,
+        "bgnbd_fit_s": round(bg_s, 2),
+        "gamma_gamma_fit_s": round(gg_s, 2),
+        "score_s": round(score_s, 2),
+        "bgnbd": {k: round(v, 3) for k, v in bg.items()},
+        "gamma_gamma": {k: round(v, 3) for k, v in gg.items()},
+    }
+
+
 def fit_times(persons: int, repeat: int) -> list[dict]:
     drawn = draw(persons)
     whole = dict(drawn, recency=np.floor(drawn["recency"]), T=np.floor(drawn["T"]))
     whole["recency"] = np.minimum(whole["recency"], whole["T"])
-    rows = []
-    for form, data in (("whole days (as summarised)", whole), ("continuous time (baseline)", drawn)):
-        args = (data["frequency"], data["recency"], data["T"])
-        distinct = len(np.unique(np.column_stack(args), axis=0))
-        bg_s, bg = timed(lambda: clv.fit_bgnbd(*args), repeat)
-        gg_s, gg = timed(lambda: clv.fit_gamma_gamma(data["frequency"], data["monetary"]), repeat)
-        score_s, _ = timed(
-            lambda: (
-                clv.probability_alive(bg, *args),
-                clv.expected_purchases(bg, 90, *args),
-                clv.lifetime_value(bg, gg, *args, data["monetary"], horizon=365),
-            ),
-            1,
-        )
-        rows.append(
-            {
-                "form": form,
-                "persons": persons,
-                "distinct_summaries": distinct,
-                "bgnbd_fit_s": round(bg_s, 2),
-                "gamma_gamma_fit_s": round(gg_s, 2),
-                "score_s": round(score_s, 2),
-                "bgnbd": {k: round(v, 3) for k, v in bg.items()},
-                "gamma_gamma": {k: round(v, 3) for k, v in gg.items()},
-            }
-        )
+    rows = [one_form(form, data, persons, repeat) for form, data in (
+        ("whole days (as summarised)", whole), ("continuous time (baseline)", drawn)
+    )]  # fmt: skip
     rows[0]["speedup_vs_baseline"] = round(
         (rows[1]["bgnbd_fit_s"] + rows[1]["gamma_gamma_fit_s"])
         / (rows[0]["bgnbd_fit_s"] + rows[0]["gamma_gamma_fit_s"]),
