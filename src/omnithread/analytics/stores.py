@@ -5,7 +5,8 @@ per shelf plate).
 A visit is the anonymous id its events share (the sensing layer names it ``visit-<id>``); visitors are
 persons, through the identity map when persons are resolved. Footfall needs door sensors: checkout-free
 stores report ``Store Entered`` and ``Store Exited`` (with the dwell); a till store reports only its
-receipts, so its footfall, dwell and conversion are unknown (None), never guessed. All of it is set-based SQL on the engine, in DuckDB's dialect (portable to Spark).
+receipts, so its footfall, dwell and conversion are unknown (None), never guessed. All of it is set-based
+SQL on the engine, in DuckDB's dialect (portable to Spark).
 """
 
 from __future__ import annotations
