@@ -57,6 +57,7 @@ __all__ = [
     "current_serving",
     "build_profiles",
     "score_lifetime",
+    "write_report",
 ]
 
 
@@ -65,6 +66,25 @@ def build_profiles(engine) -> int:
     count = _build_profiles(engine)
     attach_lifetime_values(engine)
     return count
+
+
+def write_report(ws: Workspace, path: Path, *, days: int = 14, holdout_days: int | None = None) -> tuple[Path, dict]:
+    """Write the analytics report (one self-contained HTML file) to ``path``: persons resolved and lifetime
+    value scored first when they are not yet; with ``holdout_days``, lifetime value validated too. Returns the
+    path and the figures shown."""
+    from omnithread.analytics.lifetime import validate_lifetime
+    from omnithread.analytics.report import gather, render
+
+    if not ws.engine.has_table("profiles"):
+        resolve_persons(ws)
+    if not ws.engine.has_table("lifetime_models"):
+        score_lifetime(ws)
+    validation = validate_lifetime(ws.engine, holdout_days) if holdout_days else None
+    data = gather(ws.engine, days, validation)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(data), encoding="utf-8")
+    return path, data
 
 
 def score_lifetime(ws: Workspace, *, horizon_days: int = 365, annual_discount: float = 0.10) -> LifetimeReport:

@@ -71,10 +71,10 @@ def _counts(engine: Engine, source: str, days: int) -> dict:
             SELECT person, message_id, event_at, {_VALUE} AS value FROM {source}
             WHERE event = 'Order Completed' AND channel = 'store'
         ), flagged AS (
-            SELECT o.message_id, o.value, EXISTS (
-                SELECT 1 FROM online x WHERE x.person = o.person
-                  AND x.event_at < o.event_at AND x.event_at >= o.event_at - {window}) AS touched
-            FROM orders o
+            SELECT o.message_id, o.value, max(CASE WHEN x.person IS NULL THEN 0 ELSE 1 END) = 1 AS touched
+            FROM orders o LEFT JOIN online x
+              ON x.person = o.person AND x.event_at < o.event_at AND x.event_at >= o.event_at - {window}
+            GROUP BY o.message_id, o.value
         )
         SELECT count(*) AS store_orders, round(coalesce(sum(value), 0), 2) AS store_revenue,
                count(*) FILTER (WHERE touched) AS touched_orders,

@@ -188,6 +188,7 @@ def score_lifetime_value(engine: Engine, *, horizon_days: int = 365, annual_disc
     )
     report.persons = len(persons)
     _write(engine, table)
+    _write_models(engine, report)
     report.seconds = round(clock.perf_counter() - started, 3)
     return report
 
@@ -204,6 +205,33 @@ def _write(engine: Engine, table: pa.Table) -> None:
     finally:
         engine.unregister("_lifetime_values")
     attach_lifetime_values(engine)
+
+
+def _write_models(engine: Engine, report: LifetimeReport) -> None:
+    """The fitted parameters per group (``lifetime_models``): what the report and the API show."""
+    names = ("r", "alpha", "a", "b", "p", "q", "v")
+    rows = []
+    for group, fit in report.fits.items():
+        params = {**fit.get("bgnbd", {}), **fit.get("gamma_gamma", {})}
+        rows.append(
+            {"channel_group": group, "persons": fit["persons"], "repeat_buyers": fit["repeat_buyers"]}
+            | {k: params.get(k) for k in names}
+            | {"skipped": fit.get("skipped"), "horizon_days": report.horizon_days}
+            | {"annual_discount": report.annual_discount}
+        )
+    table = pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [("channel_group", pa.string()), ("persons", pa.int64()), ("repeat_buyers", pa.int64())]
+            + [(k, pa.float64()) for k in names]
+            + [("skipped", pa.string()), ("horizon_days", pa.int64()), ("annual_discount", pa.float64())]
+        ),
+    )
+    engine.register("_lifetime_models", table)
+    try:
+        engine.execute("CREATE OR REPLACE TABLE lifetime_models AS SELECT * FROM _lifetime_models")
+    finally:
+        engine.unregister("_lifetime_models")
 
 
 def attach_lifetime_values(engine: Engine) -> bool:

@@ -165,6 +165,7 @@ STAGE_TABLES = {
     "profiles": ("understand (profile.build)", "one row per person: activity, orders, consent, RFM"),
     "skipped_rows": ("understand (profile.build)", "rows a stage left out at its last run, with the reason"),
     "lifetime_values": ("understand (analytics.lifetime)", "one row per buyer: purchase summary, P(alive), CLV"),
+    "lifetime_models": ("understand (analytics.lifetime)", "the fitted BG/NBD and Gamma-Gamma parameters per group"),
     "interactions": ("serve (recommend.interactions)", "person by product: signals counted, the weight trained on"),
 }
 
