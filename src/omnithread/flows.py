@@ -20,9 +20,12 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from omnithread.analytics import ANALYTICS_VIEWS
 from omnithread.analytics.lifetime import LifetimeReport, attach_lifetime_values, score_lifetime_value
 from omnithread.errors import (
+    ConflictError,
     ErasureFailedError,
     InvalidEventError,
     InvalidRequestError,
@@ -58,6 +61,7 @@ __all__ = [
     "build_profiles",
     "score_lifetime",
     "write_report",
+    "analytics_view",
 ]
 
 
@@ -85,6 +89,43 @@ def write_report(ws: Workspace, path: Path, *, days: int = 14, holdout_days: int
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(data), encoding="utf-8")
     return path, data
+
+
+def analytics_view(ws: Workspace, view: str, *, store: str | None = None, days: int = 14, compute: bool = True) -> Any:
+    """One view of the understand stage by name (the CLI's and the API's): rows, or a dict for journeys and
+    lifetime. Views over persons resolve first, and lifetime is scored first, when they are not yet (with
+    ``compute``; without it, as the read API asks, a missing one is a clear 404)."""
+    from omnithread.analytics import cohorts, journeys, stores
+
+    if view not in ANALYTICS_VIEWS:
+        raise InvalidRequestError("view", view, "one of " + ", ".join(ANALYTICS_VIEWS))
+    engine = ws.engine
+    if view in ("cohorts", "rfm", "lifetime") and not engine.has_table("profiles"):
+        if not compute:
+            raise ConflictError("persons are not resolved yet", "run omnithread resolve")
+        resolve_persons(ws)
+    if view == "stores":
+        return stores.store_performance(engine)
+    if view == "hourly":
+        return stores.hourly_traffic(engine, store)
+    if view in ("shelves", "plates"):
+        return stores.shelf_performance(engine, "product" if view == "shelves" else "plate", store)
+    if view == "journeys":
+        return journeys.journeys(engine, days)
+    if view == "revenue":
+        return cohorts.revenue_by_month(engine)
+    if view == "cohorts":
+        return cohorts.cohorts(engine)
+    if view == "rfm":
+        return cohorts.rfm_segments(engine)
+    if not engine.has_table("lifetime_models"):
+        if not compute:
+            raise ConflictError("lifetime value is not scored yet", "run omnithread clv")
+        score_lifetime(ws)
+    return {
+        "models": engine.rows("SELECT * FROM lifetime_models ORDER BY channel_group"),
+        "top": engine.rows("SELECT * FROM lifetime_values WHERE clv IS NOT NULL ORDER BY clv DESC, person_id LIMIT 20"),
+    }
 
 
 def score_lifetime(ws: Workspace, *, horizon_days: int = 365, annual_discount: float = 0.10) -> LifetimeReport:

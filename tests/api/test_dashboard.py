@@ -97,3 +97,48 @@ def test_the_dashboard_needs_a_read_key(served, browser):
     response = context.request.get(f"{server.url}/dashboard")
     assert response.status == 401 and "Basic" in response.headers.get("www-authenticate", "")
     context.close()
+
+
+def test_the_analytics_page_and_api_before_and_after_lifetime_value_is_scored(served, browser):
+    """The understand stage through the server: its views by the read API, its page in the browser; lifetime
+    value scored by the command line, which hands the work to the running server as a job."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    server, read, facts = served
+    auth = (read, "")
+    stores = httpx.get(f"{server.url}/v1/analytics/stores", auth=auth, timeout=60)
+    assert stores.status_code == 200 and facts["store"] in {r["store_id"] for r in stores.json()}
+    journeys = httpx.get(f"{server.url}/v1/analytics/journeys?days=7", auth=auth, timeout=60).json()
+    assert journeys["days"] == 7 and journeys["with_resolution"]["webrooming"]["orders"] > 0
+    refused = httpx.get(f"{server.url}/v1/analytics/nope", auth=auth, timeout=60)
+    assert refused.status_code == 400 and "view" in refused.text
+    assert httpx.get(f"{server.url}/v1/analytics/stores", timeout=60).status_code == 401
+
+    context = browser.new_context(http_credentials={"username": read, "password": ""})
+    page = context.new_page()
+    foreign = []
+    page.on("request", lambda r: foreign.append(r.url) if not r.url.startswith(server.url) else None)
+    page.goto(f"{server.url}/dashboard/analytics")
+    if not httpx.get(f"{server.url}/v1/analytics/lifetime", auth=auth, timeout=60).status_code == 200:
+        assert "Lifetime value is not scored yet" in page.inner_text("main")
+    for section in ("summary", "stores", "journeys", "revenue", "rfm"):
+        assert page.locator(f"section#{section}").count() == 1, section
+    assert page.locator("svg").count() >= 3
+
+    done = subprocess.run(
+        [sys.executable, "-m", "omnithread.cli", "clv", "--data-dir", str(server.data_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lifetime = httpx.get(f"{server.url}/v1/analytics/lifetime", auth=auth, timeout=60)
+    assert lifetime.status_code == 200
+    assert {m["channel_group"] for m in lifetime.json()["models"]} == {"joined", "online", "store"}
+    page.goto(f"{server.url}/dashboard/analytics")
+    assert "Highest lifetime value" in page.inner_text("section#lifetime")
+    assert foreign == []
+    context.close()

@@ -43,8 +43,9 @@ def svg_chart(draw: Callable[[Any], None], size: tuple[float, float] = (8, 3)) -
     return text[text.index("<svg") :]
 
 
-def html_table(rows: list[dict], columns: list[str] | None = None, cls: str = "") -> str:
-    """Rows as an HTML table, every value escaped; numbers right-aligned with thousands separators."""
+def html_table(rows: list[dict], columns: list[str] | None = None, cls: str = "", small: int = 4) -> str:
+    """Rows as an HTML table, every value escaped; numbers right-aligned with thousands separators, numbers
+    under 1 with ``small`` decimals (shares, probabilities), others with 2."""
     if not rows:
         return "<p class='muted'>none</p>"
     columns = columns or list(rows[0])
@@ -58,7 +59,7 @@ def html_table(rows: list[dict], columns: list[str] | None = None, cls: str = ""
             if isinstance(v, int) and not isinstance(v, bool):
                 text = f"{v:,}"
             elif isinstance(v, float):
-                text = "0" if v == 0 else (f"{v:,.4f}" if abs(v) < 1 else f"{v:,.2f}")
+                text = f"{v:,.{small}f}" if 0 < abs(v) < 1 else f"{v:,.2f}"
             else:
                 text = html.escape("" if v is None else str(v))
             cells.append(f"<td class='{'num' if num else ''}'>{text}</td>")

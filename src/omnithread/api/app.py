@@ -53,7 +53,7 @@ from omnithread.errors import (
     safe_message,
 )
 from omnithread.events.schema import MAX_BATCH_BYTES
-from omnithread.flows import erase, record_consent, refresh_persons, train_model, training_lock
+from omnithread.flows import analytics_view, erase, record_consent, refresh_persons, train_model, training_lock
 from omnithread.identity.lookup import describe_person, find_person
 from omnithread.ingest.broker import Broker, encode_entry, open_broker
 from omnithread.ingest.loader import Loader, wait_until_loaded
@@ -967,6 +967,23 @@ def create_app(
                 "ok",
             )
             return answer.as_dict()
+
+        @app.get(
+            "/v1/analytics/{view}",
+            tags=["analytics"],
+            summary="A view of the understand stage: stores, hourly, shelves, plates, journeys, revenue, cohorts, "
+            "rfm, lifetime",
+        )
+        def analytics(
+            view: str,
+            store: str | None = None,
+            days: int = Query(14, ge=1, le=365),
+            who: ApiKey = Depends(authorised("read")),
+        ):
+            with core.reading() as ws:
+                result = analytics_view(ws, view, store=store, days=days, compute=False)
+            core.keys.audit(who, f"read analytics {view}", store, "ok")
+            return _jsonable(result)
 
         @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
         def receipts(store_id: str, limit: int = Query(50, ge=1, le=1000), who: ApiKey = Depends(authorised("read"))):

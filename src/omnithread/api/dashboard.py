@@ -10,12 +10,12 @@ network.
 from __future__ import annotations
 
 import html
-import io
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
+from omnithread.analytics.report import STYLE, gather, html_table, sections, svg_chart
 from omnithread.errors import NotFoundError, OmnithreadError
 from omnithread.identity import connection_summary
 from omnithread.identity.graph import EVENT_PERSONS_SQL
@@ -24,20 +24,14 @@ from omnithread.recommend.service import SURFACES
 
 __all__ = ["mount"]
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:0;color:#222}header{background:#1d3557;color:#fff;padding:.6em 1.2em}
-header a{color:#fff;margin-right:1.2em;text-decoration:none}main{padding:1em 1.5em}
-table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border-bottom:1px solid #ddd;padding:.25em .7em;
-text-align:left;font-size:.9em}th{background:#f1f3f5}.num{text-align:right}.tiles{display:flex;gap:1em}
-.tile{border:1px solid #ddd;border-radius:6px;padding:.6em 1em}.tile b{display:block;font-size:1.5em}
-form{margin:.5em 0 1em}input,select{padding:.3em}.muted{color:#777}
-"""
+_STYLE = STYLE
 
 
 def _page(title: str, body: str) -> HTMLResponse:
     nav = (
         '<a href="/dashboard">Overview</a><a href="/dashboard/person">Person</a>'
         '<a href="/dashboard/stores">Stores</a><a href="/dashboard/recommend">Recommendations</a>'
+        '<a href="/dashboard/analytics">Analytics</a>'
     )
     return HTMLResponse(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} · omnithread"
@@ -47,40 +41,10 @@ def _page(title: str, body: str) -> HTMLResponse:
 
 
 def _table(rows: list[dict], columns: list[str] | None = None, cls: str = "") -> str:
-    if not rows:
-        return "<p class='muted'>none</p>"
-    columns = columns or list(rows[0])
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = []
-    for r in rows:
-        cells = []
-        for c in columns:
-            v = r.get(c)
-            num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            text = (
-                f"{v:,}"
-                if isinstance(v, int) and not isinstance(v, bool)
-                else (f"{v:,.2f}" if isinstance(v, float) else html.escape("" if v is None else str(v)))
-            )
-            cells.append(f"<td class='{'num' if num else ''}'>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table class='{cls}'><tr>{head}</tr>{''.join(body)}</table>"
+    return html_table(rows, columns, cls, small=2)
 
 
-def _svg(draw) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3))
-    draw(ax)
-    fig.tight_layout()
-    out = io.StringIO()
-    fig.savefig(out, format="svg")
-    plt.close(fig)
-    text = out.getvalue()
-    return text[text.index("<svg") :]
+_svg = svg_chart
 
 
 def mount(app: FastAPI, service, authorised) -> None:
@@ -268,6 +232,17 @@ def mount(app: FastAPI, service, authorised) -> None:
             + _table(receipts)
         )
         return _page(f"Store {store_id}", body)
+
+    @app.get("/dashboard/analytics", response_class=HTMLResponse, tags=["dashboard"], summary="Analytics")
+    def analytics(days: int = 14, who=read):
+        with service.reading() as ws:
+            data = gather(ws.engine, max(1, min(days, 365)))
+        body = "".join(
+            f"<section id='{sid}'><h2>{html.escape(name)}</h2>{part}</section>" for sid, name, part in sections(data)
+        )
+        if not data.get("lifetime_models"):
+            body = "<p class='muted'>Lifetime value is not scored yet: omnithread clv.</p>" + body
+        return _page("Analytics", body)
 
     @app.get("/dashboard/recommend", response_class=HTMLResponse, tags=["dashboard"], summary="Recommendation explorer")
     def explorer(person: str = "", surface: str = "for_you", store: str = "", product: str = "", who=read):

@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from omnithread.analytics import ANALYTICS_VIEWS
 from omnithread.api.jobs import report_progress
 from omnithread.config import Settings
 from omnithread.errors import ConfigError, ConflictError, InvalidRequestError, OmnithreadError
@@ -400,6 +402,96 @@ def clv(
         console.print(_table("By purchases in calibration (mean per person)", v["by_frequency"]))
 
 
+def _print_understand(analytics: dict) -> None:
+    joined = analytics["lifetime"]["joined"]
+    check = analytics["lifetime_validation"]
+    total = analytics["lifetime_total"] or {}
+    console.print(
+        f"Lifetime value (BG/NBD, Gamma-Gamma): {joined['persons']:,} buyers, {total.get('clv') or 0:,.0f} expected "
+        f"over the next year (online {total.get('clv_online') or 0:,.0f}, store {total.get('clv_store') or 0:,.0f}); "
+        f"on {check['holdout_days']} held-out days it forecast {check['bgnbd_forecast']['total']:,.0f} purchase days "
+        f"for {check['actual_total']:,} made (MAE {check['bgnbd_forecast']['mae']:.3f}; a naive forecast "
+        f"{check['naive_forecast']['mae']:.3f})."
+    )
+    j = analytics["journeys"]
+    if j["with_resolution"]:
+        w, s, t = (j["with_resolution"][k] for k in ("webrooming", "showrooming", "store_touched_by_online"))
+        console.print(
+            f"Cross-channel within {j['days']} days, seen only through the identity map: webrooming "
+            f"{w['revenue']:,.0f} ({w['orders']:,} store orders), showrooming {s['revenue']:,.0f}, store revenue "
+            f"touched by online {t['touched_revenue']:,.0f} ({t['touched_share'] or 0:.1%}); without resolution "
+            f"{j['without_resolution']['store_touched_by_online']['touched_revenue']:,.0f}."
+        )
+    console.print(f"Report: {analytics['report']}")
+
+
+@app.command()
+def report(
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="The HTML file to write (default: report.html in the data directory)."
+    ),
+    days: int = typer.Option(14, "--days", help="The window of cross-channel journeys, in days."),
+    validate: int = typer.Option(0, "--validate", help="Also validate lifetime value on the log's last N days."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Write the analytics report: one self-contained HTML file (lifetime value, stores, journeys, cohorts,
+    RFM); prints its path."""
+    from omnithread.flows import write_report
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            started = time.perf_counter()
+            path, data = write_report(
+                ws, out or ws.settings.data_dir / "report.html", days=days, holdout_days=validate or None
+            )
+            seconds = round(time.perf_counter() - started, 3)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json({"report": str(path), "seconds": seconds, "figures": data})
+    else:
+        console.print(f"Report written in {seconds:.1f} s: {path}")
+
+
+@app.command()
+def analytics(
+    view: str = typer.Argument(..., help="One of: " + ", ".join(ANALYTICS_VIEWS)),
+    store: Optional[str] = typer.Option(None, "--store", help="One store (hourly, shelves, plates)."),
+    days: int = typer.Option(14, "--days", help="The window of cross-channel journeys, in days."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """One view of the understand stage, as a table or JSON."""
+    from omnithread.flows import analytics_view
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            result = analytics_view(ws, view, store=store, days=days)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(result)
+    elif isinstance(result, list):
+        console.print(_table(view, result))
+    elif view == "journeys":
+        sides = [(name, result[name]) for name in ("with_resolution", "without_resolution") if result[name]]
+        rows = [
+            {"journey": kind, "identity": name.replace("_", " "), **side[kind]}
+            for kind in ("webrooming", "showrooming")
+            for name, side in sides
+        ]
+        console.print(_table(f"Journeys within {result['days']} days", rows))
+        touched = [{"identity": name.replace("_", " "), **side["store_touched_by_online"]} for name, side in sides]
+        console.print(_table("Store revenue touched by online activity", touched))
+    else:
+        for key, value in result.items():
+            if isinstance(value, list):
+                console.print(_table(key, value))
+
+
 def _print_resolve(result: dict) -> None:
     console.print(
         _table("Identifiers by type", [{"type": k, "identifiers": v} for k, v in result["identifiers"].items()])
@@ -615,6 +707,8 @@ def _print_demo(run) -> None:
             f"{run.recommend['stats']['interactions']:,} interactions); for you, {ex['person_id']}: "
             + ", ".join(i["product_id"] for i in ex["items"])
         )
+    if run.analytics:
+        _print_understand(run.analytics)
     if run.ablation:
         _print_ablation(run.ablation)
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items())

@@ -15,7 +15,7 @@ from typing import Callable
 
 from omnithread.config import Settings
 from omnithread.demo.sensed import SensedStoreEvents
-from omnithread.flows import resolve_persons
+from omnithread.flows import resolve_persons, score_lifetime, write_report
 from omnithread.identity import connection_summary, evaluate_against_truth
 from omnithread.ingest import IngestReport
 from omnithread.ingest.reference import reference_summary
@@ -47,6 +47,7 @@ class DemoRun:
     sensing: dict = field(default_factory=dict)
     recommend: dict = field(default_factory=dict)
     ablation: dict = field(default_factory=dict)
+    analytics: dict = field(default_factory=dict)  # lifetime value, journeys, the report's path
     tuning: dict | None = None  # signals and model chosen on validation (not printed: holds objects)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -72,6 +73,7 @@ class DemoRun:
             "sensing": self.sensing,
             "recommend": self.recommend,
             "ablation": self.ablation,
+            "analytics": self.analytics,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
@@ -117,6 +119,26 @@ def _resolve(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> No
     run.accuracy = evaluate_against_truth(ws.engine, ws.pseudonymiser, run.sources_dir / "truth")
 
 
+def _understand(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
+    progress("lifetime value, store and cross-channel analytics, and the report")
+    lifetime = score_lifetime(ws)
+    path, data = write_report(ws, ws.settings.data_dir / "report.html", holdout_days=14)
+    validation = data["lifetime_validation"]
+    run.analytics = {
+        "lifetime": {
+            group: {k: v for k, v in fit.items() if k in ("persons", "repeat_buyers", "bgnbd", "gamma_gamma")}
+            for group, fit in lifetime.fits.items()
+        },
+        "lifetime_total": data.get("lifetime_total"),
+        "lifetime_validation": {
+            k: validation[k] for k in ("holdout_days", "persons", "actual_total", "bgnbd_forecast", "naive_forecast")
+        },
+        "journeys": data["journeys"],
+        "rfm": data["rfm"],
+        "report": str(path),
+    }
+
+
 def _recommend(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
 
     progress("choosing signal weights and the model on validation, training recommendations")
@@ -144,6 +166,7 @@ STEPS: list[tuple[str, Callable]] = [
     ("summarise", _summarise),
     ("sensing", _sensed_receipts),
     ("resolve", _resolve),
+    ("understand", _understand),
     ("recommend", _recommend),
     ("ablation", _ablation),
 ]
