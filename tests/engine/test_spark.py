@@ -124,7 +124,8 @@ def both_engines(small_world, tmp_path_factory):
     secret, so keyed hashes are equal; what each made of it."""
     import os
 
-    from omnithread.flows import resolve_persons, score_lifetime, train_model
+    from omnithread.analytics import ANALYTICS_VIEWS
+    from omnithread.flows import analytics_view, resolve_persons, score_lifetime, train_model
 
     out, manifest = small_world
     root = tmp_path_factory.mktemp("engines")
@@ -151,6 +152,7 @@ def both_engines(small_world, tmp_path_factory):
                     "persons": resolved.persons if hasattr(resolved, "persons") else None,
                     "tables": tables,
                     "answers": answers,
+                    "analytics": {view: analytics_view(ws, view) for view in ANALYTICS_VIEWS},
                 }
     finally:
         if saved is None:
@@ -189,6 +191,14 @@ def test_the_model_trained_on_either_engine_recommends_the_same(both_engines):
     duck, spark = both_engines["duckdb"]["answers"], both_engines["spark"]["answers"]
     assert len(duck) == 40 and duck == spark
     assert sum(1 for items in duck.values() if items) > 20
+
+
+@pytest.mark.parametrize("view", ["stores", "hourly", "shelves", "plates", "journeys", "revenue", "cohorts", "rfm"])
+def test_the_analytics_give_the_same_figures_on_spark(both_engines, view):
+    """The understand stage's views are the engine's SQL: the same figures on both."""
+    duck, spark = (_plain(both_engines[name]["analytics"][view]) for name in ("duckdb", "spark"))
+    assert duck == spark
+    assert duck, view
 
 
 def test_an_erasure_is_refused_on_spark_in_one_clear_sentence(spark_dir):
