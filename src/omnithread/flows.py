@@ -95,7 +95,7 @@ def analytics_view(ws: Workspace, view: str, *, store: str | None = None, days: 
     """One view of the understand stage by name (the CLI's and the API's): rows, or a dict for journeys and
     lifetime. Views over persons resolve first, and lifetime is scored first, when they are not yet (with
     ``compute``; without it, as the read API asks, a missing one is a clear 404)."""
-    from omnithread.analytics import cohorts, journeys, stores
+    from omnithread.analytics import baskets, cohorts, journeys, stores
 
     if view not in ANALYTICS_VIEWS:
         raise InvalidRequestError("view", view, "one of " + ", ".join(ANALYTICS_VIEWS))
@@ -118,6 +118,8 @@ def analytics_view(ws: Workspace, view: str, *, store: str | None = None, days: 
         return cohorts.cohorts(engine)
     if view == "rfm":
         return cohorts.rfm_segments(engine)
+    if view.startswith("rules_by_"):
+        return baskets.association_rules(engine, by=view.removeprefix("rules_by_"), limit=25)
     if not engine.has_table("lifetime_models"):
         if not compute:
             raise ConflictError("lifetime value is not scored yet", "run omnithread clv")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from omnithread.analytics import cohorts, journeys, stores
+from omnithread.analytics import baskets, cohorts, journeys, stores
 from omnithread.flows import resolve_persons
 from omnithread.workspace import Workspace
 from tests.conftest import write_lines
@@ -209,3 +209,20 @@ def test_rfm_segments_of_the_profiles(resolved):
     rows = cohorts.rfm_segments(resolved.engine)
     assert sum(r["persons"] for r in rows) == 2  # Alice and the card's holder
     assert sum(r["revenue"] for r in rows) == pytest.approx(7.0 + 1.5 + 10.0 + 20.0)
+
+
+def test_association_rules_support_confidence_and_lift(resolved):
+    """Four orders: W1 {P1, P2}, the store's {P1}, W2 {P3}, the till's {P4}."""
+    rules = {(r["antecedent"], r["consequent"]): r for r in baskets.association_rules(resolved.engine, min_orders=1)}
+    assert set(rules) == {("P1", "P2"), ("P2", "P1")}
+    assert (rules[("P1", "P2")]["support"], rules[("P1", "P2")]["confidence"], rules[("P1", "P2")]["lift"]) == (
+        0.25,
+        0.5,
+        2.0,
+    )
+    assert (rules[("P2", "P1")]["confidence"], rules[("P2", "P1")]["lift"]) == (1.0, 2.0)
+    by_channel = baskets.association_rules(resolved.engine, by="channel", min_orders=1)
+    assert {r["group_key"] for r in by_channel} == {"web"}  # the store's orders hold one product each
+    assert baskets.association_rules(resolved.engine, min_orders=2) == []
+    with pytest.raises(Exception, match="by"):
+        baskets.association_rules(resolved.engine, by="planet")

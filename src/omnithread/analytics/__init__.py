@@ -1,4 +1,7 @@
 """The understand stage: lifetime value, store and cross-channel analytics, cohorts, RFM, and the report."""
 
 # the views the CLI and the API serve by name (flows.analytics_view)
-ANALYTICS_VIEWS = ("stores", "hourly", "shelves", "plates", "journeys", "revenue", "cohorts", "rfm", "lifetime")
+ANALYTICS_VIEWS = (
+    "stores", "hourly", "shelves", "plates", "journeys", "revenue", "cohorts", "rfm", "lifetime",
+    "rules_by_store", "rules_by_channel",
+)  # fmt: skip
