@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from omnithread.analytics import ANALYTICS_VIEWS
+from omnithread.analytics.audiences import forget_members, refresh_audiences
 from omnithread.analytics.lifetime import LifetimeReport, attach_lifetime_values, score_lifetime_value
 from omnithread.errors import (
     ConflictError,
@@ -69,6 +70,7 @@ def build_profiles(engine) -> int:
     """Rebuild the profiles from the log and the identity map, with the last lifetime-value scoring's columns."""
     count = _build_profiles(engine)
     attach_lifetime_values(engine)
+    refresh_audiences(engine)  # membership follows the persons as events arrive
     return count
 
 
@@ -319,6 +321,7 @@ def _erase_in_transaction(ws: Workspace, key: str, mode: str, raw_values: tuple[
         report.events_deleted, report.rejected_deleted = delete_events_naming(engine, ws.cipher, values, raw_values)
         report.history_rows_deleted = forget_interactions(engine, person_ids)
         report.history_rows_deleted += forget_persons(engine, ws.pseudonymiser, person_ids, values)
+        report.history_rows_deleted += forget_members(engine, person_ids)
         if engine.has_table("lifetime_values"):
             report.history_rows_deleted += engine.delete_where(
                 "lifetime_values", "person_id IN (" + ", ".join("?" * len(person_ids)) + ")", sorted(person_ids)

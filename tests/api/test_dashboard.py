@@ -142,3 +142,18 @@ def test_the_analytics_page_and_api_before_and_after_lifetime_value_is_scored(se
     assert "Highest lifetime value" in page.inner_text("section#lifetime")
     assert foreign == []
     context.close()
+
+    # an audience made by the command line (a job of the running server), read through the API
+    made = subprocess.run(
+        [sys.executable, "-m", "omnithread.cli", "audience", "create", "valuable", "--rule", "clv > 0"]
+        + ["--data-dir", str(server.data_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    listed = httpx.get(f"{server.url}/v1/audiences", auth=auth, timeout=60).json()
+    assert [a["name"] for a in listed] == ["valuable"] and listed[0]["members"] > 10
+    one = httpx.get(f"{server.url}/v1/audiences/valuable?limit=5", auth=auth, timeout=60).json()
+    assert one["members"] == listed[0]["members"] and len(one["page"]) == 5
+    assert httpx.get(f"{server.url}/v1/audiences/nobody", auth=auth, timeout=60).status_code == 404

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from omnithread.analytics.audiences import audience_members, list_audiences
 from omnithread.api.dashboard import mount
 from omnithread.api.jobs import CONTROL_HEADER, JOB_STATES, Job, JobOutcome, JobStore, JobWorker
 from omnithread.api.keys import ApiKey, KeyStore
@@ -984,6 +985,25 @@ def create_app(
                 result = analytics_view(ws, view, store=store, days=days, compute=False)
             core.keys.audit(who, f"read analytics {view}", store, "ok")
             return _jsonable(result)
+
+        @app.get("/v1/audiences", tags=["analytics"], summary="Audiences with their rules and member counts")
+        def audiences_list(who: ApiKey = Depends(authorised("read"))):
+            with core.reading() as ws:
+                rows = list_audiences(ws.engine)
+            core.keys.audit(who, "read audiences", None, "ok")
+            return _jsonable(rows)
+
+        @app.get("/v1/audiences/{name}", tags=["analytics"], summary="One audience and a page of its members")
+        def audience_read(
+            name: str,
+            limit: int = Query(100, ge=1, le=10_000),
+            offset: int = Query(0, ge=0),
+            who: ApiKey = Depends(authorised("read")),
+        ):
+            with core.reading() as ws:
+                found = audience_members(ws.engine, name, limit, offset)
+            core.keys.audit(who, "read audience", name, "ok")
+            return _jsonable(found)
 
         @app.get("/v1/stores/{store_id}/receipts", tags=["read"], summary="A store's receipts and visits")
         def receipts(store_id: str, limit: int = Query(50, ge=1, le=1000), who: ApiKey = Depends(authorised("read"))):

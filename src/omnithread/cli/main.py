@@ -1099,6 +1099,119 @@ def _print_ablation(res: dict) -> None:
     console.print("Simulator assumptions behind this result: " + " ".join(res["assumptions"]))
 
 
+audience_app = typer.Typer(
+    no_args_is_help=True,
+    help='Audiences: rules over traits, lifetime value and recent events (clv > 200 and "store" in channels).',
+)
+app.add_typer(audience_app, name="audience")
+
+
+@audience_app.command("create")
+def audience_create(
+    name: str = typer.Argument(..., help="lower-case letters, digits, - or _"),
+    rule: str = typer.Option(..., "--rule", help='e.g. events("Product Viewed", 7) >= 3 and orders_in(30) == 0'),
+    description: str = typer.Option("", "--description"),
+    replace: bool = typer.Option(False, "--replace", help="Change the audience if it exists."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Save an audience and compute its members now; they follow the persons from then on."""
+    from omnithread.analytics.audiences import create_audience
+    from omnithread.flows import resolve_persons
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            if not ws.engine.has_table("profiles"):
+                resolve_persons(ws)
+            result = create_audience(ws.engine, name, rule, description, replace)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(result)
+    else:
+        changes = result["changes"]
+        console.print(
+            f"Audience {name}: {result['members']:,} members ({changes['joined']:,} joined, {changes['left']:,} left)."
+        )
+
+
+@audience_app.command("preview")
+def audience_preview(
+    rule: str = typer.Argument(..., help="The rule to try, without saving it."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """How many persons a rule selects now, and some of them."""
+    from omnithread.analytics.audiences import preview
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            result = preview(ws.engine, rule)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"{result['members']:,} persons; for example: {', '.join(result['sample'][:10]) or 'none'}")
+
+
+@audience_app.command("list")
+def audience_list(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """Every audience with its rule and how many members it has."""
+    from omnithread.analytics.audiences import list_audiences
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            rows = list_audiences(ws.engine)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(rows)
+    else:
+        console.print(_table("Audiences", rows, ["name", "members", "rule", "description"]))
+
+
+@audience_app.command("show")
+def audience_show(
+    name: str,
+    limit: int = typer.Option(100, "--limit"),
+    offset: int = typer.Option(0, "--offset"),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """One audience and a page of its members."""
+    from omnithread.analytics.audiences import audience_members
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            result = audience_members(ws.engine, name, limit, offset)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"{name}: {result['members']:,} members; rule: {result['rule']}")
+        console.print(_table("Members", result["page"]))
+
+
+@audience_app.command("delete")
+def audience_delete(name: str, data_dir: Optional[Path] = DataDir) -> None:
+    """Delete an audience, its members and its changes."""
+    from omnithread.analytics.audiences import delete_audience
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            delete_audience(ws.engine, name)
+    except OmnithreadError as error:
+        _fail(error)
+    console.print(f"Audience {name} deleted.")
+
+
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create (shown once), list, revoke.")
 app.add_typer(keys_app, name="keys")
 

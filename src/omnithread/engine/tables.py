@@ -166,6 +166,9 @@ STAGE_TABLES = {
     "skipped_rows": ("understand (profile.build)", "rows a stage left out at its last run, with the reason"),
     "lifetime_values": ("understand (analytics.lifetime)", "one row per buyer: purchase summary, P(alive), CLV"),
     "lifetime_models": ("understand (analytics.lifetime)", "the fitted BG/NBD and Gamma-Gamma parameters per group"),
+    "audiences": ("understand (analytics.audiences)", "named rules over traits, lifetime value and recent events"),
+    "audience_members": ("understand (analytics.audiences)", "who is in each audience, since when"),
+    "audience_changes": ("understand (analytics.audiences)", "each join and leave of an audience, when"),
     "interactions": ("serve (recommend.interactions)", "person by product: signals counted, the weight trained on"),
 }
 
