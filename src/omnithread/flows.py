@@ -24,6 +24,7 @@ from typing import Any
 
 from omnithread.analytics import ANALYTICS_VIEWS
 from omnithread.analytics.audiences import forget_members, refresh_audiences
+from omnithread.analytics.clv import FitError
 from omnithread.analytics.lifetime import LifetimeReport, attach_lifetime_values, score_lifetime_value
 from omnithread.errors import (
     ConflictError,
@@ -85,7 +86,12 @@ def write_report(ws: Workspace, path: Path, *, days: int = 14, holdout_days: int
         resolve_persons(ws)
     if not ws.engine.has_table("lifetime_models"):
         score_lifetime(ws)
-    validation = validate_lifetime(ws.engine, holdout_days) if holdout_days else None
+    validation = None
+    if holdout_days:
+        try:
+            validation = validate_lifetime(ws.engine, holdout_days)
+        except FitError as error:  # too short a log, too few buyers: the report says so and goes on
+            validation = {"holdout_days": holdout_days, "skipped": str(error)}
     data = gather(ws.engine, days, validation)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,10 +67,11 @@ def purchase_summary(
 ) -> dict[str, np.ndarray]:
     """Per person with an order (before ``until``, in ``channels``): frequency, recency and T in days, and
     monetary (the mean value of the repeat days). ``as_of`` (a date) ends the observation: by default the day
-    of the last event before ``until``."""
+    of the last order in the log before ``until`` (not of the last event: a device whose clock runs ahead
+    would stretch every T)."""
     if as_of is None:
-        bound = f"WHERE event_at < TIMESTAMPTZ '{until.isoformat()}'" if until is not None else ""
-        as_of = engine.scalar(f"SELECT CAST(max(event_at) AS DATE) FROM events {bound}")
+        bound = f" AND event_at < TIMESTAMPTZ '{until.isoformat()}'" if until is not None else ""
+        as_of = engine.scalar(f"SELECT CAST(max(event_at) AS DATE) FROM events WHERE event = 'Order Completed'{bound}")
     if as_of is None:
         return {k: np.array([]) for k in ("person_id", "frequency", "recency", "T", "monetary")}
     rows = engine.query(f"""
@@ -255,12 +256,13 @@ def _profile_columns(engine: Engine) -> list[dict]:
 
 # -- validation ---------------------------------------------------------------------------------------------
 def validate_lifetime(engine: Engine, holdout_days: int = 30, *, channels: tuple[str, ...] | None = None) -> dict:
-    """Fit on the log before its last ``holdout_days`` days, predict each calibration buyer's purchase days in
-    the holdout, and compare with the log: totals, per-person errors, and the same for a naive forecast
-    (each person's own rate so far), and predicted against actual by calibration frequency."""
+    """Fit on the log before its last ``holdout_days`` days (counted back from its last order), predict each
+    calibration buyer's purchase days in the holdout, and compare with the log: totals, per-person errors,
+    and the same for a naive forecast (each person's own rate so far), and predicted against actual by
+    calibration frequency."""
     if holdout_days < 1:
         raise InvalidRequestError("holdout_days", holdout_days, "at least 1")
-    last = engine.scalar("SELECT max(event_at) FROM events")
+    last = engine.scalar("SELECT max(event_at) FROM events WHERE event = 'Order Completed'")
     if last is None:
         raise InvalidRequestError("events", 0, "an event log with orders to validate on")
     last_day = last.date() if hasattr(last, "date") else last

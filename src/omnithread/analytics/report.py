@@ -141,7 +141,9 @@ def sections(data: dict) -> list[tuple[str, str, str]]:
         if top:
             body += "<h3>Highest lifetime value</h3>" + html_table(top)
         validation = data.get("lifetime_validation")
-        if validation:
+        if validation and validation.get("skipped"):
+            body += f"<p class='muted'>Held-out validation skipped: {html.escape(validation['skipped'])}</p>"
+        elif validation:
             rows = [
                 {"forecast": name, **validation[f"{name}_forecast"]} for name in ("bgnbd", "naive")
             ]  # fmt: skip

@@ -406,13 +406,21 @@ def _print_understand(analytics: dict) -> None:
     joined = analytics["lifetime"]["joined"]
     check = analytics["lifetime_validation"]
     total = analytics["lifetime_total"] or {}
-    console.print(
-        f"Lifetime value (BG/NBD, Gamma-Gamma): {joined['persons']:,} buyers, {total.get('clv') or 0:,.0f} expected "
-        f"over the next year (online {total.get('clv_online') or 0:,.0f}, store {total.get('clv_store') or 0:,.0f}); "
-        f"on {check['holdout_days']} held-out days it forecast {check['bgnbd_forecast']['total']:,.0f} purchase days "
-        f"for {check['actual_total']:,} made (MAE {check['bgnbd_forecast']['mae']:.3f}; a naive forecast "
-        f"{check['naive_forecast']['mae']:.3f})."
-    )
+    if "bgnbd" not in joined:
+        console.print(f"Lifetime value: not fitted ({joined.get('skipped', 'too few buyers')}).")
+    else:
+        held = (
+            f"on {check['holdout_days']} held-out days it forecast {check['bgnbd_forecast']['total']:,.0f} purchase "
+            f"days for {check['actual_total']:,} made (MAE {check['bgnbd_forecast']['mae']:.3f}; a naive forecast "
+            f"{check['naive_forecast']['mae']:.3f})"
+            if "bgnbd_forecast" in check
+            else f"no held-out check ({check.get('skipped', 'not run')})"
+        )
+        console.print(
+            f"Lifetime value (BG/NBD, Gamma-Gamma): {joined['persons']:,} buyers, {total.get('clv') or 0:,.0f} "
+            f"expected over the next year (online {total.get('clv_online') or 0:,.0f}, store "
+            f"{total.get('clv_store') or 0:,.0f}); {held}."
+        )
     j = analytics["journeys"]
     if j["with_resolution"]:
         w, s, t = (j["with_resolution"][k] for k in ("webrooming", "showrooming", "store_touched_by_online"))

@@ -122,16 +122,21 @@ def _resolve(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> No
 def _understand(run: DemoRun, ws: Workspace, progress: Callable[[str], None]) -> None:
     progress("lifetime value, store and cross-channel analytics, and the report")
     lifetime = score_lifetime(ws)
-    path, data = write_report(ws, ws.settings.data_dir / "report.html", holdout_days=14)
+    holdout = max(1, min(14, run.config.days // 4))  # a quarter of a short log at most
+    path, data = write_report(ws, ws.settings.data_dir / "report.html", holdout_days=holdout)
     validation = data["lifetime_validation"]
     run.analytics = {
         "lifetime": {
-            group: {k: v for k, v in fit.items() if k in ("persons", "repeat_buyers", "bgnbd", "gamma_gamma")}
+            group: {
+                k: v for k, v in fit.items() if k in ("persons", "repeat_buyers", "bgnbd", "gamma_gamma", "skipped")
+            }
             for group, fit in lifetime.fits.items()
         },
         "lifetime_total": data.get("lifetime_total"),
         "lifetime_validation": {
-            k: validation[k] for k in ("holdout_days", "persons", "actual_total", "bgnbd_forecast", "naive_forecast")
+            k: validation[k]
+            for k in ("holdout_days", "persons", "actual_total", "bgnbd_forecast", "naive_forecast", "skipped")
+            if k in validation
         },
         "journeys": data["journeys"],
         "rfm": data["rfm"],
