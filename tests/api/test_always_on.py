@@ -288,3 +288,58 @@ def test_a_running_job_says_how_far_it_has_got(tmp_path):
     worker.stop(5)
     assert seen == ["step one"] and done.state == "done"
     report_progress("outside a job")  # nothing to say it to: ignored
+
+
+def test_the_running_server_sends_new_events_to_a_webhook_as_they_arrive(data_dir, tmp_path):
+    """A destination added by the command line (a job of the running server); events sent to the collector
+    afterwards reach the receiver, signed, without anyone running a delivery."""
+    import base64
+    import json as jsonlib
+
+    from omnithread.api.keys import KeyStore
+    from omnithread.destinations import webhooks
+    from omnithread.privacy.secret import load_secret
+    from tests.destinations.test_webhooks import Receiver
+
+    store = KeyStore(data_dir, load_secret(data_dir))
+    write = store.create("write", "webhook test")[0]
+    store.close()
+    receiver = Receiver()
+    secret = tmp_path / "secret"
+    secret.write_text("a webhook secret of some length")
+    server = Server(data_dir).start()
+    try:
+        added = cli(
+            data_dir, "destinations", "add", "crm", "--url", f"{receiver.url}/ok", "--secret-file", str(secret),
+            "--events", "Order Completed",
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        auth = {"Authorization": "Basic " + base64.b64encode(f"{write}:".encode()).decode()}
+        for n in range(3):
+            sent = httpx.post(
+                f"{server.url}/v1/track",
+                headers=auth,
+                json={
+                    "type": "track",
+                    "event": "Order Completed",
+                    "messageId": f"webhook-{n}",
+                    "userId": f"buyer-{n}",
+                    "properties": {"order_id": f"O-{n}", "total": 10.0 + n, "products": [{"product_id": "P1"}]},
+                    "context": {"channel": "web"},
+                },
+            )
+            assert sent.status_code == 200, sent.text
+        got = wait_for(lambda: len(receiver.requests["ok"]) >= 3 and receiver.requests["ok"], seconds=60)
+        bodies = sorted((jsonlib.loads(r["body"]) for r in got), key=lambda b: b["message_id"])
+        assert [b["message_id"] for b in bodies] == ["webhook-0", "webhook-1", "webhook-2"]
+        for r in got:
+            headers = {k.lower(): v for k, v in r["headers"].items()}
+            assert webhooks.verify(
+                "a webhook secret of some length", headers["x-omnithread-timestamp"], r["body"],
+                headers["x-omnithread-signature"],
+            )  # fmt: skip
+        listed = cli(data_dir, "destinations", "list", "--json")
+        assert listed.returncode == 0 and jsonlib.loads(listed.stdout)[0]["delivered"] == 3
+    finally:
+        server.stop()
+        receiver.close()

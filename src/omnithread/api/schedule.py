@@ -15,6 +15,9 @@
   ``catalogue*.csv``, ``inventory`` for ``inventory*.csv`` and ``stock*.csv``), then moved to ``done/`` with
   the import's report beside it, or to ``failed/`` with its reasons. A server that stops mid-import imports
   the file again when it starts (imports are idempotent: a message id is stored once).
+- **Destinations**: every tick, events and audience changes new since each webhook destination's cursor go
+  to its outbox and out (``omnithread.destinations.webhooks``: a thread per destination, retries, dead
+  letters), on the work connection between jobs.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from omnithread.api.jobs import Job
+from omnithread.destinations.webhooks import Dispatcher
 from omnithread.errors import safe_message
 from omnithread.flows import refresh_persons
 
@@ -62,6 +66,7 @@ class Schedule:
         self._seen: dict[Path, tuple[int, int, float]] = {}  # dropped file -> (size, mtime, unchanged since)
         self._trained_count = 0
         self._trained_at = time.time()
+        self._dispatcher: Dispatcher | None = None  # made when the first destination exists
 
     # -- life
     def start(self) -> None:
@@ -81,10 +86,12 @@ class Schedule:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
+        if self._dispatcher is not None:
+            self._dispatcher.close()
 
     def _loop(self) -> None:
         while not self._stop.wait(_TICK):
-            for step in (self._refresh, self._retrain, self._drop):
+            for step in (self._refresh, self._retrain, self._drop, self._deliver):
                 try:
                     step()
                 except Exception as exc:  # noqa: BLE001 - one step's failure is logged; the schedule goes on
@@ -114,6 +121,21 @@ class Schedule:
             finally:
                 lock.release()
                 self._refresh_took = time.monotonic() - self._last_refresh
+
+    # -- destinations: events and audience changes out, as they arrive
+    def _deliver(self) -> None:
+        lock = self.service.work_lock
+        if not lock.acquire(blocking=False):  # a job holds the work: the next tick delivers
+            return
+        try:
+            worker = self.service.worker
+            if self._dispatcher is None:
+                if not worker.engine.has_table("destinations"):
+                    return
+                self._dispatcher = Dispatcher(worker.engine, worker.cipher)
+            self._dispatcher.step()
+        finally:
+            lock.release()
 
     # -- the model follows the persons
     def _retrain(self) -> None:

@@ -1220,6 +1220,119 @@ def audience_delete(name: str, data_dir: Optional[Path] = DataDir) -> None:
     console.print(f"Audience {name} deleted.")
 
 
+destinations_app = typer.Typer(
+    no_args_is_help=True, help="Webhook destinations for events and audience changes: signed, retried, metered."
+)
+app.add_typer(destinations_app, name="destinations")
+
+
+@destinations_app.command("add")
+def destinations_add(
+    name: str = typer.Argument(..., help="lower-case letters, digits, - or _"),
+    url: str = typer.Option(..., "--url"),
+    secret_file: Path = typer.Option(..., "--secret-file", help="A file holding the signing secret (16+ chars)."),
+    events: str = typer.Option("", "--events", help="Event names, comma-separated, or * for every event."),
+    audiences: str = typer.Option("", "--audiences", help="Audiences whose joins and leaves to send."),
+    max_attempts: int = typer.Option(8, "--max-attempts"),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds a request may take."),
+    from_start: bool = typer.Option(False, "--from-start", help="Also send what the log already holds."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Register a webhook destination (the secret is read from a file, kept out of shell history)."""
+    from omnithread.destinations.webhooks import add_destination
+    from omnithread.workspace import Workspace
+
+    try:
+        secret = secret_file.read_text().strip()
+    except OSError as error:
+        _fail(InvalidRequestError("secret_file", str(secret_file), f"a readable file ({error.strerror})"))
+    split = [e.strip() for e in events.split(",") if e.strip()]
+    chosen = [a.strip() for a in audiences.split(",") if a.strip()]
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            result = add_destination(
+                ws.engine, ws.cipher, name, url, secret, split, chosen, max_attempts, timeout, from_start
+            )
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"Destination {name} added: {url}")
+
+
+@destinations_app.command("list")
+def destinations_list(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """Destinations with their deliveries: delivered, pending, dead, failed attempts, latency."""
+    from omnithread.destinations.webhooks import list_destinations
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            rows = list_destinations(ws.engine)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(rows)
+    else:
+        columns = ["name", "url", "delivered", "pending", "dead", "failed_attempts", "latency_p50_ms"]
+        console.print(_table("Destinations", rows, columns))
+
+
+@destinations_app.command("deliver")
+def destinations_deliver(
+    seconds: float = typer.Option(60.0, "--seconds", help="Give up after this long (retries wait)."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Send what is due now (a running server does this by itself); stops when nothing is pending."""
+    from omnithread.destinations.webhooks import Dispatcher
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            dispatcher = Dispatcher(ws.engine, ws.cipher)
+            try:
+                metrics = dispatcher.run(seconds=seconds)
+            finally:
+                dispatcher.close()
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(metrics)
+    else:
+        console.print(_table("Deliveries", list(metrics.values())))
+
+
+@destinations_app.command("replay")
+def destinations_replay(name: Optional[str] = typer.Argument(None), data_dir: Optional[Path] = DataDir) -> None:
+    """Dead-lettered deliveries (of one destination, or all) back to pending."""
+    from omnithread.destinations.webhooks import replay_dead
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            n = replay_dead(ws.engine, name)
+    except OmnithreadError as error:
+        _fail(error)
+    console.print(f"{n:,} dead-lettered deliveries pending again.")
+
+
+@destinations_app.command("remove")
+def destinations_remove(name: str, data_dir: Optional[Path] = DataDir) -> None:
+    """Remove a destination and its outbox."""
+    from omnithread.destinations.webhooks import remove_destination
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            remove_destination(ws.engine, name)
+    except OmnithreadError as error:
+        _fail(error)
+    console.print(f"Destination {name} removed.")
+
+
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create (shown once), list, revoke.")
 app.add_typer(keys_app, name="keys")
 

@@ -374,25 +374,33 @@ class Dispatcher:
                         [attempts, o.error, later, o.id],
                     )
 
+    def step(self, wait: float = 0.0) -> int:
+        """One round, for a loop of someone else's (the server's schedule): enqueue what is new, hand out
+        what is due, record what came back (waiting up to ``wait`` s for a first answer); how many recorded."""
+        if not self.engine.has_table("destinations"):
+            return 0
+        enqueue(self.engine)
+        self._ensure_workers()
+        self._hand_out()
+        outcomes = []
+        try:
+            outcomes.append(self.results.get(timeout=wait) if wait else self.results.get_nowait())
+            while True:
+                outcomes.append(self.results.get_nowait())
+        except queue.Empty:
+            pass
+        if outcomes:
+            self._record(outcomes)
+        return len(outcomes)
+
     def run(self, until: Callable[[], bool] | None = None, seconds: float = 60.0, poll: float = 0.05) -> dict:
         """Enqueue and deliver until nothing is pending or in flight (or ``until()`` is true, or ``seconds``
         pass); returns the metrics per destination."""
         if not self.engine.has_table("destinations"):
             return {}
         deadline = time.monotonic() + seconds
-        enqueue(self.engine)
-        self._ensure_workers()
         while time.monotonic() < deadline and not (until and until()):
-            self._hand_out()
-            outcomes = []
-            try:
-                outcomes.append(self.results.get(timeout=poll))
-                while True:
-                    outcomes.append(self.results.get_nowait())
-            except queue.Empty:
-                pass
-            if outcomes:
-                self._record(outcomes)
+            self.step(wait=poll)
             pending = self.engine.scalar("SELECT count(*) FROM destination_outbox WHERE status = 'pending'")
             if until is None and not pending and not self.in_flight:
                 break
