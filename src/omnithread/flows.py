@@ -26,6 +26,7 @@ from omnithread.analytics import ANALYTICS_VIEWS
 from omnithread.analytics.audiences import forget_members, refresh_audiences
 from omnithread.analytics.clv import FitError
 from omnithread.analytics.lifetime import LifetimeReport, attach_lifetime_values, score_lifetime_value
+from omnithread.destinations.exports import forget_contacts
 from omnithread.errors import (
     ConflictError,
     ErasureFailedError,
@@ -328,6 +329,7 @@ def _erase_in_transaction(ws: Workspace, key: str, mode: str, raw_values: tuple[
         report.history_rows_deleted = forget_interactions(engine, person_ids)
         report.history_rows_deleted += forget_persons(engine, ws.pseudonymiser, person_ids, values)
         report.history_rows_deleted += forget_members(engine, person_ids)
+        report.history_rows_deleted += forget_contacts(engine, [r["identifier"] for r in rows])
         if engine.has_table("lifetime_values"):
             report.history_rows_deleted += engine.delete_where(
                 "lifetime_values", "person_id IN (" + ", ".join("?" * len(person_ids)) + ")", sorted(person_ids)

@@ -1220,6 +1220,79 @@ def audience_delete(name: str, data_dir: Optional[Path] = DataDir) -> None:
     console.print(f"Audience {name} deleted.")
 
 
+@audience_app.command("export")
+def audience_export(
+    name: str,
+    platform: str = typer.Option(..., "--platform", help="google (Customer Match) or meta (Custom Audiences)."),
+    out: Path = typer.Option(..., "--out", help="The CSV file to write."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Write an audience as an ad platform's customer list: SHA-256 of each member's normalised email and
+    phone, from the contact vault (advertising-consented contacts only; docs/analytics.md)."""
+    from omnithread.destinations.exports import export_audience
+    from omnithread.workspace import Workspace
+
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            result = export_audience(ws.engine, ws.cipher, name, platform, out)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(
+            f"{result['rows']:,} rows for {result['exported_persons']:,} of {result['members']:,} members written to "
+            f"{result['path']} ({result['refused_advertising']:,} refused advertising, "
+            f"{result['without_contact']:,} without a consented contact)."
+        )
+
+
+contacts_app = typer.Typer(
+    no_args_is_help=True, help="The contact vault: advertising-consented contacts for audience exports."
+)
+app.add_typer(contacts_app, name="contacts")
+
+
+@contacts_app.command("import")
+def contacts_import(
+    path: Path = typer.Argument(..., help="CSV or JSON Lines: user_id, email, phone, advertising_consent."),
+    source: str = typer.Option("", "--source", help="Where the list comes from (a CRM export's name)."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Vault the consented contacts of a list as encrypted platform hashes (raw values are never stored);
+    a row without consent withdraws any earlier one."""
+    import csv as csvlib
+
+    from omnithread.destinations.exports import import_contacts
+    from omnithread.workspace import Workspace
+
+    try:
+        with path.open(newline="") as handle:
+            rows: list[dict] = (
+                [json.loads(line) for line in handle if line.strip()]
+                if path.suffix.lower() in (".jsonl", ".ndjson", ".json")
+                else list(csvlib.DictReader(handle))
+            )
+    except (OSError, ValueError) as error:
+        _fail(InvalidRequestError("path", str(path), f"a readable CSV or JSON Lines file ({error})"))
+    try:
+        with Workspace(_settings(data_dir)) as ws:
+            report = import_contacts(ws.engine, ws.pseudonymiser, ws.cipher, rows, source or path.name)
+    except OmnithreadError as error:
+        _fail(error)
+    if as_json:
+        _print_json(report)
+    else:
+        console.print(
+            f"{report['rows']:,} rows: {report['stored']:,} stored, {report['without_consent']:,} without consent "
+            f"({report['withdrawn']:,} withdrawn), {len(report['refused']):,} refused."
+        )
+        if report["refused"]:
+            console.print(_table("Refused rows", report["refused"][:50]))
+
+
 destinations_app = typer.Typer(
     no_args_is_help=True, help="Webhook destinations for events and audience changes: signed, retried, metered."
 )

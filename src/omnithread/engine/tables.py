@@ -169,6 +169,9 @@ STAGE_TABLES = {
     "audiences": ("understand (analytics.audiences)", "named rules over traits, lifetime value and recent events"),
     "audience_members": ("understand (analytics.audiences)", "who is in each audience, since when"),
     "audience_changes": ("understand (analytics.audiences)", "each join and leave of an audience, when"),
+    "destinations": ("serve (destinations.webhooks)", "webhook destinations, their subscriptions and cursors"),
+    "destination_outbox": ("serve (destinations.webhooks)", "each delivery: payload, attempts, status, latency"),
+    "contact_vault": ("serve (destinations.exports)", "advertising-consented contacts as encrypted platform hashes"),
     "interactions": ("serve (recommend.interactions)", "person by product: signals counted, the weight trained on"),
 }
 

@@ -44,7 +44,7 @@ CHANNELS = ("web", "app", "store", "voice", "server")
 # Channel names Segment's own libraries write, read as ours.
 CHANNEL_ALIASES = {"browser": "web", "client": "web", "mobile": "app"}
 ENTRY_METHODS = ("app_code", "palm", "payment_card", "none")
-CONSENT_PURPOSES = ("analytics", "personalisation", "biometric")
+CONSENT_PURPOSES = ("analytics", "personalisation", "biometric", "advertising")
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
