@@ -27,6 +27,7 @@ from omnithread.analytics.audiences import forget_members, refresh_audiences
 from omnithread.analytics.clv import FitError
 from omnithread.analytics.lifetime import LifetimeReport, attach_lifetime_values, score_lifetime_value
 from omnithread.destinations.exports import forget_contacts
+from omnithread.destinations.webhooks import destination_metrics
 from omnithread.errors import (
     ConflictError,
     ErasureFailedError,
@@ -94,6 +95,7 @@ def write_report(ws: Workspace, path: Path, *, days: int = 14, holdout_days: int
         except FitError as error:  # too short a log, too few buyers: the report says so and goes on
             validation = {"holdout_days": holdout_days, "skipped": str(error)}
     data = gather(ws.engine, days, validation)
+    data["destinations"] = destination_metrics(ws.engine)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(data), encoding="utf-8")

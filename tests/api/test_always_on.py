@@ -340,6 +340,9 @@ def test_the_running_server_sends_new_events_to_a_webhook_as_they_arrive(data_di
             )  # fmt: skip
         listed = cli(data_dir, "destinations", "list", "--json")
         assert listed.returncode == 0 and jsonlib.loads(listed.stdout)[0]["delivered"] == 3
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'omnithread_destination_deliveries{destination="crm",status="delivered"} 3.0' in metrics
+        assert 'omnithread_destination_failed_attempts{destination="crm"} 0.0' in metrics
     finally:
         server.stop()
         receiver.close()

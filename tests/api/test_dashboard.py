@@ -157,3 +157,6 @@ def test_the_analytics_page_and_api_before_and_after_lifetime_value_is_scored(se
     one = httpx.get(f"{server.url}/v1/audiences/valuable?limit=5", auth=auth, timeout=60).json()
     assert one["members"] == listed[0]["members"] and len(one["page"]) == 5
     assert httpx.get(f"{server.url}/v1/audiences/nobody", auth=auth, timeout=60).status_code == 404
+    page = browser.new_context(http_credentials={"username": read, "password": ""}).new_page()
+    page.goto(f"{server.url}/dashboard/analytics")
+    assert "valuable" in page.inner_text("section#audiences")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Callable
 
 from omnithread.analytics import cohorts, journeys, stores
+from omnithread.analytics.audiences import list_audiences
 from omnithread.engine.base import Engine
 
 __all__ = ["gather", "render", "sections", "svg_chart", "html_table", "STYLE"]
@@ -68,7 +69,8 @@ def html_table(rows: list[dict], columns: list[str] | None = None, cls: str = ""
 
 
 def gather(engine: Engine, days: int = 14, validation: dict | None = None) -> dict:
-    """Every figure the report shows, as plain values (also the ``--json`` answer)."""
+    """Every figure the report shows, as plain values (also the ``--json`` answer). Destinations' delivery
+    figures belong to a later stage: the caller adds them as ``destinations`` (rows) before rendering."""
     started = time.perf_counter()
     out: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds")}
     out["log"] = engine.rows(
@@ -95,6 +97,7 @@ def gather(engine: Engine, days: int = 14, validation: dict | None = None) -> di
     out["revenue"] = cohorts.revenue_by_month(engine)
     out["cohorts"] = cohorts.cohorts(engine) if engine.has_table("profiles") else []
     out["rfm"] = cohorts.rfm_segments(engine)
+    out["audiences"] = list_audiences(engine)
     out["gather_seconds"] = round(time.perf_counter() - started, 3)
     return out
 
@@ -249,6 +252,13 @@ def sections(data: dict) -> list[tuple[str, str, str]]:
             lambda ax: _bars(ax, [r["segment"] for r in rfm], {"revenue": [r["revenue"] for r in rfm]}, "revenue")
         )
     out.append(("rfm", "RFM segments", body))
+
+    audiences = data.get("audiences") or []
+    if audiences:
+        out.append(("audiences", "Audiences", html_table(audiences, ["name", "members", "rule", "description"])))
+    destinations = data.get("destinations") or []
+    if destinations:
+        out.append(("destinations", "Destinations", html_table(destinations)))
     return out
 
 

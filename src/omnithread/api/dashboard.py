@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
 from omnithread.analytics.report import STYLE, gather, html_table, sections, svg_chart
+from omnithread.destinations.webhooks import destination_metrics
 from omnithread.errors import NotFoundError, OmnithreadError
 from omnithread.identity import connection_summary
 from omnithread.identity.graph import EVENT_PERSONS_SQL
@@ -237,6 +238,7 @@ def mount(app: FastAPI, service, authorised) -> None:
     def analytics(days: int = 14, who=read):
         with service.reading() as ws:
             data = gather(ws.engine, max(1, min(days, 365)))
+            data["destinations"] = destination_metrics(ws.engine)
         body = "".join(
             f"<section id='{sid}'><h2>{html.escape(name)}</h2>{part}</section>" for sid, name, part in sections(data)
         )

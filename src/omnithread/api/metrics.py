@@ -13,6 +13,7 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from omnithread.api.jobs import JOB_STATES, Job
+from omnithread.destinations.webhooks import destination_metrics
 
 __all__ = ["Metrics", "METRICS_CONTENT_TYPE", "RequestTimer"]
 
@@ -50,6 +51,24 @@ class Metrics:
             "omnithread_broker_backlog", "Broker entries not yet loaded into the log", registry=self.registry
         )
         self.jobs = Gauge("omnithread_jobs", "Jobs by state (in jobs.sqlite)", ["state"], registry=self.registry)
+        self.deliveries = Gauge(
+            "omnithread_destination_deliveries",
+            "Webhook deliveries by destination and status (delivered, pending, dead)",
+            ["destination", "status"],
+            registry=self.registry,
+        )
+        self.delivery_failures = Gauge(
+            "omnithread_destination_failed_attempts",
+            "Delivery attempts that failed (an error status, a timeout, no connection), by destination",
+            ["destination"],
+            registry=self.registry,
+        )
+        self.delivery_latency = Gauge(
+            "omnithread_destination_latency_ms",
+            "Delivery latency of successful deliveries, p50 and p95, by destination",
+            ["destination", "quantile"],
+            registry=self.registry,
+        )
         self.requests = Histogram(
             "omnithread_request_duration_seconds",
             "Request latency by route template, method and status",
@@ -83,6 +102,21 @@ class Metrics:
                 counts[state] = count
             for state, count in counts.items():
                 self.jobs.labels(state).set(count)
+        reader = getattr(service, "reader", None)
+        if reader is not None:
+            try:
+                with service.read_lock:
+                    rows = destination_metrics(reader.engine)
+            except Exception:  # noqa: BLE001 - metrics report what they can
+                rows = []
+            for row in rows:
+                name = row["destination"]
+                for status in ("delivered", "pending", "dead"):
+                    self.deliveries.labels(name, status).set(row[status] or 0)
+                self.delivery_failures.labels(name).set(row["failed_attempts"] or 0)
+                for quantile, key in (("0.5", "latency_p50_ms"), ("0.95", "latency_p95_ms")):
+                    if row[key] is not None:
+                        self.delivery_latency.labels(name, quantile).set(row[key])
         loader = getattr(service, "loader", None)
         if loader is not None:
             try:
