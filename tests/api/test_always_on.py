@@ -292,7 +292,8 @@ def test_a_running_job_says_how_far_it_has_got(tmp_path):
 
 def test_the_running_server_sends_new_events_to_a_webhook_as_they_arrive(data_dir, tmp_path):
     """A destination added by the command line (a job of the running server); events sent to the collector
-    afterwards reach the receiver, signed, without anyone running a delivery."""
+    afterwards reach the receiver, signed, without anyone running a delivery; so do the audience joins they
+    cause, once the server folds them into persons."""
     import base64
     import json as jsonlib
 
@@ -309,9 +310,11 @@ def test_the_running_server_sends_new_events_to_a_webhook_as_they_arrive(data_di
     secret.write_text("a webhook secret of some length")
     server = Server(data_dir).start()
     try:
+        made = cli(data_dir, "audience", "create", "big-baskets", "--rule", "spent(1) >= 11")
+        assert made.returncode == 0, made.stderr
         added = cli(
             data_dir, "destinations", "add", "crm", "--url", f"{receiver.url}/ok", "--secret-file", str(secret),
-            "--events", "Order Completed",
+            "--events", "Order Completed", "--audiences", "big-baskets",
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
         auth = {"Authorization": "Basic " + base64.b64encode(f"{write}:".encode()).decode()}
@@ -329,9 +332,23 @@ def test_the_running_server_sends_new_events_to_a_webhook_as_they_arrive(data_di
                 },
             )
             assert sent.status_code == 200, sent.text
-        got = wait_for(lambda: len(receiver.requests["ok"]) >= 3 and receiver.requests["ok"], seconds=60)
-        bodies = sorted((jsonlib.loads(r["body"]) for r in got), key=lambda b: b["message_id"])
-        assert [b["message_id"] for b in bodies] == ["webhook-0", "webhook-1", "webhook-2"]
+
+        def events_and_joins():
+            bodies = [jsonlib.loads(r["body"]) for r in receiver.requests["ok"]]
+            events = [b for b in bodies if b["type"] == "event"]
+            joins = [b for b in bodies if b["type"] == "audience" and b["change"] == "joined"]
+            return (events, joins) if len(events) >= 3 and len(joins) >= 2 else None
+
+        events, joins = wait_for(events_and_joins, seconds=90)
+        assert sorted(b["message_id"] for b in events) == ["webhook-0", "webhook-1", "webhook-2"]
+        # buyer-1 and buyer-2 spent 11 and 12 in one order; buyer-0's 10 is not enough
+        assert {b["user_id"] for b in events} == {"buyer-0", "buyer-1", "buyer-2"}
+        persons = {
+            user: jsonlib.loads(cli(data_dir, "person", user, "--json").stdout)["person_id"]
+            for user in ("buyer-1", "buyer-2")
+        }
+        assert {j["person_id"] for j in joins} == set(persons.values())
+        got = receiver.requests["ok"]
         for r in got:
             headers = {k.lower(): v for k, v in r["headers"].items()}
             assert webhooks.verify(
@@ -339,9 +356,12 @@ def test_the_running_server_sends_new_events_to_a_webhook_as_they_arrive(data_di
                 headers["x-omnithread-signature"],
             )  # fmt: skip
         listed = cli(data_dir, "destinations", "list", "--json")
-        assert listed.returncode == 0 and jsonlib.loads(listed.stdout)[0]["delivered"] == 3
+        delivered = jsonlib.loads(listed.stdout)[0]["delivered"]
+        assert listed.returncode == 0 and delivered >= 5  # the events, the joins, and the leaves of the old window
         metrics = httpx.get(f"{server.url}/metrics").text
-        assert 'omnithread_destination_deliveries{destination="crm",status="delivered"} 3.0' in metrics
+        line = 'omnithread_destination_deliveries{destination="crm",status="delivered"} '
+        counted = float(next(x for x in metrics.splitlines() if x.startswith(line)).removeprefix(line))
+        assert counted >= delivered  # (more may have gone out since the listing)
         assert 'omnithread_destination_failed_attempts{destination="crm"} 0.0' in metrics
     finally:
         server.stop()

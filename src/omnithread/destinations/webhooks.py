@@ -159,7 +159,8 @@ def destination_metrics(engine: Engine) -> list[dict]:
                count(o.id) FILTER (WHERE o.status = 'delivered') AS delivered,
                count(o.id) FILTER (WHERE o.status = 'pending') AS pending,
                count(o.id) FILTER (WHERE o.status = 'dead') AS dead,
-               coalesce(sum(o.attempts) - count(o.id) FILTER (WHERE o.status = 'delivered'), 0) AS failed_attempts,
+               CAST(coalesce(sum(o.attempts) - count(o.id) FILTER (WHERE o.status = 'delivered'), 0) AS BIGINT)
+                   AS failed_attempts,
                round(quantile_cont(o.latency_ms, 0.5), 1) AS latency_p50_ms,
                round(quantile_cont(o.latency_ms, 0.95), 1) AS latency_p95_ms
         FROM destinations d LEFT JOIN destination_outbox o ON o.destination = d.name
@@ -189,7 +190,7 @@ def enqueue(engine: Engine) -> dict[str, int]:
                 params += names
             source = "event_persons" if engine.has_table("profiles") else "(SELECT *, NULL AS person_id FROM events)"
             found = engine.rows(
-                f"""SELECT message_id, event, call, channel, store_id, event_at, loaded_at,
+                f"""SELECT message_id, event, call, channel, store_id, event_at, loaded_at, user_id,
                            CAST(properties AS VARCHAR) AS properties, person_id
                     FROM {source} WHERE {" AND ".join(where)} ORDER BY loaded_at, message_id""",
                 params,
@@ -199,7 +200,8 @@ def enqueue(engine: Engine) -> dict[str, int]:
                     "type": "event",
                     "event": r["event"] or r["call"],
                     "message_id": r["message_id"],
-                    "person_id": r["person_id"],
+                    "person_id": r["person_id"],  # None for a newcomer not yet folded into persons
+                    "user_id": r["user_id"],  # the retailer's own account id (or the log's keyed hash)
                     "channel": r["channel"],
                     "store_id": r["store_id"],
                     "timestamp": r["event_at"].isoformat(),
