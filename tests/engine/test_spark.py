@@ -82,6 +82,32 @@ def test_each_form_the_stages_use_gives_the_same_rows_on_spark(tmp_path, spark_d
     }
 
 
+def test_the_matchers_string_similarities_are_duckdbs(spark_dir):
+    """Jaro-Winkler and Damerau-Levenshtein, which Spark SQL lacks, as Python UDFs: DuckDB's answers on random
+    strings (accents, blanks, empty strings, NULLs)."""
+    import random
+
+    rng = random.Random(3)
+    names = ["".join(rng.choice("abcdeéø ") for _ in range(rng.randint(0, 12))) for _ in range(2000)]
+    table = pa.table({"a": names[:1000] + [None, "", "x"], "b": names[1000:] + ["x", "", None]})
+    spark, duck = SparkEngine(spark_dir), DuckDBEngine()
+    query = (
+        "SELECT a, b, jaro_winkler_similarity(a, b) AS jw, damerau_levenshtein(a, b) AS dl FROM t "
+        "ORDER BY a NULLS LAST, b NULLS LAST"
+    )
+    try:
+        for engine in (spark, duck):
+            engine.register("t", table)
+        got, expected = spark.rows(query), duck.rows(query)
+    finally:
+        spark.close()
+        duck.close()
+    assert len(got) == len(expected) == 1003
+    for g, e in zip(got, expected):
+        assert (g["a"], g["b"], g["dl"]) == (e["a"], e["b"], e["dl"])
+        assert g["jw"] == pytest.approx(e["jw"], abs=1e-12) if e["jw"] is not None else g["jw"] is None
+
+
 def test_a_registered_arrow_table_and_appends_with_message_keys(spark_dir):
     spark = SparkEngine(spark_dir)
     try:

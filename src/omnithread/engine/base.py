@@ -95,6 +95,7 @@ class Engine(ABC):
         return False
 
     has_transactions = True  # whether a transaction block is all or nothing (an erasure needs it)
+    distributed = False  # whether its work runs beyond this process (set-based work then stays on it)
 
     @abstractmethod
     def insert_rows(self, table: str, rows: pa.Table) -> int:

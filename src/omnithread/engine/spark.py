@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -100,6 +101,8 @@ def spark_session(master: str | None = None):
                         builder = builder.config(key, value)
             else:
                 master = master or os.environ.get("OMNITHREAD_SPARK_MASTER") or "local[*]"
+                # Python workers (the string UDFs) run this interpreter, with its packages, unless told otherwise
+                os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
                 if master.startswith("local"):
                     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # this machine only, and no warning
                 builder = builder.master(master)
@@ -118,6 +121,7 @@ class SparkEngine(Engine):
     name = "spark"
     dialect = "spark"
     has_transactions = False
+    distributed = True
 
     def __init__(self, path: Path | str, memory_limit: str | None = None):
         self.root = Path(path).parent / "spark"
@@ -127,7 +131,23 @@ class SparkEngine(Engine):
         self._temp: set[str] = set()
         self._seen: dict[str, tuple[int, int]] = {}  # table -> the folder (inode, mtime) its view reads
         self._registered: set[str] = set()
+        self._string_functions()
         self.ensure_tables()
+
+    def _string_functions(self) -> None:
+        """DuckDB's Jaro-Winkler and Damerau-Levenshtein, which the matcher's comparisons use, as vectorised
+        Python UDFs (``spark_udfs``, shipped to executors by value; no JAR)."""
+        try:
+            from pyspark import cloudpickle
+            from pyspark.sql.functions import pandas_udf
+
+            from omnithread.engine import spark_udfs
+        except ImportError:  # pandas or rapidfuzz missing: the matcher works in the driver's scratch engine
+            self.distributed = False
+            return
+        cloudpickle.register_pickle_by_value(spark_udfs)
+        self.spark.udf.register("jarowinkler_similarity", pandas_udf(spark_udfs.jaro_winkler, "double"))  # type: ignore[call-overload]
+        self.spark.udf.register("damerau_levenshtein", pandas_udf(spark_udfs.damerau_levenshtein, "bigint"))  # type: ignore[call-overload]
 
     # -- tables as folders ----------------------------------------------------------
     def _folder(self, name: str) -> Path:

@@ -285,6 +285,7 @@ def link(
     link_type: str = "dedupe_only",
     u_pairs: int = 100_000,
     seed: int = 7,
+    engine: Engine | None = None,
 ) -> LinkResult:
     """Score the candidate pairs of ``tables`` and keep those with match probability >= ``threshold``.
 
@@ -309,7 +310,9 @@ def link(
     sizes = [t.num_rows for t in tables]
     total_pairs = sizes[0] * sizes[1] if link_type == "link_only" else sum(sizes) * (sum(sizes) - 1) / 2
     compared = {c.column for c in comparisons}
-    con = scratch_engine()  # records and candidate pairs live apart from the log, in memory
+    # records and candidate pairs live apart from the log: in memory, or as temporary tables of a distributed
+    # engine (where the blocking joins and the comparisons then run; EM works on the counted patterns)
+    con = engine if engine is not None else scratch_engine()
     try:
         _records(con, tables, unique_id, columns)
         side = "l._source = 0 AND r._source = 1" if link_type == "link_only" else "l._id < r._id"
@@ -355,7 +358,22 @@ def link(
         pairs = _answer(con, grouped, posterior, threshold, len(comparisons))
         return LinkResult(pairs, candidates, len(grouped), prior, m, u, iterations + used)
     finally:
-        con.close()
+        if engine is None:
+            con.close()
+        else:
+            _drop_scratch(con, len(tables))
+
+
+def _drop_scratch(con: Engine, sources: int) -> None:
+    """The matcher's temporary tables, off an engine that is not its own."""
+    for name in ["_records", "_compared", "_random_levels"] + [f"_source_{i}" for i in range(sources)]:
+        if con.has_table(name):
+            if name.startswith("_source_") or name == "_scored":
+                con.unregister(name)
+            else:
+                con.execute(f"DROP TABLE IF EXISTS {name}")
+    if con.has_table("_scored"):
+        con.unregister("_scored")
 
 
 _EMPTY = pa.table(

@@ -157,8 +157,11 @@ def match_tables(tables: list[pa.Table], model: MatchModel, threshold: float, se
     return learn(tables, model, threshold, seed).pairs.to_pylist()
 
 
-def learn(tables: list[pa.Table], model: MatchModel, threshold: float, seed: int = 7) -> LinkResult:
-    """Learn ``model``'s parameters from ``tables`` and match them: the pairs and what was learnt."""
+def learn(
+    tables: list[pa.Table], model: MatchModel, threshold: float, seed: int = 7, engine: Engine | None = None
+) -> LinkResult:
+    """Learn ``model``'s parameters from ``tables`` and match them: the pairs and what was learnt (on
+    ``engine`` when given, a distributed one; else in an in-memory engine of its own)."""
     result = link(
         tables,
         model.unique_id,
@@ -169,6 +172,7 @@ def learn(tables: list[pa.Table], model: MatchModel, threshold: float, seed: int
         link_type=model.link_type,
         u_pairs=model.u_pairs,
         seed=seed,
+        engine=engine,
     )
     if result.candidates and not 0 < result.prior < 1:
         raise MatchingSkipped(f"the model could not be learnt from these records (prior {result.prior})")
@@ -206,11 +210,13 @@ def match_records(records: pa.Table, threshold: float = 0.999, seed: int = 7) ->
     return learn_records(records, threshold, seed).pairs.to_pylist()
 
 
-def learn_records(records: pa.Table, threshold: float = 0.999, seed: int = 7) -> LinkResult:
+def learn_records(
+    records: pa.Table, threshold: float = 0.999, seed: int = 7, engine: Engine | None = None
+) -> LinkResult:
     """Learn the sign-up model from ``records`` and match them: the pairs and the parameters learnt."""
     if records.num_rows < MIN_RECORDS:
         raise MatchingSkipped(f"{records.num_rows} records, fewer than the {MIN_RECORDS} needed to learn the model")
-    return learn([records], signup_model(), threshold, seed)
+    return learn([records], signup_model(), threshold, seed, engine)
 
 
 def save_model(engine: Engine, result: LinkResult) -> None:

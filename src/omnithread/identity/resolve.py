@@ -127,7 +127,12 @@ def _add_probabilistic_links(engine: Engine, config: IdentityConfig) -> int:
 
     build_attributes(engine)
     assert config.match_threshold is not None  # (called only when matching is on)
-    learnt = learn_records(engine.query("SELECT * FROM person_attributes"), config.match_threshold)
+    # on a distributed engine the pairs are blocked, compared and counted there; in-memory otherwise
+    learnt = learn_records(
+        engine.query("SELECT * FROM person_attributes"),
+        config.match_threshold,
+        engine=engine if engine.distributed else None,
+    )
     save_model(engine, learnt)
     matches = learnt.pairs.to_pylist()
     if not matches:
