@@ -108,6 +108,40 @@ def test_the_matchers_string_similarities_are_duckdbs(spark_dir):
         assert g["jw"] == pytest.approx(e["jw"], abs=1e-12) if e["jw"] is not None else g["jw"] is None
 
 
+def test_the_probabilistic_matcher_learns_and_scores_on_spark_as_in_memory(tmp_path, spark_dir):
+    """Sign-up records of a simulated retailer large enough to learn from: the matcher's blocking, comparisons
+    and pattern counts on Spark give the pairs, probabilities and parameters the in-memory engine gives."""
+    from omnithread.identity.matching import learn_records
+    from omnithread.sim import WorldConfig, simulate
+
+    manifest = simulate(WorldConfig(people=700, days=20, products=200, seed=5), tmp_path / "world")
+    with Workspace(Settings(data_dir=tmp_path / "data")) as ws:
+        ws.ingestor().ingest_paths(manifest["sources"])
+        from omnithread.flows import resolve_persons
+
+        report, _ = resolve_persons(ws)
+        records = ws.engine.query("SELECT * FROM person_attributes")
+    assert report.probabilistic_links > 0, report.probabilistic_skipped
+    expected = learn_records(records)
+    spark = SparkEngine(spark_dir)
+    try:
+        got = learn_records(records, engine=spark)
+        assert not spark.has_table("_records") and not spark.has_table("_compared")  # its scratch is gone
+    finally:
+        spark.close()
+    assert (got.candidates, got.patterns, got.iterations) == (
+        expected.candidates,
+        expected.patterns,
+        expected.iterations,
+    )
+    assert got.prior == pytest.approx(expected.prior, rel=1e-9)
+    for a, b in zip(got.m + got.u, expected.m + expected.u):
+        assert a == pytest.approx(b, rel=1e-9)
+    pairs = [(r["id_l"], r["id_r"], round(r["match_probability"], 9)) for r in got.pairs.to_pylist()]
+    assert pairs == [(r["id_l"], r["id_r"], round(r["match_probability"], 9)) for r in expected.pairs.to_pylist()]
+    assert len(pairs) > 10
+
+
 def test_a_registered_arrow_table_and_appends_with_message_keys(spark_dir):
     spark = SparkEngine(spark_dir)
     try:
