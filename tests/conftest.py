@@ -31,6 +31,20 @@ def settings(tmp_path: Path, monkeypatch) -> Settings:
 
 
 @pytest.fixture
+def handmade(tmp_path: Path, settings: Settings):
+    """The hand-made log of ``tests/analytics/test_statistics.py`` (every figure known), imported and
+    resolved: the workspace."""
+    from omnithread.flows import resolve_persons
+    from tests.analytics.test_statistics import LOG
+
+    with Workspace(settings) as ws:
+        report = ws.ingestor().ingest_paths([write_lines(tmp_path / "handmade.jsonl", LOG)])
+        assert report.accepted == len(LOG)
+        resolve_persons(ws)
+        yield ws
+
+
+@pytest.fixture
 def workspace(settings: Settings):
     with Workspace(settings) as ws:
         yield ws

@@ -9,18 +9,12 @@ import pytest
 
 from omnithread.analytics import audiences
 from omnithread.errors import ConflictError, InvalidRequestError, NotFoundError
-from omnithread.flows import erase, record_consent, resolve_persons
-from omnithread.workspace import Workspace
-from tests.analytics.test_statistics import LOG
-from tests.conftest import write_lines
+from omnithread.flows import erase, record_consent
 
 
 @pytest.fixture
-def ws(tmp_path, settings):
-    with Workspace(settings) as ws:
-        ws.ingestor().ingest_paths([write_lines(tmp_path / "log.jsonl", LOG)])
-        resolve_persons(ws)
-        yield ws
+def ws(handmade):
+    return handmade
 
 
 def _alice(ws) -> str:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import pytest
 
 from omnithread.analytics import baskets, cohorts, journeys, stores
-from omnithread.flows import resolve_persons
-from omnithread.workspace import Workspace
-from tests.conftest import write_lines
 
 
 def _at(day: str, second: int = 0) -> str:
@@ -95,12 +92,8 @@ LOG = [
 
 
 @pytest.fixture
-def resolved(tmp_path, settings):
-    with Workspace(settings) as ws:
-        report = ws.ingestor().ingest_paths([write_lines(tmp_path / "log.jsonl", LOG)])
-        assert report.accepted == len(LOG)
-        resolve_persons(ws)
-        yield ws
+def resolved(handmade):
+    return handmade
 
 
 def test_store_performance_per_store(resolved):

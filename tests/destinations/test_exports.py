@@ -12,10 +12,7 @@ import pytest
 from omnithread.analytics.audiences import create_audience
 from omnithread.destinations import exports
 from omnithread.errors import InvalidRequestError, NotFoundError
-from omnithread.flows import erase, record_consent, resolve_persons
-from omnithread.workspace import Workspace
-from tests.analytics.test_statistics import LOG
-from tests.conftest import write_lines
+from omnithread.flows import erase, record_consent
 
 # "user@example.com" -> b4c9a289...: the worked example of UID2's "Normalization and Encoding" page (and of
 # Pinterest's conversion tag docs); the others follow the platforms' published rules from it
@@ -41,11 +38,8 @@ def test_published_vector_and_each_platforms_rules():
 
 
 @pytest.fixture
-def ws(tmp_path, settings):
-    with Workspace(settings) as ws:
-        ws.ingestor().ingest_paths([write_lines(tmp_path / "log.jsonl", LOG)])
-        resolve_persons(ws)
-        yield ws
+def ws(handmade):
+    return handmade
 
 
 CONTACTS = [

@@ -15,10 +15,6 @@ import pytest
 from omnithread.analytics.audiences import create_audience
 from omnithread.destinations import webhooks
 from omnithread.errors import ConflictError, InvalidRequestError
-from omnithread.flows import resolve_persons
-from omnithread.workspace import Workspace
-from tests.analytics.test_statistics import LOG
-from tests.conftest import write_lines
 
 SECRET = "a receiver's signing secret"
 
@@ -69,11 +65,8 @@ def receiver():
 
 
 @pytest.fixture
-def ws(tmp_path, settings):
-    with Workspace(settings) as ws:
-        ws.ingestor().ingest_paths([write_lines(tmp_path / "log.jsonl", LOG)])
-        resolve_persons(ws)
-        yield ws
+def ws(handmade):
+    return handmade
 
 
 def _add(ws, name, url, **options):

@@ -37,32 +37,29 @@ def _lines(source: str, channels: tuple[str, ...]) -> str:
               FROM {source} WHERE event = 'Order Completed' AND channel IN {_in(channels)} AND person IS NOT NULL)"""
 
 
+def _crossed(
+    engine: Engine, source: str, window: str, first: str, first_channels: tuple[str, ...], bought_in: tuple[str, ...]
+) -> dict:
+    """Order lines bought in ``bought_in`` channels whose product the same person met by a ``first`` event in
+    ``first_channels`` within the window before: orders, lines and their value."""
+    return engine.rows(f"""
+        WITH met AS (
+            SELECT DISTINCT person, properties->>'product_id' AS product_id, event_at FROM {source}
+            WHERE event = '{first}' AND channel IN {_in(first_channels)} AND person IS NOT NULL
+        ), lines AS ({_lines(source, bought_in)}),
+        matched AS (
+            SELECT DISTINCT l.message_id, l.product_id, l.value FROM lines l JOIN met m
+              ON m.person = l.person AND m.product_id = l.product_id
+             AND m.event_at < l.event_at AND m.event_at >= l.event_at - {window}
+        )
+        SELECT count(DISTINCT message_id) AS orders, count(*) AS lines, round(coalesce(sum(value), 0), 2) AS revenue
+        FROM matched""")[0]
+
+
 def _counts(engine: Engine, source: str, days: int) -> dict:
     window = f"INTERVAL {int(days)} DAY"
-    webrooming = engine.rows(f"""
-        WITH views AS (
-            SELECT DISTINCT person, properties->>'product_id' AS product_id, event_at FROM {source}
-            WHERE event = 'Product Viewed' AND channel IN {_in(ONLINE_BROWSE)} AND person IS NOT NULL
-        ), lines AS ({_lines(source, ("store",))}),
-        matched AS (
-            SELECT DISTINCT l.message_id, l.product_id, l.value FROM lines l JOIN views v
-              ON v.person = l.person AND v.product_id = l.product_id
-             AND v.event_at < l.event_at AND v.event_at >= l.event_at - {window}
-        )
-        SELECT count(DISTINCT message_id) AS orders, count(*) AS lines, round(coalesce(sum(value), 0), 2) AS revenue
-        FROM matched""")[0]
-    showrooming = engine.rows(f"""
-        WITH picks AS (
-            SELECT DISTINCT person, properties->>'product_id' AS product_id, event_at FROM {source}
-            WHERE event = 'Product Picked' AND channel = 'store' AND person IS NOT NULL
-        ), lines AS ({_lines(source, ONLINE_BUY)}),
-        matched AS (
-            SELECT DISTINCT l.message_id, l.product_id, l.value FROM lines l JOIN picks p
-              ON p.person = l.person AND p.product_id = l.product_id
-             AND p.event_at < l.event_at AND p.event_at >= l.event_at - {window}
-        )
-        SELECT count(DISTINCT message_id) AS orders, count(*) AS lines, round(coalesce(sum(value), 0), 2) AS revenue
-        FROM matched""")[0]
+    webrooming = _crossed(engine, source, window, "Product Viewed", ONLINE_BROWSE, ("store",))
+    showrooming = _crossed(engine, source, window, "Product Picked", ("store",), ONLINE_BUY)
     touched = engine.rows(f"""
         WITH online AS (
             SELECT person, event_at FROM {source}
