@@ -22,10 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from omnithread.analytics import ANALYTICS_VIEWS
+from omnithread.analytics import ANALYTICS_VIEWS, baskets, cohorts, journeys, stores
 from omnithread.analytics.audiences import forget_members, refresh_audiences
 from omnithread.analytics.clv import FitError
-from omnithread.analytics.lifetime import LifetimeReport, attach_lifetime_values, score_lifetime_value
+from omnithread.analytics.lifetime import (
+    LifetimeReport,
+    attach_lifetime_values,
+    forget_lifetime,
+    score_lifetime_value,
+    validate_lifetime,
+)
+from omnithread.analytics.report import gather, render
 from omnithread.destinations.exports import forget_contacts
 from omnithread.destinations.webhooks import destination_metrics
 from omnithread.errors import (
@@ -81,9 +88,6 @@ def write_report(ws: Workspace, path: Path, *, days: int = 14, holdout_days: int
     """Write the analytics report (one self-contained HTML file) to ``path``: persons resolved and lifetime
     value scored first when they are not yet; with ``holdout_days``, lifetime value validated too. Returns the
     path and the figures shown."""
-    from omnithread.analytics.lifetime import validate_lifetime
-    from omnithread.analytics.report import gather, render
-
     if not ws.engine.has_table("profiles"):
         resolve_persons(ws)
     if not ws.engine.has_table("lifetime_models"):
@@ -105,9 +109,7 @@ def write_report(ws: Workspace, path: Path, *, days: int = 14, holdout_days: int
 def analytics_view(ws: Workspace, view: str, *, store: str | None = None, days: int = 14, compute: bool = True) -> Any:
     """One view of the understand stage by name (the CLI's and the API's): rows, or a dict for journeys and
     lifetime. Views over persons resolve first, and lifetime is scored first, when they are not yet (with
-    ``compute``; without it, as the read API asks, a missing one is a clear 404)."""
-    from omnithread.analytics import baskets, cohorts, journeys, stores
-
+    ``compute``; without it, as the read API asks, a missing one is a clear conflict, 409)."""
     if view not in ANALYTICS_VIEWS:
         raise InvalidRequestError("view", view, "one of " + ", ".join(ANALYTICS_VIEWS))
     engine = ws.engine
@@ -332,10 +334,7 @@ def _erase_in_transaction(ws: Workspace, key: str, mode: str, raw_values: tuple[
         report.history_rows_deleted += forget_persons(engine, ws.pseudonymiser, person_ids, values)
         report.history_rows_deleted += forget_members(engine, person_ids)
         report.history_rows_deleted += forget_contacts(engine, [r["identifier"] for r in rows])
-        if engine.has_table("lifetime_values"):
-            report.history_rows_deleted += engine.delete_where(
-                "lifetime_values", "person_id IN (" + ", ".join("?" * len(person_ids)) + ")", sorted(person_ids)
-            )
+        report.history_rows_deleted += forget_lifetime(engine, person_ids)
         build_profiles(engine)
         report.persons_after = engine.scalar("SELECT count(*) FROM persons")
     return report

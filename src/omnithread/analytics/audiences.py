@@ -32,9 +32,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from omnithread.analytics.cohorts import RFM_SEGMENTS
+from omnithread.analytics import ORDER_VALUE_SQL
+from omnithread.analytics.cohorts import segment_sql
 from omnithread.engine.base import Engine
 from omnithread.errors import ConflictError, InvalidRequestError, NotFoundError
+from omnithread.profile import profile_columns
 
 __all__ = [
     "TRAITS",
@@ -197,7 +199,7 @@ def _kind_of(value: Any) -> str:
 def _available(engine: Engine) -> set[str]:
     if not engine.has_table("profiles"):
         return set()
-    return (set(engine.query("SELECT * FROM profiles LIMIT 0").column_names) | {"rfm_segment"}) & set(TRAITS)
+    return (set(profile_columns(engine)) | {"rfm_segment"}) & set(TRAITS)
 
 
 def compile_rule(rule: str, engine: Engine | None = None) -> Compiled:
@@ -217,14 +219,6 @@ def compile_rule(rule: str, engine: Engine | None = None) -> Compiled:
     return Compiled(where, compiler.params, compiler.windows)
 
 
-def _segment_sql() -> str:
-    cases = " ".join(
-        f"WHEN r_score IN ({', '.join(map(str, r))}) AND f_score IN ({', '.join(map(str, f))}) THEN '{name}'"
-        for name, r, f in RFM_SEGMENTS
-    )
-    return f"CASE {cases} END"
-
-
 def _members_sql(compiled: Compiled) -> tuple[str, list]:
     """The persons a compiled rule selects (refused analytics consent excluded)."""
     joins, params = [], []
@@ -236,16 +230,14 @@ def _members_sql(compiled: Compiled) -> tuple[str, list]:
         elif kind == "orders_in":
             measure, condition = "count(*)", "event = 'Order Completed'"
         else:
-            measure = (
-                "sum(coalesce(TRY_CAST(properties->>'total' AS DOUBLE), TRY_CAST(properties->>'revenue' AS DOUBLE), 0))"
-            )
+            measure = f"sum({ORDER_VALUE_SQL})"
             condition = "event = 'Order Completed'"
         joins.append(
             f"LEFT JOIN (SELECT person_id, {measure} AS value FROM event_persons WHERE {condition} "
             f"AND person_id IS NOT NULL AND event_at > {since} GROUP BY person_id) w{i} ON w{i}.person_id = t.person_id"
         )
     sql = (
-        f"SELECT t.person_id FROM (SELECT *, {_segment_sql()} AS rfm_segment FROM profiles) t {' '.join(joins)} "
+        f"SELECT t.person_id FROM (SELECT *, {segment_sql()} AS rfm_segment FROM profiles) t {' '.join(joins)} "
         f"WHERE coalesce(t.consent_analytics, true) AND {compiled.where} ORDER BY t.person_id"
     )
     return sql, params + compiled.params

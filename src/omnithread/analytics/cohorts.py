@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
+from omnithread.analytics import ORDER_VALUE_SQL
 from omnithread.engine.base import Engine
+from omnithread.profile import profile_columns
 
-__all__ = ["cohorts", "revenue_by_month", "rfm_segments", "RFM_SEGMENTS"]
+__all__ = ["cohorts", "revenue_by_month", "rfm_segments", "segment_sql", "segment_of", "RFM_SEGMENTS"]
 
-_VALUE = "coalesce(TRY_CAST(properties->>'total' AS DOUBLE), TRY_CAST(properties->>'revenue' AS DOUBLE), 0)"
 
 # (name, recency scores, frequency scores): the usual 5 x 5 grid of RFM segments, every cell named once
 RFM_SEGMENTS = [
@@ -32,7 +33,8 @@ RFM_SEGMENTS = [
 ]
 
 
-def _segment_sql() -> str:
+def segment_sql() -> str:
+    """A CASE naming the RFM segment of a row with ``r_score`` and ``f_score`` (NULL without orders)."""
     cases = []
     for name, recency, frequency in RFM_SEGMENTS:
         r = ", ".join(str(v) for v in recency)
@@ -46,7 +48,7 @@ def cohorts(engine: Engine, months: int = 12) -> list[dict]:
     persons ordering that month, their share, and the revenue. Needs persons (``resolve``)."""
     return engine.rows(f"""
         WITH orders AS (
-            SELECT person_id, channel, event_at, date_trunc('month', event_at) AS month, {_VALUE} AS value
+            SELECT person_id, channel, event_at, date_trunc('month', event_at) AS month, {ORDER_VALUE_SQL} AS value
             FROM event_persons WHERE event = 'Order Completed' AND person_id IS NOT NULL
         ), firsts AS (
             SELECT person_id, min(month) AS cohort, arg_min(channel, event_at) AS first_channel
@@ -70,7 +72,7 @@ def revenue_by_month(engine: Engine) -> list[dict]:
     """Per month and channel: orders, gross revenue, refunds and their value, and the net revenue."""
     return engine.rows(f"""
         WITH money AS (
-            SELECT CAST(date_trunc('month', event_at) AS DATE) AS month, channel, event, {_VALUE} AS value
+            SELECT CAST(date_trunc('month', event_at) AS DATE) AS month, channel, event, {ORDER_VALUE_SQL} AS value
             FROM events WHERE event IN ('Order Completed', 'Order Refunded')
         )
         SELECT month, channel, count(*) FILTER (WHERE event = 'Order Completed') AS orders,
@@ -87,10 +89,10 @@ def rfm_segments(engine: Engine) -> list[dict]:
     last order (and mean CLV when lifetime value was scored)."""
     if not engine.has_table("profiles"):
         return []
-    columns = set(engine.query("SELECT * FROM profiles LIMIT 0").column_names)
+    columns = set(profile_columns(engine))
     clv = ", round(avg(clv), 2) AS mean_clv" if "clv" in columns else ""
     return engine.rows(f"""
-        SELECT {_segment_sql()} AS segment, count(*) AS persons, round(sum(revenue), 2) AS revenue,
+        SELECT {segment_sql()} AS segment, count(*) AS persons, round(sum(revenue), 2) AS revenue,
                round(avg(orders), 2) AS mean_orders, round(avg(recency_days), 1) AS mean_days_since_order{clv}
         FROM profiles WHERE orders > 0 AND r_score IS NOT NULL
         GROUP BY 1 ORDER BY revenue DESC, segment""")

@@ -14,6 +14,7 @@ them). The difference is what connecting online and offline is worth, in orders 
 
 from __future__ import annotations
 
+from omnithread.analytics import ORDER_VALUE_SQL
 from omnithread.engine.base import Engine
 from omnithread.errors import InvalidRequestError
 
@@ -21,7 +22,6 @@ __all__ = ["journeys"]
 
 ONLINE_BROWSE = ("web", "app")
 ONLINE_BUY = ("web", "app", "voice")
-_VALUE = "coalesce(TRY_CAST(properties->>'total' AS DOUBLE), TRY_CAST(properties->>'revenue' AS DOUBLE), 0)"
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -65,7 +65,7 @@ def _counts(engine: Engine, source: str, days: int) -> dict:
             SELECT person, event_at FROM {source}
             WHERE channel IN {_in(ONLINE_BROWSE)} AND person IS NOT NULL
         ), orders AS (
-            SELECT person, message_id, event_at, {_VALUE} AS value FROM {source}
+            SELECT person, message_id, event_at, {ORDER_VALUE_SQL} AS value FROM {source}
             WHERE event = 'Order Completed' AND channel = 'store'
         ), flagged AS (
             SELECT o.message_id, o.value, max(CASE WHEN x.person IS NULL THEN 0 ELSE 1 END) = 1 AS touched

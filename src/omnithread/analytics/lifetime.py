@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from omnithread.analytics import clv
+from omnithread.analytics import ORDER_VALUE_SQL, clv
 from omnithread.engine.base import Engine
 from omnithread.errors import InvalidRequestError
+from omnithread.profile import profile_columns
 
 __all__ = [
     "attach_lifetime_values",
+    "forget_lifetime",
     "CHANNEL_GROUPS",
     "LifetimeReport",
     "purchase_summary",
@@ -46,7 +48,6 @@ CHANNEL_GROUPS: dict[str, tuple[str, ...] | None] = {
     "store": ("store",),
 }
 EXPECTED_DAYS = 90  # the horizon of the expected purchases written to profiles
-_VALUE = "coalesce(TRY_CAST(properties->>'total' AS DOUBLE), TRY_CAST(properties->>'revenue' AS DOUBLE), 0)"
 
 
 def _orders_sql(channels: tuple[str, ...] | None, until: datetime | None) -> str:
@@ -56,7 +57,7 @@ def _orders_sql(channels: tuple[str, ...] | None, until: datetime | None) -> str
     if until is not None:
         where.append(f"event_at < TIMESTAMPTZ '{until.isoformat()}'")
     return f"""
-        SELECT person_id, CAST(event_at AS DATE) AS day, {_VALUE} AS value
+        SELECT person_id, CAST(event_at AS DATE) AS day, {ORDER_VALUE_SQL} AS value
         FROM event_persons
         WHERE {" AND ".join(where)}
           AND person_id NOT IN (SELECT person_id FROM profiles WHERE consent_analytics = false)"""
@@ -235,23 +236,27 @@ def _write_models(engine: Engine, report: LifetimeReport) -> None:
         engine.unregister("_lifetime_models")
 
 
+def forget_lifetime(engine: Engine, person_ids: set[str]) -> int:
+    """An erased person's lifetime values; how many rows went."""
+    if not person_ids:
+        return 0
+    ids = sorted(person_ids)
+    return engine.delete_where("lifetime_values", "person_id IN (" + ", ".join("?" * len(ids)) + ")", ids)
+
+
 def attach_lifetime_values(engine: Engine) -> bool:
     """Add the last scoring's columns to ``profiles`` (rebuilt profiles lose them): False when there is no
     scoring yet or no profiles. Persons new since the scoring get NULLs until the next."""
     if not engine.has_table("lifetime_values") or not engine.has_table("profiles"):
         return False
     # the columns of the last scoring replace any earlier ones
-    kept = [r["column_name"] for r in _profile_columns(engine) if r["column_name"] not in LIFETIME_COLUMNS]
+    kept = [c for c in profile_columns(engine) if c not in LIFETIME_COLUMNS]
     chosen = ", ".join(f"p.{c}" for c in kept)
     added = ", ".join(f"v.{c}" for c in LIFETIME_COLUMNS)
     engine.execute(f"""
         CREATE OR REPLACE TABLE profiles AS
         SELECT {chosen}, {added} FROM profiles p LEFT JOIN lifetime_values v ON v.person_id = p.person_id""")
     return True
-
-
-def _profile_columns(engine: Engine) -> list[dict]:
-    return [{"column_name": name} for name in engine.query("SELECT * FROM profiles LIMIT 0").column_names]
 
 
 # -- validation ---------------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ SQL on the engine, in DuckDB's dialect (portable to Spark).
 
 from __future__ import annotations
 
+from omnithread.analytics import ORDER_VALUE_SQL
 from omnithread.engine.base import Engine
 
 __all__ = ["store_performance", "hourly_traffic", "shelf_performance"]
 
-_VALUE = "coalesce(TRY_CAST(properties->>'total' AS DOUBLE), TRY_CAST(properties->>'revenue' AS DOUBLE), 0)"
 _ITEMS = (
     "coalesce((SELECT sum(coalesce(TRY_CAST(p->>'quantity' AS BIGINT), 1)) "
     "FROM (SELECT unnest(TRY_CAST(properties->'products' AS JSON[])) AS p)), 0)"
@@ -58,7 +58,7 @@ def store_performance(engine: Engine, since: str | None = None, until: str | Non
                    median(TRY_CAST(properties->>'dwell_seconds' AS DOUBLE)) / 60 AS median_dwell_minutes
             FROM store_events WHERE event = 'Store Exited' GROUP BY store_id
         ), orders AS (
-            SELECT store_id, count(*) AS orders, sum({_VALUE}) AS revenue, avg({_ITEMS}) AS items_per_order,
+            SELECT store_id, count(*) AS orders, sum({ORDER_VALUE_SQL}) AS revenue, avg({_ITEMS}) AS items_per_order,
                    count(DISTINCT visit_id) FILTER (WHERE visit_id IS NOT NULL) AS visits_with_order
             FROM store_events WHERE event = 'Order Completed' GROUP BY store_id
         )

@@ -34,6 +34,7 @@ from typing import Any, Iterable
 from omnithread.engine.base import Engine
 from omnithread.errors import InvalidRequestError, NotFoundError
 from omnithread.privacy.identifiers import IdentifierError, IdentifierType, normalise_email, normalise_phone
+from omnithread.profile import profile_columns
 
 __all__ = ["PLATFORMS", "platform_values", "import_contacts", "export_audience", "forget_contacts"]
 
@@ -130,7 +131,7 @@ def export_audience(engine: Engine, cipher, audience: str, platform: str, out: P
     ):
         raise NotFoundError("audience", audience)
     members = engine.scalar("SELECT count(*) FROM audience_members WHERE audience = ?", [audience])
-    refused_column = "consent_advertising" in engine.query("SELECT * FROM profiles LIMIT 0").column_names
+    refused_column = "consent_advertising" in profile_columns(engine)
     refused_sql = "AND coalesce(p.consent_advertising, true)" if refused_column else ""
     rows = []
     if engine.has_table("contact_vault"):

@@ -365,15 +365,13 @@ def link(
 
 
 def _drop_scratch(con: Engine, sources: int) -> None:
-    """The matcher's temporary tables, off an engine that is not its own."""
-    for name in ["_records", "_compared", "_random_levels"] + [f"_source_{i}" for i in range(sources)]:
+    """The matcher's tables, off an engine that is not its own: the records handed in and the scores (both
+    registered), and the tables it made."""
+    for name in [f"_source_{i}" for i in range(sources)] + ["_scored"]:
         if con.has_table(name):
-            if name.startswith("_source_") or name == "_scored":
-                con.unregister(name)
-            else:
-                con.execute(f"DROP TABLE IF EXISTS {name}")
-    if con.has_table("_scored"):
-        con.unregister("_scored")
+            con.unregister(name)
+    for name in ("_records", "_compared", "_random_levels"):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 _EMPTY = pa.table(

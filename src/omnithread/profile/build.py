@@ -137,6 +137,11 @@ def build_profiles(engine: Engine) -> int:
     return engine.scalar("SELECT count(*) FROM profiles")
 
 
+def profile_columns(engine: Engine) -> list[str]:
+    """The columns ``profiles`` has now (later stages add theirs: lifetime value, consent purposes)."""
+    return engine.query("SELECT * FROM profiles LIMIT 0").column_names
+
+
 def get_profile(engine: Engine, person_id: str) -> dict | None:
     """One person's profile row, or None when profiles have not been built or the person has none."""
     if not engine.has_table("profiles"):
