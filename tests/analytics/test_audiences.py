@@ -133,3 +133,20 @@ def test_the_command_line_creates_lists_shows_and_refuses(ws, tmp_path):
     assert len(json.loads(cli("show", "repeat", "--json").stdout)["page"]) == 1
     bad = cli("preview", "ordres > 1")
     assert bad.returncode == 2 and "a known trait, not 'ordres'" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "rule, description",
+    [
+        ('membership == "jane.doe@example.org"', ""),
+        ('membership == "+44 7700 900123"', ""),
+        ("orders > 1", "ask jane.doe@example.org"),
+    ],
+)
+def test_contact_details_in_a_rule_or_description_are_refused_and_not_repeated(ws, rule, description):
+    with pytest.raises(InvalidRequestError) as caught:
+        audiences.create_audience(ws.engine, "someone", rule, description)
+    message = str(caught.value)
+    assert "no email address or phone number" in message
+    assert "jane.doe" not in message and "7700" not in message
+    assert not ws.engine.has_table("audiences") or ws.engine.scalar("SELECT count(*) FROM audiences") == 0

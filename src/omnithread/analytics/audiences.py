@@ -13,8 +13,9 @@ Traits: the profile's columns (``TRAITS``), ``rfm_segment``, and three functions
 up to the newest event in the log (which, for a live log, is now): ``events(name, days)``,
 ``orders_in(days)`` and ``spent(days)``. Comparisons ``== != < <= > >=``, ``in`` / ``not in`` a list, a value
 ``in`` a list trait (``channels``, ``favourite_categories``), ``and``, ``or``, ``not``, parentheses. Values
-reach SQL as parameters, never as text. A rule that does not parse, names an unknown trait or compares
-wrongly is refused with the rule, the position and what was expected.
+reach SQL as parameters, never as text. A rule or description that may hold an email address or a phone
+number is refused unrepeated (the door's personal-data screen). A rule that does not parse, names an
+unknown trait or compares wrongly is refused with the rule, the position and what was expected.
 
 A person who refused the ``analytics`` purpose belongs to no audience. Membership is recomputed whenever
 profiles are rebuilt (``refresh_audiences``, called by the flows after every resolution, so as events
@@ -36,6 +37,7 @@ from omnithread.analytics import ORDER_VALUE_SQL
 from omnithread.analytics.cohorts import segment_sql
 from omnithread.engine.base import Engine
 from omnithread.errors import ConflictError, InvalidRequestError, NotFoundError
+from omnithread.privacy.detect import screen_hits
 from omnithread.profile import profile_columns
 
 __all__ = [
@@ -202,10 +204,20 @@ def _available(engine: Engine) -> set[str]:
     return (set(profile_columns(engine)) | {"rfm_segment"}) & set(TRAITS)
 
 
+def _no_contact_details(field: str, text: str) -> None:
+    """Rules and descriptions are stored and echoed in errors: one that may hold an email address or a phone
+    number (the door's own screen) is refused without repeating it."""
+    if isinstance(text, str) and screen_hits(text):
+        raise InvalidRequestError(
+            field, "…", "no email address or phone number: audiences select by traits, not by contact details"
+        )
+
+
 def compile_rule(rule: str, engine: Engine | None = None) -> Compiled:
     """The rule checked and compiled (with ``engine``, against the traits its profiles hold)."""
     if not isinstance(rule, str) or not rule.strip():
         raise InvalidRequestError("rule", rule, 'an expression such as: clv > 200 and "store" in channels')
+    _no_contact_details("rule", rule)
     if len(rule) > _MAX_RULE:
         raise InvalidRequestError("rule", rule[:60] + "…", f"at most {_MAX_RULE} characters")
     text = " ".join(rule.split())
@@ -268,6 +280,7 @@ def create_audience(engine: Engine, name: str, rule: str, description: str = "",
     """Save an audience (checked first) and compute its members; with ``replace``, change an existing one."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidRequestError("name", name, "1 to 63 lower-case letters, digits, - or _")
+    _no_contact_details("description", description)
     compile_rule(rule, engine)
     _ensure(engine)
     now = datetime.now(UTC)
