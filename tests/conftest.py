@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -55,6 +56,11 @@ def small_world(tmp_path_factory) -> tuple[Path, dict]:
     """A small simulated retailer: (output folder, manifest). Read-only for tests."""
     out = tmp_path_factory.mktemp("world")
     return out, simulate(SMALL_WORLD, out)
+
+
+def basic(key: str) -> dict:
+    """The HTTP Basic header an API key is sent with (the key as user name, no password), as Segment's."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
 def write_lines(path: Path, lines: list) -> Path:

@@ -24,7 +24,7 @@ from omnithread.errors import ConfigError
 from omnithread.privacy import PayloadCipher, Pseudonymiser, load_secret
 from omnithread.privacy.payload import personal_data_rule
 from omnithread.sim import WorldConfig, simulate
-from tests.conftest import Server
+from tests.conftest import Server, basic
 
 
 def cli(data_dir: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -294,7 +294,6 @@ def test_the_running_server_sends_new_events_to_a_webhook_as_they_arrive(data_di
     """A destination added by the command line (a job of the running server); events sent to the collector
     afterwards reach the receiver, signed, without anyone running a delivery; so do the audience joins they
     cause, once the server folds them into persons."""
-    import base64
     import json as jsonlib
 
     from omnithread.api.keys import KeyStore
@@ -317,7 +316,7 @@ def test_the_running_server_sends_new_events_to_a_webhook_as_they_arrive(data_di
             "--events", "Order Completed", "--audiences", "big-baskets",
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
-        auth = {"Authorization": "Basic " + base64.b64encode(f"{write}:".encode()).decode()}
+        auth = basic(write)
         for n in range(3):
             sent = httpx.post(
                 f"{server.url}/v1/track",

@@ -9,7 +9,6 @@ headers, /docs from a CDN, /health blind to a full disk or a corrupt file, engin
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import sqlite3
@@ -26,13 +25,9 @@ import pytest
 
 from omnithread.api.keys import KeyStore
 from omnithread.privacy.secret import load_secret
-from tests.conftest import Server
+from tests.conftest import Server, basic
 
 JANE, PHONE = "jane.doe@example.org", "+447700900468"
-
-
-def basic(key: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
 def track(n: int, **extra) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import socket
@@ -13,7 +12,7 @@ import pytest
 
 from omnithread.api.keys import KeyStore
 from omnithread.privacy.secret import load_secret
-from tests.conftest import Server, track
+from tests.conftest import Server, basic, track
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +30,6 @@ def server(keys):
     s = Server(data).start()
     yield s
     s.stop()
-
-
-def basic(key: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
 def test_segments_own_python_client_sends_events_that_arrive(server, keys):
